@@ -1,0 +1,323 @@
+//! Index mutations as commands applied atomically to a state machine.
+//!
+//! Every change to the index is one [`Command`]; [`apply`] is deterministic given the
+//! current contents, so the same sequence of commands can later be replicated through a
+//! Raft log and applied on every index server with identical results.
+
+use super::record::{Record, State};
+
+/// One atomic change to the index. Times are supplied by the proposer, never read inside
+/// [`apply`], so applying is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Record the intent to write `key` to `volumes`. Rejected with
+    /// [`Rejection::Exists`] when the key is live; replaces any other record.
+    Begin {
+        /// The key.
+        key: Vec<u8>,
+        /// Target replica locations, in placement order.
+        volumes: Vec<String>,
+        /// Proposer's clock, unix ms.
+        now_ms: u64,
+    },
+    /// Every replica acknowledged: the key becomes live. Requires state `writing`.
+    Commit {
+        /// The key.
+        key: Vec<u8>,
+        /// Value size in bytes.
+        size: u64,
+        /// md5 of the value, when computed.
+        md5: Option<[u8; 16]>,
+        /// Proposer's clock, unix ms.
+        now_ms: u64,
+    },
+    /// Virtual delete. Requires state `live`.
+    Unlink {
+        /// The key.
+        key: Vec<u8>,
+        /// Proposer's clock, unix ms.
+        now_ms: u64,
+    },
+    /// Start a hard delete: the key becomes invisible while its files are removed.
+    /// Accepts `live` (unless `protect`), `unlinked` and `deleting` (a retry).
+    BeginDelete {
+        /// The key.
+        key: Vec<u8>,
+        /// `--protect`: only unlinked keys may be deleted.
+        protect: bool,
+        /// Proposer's clock, unix ms.
+        now_ms: u64,
+    },
+    /// Move a live or unlinked key to new replica locations (rebalance, repair).
+    /// Requires the record to still list `from`, so a concurrent change wins.
+    Relocate {
+        /// The key.
+        key: Vec<u8>,
+        /// The locations the caller read.
+        from: Vec<String>,
+        /// The new locations.
+        to: Vec<String>,
+    },
+    /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
+    Remove {
+        /// The key.
+        key: Vec<u8>,
+        /// The state the caller believes the record is in.
+        expect: State,
+    },
+}
+
+impl Command {
+    /// The key this command changes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Command::Begin { key, .. }
+            | Command::Commit { key, .. }
+            | Command::Unlink { key, .. }
+            | Command::BeginDelete { key, .. }
+            | Command::Relocate { key, .. }
+            | Command::Remove { key, .. } => key,
+        }
+    }
+}
+
+/// Why a command was not applied. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No visible record for the key.
+    #[error("key not found")]
+    NotFound,
+    /// The key is live and may not be overwritten.
+    #[error("key exists")]
+    Exists,
+    /// `--protect` is on and the key was not unlinked first.
+    #[error("key is protected: unlink it first")]
+    Protected,
+    /// The record is not in the state the command requires.
+    #[error("record is {}", .0.name())]
+    WrongState(State),
+    /// The record changed since the caller read it.
+    #[error("record changed concurrently")]
+    Changed,
+}
+
+/// Result of applying one command: the record as it was before, or why nothing changed.
+pub type Applied = Result<Option<Record>, Rejection>;
+
+/// The minimal key → record map a command needs.
+pub trait RecordMap {
+    /// The error of the underlying store.
+    type Error;
+    /// Reads one record.
+    fn get(&mut self, key: &[u8]) -> Result<Option<Record>, Self::Error>;
+    /// Writes one record.
+    fn put(&mut self, key: &[u8], record: &Record) -> Result<(), Self::Error>;
+    /// Deletes one record.
+    fn remove(&mut self, key: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// Applies `cmd` to `map`. The outer `Result` is a storage failure; the inner one is the
+/// command's own outcome.
+pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Error> {
+    let key = cmd.key();
+    let prev = map.get(key)?;
+    let state = prev.as_ref().map(|r| r.state);
+    let next = match cmd {
+        Command::Begin {
+            volumes, now_ms, ..
+        } => {
+            if state == Some(State::Live) {
+                return Ok(Err(Rejection::Exists));
+            }
+            Record {
+                state: State::Writing,
+                volumes: volumes.clone(),
+                size: 0,
+                md5: None,
+                changed_ms: *now_ms,
+            }
+        }
+        Command::Commit {
+            size, md5, now_ms, ..
+        } => match (&prev, state) {
+            (Some(r), Some(State::Writing)) => Record {
+                state: State::Live,
+                size: *size,
+                md5: *md5,
+                changed_ms: *now_ms,
+                ..r.clone()
+            },
+            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
+            (_, None) => return Ok(Err(Rejection::NotFound)),
+        },
+        Command::Unlink { now_ms, .. } => match (&prev, state) {
+            (Some(r), Some(State::Live)) => Record {
+                state: State::Unlinked,
+                changed_ms: *now_ms,
+                ..r.clone()
+            },
+            _ => return Ok(Err(Rejection::NotFound)),
+        },
+        Command::BeginDelete {
+            protect, now_ms, ..
+        } => match (&prev, state) {
+            (Some(_), Some(State::Live)) if *protect => return Ok(Err(Rejection::Protected)),
+            (Some(r), Some(State::Live | State::Unlinked | State::Deleting)) => Record {
+                state: State::Deleting,
+                changed_ms: *now_ms,
+                ..r.clone()
+            },
+            _ => return Ok(Err(Rejection::NotFound)),
+        },
+        Command::Relocate { from, to, .. } => match (&prev, state) {
+            (Some(r), Some(State::Live | State::Unlinked)) if &r.volumes == from => Record {
+                volumes: to.clone(),
+                ..r.clone()
+            },
+            (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
+            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
+            (_, None) => return Ok(Err(Rejection::NotFound)),
+        },
+        Command::Remove { expect, .. } => {
+            return match state {
+                Some(s) if s == *expect => {
+                    map.remove(key)?;
+                    Ok(Ok(prev))
+                }
+                Some(s) => Ok(Err(Rejection::WrongState(s))),
+                None => Ok(Err(Rejection::NotFound)),
+            };
+        }
+    };
+    map.put(key, &next)?;
+    Ok(Ok(prev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+
+    impl RecordMap for BTreeMap<Vec<u8>, Record> {
+        type Error = Infallible;
+        fn get(&mut self, key: &[u8]) -> Result<Option<Record>, Infallible> {
+            Ok(BTreeMap::get(self, key).cloned())
+        }
+        fn put(&mut self, key: &[u8], record: &Record) -> Result<(), Infallible> {
+            self.insert(key.to_vec(), record.clone());
+            Ok(())
+        }
+        fn remove(&mut self, key: &[u8]) -> Result<(), Infallible> {
+            BTreeMap::remove(self, key);
+            Ok(())
+        }
+    }
+
+    fn run(m: &mut BTreeMap<Vec<u8>, Record>, cmd: Command) -> Applied {
+        apply(m, &cmd).unwrap()
+    }
+
+    fn begin() -> Command {
+        Command::Begin {
+            key: b"/k".to_vec(),
+            volumes: vec!["a:1".into()],
+            now_ms: 1,
+        }
+    }
+    fn commit() -> Command {
+        Command::Commit {
+            key: b"/k".to_vec(),
+            size: 3,
+            md5: Some([7; 16]),
+            now_ms: 2,
+        }
+    }
+    fn state(m: &BTreeMap<Vec<u8>, Record>) -> Option<State> {
+        m.get(&b"/k"[..]).map(|r| r.state)
+    }
+
+    #[test]
+    fn write_life_cycle() {
+        let mut m = BTreeMap::new();
+        assert_eq!(run(&mut m, begin()), Ok(None));
+        assert_eq!(state(&m), Some(State::Writing));
+        assert!(run(&mut m, commit()).is_ok());
+        let r = m.get(&b"/k"[..]).unwrap();
+        assert_eq!(
+            (r.state, r.size, r.md5, r.changed_ms),
+            (State::Live, 3, Some([7; 16]), 2)
+        );
+        assert_eq!(run(&mut m, begin()), Err(Rejection::Exists));
+        assert_eq!(
+            run(&mut m, commit()),
+            Err(Rejection::WrongState(State::Live))
+        );
+    }
+
+    #[test]
+    fn unlink_then_overwrite() {
+        let mut m = BTreeMap::new();
+        let unlink = Command::Unlink {
+            key: b"/k".to_vec(),
+            now_ms: 3,
+        };
+        assert_eq!(run(&mut m, unlink.clone()), Err(Rejection::NotFound));
+        run(&mut m, begin()).unwrap();
+        assert_eq!(run(&mut m, unlink.clone()), Err(Rejection::NotFound));
+        run(&mut m, commit()).unwrap();
+        run(&mut m, unlink.clone()).unwrap();
+        assert_eq!(state(&m), Some(State::Unlinked));
+        assert_eq!(run(&mut m, unlink), Err(Rejection::NotFound));
+        run(&mut m, begin()).unwrap();
+        assert_eq!(state(&m), Some(State::Writing));
+    }
+
+    #[test]
+    fn delete_and_protect() {
+        let mut m = BTreeMap::new();
+        let del = |protect| Command::BeginDelete {
+            key: b"/k".to_vec(),
+            protect,
+            now_ms: 4,
+        };
+        assert_eq!(run(&mut m, del(false)), Err(Rejection::NotFound));
+        run(&mut m, begin()).unwrap();
+        assert_eq!(run(&mut m, del(false)), Err(Rejection::NotFound));
+        run(&mut m, commit()).unwrap();
+        assert_eq!(run(&mut m, del(true)), Err(Rejection::Protected));
+        run(&mut m, del(false)).unwrap();
+        assert_eq!(state(&m), Some(State::Deleting));
+        run(&mut m, del(true)).unwrap(); // a retry of an interrupted delete
+        let rm = |expect| Command::Remove {
+            key: b"/k".to_vec(),
+            expect,
+        };
+        assert_eq!(
+            run(&mut m, rm(State::Writing)),
+            Err(Rejection::WrongState(State::Deleting))
+        );
+        run(&mut m, rm(State::Deleting)).unwrap();
+        assert_eq!(state(&m), None);
+        assert_eq!(run(&mut m, rm(State::Deleting)), Err(Rejection::NotFound));
+    }
+
+    #[test]
+    fn relocate_requires_unchanged_volumes() {
+        let mut m = BTreeMap::new();
+        run(&mut m, begin()).unwrap();
+        let reloc = |from: &str| Command::Relocate {
+            key: b"/k".to_vec(),
+            from: vec![from.into()],
+            to: vec!["b:2".into()],
+        };
+        assert_eq!(
+            run(&mut m, reloc("a:1")),
+            Err(Rejection::WrongState(State::Writing))
+        );
+        run(&mut m, commit()).unwrap();
+        assert_eq!(run(&mut m, reloc("z:9")), Err(Rejection::Changed));
+        run(&mut m, reloc("a:1")).unwrap();
+        assert_eq!(m[&b"/k"[..]].volumes, ["b:2"]);
+    }
+}

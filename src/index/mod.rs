@@ -1,0 +1,354 @@
+//! The index: `key → Record` in an embedded ordered store (redb).
+//!
+//! Reads go straight to a redb read transaction (MVCC, concurrent, never blocked by the
+//! writer). Writes are [`Command`]s sent to one writer thread, which drains everything
+//! queued, applies the batch in order inside one write transaction, commits (one fsync
+//! for the batch — group commit), then answers each caller. A caller's command is
+//! durable when its answer arrives.
+
+mod command;
+mod record;
+
+pub use command::{apply, Applied, Command, RecordMap, Rejection};
+pub use record::{DecodeError, Record, State};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
+
+/// Most commands one write transaction takes.
+const MAX_BATCH: usize = 4096;
+
+/// An index operation failed in the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// redb reported an error.
+    #[error("index store: {0}")]
+    Store(#[from] redb::Error),
+    /// A stored record did not decode.
+    #[error("index record of key {key:?}: {source}")]
+    Corrupt {
+        /// The key, lossily decoded for the message.
+        key: String,
+        /// What was wrong.
+        source: DecodeError,
+    },
+    /// The database could not be opened.
+    #[error("opening index at {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: redb::Error,
+    },
+    /// The writer thread is gone (the index is shutting down).
+    #[error("index writer stopped")]
+    Closed,
+}
+
+fn store_err<E: Into<redb::Error>>(e: E) -> IndexError {
+    IndexError::Store(e.into())
+}
+
+struct Job {
+    cmd: Command,
+    reply: oneshot::Sender<Result<Applied, IndexError>>,
+}
+
+/// Handle to the index; cheap to clone.
+#[derive(Clone)]
+pub struct Index {
+    db: Arc<Database>,
+    writer: mpsc::Sender<Job>,
+    writer_thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// One page of a prefix listing.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Matching keys in bytewise order.
+    pub keys: Vec<Vec<u8>>,
+    /// The first matching key not returned, when the limit cut the page.
+    pub next: Option<Vec<u8>>,
+    /// More than `max` keys matched and no limit was given.
+    pub too_large: bool,
+}
+
+impl Index {
+    /// Opens (or creates) the index in directory `dir` and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<Index, IndexError> {
+        let path = dir.join("index.redb");
+        let open_err = |source: redb::Error| IndexError::Open {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
+        let db = Database::builder()
+            .create(&path)
+            .map_err(|e| open_err(e.into()))?;
+        // Create the table so read transactions can always open it.
+        let txn = db.begin_write().map_err(|e| open_err(e.into()))?;
+        txn.open_table(KEYS).map_err(|e| open_err(e.into()))?;
+        txn.commit().map_err(|e| open_err(e.into()))?;
+
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel(MAX_BATCH);
+        let wdb = Arc::clone(&db);
+        let thread = std::thread::Builder::new()
+            .name("index-writer".into())
+            .spawn(move || writer_loop(&wdb, rx))
+            .map_err(|e| open_err(redb::Error::Io(e)))?;
+        Ok(Index {
+            db,
+            writer: tx,
+            writer_thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Waits for queued commands to commit and closes the database. Call it on the last
+    /// handle, once nothing else can send commands (other clones keep the writer alive).
+    pub fn close(self) {
+        let Index {
+            db,
+            writer,
+            writer_thread,
+        } = self;
+        drop(writer);
+        let handle = writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        drop(db);
+    }
+
+    /// Reads the record of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Record>, IndexError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let table = txn.open_table(KEYS).map_err(store_err)?;
+        match table.get(key).map_err(store_err)? {
+            Some(v) => decode(key, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies one command durably; see [`Command`] for the semantics.
+    pub async fn apply(&self, cmd: Command) -> Result<Applied, IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Job { cmd, reply })
+            .await
+            .map_err(|_| IndexError::Closed)?;
+        rx.await.map_err(|_| IndexError::Closed)?
+    }
+
+    /// Lists keys starting with `prefix`, from `start` (inclusive) if later than the
+    /// prefix, whose record passes `filter`. At most `limit` keys when given; otherwise
+    /// at most `max`, beyond which the page is marked `too_large`. Blocking: call from a
+    /// blocking thread.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        limit: Option<usize>,
+        max: usize,
+        filter: impl Fn(&Record) -> bool,
+    ) -> Result<Page, IndexError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let table = txn.open_table(KEYS).map_err(store_err)?;
+        let from = match start {
+            Some(s) if s > prefix => s,
+            _ => prefix,
+        };
+        let mut page = Page::default();
+        for item in table.range(from..).map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if !filter(&decode(key, v.value())?) {
+                continue;
+            }
+            if limit.is_some_and(|l| page.keys.len() == l) {
+                page.next = Some(key.to_vec());
+                break;
+            }
+            if limit.is_none() && page.keys.len() == max {
+                page.too_large = true;
+                break;
+            }
+            page.keys.push(key.to_vec());
+        }
+        Ok(page)
+    }
+
+    /// Visits every record in key order, from `start` (exclusive) on, until `visit`
+    /// returns false. Used by background workers to walk the index in chunks without
+    /// holding one read transaction for the whole walk. Blocking.
+    pub fn walk(
+        &self,
+        after: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], Record) -> bool,
+    ) -> Result<(), IndexError> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let table = txn.open_table(KEYS).map_err(store_err)?;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        for item in table
+            .range::<&[u8]>((lower, Bound::Unbounded))
+            .map_err(store_err)?
+        {
+            let (k, v) = item.map_err(store_err)?;
+            if !visit(k.value(), decode(k.value(), v.value())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
+    Record::decode(value).map_err(|source| IndexError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+struct TableMap<'a, 'txn>(&'a mut redb::Table<'txn, &'static [u8], &'static [u8]>);
+
+impl RecordMap for TableMap<'_, '_> {
+    type Error = IndexError;
+    fn get(&mut self, key: &[u8]) -> Result<Option<Record>, IndexError> {
+        match self.0.get(key).map_err(store_err)? {
+            Some(v) => decode(key, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+    fn put(&mut self, key: &[u8], record: &Record) -> Result<(), IndexError> {
+        self.0
+            .insert(key, record.encode().as_slice())
+            .map_err(store_err)?;
+        Ok(())
+    }
+    fn remove(&mut self, key: &[u8]) -> Result<(), IndexError> {
+        self.0.remove(key).map_err(store_err)?;
+        Ok(())
+    }
+}
+
+/// The writer thread: drain, apply in order, commit once, answer.
+fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match apply_batch(db, &batch) {
+            Ok(results) => {
+                for (job, result) in batch.drain(..).zip(results) {
+                    let _ = job.reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::error!("index write transaction failed: {e}");
+                let msg = e.to_string();
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(IndexError::Store(redb::Error::Io(
+                        std::io::Error::other(msg.clone()),
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+fn apply_batch(db: &Database, batch: &[Job]) -> Result<Vec<Applied>, IndexError> {
+    let mut txn = db.begin_write().map_err(store_err)?;
+    // Persist allocator state with each commit so reopening after a crash is fast.
+    txn.set_quick_repair(true);
+    let results = {
+        let mut table = txn.open_table(KEYS).map_err(store_err)?;
+        let mut map = TableMap(&mut table);
+        batch
+            .iter()
+            .map(|job| apply(&mut map, &job.cmd))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    txn.commit().map_err(store_err)?;
+    Ok(results)
+}
+
+/// Milliseconds since the Unix epoch, for command timestamps.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commands_are_durable_and_listed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Index::open(dir.path()).unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..100u32 {
+                let index = index.clone();
+                tasks.push(tokio::spawn(async move {
+                    let key = format!("/k/{i:03}").into_bytes();
+                    index
+                        .apply(Command::Begin {
+                            key: key.clone(),
+                            volumes: vec!["a:1".into()],
+                            now_ms: 1,
+                        })
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    if i % 2 == 0 {
+                        index
+                            .apply(Command::Commit {
+                                key,
+                                size: i.into(),
+                                md5: None,
+                                now_ms: 2,
+                            })
+                            .await
+                            .unwrap()
+                            .unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            index.close();
+        }
+        let index = Index::open(dir.path()).unwrap();
+        let live = |r: &Record| r.state == State::Live;
+        let page = index.scan(b"/k/", None, Some(3), 10, live).unwrap();
+        assert_eq!(page.keys, [b"/k/000", b"/k/002", b"/k/004"]);
+        assert_eq!(page.next.as_deref(), Some(&b"/k/006"[..]));
+        let page = index.scan(b"/k/", Some(b"/k/095"), None, 10, live).unwrap();
+        assert_eq!(page.keys, [b"/k/096", b"/k/098"]);
+        assert_eq!(page.next, None);
+        let page = index.scan(b"/k/", None, None, 10, live).unwrap();
+        assert!(page.too_large);
+        assert_eq!(index.get(b"/k/042").unwrap().unwrap().size, 42);
+        assert_eq!(index.get(b"/k/043").unwrap().unwrap().state, State::Writing);
+    }
+}

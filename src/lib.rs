@@ -1,0 +1,22 @@
+//! hoard: a distributed blob / key-value store, drop-in compatible with minikeyvalue.
+//!
+//! Layers, bottom up:
+//!
+//! * [`placement`] — which volumes hold a key and where its file lives (pure).
+//! * [`key`] — turning a request path into a key, and what keys are allowed (pure).
+//! * [`index`] — the embedded `key → record` store; every mutation is one command.
+//! * [`volume`] — the native volume server: plain files, atomic writes.
+//! * [`replica`] — talking to volume servers: client, streaming fan-out, health.
+//! * [`server`] — the index server's HTTP API.
+//! * [`dev`] — `hoard dev`: index server and three volumes in one process.
+//! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
+
+pub mod cli;
+pub mod dev;
+pub mod http;
+pub mod index;
+pub mod key;
+pub mod placement;
+pub mod replica;
+pub mod server;
+pub mod volume;
