@@ -1,7 +1,108 @@
-//! `hoard dev`: a complete store in one process.
-use crate::cli::DevArgs;
+//! `hoard dev`: a complete store in one process — the index server on `--port` and
+//! three native volumes on the next three ports, all under `--data`. It uses exactly the
+//! cluster code paths: the index talks to its volumes over HTTP on loopback.
 
-/// Runs the index server and three volumes until SIGINT/SIGTERM.
-pub async fn run(_args: DevArgs, _verbose: bool) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use tokio::sync::watch;
+
+use crate::cli::DevArgs;
+use crate::placement::Placement;
+use crate::server::ServerConfig;
+use crate::volume::VolumeConfig;
+
+const VOLUMES: u16 = 3;
+
+/// Runs the store until SIGINT/SIGTERM: then the index stops first (finishing in-flight
+/// writes), the volumes after it, and the index is closed cleanly.
+pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
+    check_port(&args.data, args.port)?;
+    let host = match args.bind.as_str() {
+        "0.0.0.0" | "::" => "127.0.0.1",
+        other => other,
+    };
+
+    let index_listener = crate::http::bind(&args.bind, args.port).await?;
+    let (stop_volumes, volumes_stopped) = watch::channel(false);
+    let mut names = Vec::new();
+    let mut volume_tasks = Vec::new();
+    for i in 1..=VOLUMES {
+        let port = args
+            .port
+            .checked_add(i)
+            .context("--port leaves no room for three volume ports")?;
+        let listener = crate::http::bind(&args.bind, port).await?;
+        let router = crate::volume::router(VolumeConfig {
+            dir: args.data.join(format!("volume{i}")),
+            fsync: true,
+        })?;
+        let router = crate::http::with_access_log(router, verbose);
+        let mut stopped = volumes_stopped.clone();
+        volume_tasks.push(tokio::spawn(crate::http::serve(
+            listener,
+            router,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )));
+        names.push(format!("{host}:{port}"));
+    }
+
+    let cfg = ServerConfig {
+        placement: Placement::new(names.clone(), 3, 10)?,
+        fallback: None,
+        protect: false,
+        md5sum: true,
+        voltimeout: std::time::Duration::from_secs(1),
+        verbose,
+    };
+    let started = crate::server::start(cfg, &args.data.join("index"))?;
+    eprintln!(
+        "hoard dev: ready on http://{host}:{} (volumes {}), data in {}",
+        args.port,
+        names.join(", "),
+        args.data.display()
+    );
+    let served = crate::http::serve(
+        index_listener,
+        started.router.clone(),
+        crate::http::shutdown_signal(),
+    )
+    .await;
+    started.shutdown();
+    let _ = stop_volumes.send(true);
+    for task in volume_tasks {
+        task.await.context("volume task panicked")??;
+    }
+    served
+}
+
+/// Volume names (host:port) are part of every record and of placement, so a data
+/// directory must always be served on the ports it was created with.
+fn check_port(data: &Path, port: u16) -> anyhow::Result<()> {
+    let file = data.join("dev-port");
+    match std::fs::read_to_string(&file) {
+        Ok(s) => {
+            let recorded: u16 = s
+                .trim()
+                .parse()
+                .with_context(|| format!("{} is corrupt", file.display()))?;
+            if recorded != port {
+                bail!(
+                    "{} was created with --port {recorded}; volume names depend on it, \
+                     so run with --port {recorded} (or use another --data)",
+                    data.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&file, format!("{port}\n"))
+                .with_context(|| format!("cannot write {}", file.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+    }
 }

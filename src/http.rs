@@ -48,3 +48,36 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
 }
+
+/// Wraps `router` so that, when `verbose`, every request is logged at info level:
+/// method, path, status, response bytes and duration.
+pub fn with_access_log(router: axum::Router, verbose: bool) -> axum::Router {
+    if verbose {
+        router.layer(axum::middleware::from_fn(access_log))
+    } else {
+        router
+    }
+}
+
+async fn access_log(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let resp = next.run(req).await;
+    let bytes = resp
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    tracing::info!(
+        target: "hoard::access",
+        "{method} {uri} {} {bytes} {:.3}ms",
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    resp
+}

@@ -1,7 +1,174 @@
-//! The index server.
-use crate::cli::ServerArgs;
+//! The index server: keeps `key → record` and answers minikeyvalue's HTTP API.
+//!
+//! Request paths, top-down: [`dispatch`] decodes the key and picks a handler by method —
+//! [`read`] (GET/HEAD redirect, `?list`, `?unlinked`), [`write`] (PUT, DELETE, UNLINK),
+//! or [`admin`] for paths under `/-/`.
 
-/// Runs the index server until SIGINT/SIGTERM.
-pub async fn run(_args: ServerArgs, _verbose: bool) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+mod admin;
+mod error;
+mod locks;
+mod read;
+mod write;
+
+pub use error::ApiError;
+pub use locks::KeyLocks;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+
+use crate::cli::ServerArgs;
+use crate::index::Index;
+use crate::placement::Placement;
+use crate::replica::{Health, VolumeClient};
+
+/// Settings of an index server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Volumes, replica count and subvolumes.
+    pub placement: Placement,
+    /// `host:port` to redirect GETs of missing keys to.
+    pub fallback: Option<String>,
+    /// DELETE only after UNLINK.
+    pub protect: bool,
+    /// Hash values on PUT.
+    pub md5sum: bool,
+    /// Volume connect / probe timeout.
+    pub voltimeout: Duration,
+    /// One log line per request.
+    pub verbose: bool,
+}
+
+impl ServerConfig {
+    /// The configuration described by `hoard server`'s flags.
+    pub fn from_args(args: &ServerArgs, verbose: bool) -> anyhow::Result<Self> {
+        let placement = Placement::new(args.volumes.clone(), args.replicas, args.subvolumes)
+            .context("invalid --volumes / --replicas / --subvolumes")?;
+        Ok(ServerConfig {
+            placement,
+            fallback: args.fallback.clone(),
+            protect: args.protect,
+            md5sum: args.md5sum,
+            voltimeout: args.voltimeout,
+            verbose,
+        })
+    }
+
+    /// How long a replica may accept no data during a PUT before the write fails.
+    pub fn stall_limit(&self) -> Duration {
+        (self.voltimeout * 10).max(Duration::from_secs(10))
+    }
+}
+
+/// Shared state of a running index server.
+pub struct App {
+    /// Settings.
+    pub cfg: ServerConfig,
+    /// The index.
+    pub index: Index,
+    /// Client for volume servers.
+    pub client: VolumeClient,
+    /// Which volume servers are up.
+    pub health: Arc<Health>,
+    /// Keys with a write in flight.
+    pub locks: KeyLocks,
+    /// When the server started.
+    pub started: Instant,
+}
+
+/// A started index server: its state and its background prober.
+pub struct Started {
+    /// Shared state (also the router's state).
+    pub app: Arc<App>,
+    /// The router to serve.
+    pub router: axum::Router,
+    prober: tokio::task::JoinHandle<()>,
+}
+
+impl Started {
+    /// Stops background work and closes the index durably. Call after serving ended.
+    pub fn shutdown(self) {
+        self.prober.abort();
+        let Started { app, router, .. } = self;
+        drop(router);
+        match Arc::try_unwrap(app) {
+            Ok(app) => app.index.close(),
+            Err(_) => tracing::warn!("index still in use at shutdown; not closed explicitly"),
+        }
+    }
+}
+
+/// Opens the index in `db` and builds the server.
+pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started> {
+    let index = Index::open(db)?;
+    let client = VolumeClient::new(cfg.voltimeout)?;
+    let servers = cfg.placement.volumes().to_vec();
+    let health = Arc::new(Health::new(&servers));
+    let prober = health.spawn_prober(client.clone());
+    let verbose = cfg.verbose;
+    let app = Arc::new(App {
+        cfg,
+        index,
+        client,
+        health,
+        locks: KeyLocks::default(),
+        started: Instant::now(),
+    });
+    let router = crate::http::with_access_log(
+        axum::Router::new()
+            .fallback(dispatch)
+            .with_state(Arc::clone(&app)),
+        verbose,
+    );
+    Ok(Started {
+        app,
+        router,
+        prober,
+    })
+}
+
+/// `hoard server`: serve until SIGINT/SIGTERM, then close the index cleanly.
+pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
+    let cfg = ServerConfig::from_args(&args, verbose)?;
+    let listener = crate::http::bind(&args.bind, args.port).await?;
+    let started = start(cfg, &args.db)?;
+    tracing::info!(
+        "index server on {} with volumes {}",
+        listener.local_addr()?,
+        args.volumes.join(",")
+    );
+    let served = crate::http::serve(
+        listener,
+        started.router.clone(),
+        crate::http::shutdown_signal(),
+    )
+    .await;
+    started.shutdown();
+    served
+}
+
+/// Routes one request: server endpoints under `/-/`, otherwise a key operation chosen
+/// by method.
+async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
+    let path = req.uri().path();
+    if path.starts_with(crate::key::RESERVED_PREFIX) {
+        return admin::handle(&app, req).await;
+    }
+    let key = match crate::key::parse(path) {
+        Ok(key) => key,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let result = match (req.method().clone(), req.uri().query()) {
+        (Method::GET, Some(query)) => read::list(&app, key, query).await,
+        (Method::GET, None) | (Method::HEAD, _) => read::redirect(&app, &key, req.uri().path()),
+        (Method::PUT, _) => write::put(app, key, req).await,
+        (Method::DELETE, _) => write::delete(app, key).await,
+        (m, _) if m.as_str() == "UNLINK" => write::unlink(&app, key).await,
+        _ => Err(ApiError::MethodNotAllowed),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
 }

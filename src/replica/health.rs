@@ -1,0 +1,112 @@
+//! Which volume servers are up: a background prober, so request paths never wait on a
+//! health check.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::client::VolumeClient;
+use crate::index::now_ms;
+
+/// How often each volume server is probed.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+struct ServerState {
+    up: AtomicBool,
+    last_seen_ms: AtomicU64,
+}
+
+/// Up/down state of every configured volume server (`host:port`).
+#[derive(Debug)]
+pub struct Health {
+    servers: HashMap<String, ServerState>,
+}
+
+/// A snapshot of one volume server's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerStatus {
+    /// `host:port`.
+    pub server: String,
+    /// Answered its last probe.
+    pub up: bool,
+    /// Unix ms of the last successful probe (0 = never).
+    pub last_seen_ms: u64,
+}
+
+impl Health {
+    /// Tracks `servers`, all assumed up until a probe says otherwise.
+    pub fn new(servers: &[String]) -> Self {
+        let servers = servers
+            .iter()
+            .map(|s| {
+                let state = ServerState {
+                    up: AtomicBool::new(true),
+                    last_seen_ms: AtomicU64::new(0),
+                };
+                (s.clone(), state)
+            })
+            .collect();
+        Health { servers }
+    }
+
+    /// Whether `server` (`host:port`) is believed up. Unknown servers (e.g. in records
+    /// written under an older volume list) are assumed up.
+    pub fn is_up(&self, server: &str) -> bool {
+        self.servers
+            .get(server)
+            .is_none_or(|s| s.up.load(Ordering::Relaxed))
+    }
+
+    /// Records the outcome of talking to `server`.
+    pub fn report(&self, server: &str, up: bool) {
+        if let Some(s) = self.servers.get(server) {
+            let was = s.up.swap(up, Ordering::Relaxed);
+            if up {
+                s.last_seen_ms.store(now_ms(), Ordering::Relaxed);
+            }
+            if was != up {
+                if up {
+                    tracing::info!("volume {server} is up");
+                } else {
+                    tracing::warn!("volume {server} is down");
+                }
+            }
+        }
+    }
+
+    /// The state of every server, sorted by name.
+    pub fn snapshot(&self) -> Vec<ServerStatus> {
+        let mut all: Vec<_> = self
+            .servers
+            .iter()
+            .map(|(name, s)| ServerStatus {
+                server: name.clone(),
+                up: s.up.load(Ordering::Relaxed),
+                last_seen_ms: s.last_seen_ms.load(Ordering::Relaxed),
+            })
+            .collect();
+        all.sort_by(|a, b| a.server.cmp(&b.server));
+        all
+    }
+
+    /// Probes every server each [`PROBE_INTERVAL`] until the returned task is aborted.
+    pub fn spawn_prober(self: &Arc<Self>, client: VolumeClient) -> tokio::task::JoinHandle<()> {
+        let health = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let probes = health.servers.keys().map(|server| {
+                    let client = &client;
+                    async move { (server, client.probe(server).await) }
+                });
+                for (server, up) in futures_util::future::join_all(probes).await {
+                    health.report(server, up);
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,403 @@
+//! A real cluster for tests: `hoard server` plus volume servers (native `hoard volume`
+//! or stock nginx with WebDAV), each a separate process on free loopback ports.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which volume server implementation to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `hoard volume`.
+    Native,
+    /// nginx with minikeyvalue's WebDAV configuration.
+    Nginx,
+}
+
+/// The hoard binary under test.
+pub fn hoard_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hoard")
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// `n` consecutive ports that are all free right now.
+pub fn free_port_run(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20000 + fastrand::u16(..40000);
+        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no run of {n} free ports");
+}
+
+/// Blocks until `url` answers any HTTP status, or panics after 15 s.
+pub fn wait_http(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if answers_http(url).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{url} did not come up within 15 s");
+}
+
+/// One blocking `HEAD` over raw TCP: Ok when an HTTP status line comes back.
+fn answers_http(url: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        s,
+        "HEAD /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf)?;
+    if &buf == b"HTTP/1." {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("not HTTP"))
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    child: Option<Child>,
+    /// What to run again on restart.
+    cmd: Vec<String>,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `program args…`, stderr appended to `log`.
+    pub fn spawn(cmd: Vec<String>, log: PathBuf) -> Proc {
+        let mut p = Proc {
+            child: None,
+            cmd,
+            log,
+        };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = Command::new(&self.cmd[0])
+            .args(&self.cmd[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", self.cmd));
+        self.child = Some(child);
+    }
+
+    /// kill -9 and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to 20 s for a clean exit; returns its exit status success.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Starts it again with the same command line.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One volume server of a test cluster.
+pub struct Volume {
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    /// Its data directory.
+    pub dir: PathBuf,
+    /// The process.
+    pub proc: Proc,
+}
+
+impl Volume {
+    /// Starts a volume server of `kind` storing under `root/name`.
+    pub fn start(kind: Kind, root: &Path, name: &str) -> Volume {
+        let port = free_port();
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let log = root.join(format!("{name}.log"));
+        let cmd = match kind {
+            Kind::Native => vec![
+                hoard_bin().to_string(),
+                "volume".into(),
+                "--dir".into(),
+                dir.display().to_string(),
+                "--port".into(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--fsync=false".into(),
+            ],
+            Kind::Nginx => nginx_command(root, name, &dir, port),
+        };
+        let proc = Proc::spawn(cmd, log);
+        wait_http(&format!("http://{addr}/"));
+        Volume { addr, dir, proc }
+    }
+
+    /// Stops the server (kill -9).
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts it again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.proc.restart();
+        wait_http(&format!("http://{}/", self.addr));
+    }
+
+    /// Every regular file under the volume, relative paths, hidden entries and
+    /// nginx's temp directory excluded.
+    pub fn files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(&self.dir, &self.dir, &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "nginx-tmp" {
+            continue;
+        }
+        let path = e.path();
+        if path.is_dir() {
+            walk(root, &path, out);
+        } else {
+            out.push(path.strip_prefix(root).unwrap().display().to_string());
+        }
+    }
+}
+
+fn nginx_command(root: &Path, name: &str, dir: &Path, port: u16) -> Vec<String> {
+    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("nginx is not installed: run ./scripts/test.sh, which installs it");
+    let prefix = root.join(format!("{name}-nginx"));
+    let tmp = dir.join("nginx-tmp");
+    std::fs::create_dir_all(&prefix).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    // minikeyvalue's volume configuration, with temp paths kept inside the test dir.
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+error_log stderr warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  default_type application/octet-stream;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      root {dir};
+      disable_symlinks off;
+      client_max_body_size 0;
+      dav_methods PUT DELETE;
+      dav_access group:rw all:r;
+      create_full_put_path on;
+      autoindex on;
+      autoindex_format json;
+    }}
+  }}
+}}
+"#,
+        prefix = prefix.display(),
+        tmp = tmp.display(),
+        dir = dir.display(),
+    );
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    vec![
+        nginx.to_string(),
+        "-e".into(),
+        "stderr".into(),
+        "-p".into(),
+        prefix.display().to_string(),
+        "-c".into(),
+        conf_path.display().to_string(),
+    ]
+}
+
+/// `hoard server` in front of `volumes`.
+pub struct Cluster {
+    /// Base URL of the index server.
+    pub url: String,
+    /// The index server process.
+    pub index: Proc,
+    /// The volumes.
+    pub volumes: Vec<Volume>,
+    /// Index database directory.
+    pub db: PathBuf,
+    /// Keeps every directory alive.
+    pub tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `n` volumes of `kind`, replicas 3, subvolumes 10, plus `extra` server flags.
+    pub fn start(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let volumes: Vec<Volume> = (0..n)
+            .map(|i| Volume::start(kind, tmp.path(), &format!("vol{i}")))
+            .collect();
+        let names: Vec<String> = volumes.iter().map(|v| v.addr.clone()).collect();
+        Self::with_volumes(tmp, volumes, &names.join(","), extra)
+    }
+
+    /// An index server over already running `volumes`, told about `volume_list`.
+    pub fn with_volumes(
+        tmp: tempfile::TempDir,
+        volumes: Vec<Volume>,
+        volume_list: &str,
+        extra: &[&str],
+    ) -> Cluster {
+        let port = free_port();
+        let db = tmp.path().join("db");
+        let mut cmd: Vec<String> = vec![
+            hoard_bin().into(),
+            "server".into(),
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--db".into(),
+            db.display().to_string(),
+            "--volumes".into(),
+            volume_list.into(),
+        ];
+        cmd.extend(extra.iter().map(|s| s.to_string()));
+        let index = Proc::spawn(cmd, tmp.path().join("index.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_http(&format!("{url}/-/health"));
+        Cluster {
+            url,
+            index,
+            volumes,
+            db,
+            tmp,
+        }
+    }
+
+    /// kill -9 the index server and start it again on the same database.
+    pub fn restart_index(&mut self) {
+        self.index.restart();
+        wait_http(&format!("{}/-/health", self.url));
+    }
+
+    /// Every file on every volume, as `volume-index:path`.
+    pub fn all_files(&self) -> Vec<String> {
+        self.volumes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| v.files().into_iter().map(move |f| format!("{i}:{f}")))
+            .collect()
+    }
+}
+
+/// A client that does not follow redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// Sends raw bytes and returns the raw response (for requests clients would normalise).
+pub fn raw(addr: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw HTTP response.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+}
