@@ -104,7 +104,7 @@ impl Placement {
             })
             .collect();
         // Descending by score; `sort_by` is stable, like Go's sort.Stable.
-        scored.sort_by(|a, b| b.0.cmp(&a.0));
+        scored.sort_by_key(|&(score, _)| std::cmp::Reverse(score));
         scored
             .into_iter()
             .take(self.replicas)
