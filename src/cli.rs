@@ -44,6 +44,91 @@ pub enum Command {
     /// (atomic: temp file, fsync, rename), GET/HEAD with Range, DELETE, and JSON
     /// directory listings for paths ending in `/`.
     Volume(VolumeArgs),
+    /// Reconstruct a lost index from the files on the volumes, into a new --db.
+    ///
+    /// Lists every volume (JSON directory listings), and records each key found with
+    /// its locations in placement order and the size from the listing. The md5 stays
+    /// unknown unless --md5 is given (`hoard verify --deep` fills it in later).
+    /// Unlinked keys come back live: files do not record that state.
+    Rebuild(RebuildArgs),
+    /// Move every key to its placement for --volumes (after volumes joined or left).
+    ///
+    /// Offline: the index server must be stopped. A running server does the same with
+    /// `POST /-/admin/rebalance`. Safe to interrupt and run again.
+    Rebalance(RebalanceArgs),
+    /// Check that every replica exists with the right size (--deep: and md5); with
+    /// --repair, re-create bad replicas, roll back crashed writes, finish interrupted
+    /// deletes and delete orphan files.
+    ///
+    /// Offline: the index server must be stopped; a running server does the same with
+    /// `POST /-/admin/verify?repair=1&deep=1`. Exits with status 1 when problems are
+    /// left. Safe to interrupt and run again.
+    Verify(VerifyArgs),
+}
+
+/// The cluster an offline operation works on.
+#[derive(Debug, Args, Clone)]
+pub struct ClusterArgs {
+    /// Directory of the index database.
+    #[arg(long, env = "HOARD_DB")]
+    pub db: PathBuf,
+    /// Volume servers, comma separated host:port: the placement to use.
+    #[arg(long, env = "HOARD_VOLUMES", value_delimiter = ',', required = true)]
+    pub volumes: Vec<String>,
+    /// Copies of each value.
+    #[arg(long, env = "HOARD_REPLICAS", default_value_t = 3)]
+    pub replicas: usize,
+    /// Subvolume directories per volume (1 = none).
+    #[arg(long, env = "HOARD_SUBVOLUMES", default_value_t = 10)]
+    pub subvolumes: u32,
+    /// Timeout for connecting to a volume server and for small requests.
+    #[arg(long, env = "HOARD_VOLTIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub voltimeout: Duration,
+    /// Keys worked on at once; for listings, requests in flight per volume.
+    #[arg(long, env = "HOARD_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+/// Options of `hoard rebuild`.
+#[derive(Debug, Args, Clone)]
+pub struct RebuildArgs {
+    /// Volumes and the new index directory (must not hold an index yet).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Also read one replica of every key to record its md5 (slower: reads all data).
+    #[arg(long)]
+    pub md5: bool,
+}
+
+/// Options of `hoard rebalance`.
+#[derive(Debug, Args, Clone)]
+pub struct RebalanceArgs {
+    /// Index and the volume list to balance for.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Speed limit: keys moved per second (`200`) or bytes copied per second (`50MB/s`).
+    #[arg(long, env = "HOARD_MAX_RATE")]
+    pub max_rate: Option<crate::ops::worker::Rate>,
+}
+
+/// Options of `hoard verify`.
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    /// Index and volumes.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Fix what is found (otherwise only report).
+    #[arg(long)]
+    pub repair: bool,
+    /// Read every replica in full and check its md5 (records unknown md5s).
+    #[arg(long)]
+    pub deep: bool,
+    /// Write intents and orphan files younger than this are left alone.
+    #[arg(long, env = "HOARD_GRACE", default_value = "60m", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Speed limit: keys checked per second (`500`) or bytes read per second (`50MB/s`).
+    #[arg(long, env = "HOARD_MAX_RATE")]
+    pub max_rate: Option<crate::ops::worker::Rate>,
 }
 
 /// Options of `hoard dev`.
@@ -153,6 +238,9 @@ pub fn main() -> ExitCode {
             Command::Dev(args) => crate::dev::run(args, verbose).await,
             Command::Server(args) => crate::server::run(args, verbose).await,
             Command::Volume(args) => crate::volume::run(args, verbose).await,
+            Command::Rebuild(args) => crate::ops::offline::rebuild(args).await,
+            Command::Rebalance(args) => crate::ops::offline::rebalance(args).await,
+            Command::Verify(args) => crate::ops::offline::verify(args).await,
         }
     });
     match result {

@@ -8,6 +8,7 @@
 //! * [`volume`] — the native volume server: plain files, atomic writes.
 //! * [`replica`] — talking to volume servers: client, streaming fan-out, health.
 //! * [`server`] — the index server's HTTP API.
+//! * [`ops`] — rebuild, rebalance, verify/repair and orphan collection; background jobs.
 //! * [`dev`] — `hoard dev`: index server and three volumes in one process.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
 
@@ -16,6 +17,7 @@ pub mod dev;
 pub mod http;
 pub mod index;
 pub mod key;
+pub mod ops;
 pub mod placement;
 pub mod replica;
 pub mod server;

@@ -11,6 +11,8 @@
 //! * **File path** — `/%02x/%02x/<base64 std padded of the key>`, the two bytes being
 //!   `md5(key)[0..2]`. The base64 may contain `/` (deeper directories) and `+`.
 
+use std::sync::{Arc, RwLock};
+
 use base64::Engine as _;
 use md5::{Digest, Md5};
 
@@ -91,6 +93,16 @@ impl Placement {
         self.replicas
     }
 
+    /// Subvolume directories per volume (1 = none).
+    pub fn subvolumes(&self) -> u32 {
+        self.subvolumes
+    }
+
+    /// The same policy over another volume list (same replicas and subvolumes).
+    pub fn with_volumes(&self, volumes: Vec<String>) -> Result<Self, PlacementError> {
+        Placement::new(volumes, self.replicas, self.subvolumes)
+    }
+
     /// The replica locations of `key`, best first: `host:port` or `host:port/svXX`.
     pub fn locate(&self, key: &[u8]) -> Vec<String> {
         let mut scored: Vec<([u8; 16], &str)> = self
@@ -118,6 +130,31 @@ impl Placement {
                 }
             })
             .collect()
+    }
+}
+
+/// The placement in force, replaceable at runtime when volumes join or leave.
+///
+/// Readers take a cheap snapshot ([`SharedPlacement::current`]) and use it for the whole
+/// operation; a replacement affects only operations that start afterwards.
+#[derive(Debug)]
+pub struct SharedPlacement(RwLock<Arc<Placement>>);
+
+impl SharedPlacement {
+    /// Starts with `placement`.
+    pub fn new(placement: Placement) -> Self {
+        SharedPlacement(RwLock::new(Arc::new(placement)))
+    }
+
+    /// The placement in force now.
+    pub fn current(&self) -> Arc<Placement> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `placement` in force and returns the previous one.
+    pub fn replace(&self, placement: Placement) -> Arc<Placement> {
+        let mut slot = self.0.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *slot, Arc::new(placement))
     }
 }
 

@@ -58,6 +58,19 @@ pub enum Command {
         /// The new locations.
         to: Vec<String>,
     },
+    /// Record the md5 of a live or unlinked key's value, learned by verification.
+    /// Requires the record to be the same version of the value the caller hashed:
+    /// same `changed_ms` and `size`, and an md5 that is unknown or already equal.
+    SetMd5 {
+        /// The key.
+        key: Vec<u8>,
+        /// `changed_ms` of the record the caller read.
+        changed_ms: u64,
+        /// The size the caller read.
+        size: u64,
+        /// The md5 of the value.
+        md5: [u8; 16],
+    },
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     Remove {
         /// The key.
@@ -76,6 +89,7 @@ impl Command {
             | Command::Unlink { key, .. }
             | Command::BeginDelete { key, .. }
             | Command::Relocate { key, .. }
+            | Command::SetMd5 { key, .. }
             | Command::Remove { key, .. } => key,
         }
     }
@@ -174,6 +188,26 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 volumes: to.clone(),
                 ..r.clone()
             },
+            (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
+            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
+            (_, None) => return Ok(Err(Rejection::NotFound)),
+        },
+        Command::SetMd5 {
+            changed_ms,
+            size,
+            md5,
+            ..
+        } => match (&prev, state) {
+            (Some(r), Some(State::Live | State::Unlinked))
+                if r.changed_ms == *changed_ms
+                    && r.size == *size
+                    && r.md5.is_none_or(|m| m == *md5) =>
+            {
+                Record {
+                    md5: Some(*md5),
+                    ..r.clone()
+                }
+            }
             (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
             (_, None) => return Ok(Err(Rejection::NotFound)),
@@ -300,6 +334,38 @@ mod tests {
         run(&mut m, rm(State::Deleting)).unwrap();
         assert_eq!(state(&m), None);
         assert_eq!(run(&mut m, rm(State::Deleting)), Err(Rejection::NotFound));
+    }
+
+    #[test]
+    fn set_md5_requires_the_same_value() {
+        let mut m = BTreeMap::new();
+        let set = |changed_ms, md5| Command::SetMd5 {
+            key: b"/k".to_vec(),
+            changed_ms,
+            size: 3,
+            md5,
+        };
+        assert_eq!(run(&mut m, set(2, [1; 16])), Err(Rejection::NotFound));
+        run(&mut m, begin()).unwrap();
+        assert_eq!(
+            run(&mut m, set(1, [1; 16])),
+            Err(Rejection::WrongState(State::Writing))
+        );
+        run(
+            &mut m,
+            Command::Commit {
+                key: b"/k".to_vec(),
+                size: 3,
+                md5: None,
+                now_ms: 2,
+            },
+        )
+        .unwrap();
+        assert_eq!(run(&mut m, set(1, [1; 16])), Err(Rejection::Changed));
+        run(&mut m, set(2, [1; 16])).unwrap();
+        assert_eq!(m[&b"/k"[..]].md5, Some([1; 16]));
+        run(&mut m, set(2, [1; 16])).unwrap(); // idempotent
+        assert_eq!(run(&mut m, set(2, [2; 16])), Err(Rejection::Changed));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::client::VolumeClient;
@@ -18,10 +18,18 @@ struct ServerState {
     last_seen_ms: AtomicU64,
 }
 
-/// Up/down state of every configured volume server (`host:port`).
+/// Up/down state of every configured volume server (`host:port`). Servers can be added
+/// while running ([`Health::add`]), when volumes join the cluster.
 #[derive(Debug)]
 pub struct Health {
-    servers: HashMap<String, ServerState>,
+    servers: RwLock<HashMap<String, Arc<ServerState>>>,
+}
+
+fn new_state() -> Arc<ServerState> {
+    Arc::new(ServerState {
+        up: AtomicBool::new(true),
+        last_seen_ms: AtomicU64::new(0),
+    })
 }
 
 /// A snapshot of one volume server's state.
@@ -38,30 +46,39 @@ pub struct ServerStatus {
 impl Health {
     /// Tracks `servers`, all assumed up until a probe says otherwise.
     pub fn new(servers: &[String]) -> Self {
-        let servers = servers
-            .iter()
-            .map(|s| {
-                let state = ServerState {
-                    up: AtomicBool::new(true),
-                    last_seen_ms: AtomicU64::new(0),
-                };
-                (s.clone(), state)
-            })
-            .collect();
-        Health { servers }
+        let servers = servers.iter().map(|s| (s.clone(), new_state())).collect();
+        Health {
+            servers: RwLock::new(servers),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<ServerState>>> {
+        self.servers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts tracking `server` (assumed up until probed); no-op if already tracked.
+    /// Servers are never dropped while running: records may still point at a volume
+    /// that left the placement until a rebalance has moved its keys.
+    pub fn add(&self, server: &str) {
+        if self.read().contains_key(server) {
+            return;
+        }
+        let mut servers = self.servers.write().unwrap_or_else(|p| p.into_inner());
+        servers.entry(server.to_string()).or_insert_with(new_state);
     }
 
     /// Whether `server` (`host:port`) is believed up. Unknown servers (e.g. in records
     /// written under an older volume list) are assumed up.
     pub fn is_up(&self, server: &str) -> bool {
-        self.servers
+        self.read()
             .get(server)
             .is_none_or(|s| s.up.load(Ordering::Relaxed))
     }
 
     /// Records the outcome of talking to `server`.
     pub fn report(&self, server: &str, up: bool) {
-        if let Some(s) = self.servers.get(server) {
+        let state = self.read().get(server).cloned();
+        if let Some(s) = state {
             let was = s.up.swap(up, Ordering::Relaxed);
             if up {
                 s.last_seen_ms.store(now_ms(), Ordering::Relaxed);
@@ -79,7 +96,7 @@ impl Health {
     /// The state of every server, sorted by name.
     pub fn snapshot(&self) -> Vec<ServerStatus> {
         let mut all: Vec<_> = self
-            .servers
+            .read()
             .iter()
             .map(|(name, s)| ServerStatus {
                 server: name.clone(),
@@ -99,7 +116,8 @@ impl Health {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let probes = health.servers.keys().map(|server| {
+                let servers: Vec<String> = health.read().keys().cloned().collect();
+                let probes = servers.iter().map(|server| {
                     let client = &client;
                     async move { (server, client.probe(server).await) }
                 });

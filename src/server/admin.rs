@@ -24,6 +24,9 @@ struct HealthReport {
 pub async fn handle(app: &Arc<App>, req: Request) -> Response {
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/-/health") => health(app),
+        (_, path) if path.starts_with(super::admin_ops::PREFIX) => {
+            super::admin_ops::handle(app, req).await
+        }
         (&Method::GET | &Method::HEAD, _) => ApiError::NotFound.into_response(),
         _ => ApiError::Key(crate::key::KeyError::Reserved).into_response(),
     }

@@ -2,16 +2,17 @@
 //!
 //! Request paths, top-down: [`dispatch`] decodes the key and picks a handler by method —
 //! [`read`] (GET/HEAD redirect, `?list`, `?unlinked`), [`write`] (PUT, DELETE, UNLINK),
-//! or [`admin`] for paths under `/-/`.
+//! or [`admin`] for paths under `/-/` (operations: [`admin_ops`]).
 
 mod admin;
+mod admin_ops;
 mod error;
 mod locks;
 mod read;
 mod write;
 
 pub use error::ApiError;
-pub use locks::KeyLocks;
+pub use locks::{KeyGuard, KeyLocks};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,13 +24,16 @@ use axum::response::{IntoResponse, Response};
 
 use crate::cli::ServerArgs;
 use crate::index::Index;
-use crate::placement::Placement;
+use crate::ops::membership::Membership;
+use crate::ops::worker::Worker;
+use crate::placement::{Placement, SharedPlacement};
 use crate::replica::{Health, VolumeClient};
 
 /// Settings of an index server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Volumes, replica count and subvolumes.
+    /// Volumes, replica count and subvolumes as configured at startup. The placement in
+    /// force, which can change at runtime, is [`App::placement`].
     pub placement: Placement,
     /// `host:port` to redirect GETs of missing keys to.
     pub fallback: Option<String>,
@@ -78,6 +82,25 @@ pub struct App {
     pub locks: KeyLocks,
     /// When the server started.
     pub started: Instant,
+    /// The placement in force (volumes can join or leave at runtime).
+    pub placement: Arc<SharedPlacement>,
+    /// Runs background operations (rebalance, verify), one at a time.
+    pub jobs: Worker,
+    /// Records volume registrations.
+    pub membership: Membership,
+}
+
+impl App {
+    /// What a background operation needs, sharing this server's index, locks and health.
+    pub fn ops_ctx(&self) -> crate::ops::Ctx {
+        crate::ops::Ctx {
+            index: self.index.clone(),
+            client: self.client.clone(),
+            placement: Arc::clone(&self.placement),
+            locks: self.locks.clone(),
+            health: Some(Arc::clone(&self.health)),
+        }
+    }
 }
 
 /// A started index server: its state and its background prober.
@@ -93,6 +116,7 @@ impl Started {
     /// Stops background work and closes the index durably. Call after serving ended.
     pub fn shutdown(self) {
         self.prober.abort();
+        self.app.jobs.abort();
         let Started { app, router, .. } = self;
         drop(router);
         match Arc::try_unwrap(app) {
@@ -106,8 +130,12 @@ impl Started {
 pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started> {
     let index = Index::open(db)?;
     let client = VolumeClient::new(cfg.voltimeout)?;
-    let servers = cfg.placement.volumes().to_vec();
-    let health = Arc::new(Health::new(&servers));
+    let configured = cfg.placement.volumes();
+    let placement = cfg
+        .placement
+        .with_volumes(crate::ops::membership::resolve(db, configured))?;
+    let membership = Membership::new(db, configured);
+    let health = Arc::new(Health::new(placement.volumes()));
     let prober = health.spawn_prober(client.clone());
     let verbose = cfg.verbose;
     let app = Arc::new(App {
@@ -117,6 +145,9 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         health,
         locks: KeyLocks::default(),
         started: Instant::now(),
+        placement: Arc::new(SharedPlacement::new(placement)),
+        jobs: Worker::default(),
+        membership,
     });
     let router = crate::http::with_access_log(
         axum::Router::new()
@@ -168,6 +199,7 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         (Method::PUT, _) => write::put(app, key, req).await,
         (Method::DELETE, _) => write::delete(app, key).await,
         (m, _) if m.as_str() == "UNLINK" => write::unlink(&app, key).await,
+        (m, _) if m.as_str() == "REBALANCE" => admin_ops::rebalance_key(&app, &key).await,
         _ => Err(ApiError::MethodNotAllowed),
     };
     result.unwrap_or_else(IntoResponse::into_response)

@@ -35,7 +35,7 @@ pub fn redirect(app: &App, key: &[u8], raw_path: &str) -> Result<Response, ApiEr
         headers.insert("content-md5", header_value(&md5));
     }
     headers.insert("key-volumes", header_value(&record.volumes.join(",")));
-    let balanced = app.cfg.placement.locate(key) == record.volumes;
+    let balanced = app.placement.current().locate(key) == record.volumes;
     headers.insert(
         "key-balance",
         HeaderValue::from_static(if balanced { "balanced" } else { "unbalanced" }),

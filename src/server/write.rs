@@ -57,7 +57,7 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
         }
     };
 
-    let volumes = app.cfg.placement.locate(&key);
+    let volumes = app.placement.current().locate(&key);
     if let Some(down) = volumes.iter().find(|v| !app.health.is_up(server_of(v))) {
         drain_rejected(&parts.headers, body).await;
         return Err(ApiError::Unavailable(format!(

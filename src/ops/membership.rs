@@ -1,0 +1,224 @@
+//! Volume membership of a running index server: volumes join or leave by configuration
+//! (`--volumes`, read at startup) or by registration (`POST /-/admin/volumes`), and a
+//! rebalance then moves keys to the new placement.
+//!
+//! Registrations survive restarts: the index directory keeps `volumes.json` with the
+//! configured list and the list in force. At startup, when `--volumes` is the same set
+//! as the recorded configured list, the recorded list in force is used (so volumes
+//! registered at runtime stay); when `--volumes` changed, the new configuration wins.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::OpsError;
+use crate::placement::{Placement, SharedPlacement};
+use crate::replica::Health;
+
+/// Name of the membership file inside the index directory.
+pub const FILE: &str = "volumes.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stored {
+    configured: Vec<String>,
+    current: Vec<String>,
+}
+
+fn sorted(v: &[String]) -> Vec<String> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+/// The volume list to start with, given the configured one (see the module docs).
+pub fn resolve(db: &Path, configured: &[String]) -> Vec<String> {
+    let path = db.join(FILE);
+    let stored = match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<Stored>(&bytes) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!("ignoring {}: {e}", path.display());
+                return configured.to_vec();
+            }
+        },
+        Err(_) => return configured.to_vec(),
+    };
+    if sorted(&stored.configured) == sorted(configured) {
+        if sorted(&stored.current) != sorted(configured) {
+            tracing::info!(
+                "using registered volumes {} (from {})",
+                stored.current.join(","),
+                path.display()
+            );
+        }
+        stored.current
+    } else {
+        tracing::info!("--volumes changed since the last registration; using --volumes");
+        configured.to_vec()
+    }
+}
+
+fn store(path: &Path, stored: &Stored) -> Result<(), OpsError> {
+    let file_err = |source| OpsError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(stored).map_err(|e| file_err(e.into()))?;
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp).map_err(file_err)?;
+        f.write_all(&text).map_err(file_err)?;
+        f.sync_all().map_err(file_err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(file_err)
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Body of `POST /-/admin/volumes`: replace the list, and/or add or remove volumes.
+///
+/// `{"volumes": ["h:1","h:2","h:3"]}`, `{"add": "h:4"}`, `{"remove": ["h:2"]}`; with
+/// `"rebalance": true` a rebalance starts right after.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// The new complete list.
+    #[serde(default)]
+    pub volumes: Option<Vec<String>>,
+    /// Volumes to add.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub add: Vec<String>,
+    /// Volumes to remove.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub remove: Vec<String>,
+    /// Start an online rebalance afterwards.
+    #[serde(default)]
+    pub rebalance: bool,
+}
+
+impl Change {
+    /// The list that results from applying the change to `current`.
+    pub fn apply(&self, current: &[String]) -> Vec<String> {
+        let mut list = self.volumes.clone().unwrap_or_else(|| current.to_vec());
+        for v in &self.add {
+            if !list.contains(v) {
+                list.push(v.clone());
+            }
+        }
+        list.retain(|v| !self.remove.contains(v));
+        list
+    }
+}
+
+/// The membership of a running server: where it is recorded and what was configured.
+#[derive(Debug)]
+pub struct Membership {
+    path: PathBuf,
+    configured: Vec<String>,
+    lock: Mutex<()>,
+}
+
+impl Membership {
+    /// Membership recorded in index directory `db`, configured with `configured`.
+    pub fn new(db: &Path, configured: &[String]) -> Self {
+        Membership {
+            path: db.join(FILE),
+            configured: configured.to_vec(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Applies `change`: checks the new placement, records it, puts it in force and
+    /// starts probing new volumes. Returns the placement now in force.
+    pub fn change(
+        &self,
+        placement: &SharedPlacement,
+        health: &Health,
+        change: &Change,
+    ) -> Result<Arc<Placement>, OpsError> {
+        let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = placement.current();
+        let next = current.with_volumes(change.apply(current.volumes()))?;
+        if next.volumes() != current.volumes() {
+            store(
+                &self.path,
+                &Stored {
+                    configured: self.configured.clone(),
+                    current: next.volumes().to_vec(),
+                },
+            )?;
+            for v in next.volumes() {
+                health.add(v);
+            }
+            tracing::info!("volumes now {}", next.volumes().join(","));
+            placement.replace(next);
+        }
+        Ok(placement.current())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn changes() {
+        let c: Change = serde_json::from_str(r#"{"add": "h:4"}"#).unwrap();
+        assert_eq!(c.apply(&v(&["h:1", "h:2"])), v(&["h:1", "h:2", "h:4"]));
+        let c: Change = serde_json::from_str(r#"{"remove": ["h:1"], "rebalance": true}"#).unwrap();
+        assert!(c.rebalance);
+        assert_eq!(c.apply(&v(&["h:1", "h:2"])), v(&["h:2"]));
+        let c: Change = serde_json::from_str(r#"{"volumes": ["h:7"]}"#).unwrap();
+        assert_eq!(c.apply(&v(&["h:1"])), v(&["h:7"]));
+        assert!(serde_json::from_str::<Change>(r#"{"nope": 1}"#).is_err());
+    }
+
+    #[test]
+    fn registrations_survive_restarts_until_config_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let configured = v(&["h:1", "h:2", "h:3"]);
+        assert_eq!(resolve(dir.path(), &configured), configured);
+        let m = Membership::new(dir.path(), &configured);
+        let placement = SharedPlacement::new(Placement::new(configured.clone(), 3, 1).unwrap());
+        let health = Health::new(&configured);
+        let change = Change {
+            add: v(&["h:4"]),
+            ..Change::default()
+        };
+        m.change(&placement, &health, &change).unwrap();
+        assert_eq!(placement.current().volumes().len(), 4);
+        assert_eq!(health.snapshot().len(), 4);
+        // Same configuration (any order): the registration stays.
+        let again = v(&["h:3", "h:1", "h:2"]);
+        assert_eq!(
+            resolve(dir.path(), &again),
+            v(&["h:1", "h:2", "h:3", "h:4"])
+        );
+        // New configuration wins.
+        assert_eq!(resolve(dir.path(), &v(&["h:1", "h:2", "h:5"])).len(), 3);
+        // Too few volumes for the replicas: refused, nothing changes.
+        let shrink = Change {
+            volumes: Some(v(&["h:1"])),
+            ..Change::default()
+        };
+        assert!(m.change(&placement, &health, &shrink).is_err());
+        assert_eq!(placement.current().volumes().len(), 4);
+    }
+}

@@ -1,0 +1,149 @@
+//! Cluster operations: rebuild the index from the volumes, rebalance keys to their
+//! placement, verify and repair replicas, intents and orphan files.
+//!
+//! * [`listing`] — walking a volume's files through its JSON directory listings.
+//! * [`copy`] — streaming a value from one volume to another, checksummed on the way.
+//! * [`rebuild`] — a new index from the volumes' listings (offline).
+//! * [`rebalance`] — every key to its placement (offline, online, or one key).
+//! * [`verify`] — replicas, intents; [`orphans`] — unreferenced files (offline, online).
+//! * [`worker`] — the background-job mechanism: progress, throttle, cancel.
+//! * [`membership`] — volumes joining or leaving a running index server.
+//! * [`offline`] — the CLI side: open the index, run a job, show progress.
+//!
+//! Online jobs share the server's per-key locks, so they never race a PUT or DELETE of
+//! the key they are working on; offline jobs need the server stopped (the index file is
+//! locked while a server has it open).
+
+pub mod copy;
+pub mod listing;
+pub mod membership;
+pub mod offline;
+pub mod orphans;
+pub mod rebalance;
+pub mod rebuild;
+pub mod verify;
+pub mod worker;
+
+use std::sync::Arc;
+
+use crate::index::{Index, IndexError};
+use crate::placement::{PlacementError, SharedPlacement};
+use crate::replica::{Health, VolumeClient, VolumeError};
+use crate::server::KeyLocks;
+
+/// Why an operation (or one step of it) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The index store failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// A volume request failed.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// A directory listing could not be read or parsed.
+    #[error("listing {url}: {reason}")]
+    Listing {
+        /// The listing URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Reading a value from a volume failed midway.
+    #[error("reading {url}: {reason}")]
+    Read {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A copy between volumes failed or did not match the expected checksum.
+    #[error("copying {from} to {to}: {reason}")]
+    Copy {
+        /// Source URL.
+        from: String,
+        /// Destination URL.
+        to: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Invalid volume list or placement settings.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    /// Bad options or state (e.g. rebuilding into an existing index).
+    #[error("{0}")]
+    Invalid(String),
+    /// Another job is running on this server.
+    #[error("a {0} job is already running")]
+    Busy(&'static str),
+    /// A file of the server's own (membership) could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A background task panicked or was stopped.
+    #[error("background task: {0}")]
+    Task(String),
+}
+
+/// Everything an operation needs: the index, volumes, placement and per-key locks.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The index.
+    pub index: Index,
+    /// Client for volume servers.
+    pub client: VolumeClient,
+    /// The placement in force (may change while a job runs; each key uses the current).
+    pub placement: Arc<SharedPlacement>,
+    /// Per-key locks shared with the request paths (a fresh set offline).
+    pub locks: KeyLocks,
+    /// Which volume servers are up (online only; offline every server is tried).
+    pub health: Option<Arc<Health>>,
+}
+
+impl Ctx {
+    /// Whether `server` is believed up (always true offline).
+    pub fn is_up(&self, server: &str) -> bool {
+        self.health.as_ref().is_none_or(|h| h.is_up(server))
+    }
+}
+
+/// Runs a blocking closure (index walks) on the blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, OpsError> + Send + 'static,
+) -> Result<T, OpsError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| OpsError::Task(e.to_string()))?
+}
+
+/// Counts the records of the index (for progress ETAs). Blocking.
+pub fn count_keys(index: &Index) -> Result<u64, OpsError> {
+    let mut n = 0u64;
+    index.walk(None, |_, _| {
+        n += 1;
+        true
+    })?;
+    Ok(n)
+}
+
+/// Reads the next chunk of at most `max` records after `after`. Blocking.
+pub fn next_chunk(
+    index: &Index,
+    after: Option<&[u8]>,
+    max: usize,
+) -> Result<Vec<(Vec<u8>, crate::index::Record)>, OpsError> {
+    let mut out = Vec::with_capacity(max);
+    index.walk(after, |k, r| {
+        out.push((k.to_vec(), r));
+        out.len() < max
+    })?;
+    Ok(out)
+}
+
+/// A key for log messages.
+pub fn show(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).into_owned()
+}

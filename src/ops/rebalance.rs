@@ -1,0 +1,322 @@
+//! Rebalance: move every key to the replica set its placement gives now (after volumes
+//! joined or left).
+//!
+//! Per key, holding the key's lock (so no PUT, DELETE or UNLINK of it runs meanwhile; a
+//! key whose lock is held is retried a few times, then counted `busy`), and what a
+//! kill -9 at each step leaves behind:
+//!
+//! 1. Re-read the record. Only `live` and `unlinked` keys move; intents are left to
+//!    verify. A key already at its placement costs nothing more.
+//! 2. Copy the value to every new location: a GET of a current replica streamed into a
+//!    PUT ([`copy`]), md5 (or, when the record has none, size) checked before the
+//!    upload may complete, so a bad copy is never stored.
+//!    *Killed here:* the index is unchanged and still names the old, complete replicas.
+//!    New locations hold complete copies or nothing (volumes discard cut uploads);
+//!    nothing refers to them. A rerun copies again (PUT overwrites); if the placement
+//!    changed in between, verify --repair collects them as orphans.
+//! 3. `Relocate { from: old, to: placement }`: one atomic index command; refused if the
+//!    record changed since step 1.
+//!    *Killed just before:* as in 2. *Just after:* the index names the new copies, all
+//!    complete and checked; the old ones are unreferenced.
+//! 4. Delete the old locations that left the replica set — online after a delay
+//!    (readers may hold a redirect to them), offline at once — re-checking under the
+//!    key's lock that the index still does not refer to them.
+//!    *Killed before or during:* the leftover old copies are orphans: a rerun finds the
+//!    key balanced and skips it; verify --repair deletes them after its grace period.
+//!
+//! So a rerun after a crash at any point converges, and never loses the last good copy:
+//! the old replicas are deleted only after the index durably points at checked new ones.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+
+use super::copy::{copy, delete_all, Expect};
+use super::worker::{inc, Job};
+use super::{blocking, count_keys, next_chunk, show, Ctx, OpsError};
+use crate::index::{Command, Record, State};
+use crate::placement::server_of;
+use crate::replica::VolumeClient;
+
+/// Records read from the index per chunk.
+const CHUNK: usize = 1024;
+
+/// Passes over keys that were busy (locked by a request).
+const BUSY_ROUNDS: u32 = 5;
+
+/// Options of a rebalance run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Keys moved concurrently.
+    pub concurrency: usize,
+    /// How long old replicas stay after a key moved (readers may hold redirects).
+    pub delete_delay: Duration,
+}
+
+/// What happened to one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Already at its placement.
+    Balanced,
+    /// Copied and relocated; `old` are the locations that left its replica set.
+    Moved {
+        /// Bytes copied.
+        bytes: u64,
+        /// Locations to delete.
+        old: Vec<String>,
+    },
+    /// A write or delete intent: left for verify.
+    Skipped,
+    /// A request holds the key's lock.
+    Busy,
+    /// No record (deleted meanwhile).
+    Gone,
+    /// The move failed; nothing changed in the index.
+    Failed(String),
+}
+
+/// Moves `key` to its placement, holding its lock. Old locations are returned in
+/// [`Outcome::Moved`], not deleted: see [`delete_old`].
+pub async fn move_key(ctx: &Ctx, key: &[u8], job: Option<&Job>) -> Outcome {
+    let Some(_guard) = ctx.locks.try_lock(key) else {
+        return Outcome::Busy;
+    };
+    let record = match ctx.index.get(key) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Outcome::Gone,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    if !matches!(record.state, State::Live | State::Unlinked) {
+        return Outcome::Skipped;
+    }
+    let target = ctx.placement.current().locate(key);
+    if record.volumes == target {
+        return Outcome::Balanced;
+    }
+    if let Some(job) = job {
+        job.throttle.keys(1).await;
+    }
+    let bytes = match copy_missing(ctx, key, &record, &target).await {
+        Ok(bytes) => bytes,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let relocate = Command::Relocate {
+        key: key.to_vec(),
+        from: record.volumes.clone(),
+        to: target.clone(),
+    };
+    match ctx.index.apply(relocate).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(r)) => return Outcome::Failed(format!("index refused the move: {r}")),
+        Err(e) => return Outcome::Failed(e.to_string()),
+    }
+    if let Some(job) = job {
+        job.throttle.bytes(bytes).await;
+    }
+    let old = record
+        .volumes
+        .into_iter()
+        .filter(|v| !target.contains(v))
+        .collect();
+    Outcome::Moved { bytes, old }
+}
+
+/// Copies the value to every location of `target` that `record` lacks, each from the
+/// first current replica that yields a good copy. Returns the bytes copied.
+async fn copy_missing(
+    ctx: &Ctx,
+    key: &[u8],
+    record: &Record,
+    target: &[String],
+) -> Result<u64, OpsError> {
+    let expect = Expect {
+        size: record.size,
+        md5: record.md5,
+    };
+    // Replicas on volumes believed up first.
+    let mut sources: Vec<&String> = record.volumes.iter().collect();
+    sources.sort_by_key(|v| !ctx.is_up(server_of(v)));
+    let mut bytes = 0;
+    for dst in target.iter().filter(|t| !record.volumes.contains(t)) {
+        if !ctx.is_up(server_of(dst)) {
+            return Err(OpsError::Invalid(format!(
+                "target volume {} is down",
+                server_of(dst)
+            )));
+        }
+        let dst_url = VolumeClient::url(dst, key);
+        let mut last_err = OpsError::Invalid("the record lists no replica".into());
+        let mut copied = false;
+        for src in &sources {
+            match copy(&ctx.client, &VolumeClient::url(src, key), &dst_url, expect).await {
+                Ok(n) => {
+                    bytes += n;
+                    copied = true;
+                    break;
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        if !copied {
+            return Err(last_err);
+        }
+    }
+    Ok(bytes)
+}
+
+/// Deletes `old` replica locations of `key` that the index does not refer to (any
+/// more), under the key's lock; retried briefly while the key is busy. False if some
+/// could not be deleted (they stay as orphans for verify).
+pub async fn delete_old(ctx: &Ctx, key: &[u8], old: &[String]) -> bool {
+    for attempt in 0..20u32 {
+        if let Some(_guard) = ctx.locks.try_lock(key) {
+            let referenced = match ctx.index.get(key) {
+                Ok(record) => record.map(|r| r.volumes).unwrap_or_default(),
+                Err(_) => return false,
+            };
+            let urls: Vec<String> = old
+                .iter()
+                .filter(|v| !referenced.contains(v))
+                .map(|v| VolumeClient::url(v, key))
+                .collect();
+            return match delete_all(&ctx.client, &urls).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("old replica of {} left for verify: {e}", show(key));
+                    false
+                }
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
+    }
+    false
+}
+
+/// `REBALANCE /key`: moves one key; its old replicas are deleted after `delay`.
+pub async fn one(ctx: &Ctx, key: &[u8], delay: Duration) -> Outcome {
+    let outcome = move_key(ctx, key, None).await;
+    if let Outcome::Moved { old, .. } = &outcome {
+        let (ctx, key, old) = (ctx.clone(), key.to_vec(), old.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            delete_old(&ctx, &key, &old).await;
+        });
+    }
+    outcome
+}
+
+/// Rebalances every key of the index, updating `job`'s counters; stops early when the
+/// job is cancelled.
+pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError> {
+    let index = ctx.index.clone();
+    let total = blocking(move || count_keys(&index)).await?;
+    job.progress
+        .total
+        .store(total, std::sync::atomic::Ordering::Relaxed);
+    let concurrency = opts.concurrency.max(1);
+
+    // Deletions of old replicas run behind the moves, each after `delete_delay`.
+    let (tx, rx) =
+        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>, Vec<String>)>();
+    let deleter = {
+        let (ctx, job) = (ctx.clone(), Arc::clone(&job));
+        tokio::spawn(async move {
+            stream::unfold(rx, |mut rx| async {
+                rx.recv().await.map(|item| (item, rx))
+            })
+            .for_each_concurrent(concurrency, |(due, key, old)| {
+                let (ctx, job) = (&ctx, &job);
+                async move {
+                    tokio::time::sleep_until(due).await;
+                    if !delete_old(ctx, &key, &old).await {
+                        inc(&job.progress.cleanup_failed);
+                    }
+                }
+            })
+            .await;
+        })
+    };
+
+    let delay = opts.delete_delay;
+    let handle = |key: Vec<u8>| {
+        let (ctx, job, tx) = (&ctx, &job, &tx);
+        async move {
+            let outcome = move_key(ctx, &key, Some(job)).await;
+            let p = &job.progress;
+            match &outcome {
+                Outcome::Balanced => inc(&p.ok),
+                Outcome::Moved { bytes, old } => {
+                    inc(&p.moved);
+                    p.bytes
+                        .fetch_add(*bytes, std::sync::atomic::Ordering::Relaxed);
+                    let due = tokio::time::Instant::now() + delay;
+                    let _ = tx.send((due, key.clone(), old.clone()));
+                }
+                Outcome::Skipped | Outcome::Gone => inc(&p.skipped),
+                Outcome::Busy => {}
+                Outcome::Failed(why) => {
+                    inc(&p.failed);
+                    tracing::warn!("rebalance of {} failed: {why}", show(&key));
+                }
+            }
+            (key, outcome)
+        }
+    };
+
+    let mut after: Option<Vec<u8>> = None;
+    let mut busy: Vec<Vec<u8>> = Vec::new();
+    while !job.is_cancelled() {
+        let (index, from) = (ctx.index.clone(), after.clone());
+        let chunk = blocking(move || next_chunk(&index, from.as_deref(), CHUNK)).await?;
+        let Some((last, _)) = chunk.last() else { break };
+        after = Some(last.clone());
+        let placement = ctx.placement.current();
+        // Balanced keys and intents need no lock and no I/O.
+        let mut todo = Vec::new();
+        for (key, record) in chunk {
+            inc(&job.progress.scanned);
+            if !matches!(record.state, State::Live | State::Unlinked) {
+                inc(&job.progress.skipped);
+            } else if record.volumes == placement.locate(&key) {
+                inc(&job.progress.ok);
+            } else {
+                todo.push(key);
+            }
+        }
+        let outcomes: Vec<_> = stream::iter(todo)
+            .map(&handle)
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        busy.extend(
+            outcomes
+                .into_iter()
+                .filter(|(_, o)| *o == Outcome::Busy)
+                .map(|(k, _)| k),
+        );
+    }
+    for round in 1..=BUSY_ROUNDS {
+        if busy.is_empty() || job.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(round))).await;
+        let outcomes: Vec<_> = stream::iter(std::mem::take(&mut busy))
+            .map(&handle)
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        busy = outcomes
+            .into_iter()
+            .filter(|(_, o)| *o == Outcome::Busy)
+            .map(|(k, _)| k)
+            .collect();
+    }
+    job.progress
+        .busy
+        .fetch_add(busy.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    drop(tx);
+    deleter
+        .await
+        .map_err(|e| OpsError::Task(format!("deleting old replicas: {e}")))
+}

@@ -1,0 +1,354 @@
+//! Verify (and with `repair`, fix) every key of the index, then look for orphan files
+//! ([`super::orphans`]).
+//!
+//! For each record:
+//!
+//! * `live` / `unlinked`: every replica must exist with the record's size (`HEAD`);
+//!   with `deep`, its content must also hash to the record's md5 (`GET`). An unknown md5
+//!   is learned from the replicas when a strict majority agree, and recorded (`SetMd5`)
+//!   when all agree or when repairing. Missing or corrupt replicas are re-created from a
+//!   good one (`repair`). A volume that cannot be reached is counted, not repaired.
+//! * `writing` older than the grace period (an intent left by a crash): with `repair`,
+//!   delete whatever replica files exist, then `Remove { expect: Writing }`.
+//! * `deleting` (an interrupted DELETE): with `repair`, delete the files, then
+//!   `Remove { expect: Deleting }`.
+//!
+//! Every repair holds the key's lock and first re-reads the record, acting only if it
+//! is the version that was checked. What a kill -9 at each step leaves behind:
+//!
+//! * *While re-creating a replica:* the copy is a PUT of a checked stream to the
+//!   location the record already names; the volume keeps the old file (or none) until
+//!   the upload completes, so the location holds the old bad file or the good one. A
+//!   rerun checks it again.
+//! * *Rolling back an intent or finishing a delete, between deleting files and removing
+//!   the record:* the record is still `writing` / `deleting`, naming files that are
+//!   (partly) gone; deleting a missing file succeeds, so a rerun finishes the job.
+//! * *After `SetMd5`:* it is one atomic command; nothing else changed.
+//! * *Deleting an orphan:* the file is gone or still there; a rerun looks again.
+//!
+//! Nothing verify does is needed for reads to be correct, so stopping it at any point is
+//! safe, and every step is idempotent.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+
+use super::copy::{copy, delete_all, hash, Expect};
+use super::worker::{inc, Job};
+use super::{blocking, count_keys, next_chunk, show, Ctx, OpsError};
+use crate::index::{now_ms, Command, Record, State};
+use crate::placement::server_of;
+use crate::replica::VolumeClient;
+use crate::server::KeyGuard;
+
+/// Records read from the index per chunk.
+const CHUNK: usize = 1024;
+
+/// Options of a verify run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Fix what can be fixed.
+    pub repair: bool,
+    /// Read every replica in full and compare md5s.
+    pub deep: bool,
+    /// Intents and orphan files younger than this are left alone (in-flight writes).
+    pub grace: Duration,
+    /// Keys checked concurrently; also listing requests in flight per volume.
+    pub concurrency: usize,
+}
+
+/// The state of one replica as checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Replica {
+    /// Right size; md5 when read in full.
+    Good(Option<[u8; 16]>),
+    /// No file.
+    Missing,
+    /// Wrong size, or an md5 other than the reference.
+    Corrupt,
+    /// The volume did not answer.
+    Unreachable,
+}
+
+/// Takes `key`'s lock, waiting up to about two seconds while requests hold it.
+pub async fn lock_patiently(ctx: &Ctx, key: &[u8]) -> Option<KeyGuard> {
+    for attempt in 0..12u64 {
+        if let Some(guard) = ctx.locks.try_lock(key) {
+            return Some(guard);
+        }
+        tokio::time::sleep(Duration::from_millis(25 * (attempt + 1))).await;
+    }
+    None
+}
+
+/// Verifies every record, then collects orphans; updates `job`'s counters.
+pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError> {
+    let index = ctx.index.clone();
+    let total = blocking(move || count_keys(&index)).await?;
+    job.progress.total.store(total, Relaxed);
+    let mut servers: BTreeSet<String> = ctx.placement.current().volumes().iter().cloned().collect();
+    let mut after: Option<Vec<u8>> = None;
+    while !job.is_cancelled() {
+        let (index, from) = (ctx.index.clone(), after.clone());
+        let chunk = blocking(move || next_chunk(&index, from.as_deref(), CHUNK)).await?;
+        let Some((last, _)) = chunk.last() else { break };
+        after = Some(last.clone());
+        for (_, record) in &chunk {
+            servers.extend(record.volumes.iter().map(|v| server_of(v).to_string()));
+        }
+        stream::iter(chunk)
+            .for_each_concurrent(opts.concurrency.max(1), |(key, record)| {
+                let (ctx, job, opts) = (&ctx, &job, &opts);
+                async move {
+                    inc(&job.progress.scanned);
+                    if let Err(e) = check(ctx, job, opts, &key, record).await {
+                        inc(&job.progress.failed);
+                        tracing::warn!("verify of {}: {e}", show(&key));
+                    }
+                }
+            })
+            .await;
+    }
+    if job.is_cancelled() {
+        return Ok(());
+    }
+    let servers: Vec<String> = servers.into_iter().collect();
+    super::orphans::collect(&ctx, &job, &servers, &opts).await
+}
+
+async fn check(
+    ctx: &Ctx,
+    job: &Job,
+    opts: &Options,
+    key: &[u8],
+    record: Record,
+) -> Result<(), OpsError> {
+    let p = &job.progress;
+    match record.state {
+        State::Writing => {
+            if now_ms().saturating_sub(record.changed_ms) < opts.grace.as_millis() as u64 {
+                inc(&p.skipped);
+                return Ok(());
+            }
+            inc(&p.stale_intents);
+            if opts.repair && drop_record(ctx, key, &record).await? {
+                inc(&p.intents_rolled_back);
+            }
+            Ok(())
+        }
+        State::Deleting => {
+            inc(&p.stale_deletes);
+            if opts.repair && drop_record(ctx, key, &record).await? {
+                inc(&p.deletes_finished);
+            }
+            Ok(())
+        }
+        State::Live | State::Unlinked => check_replicas(ctx, job, opts, key, record).await,
+    }
+}
+
+/// Deletes the files of an intent or interrupted delete, then its record. False when
+/// the record changed meanwhile or the key stayed busy.
+async fn drop_record(ctx: &Ctx, key: &[u8], seen: &Record) -> Result<bool, OpsError> {
+    let Some(_guard) = lock_patiently(ctx, key).await else {
+        return Ok(false);
+    };
+    if ctx.index.get(key)?.as_ref() != Some(seen) {
+        return Ok(false);
+    }
+    let urls: Vec<String> = seen
+        .volumes
+        .iter()
+        .map(|v| VolumeClient::url(v, key))
+        .collect();
+    delete_all(&ctx.client, &urls).await?;
+    let remove = Command::Remove {
+        key: key.to_vec(),
+        expect: seen.state,
+    };
+    Ok(ctx.index.apply(remove).await?.is_ok())
+}
+
+async fn inspect(ctx: &Ctx, job: &Job, deep: bool, url: &str, size: u64) -> Replica {
+    if deep {
+        match hash(&ctx.client, url).await {
+            Ok(None) => Replica::Missing,
+            Ok(Some((got, md5))) => {
+                job.progress.bytes.fetch_add(got, Relaxed);
+                job.throttle.bytes(got).await;
+                if got == size {
+                    Replica::Good(Some(md5))
+                } else {
+                    Replica::Corrupt
+                }
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                Replica::Unreachable
+            }
+        }
+    } else {
+        match ctx.client.head(url).await {
+            Ok(None) => Replica::Missing,
+            Ok(Some(got)) if got == size => Replica::Good(None),
+            Ok(Some(_)) => Replica::Corrupt,
+            Err(e) => {
+                tracing::warn!("{e}");
+                Replica::Unreachable
+            }
+        }
+    }
+}
+
+/// The md5 most replicas agree on, if a strict majority of those read do.
+fn majority(states: &[Replica]) -> Option<[u8; 16]> {
+    let mut votes: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut read = 0;
+    for s in states {
+        if let Replica::Good(Some(m)) = s {
+            *votes.entry(*m).or_default() += 1;
+            read += 1;
+        }
+    }
+    votes
+        .into_iter()
+        .find(|&(_, n)| n * 2 > read)
+        .map(|(m, _)| m)
+}
+
+async fn check_replicas(
+    ctx: &Ctx,
+    job: &Job,
+    opts: &Options,
+    key: &[u8],
+    record: Record,
+) -> Result<(), OpsError> {
+    let p = &job.progress;
+    job.throttle.keys(1).await;
+    let urls: Vec<String> = record
+        .volumes
+        .iter()
+        .map(|v| VolumeClient::url(v, key))
+        .collect();
+    let mut states = futures_util::future::join_all(
+        urls.iter()
+            .map(|u| inspect(ctx, job, opts.deep, u, record.size)),
+    )
+    .await;
+    // The md5 replicas must have: the record's, or (deep) what a majority agree on.
+    let reference = match (record.md5, opts.deep) {
+        (Some(m), _) => Some(m),
+        (None, true) => match majority(&states) {
+            Some(m) => Some(m),
+            None if states.iter().any(|s| matches!(s, Replica::Good(Some(_)))) => {
+                inc(&p.conflicts);
+                tracing::warn!("replicas of {} disagree with no majority", show(key));
+                return Ok(());
+            }
+            None => None,
+        },
+        (None, false) => None,
+    };
+    if let Some(want) = reference {
+        for s in &mut states {
+            if matches!(s, Replica::Good(Some(m)) if *m != want) {
+                *s = Replica::Corrupt;
+            }
+        }
+    }
+    let count = |what: &Replica| states.iter().filter(|s| *s == what).count() as u64;
+    let (missing, corrupt, unreachable) = (
+        count(&Replica::Missing),
+        count(&Replica::Corrupt),
+        count(&Replica::Unreachable),
+    );
+    p.missing.fetch_add(missing, Relaxed);
+    p.corrupt.fetch_add(corrupt, Relaxed);
+    p.unreachable.fetch_add(unreachable, Relaxed);
+    let unanimous = missing + corrupt + unreachable == 0;
+    if unanimous {
+        inc(&p.ok);
+    }
+    if let (None, Some(md5)) = (record.md5, reference) {
+        if unanimous || opts.repair {
+            let set = Command::SetMd5 {
+                key: key.to_vec(),
+                changed_ms: record.changed_ms,
+                size: record.size,
+                md5,
+            };
+            if ctx.index.apply(set).await?.is_ok() {
+                inc(&p.md5_filled);
+            }
+        }
+    }
+    if !opts.repair || missing + corrupt == 0 {
+        return Ok(());
+    }
+    let Some(_guard) = lock_patiently(ctx, key).await else {
+        inc(&p.busy);
+        return Ok(());
+    };
+    // Act only on the version that was checked (md5 may have been filled in just now).
+    match ctx.index.get(key)? {
+        Some(now) if now.volumes == record.volumes && now.changed_ms == record.changed_ms => {}
+        _ => {
+            inc(&p.skipped);
+            return Ok(());
+        }
+    }
+    let expect = Expect {
+        size: record.size,
+        md5: reference,
+    };
+    let good: Vec<&String> = urls
+        .iter()
+        .zip(&states)
+        .filter(|(_, s)| matches!(s, Replica::Good(_)))
+        .map(|(u, _)| u)
+        .collect();
+    for (dst, _) in urls
+        .iter()
+        .zip(&states)
+        .filter(|(_, s)| matches!(s, Replica::Missing | Replica::Corrupt))
+    {
+        let mut last = OpsError::Invalid(format!("no good replica of {} left", show(key)));
+        let mut done = false;
+        for src in &good {
+            match copy(&ctx.client, src, dst, expect).await {
+                Ok(n) => {
+                    p.bytes.fetch_add(n, Relaxed);
+                    inc(&p.repaired);
+                    done = true;
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        if !done {
+            inc(&p.failed);
+            tracing::warn!("cannot repair {dst}: {last}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_vote() {
+        let (a, b) = (Replica::Good(Some([1; 16])), Replica::Good(Some([2; 16])));
+        assert_eq!(majority(&[a.clone(), a.clone(), b.clone()]), Some([1; 16]));
+        assert_eq!(majority(&[a.clone(), b.clone()]), None);
+        assert_eq!(
+            majority(&[a.clone(), Replica::Missing, Replica::Corrupt]),
+            Some([1; 16])
+        );
+        assert_eq!(majority(&[Replica::Missing]), None);
+    }
+}
