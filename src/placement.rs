@@ -103,8 +103,8 @@ impl Placement {
                 (h.finalize().into(), v.as_str())
             })
             .collect();
-        // Descending by score; `sort_by` is stable, like Go's sort.Stable.
-        scored.sort_by(|a, b| b.0.cmp(&a.0));
+        // Descending by score; `sort_by_key` is stable, like Go's sort.Stable.
+        scored.sort_by_key(|&(score, _)| std::cmp::Reverse(score));
         scored
             .into_iter()
             .take(self.replicas)
