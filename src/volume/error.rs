@@ -67,10 +67,14 @@ impl VolumeError {
 impl IntoResponse for VolumeError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // Server errors name files on disk: log them, tell the client only the status.
+        let message = if status.is_server_error() {
             tracing::error!("volume: {self}");
-        }
-        let mut res = (status, format!("{self}\n")).into_response();
+            status.canonical_reason().unwrap_or("server error").to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut res = (status, format!("{message}\n")).into_response();
         if status == StatusCode::METHOD_NOT_ALLOWED {
             res.headers_mut().insert(
                 header::ALLOW,
