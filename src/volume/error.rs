@@ -70,7 +70,10 @@ impl IntoResponse for VolumeError {
         // Server errors name files on disk: log them, tell the client only the status.
         let message = if status.is_server_error() {
             tracing::error!("volume: {self}");
-            status.canonical_reason().unwrap_or("server error").to_owned()
+            status
+                .canonical_reason()
+                .unwrap_or("server error")
+                .to_owned()
         } else {
             self.to_string()
         };
