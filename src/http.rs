@@ -49,35 +49,47 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received; finishing in-flight requests");
 }
 
-/// Wraps `router` so that, when `verbose`, every request is logged at info level:
-/// method, path, status, response bytes and duration.
+/// Bytes a handler received, attached to its response so the access log can report
+/// uploads.
+#[derive(Debug, Clone, Copy)]
+pub struct BytesReceived(pub u64);
+
+/// Wraps `router` so that, when `verbose` (`-v`), every request is logged at info level.
 pub fn with_access_log(router: axum::Router, verbose: bool) -> axum::Router {
     if verbose {
-        router.layer(axum::middleware::from_fn(access_log))
+        router.layer(axum::middleware::from_fn(log_request))
     } else {
         router
     }
 }
 
-async fn access_log(
+/// Middleware logging method, path, status, bytes and time to the response head.
+/// Bytes are those received for an upload ([`BytesReceived`]), else the response body
+/// length (`-` when unknown).
+async fn log_request(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let started = std::time::Instant::now();
+    use http_body::Body as _;
+    let start = std::time::Instant::now();
     let method = req.method().clone();
-    let uri = req.uri().clone();
-    let resp = next.run(req).await;
-    let bytes = resp
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    let bytes = match res.extensions().get::<BytesReceived>() {
+        Some(BytesReceived(n)) => n.to_string(),
+        None => res
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| res.body().size_hint().exact().map(|n| n.to_string()))
+            .unwrap_or_else(|| "-".to_owned()),
+    };
     tracing::info!(
         target: "hoard::access",
-        "{method} {uri} {} {bytes} {:.3}ms",
-        resp.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
+        "{method} {path} {} {bytes} {:.1}ms",
+        res.status().as_u16(),
+        start.elapsed().as_secs_f64() * 1000.0
     );
-    resp
+    res
 }

@@ -1,9 +1,37 @@
 //! The native volume server: values as plain files under one directory, speaking the
-//! HTTP dialect of the stock nginx WebDAV volume minikeyvalue uses.
+//! HTTP dialect of the stock nginx WebDAV volume minikeyvalue uses
+//! (`dav_methods PUT DELETE; create_full_put_path on; autoindex on;
+//! autoindex_format json`).
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `PUT /p` | 201 created, 204 replaced; atomic ([`write`]); 409 for a path ending in `/`, a directory, or under a file |
+//! | `GET`/`HEAD /p` | 200 / 206 (one range) / 416 / 304 / 412 for a file, 404 if missing |
+//! | `GET /d/` | JSON listing ([`listing`]); `GET /d` → 301 to `/d/` |
+//! | `DELETE /p` | 204, 404 if missing, 409 for a directory |
+//! | other methods | 405 |
+//! | unsafe path ([`path`]) | 400; a symlink leading outside the root ([`root`]) → 403 |
+
+pub mod delete;
+pub mod error;
+pub mod listing;
+pub mod path;
+pub mod read;
+pub mod root;
+pub mod write;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 use crate::cli::VolumeArgs;
+use crate::http::BytesReceived;
+use error::VolumeError;
+use path::VolumePath;
+use root::Root;
 
 /// Settings of a native volume server.
 #[derive(Debug, Clone)]
@@ -14,18 +42,32 @@ pub struct VolumeConfig {
     pub fsync: bool,
 }
 
+/// What every request handler shares.
+#[derive(Debug)]
+struct Volume {
+    root: Root,
+    fsync: bool,
+}
+
 /// Builds the volume server's router: prepares `dir` (creating it, clearing leftover
 /// temp files) and returns the service.
-pub fn router(_cfg: VolumeConfig) -> anyhow::Result<axum::Router> {
-    anyhow::bail!("volume server not implemented yet")
+pub fn router(cfg: VolumeConfig) -> anyhow::Result<axum::Router> {
+    let volume = Volume {
+        root: Root::prepare(&cfg.dir)?,
+        fsync: cfg.fsync,
+    };
+    Ok(axum::Router::new()
+        .fallback(handle)
+        .with_state(Arc::new(volume)))
 }
 
 /// `hoard volume`: serve `args.dir` until SIGINT/SIGTERM.
-pub async fn run(args: VolumeArgs, _verbose: bool) -> anyhow::Result<()> {
+pub async fn run(args: VolumeArgs, verbose: bool) -> anyhow::Result<()> {
     let app = router(VolumeConfig {
         dir: args.dir.clone(),
         fsync: args.fsync,
     })?;
+    let app = crate::http::with_access_log(app, verbose);
     let listener = crate::http::bind(&args.bind, args.port).await?;
     tracing::info!(
         "volume serving {} on {}",
@@ -33,4 +75,36 @@ pub async fn run(args: VolumeArgs, _verbose: bool) -> anyhow::Result<()> {
         listener.local_addr()?
     );
     crate::http::serve(listener, app, crate::http::shutdown_signal()).await
+}
+
+/// Dispatches on the method; every failure becomes its status via [`VolumeError`].
+async fn handle(State(volume): State<Arc<Volume>>, req: Request) -> Response {
+    dispatch(&volume, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn dispatch(volume: &Volume, req: Request) -> Result<Response, VolumeError> {
+    let method = req.method().clone();
+    if ![Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(&method) {
+        return Err(VolumeError::MethodNotAllowed);
+    }
+    let path = VolumePath::parse(req.uri().path())?;
+    match method {
+        Method::PUT => {
+            let outcome = write::put(&volume.root, volume.fsync, &path, req.into_body()).await?;
+            let status = match outcome.created {
+                true => StatusCode::CREATED,
+                false => StatusCode::NO_CONTENT,
+            };
+            let mut res = status.into_response();
+            res.extensions_mut().insert(BytesReceived(outcome.bytes));
+            Ok(res)
+        }
+        Method::DELETE => {
+            delete::delete(&volume.root, volume.fsync, &path).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => read::get(&volume.root, &path, req).await,
+    }
 }
