@@ -4,15 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# nginx: the HTTP contract tests also run against stock nginx WebDAV volumes.
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  echo "== installing nginx (needed by the nginx-volume tests)"
+# System packages the tests use: nginx (the contract also runs against stock nginx
+# WebDAV volumes) and promtool from Debian's prometheus package (metrics validity).
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The distribution's nginx service is not needed (tests start their own).
-if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>&1 || true; fi
+# The distributions' services are not needed (tests start their own servers).
+if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx prometheus >/dev/null 2>&1 || true; fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

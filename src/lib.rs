@@ -9,9 +9,12 @@
 //! * [`replica`] — talking to volume servers: client, streaming fan-out, health.
 //! * [`server`] — the index server's HTTP API.
 //! * [`dev`] — `hoard dev`: index server and three volumes in one process.
+//! * [`telemetry`] — metrics and logging set-up.
+//! * [`config`] — the optional TOML file behind `--config`.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
 
 pub mod cli;
+pub mod config;
 pub mod dev;
 pub mod http;
 pub mod index;
@@ -19,4 +22,5 @@ pub mod key;
 pub mod placement;
 pub mod replica;
 pub mod server;
+pub mod telemetry;
 pub mod volume;

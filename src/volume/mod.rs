@@ -47,6 +47,7 @@ pub struct VolumeConfig {
 struct Volume {
     root: Root,
     fsync: bool,
+    started: std::time::Instant,
 }
 
 /// Builds the volume server's router: prepares `dir` (creating it, clearing leftover
@@ -55,11 +56,15 @@ pub fn router(cfg: VolumeConfig) -> anyhow::Result<axum::Router> {
     let volume = Volume {
         root: Root::prepare(&cfg.dir)?,
         fsync: cfg.fsync,
+        started: std::time::Instant::now(),
     };
     Ok(axum::Router::new()
         .fallback(handle)
         .with_state(Arc::new(volume)))
 }
+
+/// How long in-flight uploads may take to finish after SIGTERM/SIGINT.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `hoard volume`: serve `args.dir` until SIGINT/SIGTERM.
 pub async fn run(args: VolumeArgs, verbose: bool) -> anyhow::Result<()> {
@@ -67,14 +72,20 @@ pub async fn run(args: VolumeArgs, verbose: bool) -> anyhow::Result<()> {
         dir: args.dir.clone(),
         fsync: args.fsync,
     })?;
-    let app = crate::http::with_access_log(app, verbose);
+    let app = crate::http::observe(app, "volume", verbose);
     let listener = crate::http::bind(&args.bind, args.port).await?;
     tracing::info!(
         "volume serving {} on {}",
         args.dir.display(),
         listener.local_addr()?
     );
-    crate::http::serve(listener, app, crate::http::shutdown_signal()).await
+    crate::http::serve(
+        listener,
+        app,
+        crate::http::shutdown_signal(),
+        SHUTDOWN_GRACE,
+    )
+    .await
 }
 
 /// Dispatches on the method; every failure becomes its status via [`VolumeError`].
@@ -88,6 +99,9 @@ async fn dispatch(volume: &Volume, req: Request) -> Result<Response, VolumeError
     let method = req.method().clone();
     if ![Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(&method) {
         return Err(VolumeError::MethodNotAllowed);
+    }
+    if let Some(endpoint) = req.uri().path().strip_prefix("/-/") {
+        return own_endpoint(volume, &method, endpoint);
     }
     let path = VolumePath::parse(req.uri().path())?;
     match method {
@@ -106,5 +120,42 @@ async fn dispatch(volume: &Volume, req: Request) -> Result<Response, VolumeError
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => read::get(&volume.root, &path, req).await,
+    }
+}
+
+/// Body of a volume's `GET /-/health`.
+#[derive(serde::Serialize)]
+struct VolumeHealth {
+    status: &'static str,
+    version: &'static str,
+    role: &'static str,
+    uptime_seconds: u64,
+    disk: Option<crate::replica::client::DiskSpace>,
+}
+
+/// The volume's own endpoints, `/-/health` and `/-/metrics`. hoard never stores files
+/// under `/-/` (a key's file path starts with a subvolume or a hex directory), so the
+/// prefix is free on the native volume.
+fn own_endpoint(volume: &Volume, method: &Method, endpoint: &str) -> Result<Response, VolumeError> {
+    if ![Method::GET, Method::HEAD].contains(method) {
+        return Err(VolumeError::MethodNotAllowed);
+    }
+    let disk = crate::telemetry::observe_disk(volume.root.path()).map(|(free, total)| {
+        crate::replica::client::DiskSpace {
+            free_bytes: free,
+            total_bytes: total,
+        }
+    });
+    match endpoint {
+        "health" => Ok(axum::Json(VolumeHealth {
+            status: "ok",
+            version: env!("CARGO_PKG_VERSION"),
+            role: "volume",
+            uptime_seconds: volume.started.elapsed().as_secs(),
+            disk,
+        })
+        .into_response()),
+        "metrics" => Ok(crate::telemetry::response()),
+        _ => Ok(StatusCode::NOT_FOUND.into_response()),
     }
 }
