@@ -145,7 +145,7 @@ pub fn record_request(
     sent: u64,
 ) {
     let method = normal_method(method);
-    metrics::counter!("hoard_http_requests_total", "role" => role, "method" => method, "status" => status.to_string())
+    metrics::counter!("hoard_http_requests_total", "role" => role, "method" => method, "status" => status_label(status))
         .increment(1);
     metrics::histogram!("hoard_http_request_duration_seconds", "role" => role, "method" => method)
         .record(started.elapsed().as_secs_f64());
@@ -155,6 +155,36 @@ pub fn record_request(
     if sent > 0 {
         metrics::counter!("hoard_http_sent_bytes_total", "role" => role).increment(sent);
     }
+}
+
+/// The status as a label value, without allocating for the common ones.
+fn status_label(status: u16) -> metrics::SharedString {
+    let known: &'static str = match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        206 => "206",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        411 => "411",
+        413 => "413",
+        414 => "414",
+        416 => "416",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return other.to_string().into(),
+    };
+    known.into()
 }
 
 /// Keeps label cardinality bounded: unknown methods are one label value.
@@ -240,6 +270,12 @@ mod tests {
         let (free, total) = disk_space(&std::env::temp_dir()).unwrap();
         assert!(total > 0 && free <= total);
         assert!(disk_space(Path::new("/definitely/not/here")).is_none());
+    }
+
+    #[test]
+    fn status_labels() {
+        assert_eq!(status_label(302).as_ref(), "302");
+        assert_eq!(status_label(418).as_ref(), "418");
     }
 
     #[test]
