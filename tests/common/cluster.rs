@@ -299,8 +299,20 @@ impl Cluster {
         volume_list: &str,
         extra: &[&str],
     ) -> Cluster {
-        let port = free_port();
         let db = tmp.path().join("db");
+        Self::with_volumes_and_db(tmp, volumes, volume_list, &db, extra)
+    }
+
+    /// Like [`Cluster::with_volumes`], on an existing index database `db`.
+    pub fn with_volumes_and_db(
+        tmp: tempfile::TempDir,
+        volumes: Vec<Volume>,
+        volume_list: &str,
+        db: &Path,
+        extra: &[&str],
+    ) -> Cluster {
+        let port = free_port();
+        let db = db.to_path_buf();
         let mut cmd: Vec<String> = vec![
             hoard_bin().into(),
             "server".into(),
