@@ -23,6 +23,21 @@ pub struct Cli {
     #[arg(short, long, global = true, env = "HOARD_VERBOSE")]
     pub verbose: bool,
 
+    /// Log format: `text` or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "HOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
+
+    /// TOML file with option values (see docs/OPERATIONS.md); precedence is command
+    /// line, then environment, then this file, then built-in defaults.
+    #[arg(long, global = true, env = "HOARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// The role to run.
     #[command(subcommand)]
     pub command: Command,
@@ -179,6 +194,10 @@ pub struct ServerArgs {
     /// Timeout for connecting to and probing a volume server (e.g. 1s, 500ms).
     #[arg(long, env = "HOARD_VOLTIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub voltimeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the
+    /// server stops anyway (unfinished writes are then rolled back by repair).
+    #[arg(long, env = "HOARD_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 /// Options of `hoard volume`.
@@ -218,10 +237,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// Parses the command line, with the configuration file's values as defaults.
+pub fn parse() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = Cli::command();
+    if let Some(path) = crate::config::config_path(&args) {
+        cmd = match crate::config::apply_file(cmd, &path, &args) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                return Err(
+                    Cli::command().error(clap::error::ErrorKind::InvalidValue, format!("{e:#}"))
+                )
+            }
+        };
+    }
+    let matches = cmd.try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    crate::telemetry::init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -250,16 +291,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("HOARD_LOG").unwrap_or_else(|_| EnvFilter::new("hoard=info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use crate::server::ServerConfig;
 use crate::volume::VolumeConfig;
 
 const VOLUMES: u16 = 3;
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs the store until SIGINT/SIGTERM: then the index stops first (finishing in-flight
 /// writes), the volumes after it, and the index is closed cleanly.
@@ -39,14 +40,16 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
             dir: args.data.join(format!("volume{i}")),
             fsync: true,
         })?;
-        let router = crate::http::with_access_log(router, verbose);
+        let router = crate::http::observe(router, "volume", verbose);
         let mut stopped = volumes_stopped.clone();
+        let stop = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
         volume_tasks.push(tokio::spawn(crate::http::serve(
             listener,
             router,
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            },
+            stop,
+            crate::volume::SHUTDOWN_GRACE,
         )));
         names.push(format!("{host}:{port}"));
     }
@@ -70,9 +73,10 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         index_listener,
         started.router.clone(),
         crate::http::shutdown_signal(),
+        SHUTDOWN_GRACE,
     )
     .await;
-    started.shutdown();
+    started.shutdown(SHUTDOWN_GRACE).await;
     let _ = stop_volumes.send(true);
     for task in volume_tasks {
         task.await.context("volume task panicked")??;

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use std::future::IntoFuture as _;
+
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
@@ -13,17 +15,35 @@ pub async fn bind(bind: &str, port: u16) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting and
-/// lets in-flight requests finish.
+/// lets in-flight requests finish for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
 ) -> anyhow::Result<()> {
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed")
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        })
+        .into_future();
+    let deadline = async move {
+        if on_signal.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = server => served.context("HTTP server failed"),
+        () = deadline => {
+            tracing::warn!("requests still in flight after {grace:?}; stopping anyway");
+            Ok(())
+        }
+    }
 }
 
 /// Completes on the first SIGINT or SIGTERM.
@@ -49,35 +69,49 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received; finishing in-flight requests");
 }
 
-/// Wraps `router` so that, when `verbose`, every request is logged at info level:
-/// method, path, status, response bytes and duration.
-pub fn with_access_log(router: axum::Router, verbose: bool) -> axum::Router {
-    if verbose {
-        router.layer(axum::middleware::from_fn(access_log))
-    } else {
-        router
-    }
+/// Bytes a handler received, attached to its response so the access log can report
+/// uploads.
+#[derive(Debug, Clone, Copy)]
+pub struct BytesReceived(pub u64);
+
+/// Wraps `router` with request metrics (always) and, when `verbose` (`-v`), one info
+/// log line per request. `role` labels the metrics (`index` or `volume`).
+pub fn observe(router: axum::Router, role: &'static str, verbose: bool) -> axum::Router {
+    crate::telemetry::init();
+    router.layer(axum::middleware::from_fn_with_state(
+        (role, verbose),
+        observe_request,
+    ))
 }
 
-async fn access_log(
+/// Records method, path, status, bytes and time to the response head. Bytes are those
+/// received for an upload ([`BytesReceived`]), else the response body length.
+async fn observe_request(
+    axum::extract::State((role, verbose)): axum::extract::State<(&'static str, bool)>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let started = std::time::Instant::now();
+    use http_body::Body as _;
+    let start = std::time::Instant::now();
     let method = req.method().clone();
-    let uri = req.uri().clone();
-    let resp = next.run(req).await;
-    let bytes = resp
+    let path = verbose.then(|| req.uri().path().to_owned());
+    let res = next.run(req).await;
+    let received = res.extensions().get::<BytesReceived>().map_or(0, |b| b.0);
+    let sent = res
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    tracing::info!(
-        target: "hoard::access",
-        "{method} {uri} {} {bytes} {:.3}ms",
-        resp.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    resp
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .or_else(|| res.body().size_hint().exact())
+        .unwrap_or(0);
+    let status = res.status().as_u16();
+    crate::telemetry::record_request(role, method.as_str(), status, start, received, sent);
+    if let Some(path) = path {
+        let bytes = if received > 0 { received } else { sent };
+        tracing::info!(
+            target: "hoard::access",
+            "{method} {path} {status} {bytes} {:.1}ms",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    res
 }

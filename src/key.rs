@@ -48,7 +48,10 @@ pub fn parse(raw_path: &str) -> Result<Vec<u8>, KeyError> {
     if text.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(KeyError::DotSegment);
     }
-    if key.len() > MAX_KEY_LEN || key_path(&key).split('/').any(|seg| seg.len() > 255) {
+    // base64 of up to 189 bytes is at most 252 characters, so only longer keys can
+    // produce a file-name segment over 255 bytes; skip the hashing for the rest.
+    let long = key.len() > 189 && key_path(&key).split('/').any(|seg| seg.len() > 255);
+    if key.len() > MAX_KEY_LEN || long {
         return Err(KeyError::TooLong);
     }
     Ok(key)

@@ -10,9 +10,12 @@
 //! * [`server`] — the index server's HTTP API.
 //! * [`ops`] — rebuild, rebalance, verify/repair and orphan collection; background jobs.
 //! * [`dev`] — `hoard dev`: index server and three volumes in one process.
+//! * [`telemetry`] — metrics and logging set-up.
+//! * [`config`] — the optional TOML file behind `--config`.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
 
 pub mod cli;
+pub mod config;
 pub mod dev;
 pub mod http;
 pub mod index;
@@ -21,4 +24,5 @@ pub mod ops;
 pub mod placement;
 pub mod replica;
 pub mod server;
+pub mod telemetry;
 pub mod volume;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::cluster::{client, raw, raw_status, Cluster, Kind};
+use common::cluster::{client, raw_status, Cluster, Kind};
 use md5::{Digest, Md5};
 use reqwest::StatusCode;
 
@@ -36,6 +36,7 @@ both_kinds!(
     stopped_volume,
     client_abort_leaves_nothing,
     reserved_paths,
+    unbalanced_after_volume_added,
 );
 
 fn md5_hex(data: &[u8]) -> String {
@@ -190,11 +191,11 @@ async fn put_rules(kind: Kind) {
     );
     // An empty chunked body is refused the same way and leaves no trace.
     let addr = c.url.trim_start_matches("http://");
-    let resp = raw(
+    let st = raw_status(
         addr,
         b"PUT /empty-chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
     );
-    assert_eq!(raw_status(&resp), 411);
+    assert_eq!(st, 411);
     assert_eq!(status(&c, "GET", "/empty").await, StatusCode::NOT_FOUND);
     assert_eq!(
         status(&c, "GET", "/empty-chunked").await,
@@ -497,16 +498,60 @@ async fn reserved_paths(kind: Kind) {
     assert_eq!(body["volumes"].as_array().unwrap().len(), 3);
     let addr = c.url.trim_start_matches("http://");
     for bad in ["/../etc/passwd", "/a/%2e%2e/b", "/a%00b", "/%FF%FE"] {
-        let resp = raw(
-            addr,
-            format!(
-                "PUT {bad} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
-            )
-            .as_bytes(),
+        let req = format!(
+            "PUT {bad} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
         );
-        assert_eq!(raw_status(&resp), 400, "{bad}");
+        assert_eq!(raw_status(addr, req.as_bytes()), 400, "{bad}");
     }
     let long = format!("/{}", "k".repeat(2000));
     assert_eq!(put(&c, &long, value(1, 1)).await, StatusCode::URI_TOO_LONG);
     assert!(c.all_files().is_empty());
+}
+
+async fn unbalanced_after_volume_added(kind: Kind) {
+    let mut c = Cluster::start(kind, 4, &["--md5sum=false"]);
+    let keys: Vec<String> = (0..40).map(|i| format!("/bal/{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(put(&c, k, value(50, i as u8)).await, StatusCode::CREATED);
+    }
+    let resp = client()
+        .get(format!("{}{}", c.url, keys[0]))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers().get("content-md5").is_none(),
+        "--md5sum=false"
+    );
+
+    // Restart the index with a fifth volume: placement changes for some keys, which are
+    // now "unbalanced" but still served from the volumes their records name.
+    let extra = common::cluster::Volume::start(kind, c.tmp.path(), "vol4");
+    let mut list: Vec<String> = c.volumes.iter().map(|v| v.addr.clone()).collect();
+    list.push(extra.addr.clone());
+    c.index.kill();
+    let tmp = std::mem::replace(&mut c.tmp, tempfile::tempdir().unwrap());
+    let volumes = std::mem::take(&mut c.volumes);
+    let db = c.db.clone();
+    drop(c);
+    let c = Cluster::with_volumes_and_db(tmp, volumes, &list.join(","), &db, &[]);
+    let mut unbalanced = 0;
+    for (i, k) in keys.iter().enumerate() {
+        let resp = client().get(format!("{}{k}", c.url)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        let location = resp.headers()["location"].to_str().unwrap().to_string();
+        assert!(
+            !location.contains(&extra.addr),
+            "{k} redirected to the new, empty volume"
+        );
+        if resp.headers()["key-balance"] == "unbalanced" {
+            unbalanced += 1;
+        }
+        assert!(get(&c, k).await.1 == value(50, i as u8), "{k}");
+    }
+    // With 5 volumes and 3 replicas, each key's set includes the new volume with p = 3/5.
+    assert!(
+        (5..40).contains(&unbalanced),
+        "{unbalanced} of 40 unbalanced"
+    );
 }

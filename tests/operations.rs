@@ -17,14 +17,12 @@ use hoard::index::{Command as IndexCommand, Index, Record};
 use hoard::placement::{key_path, Placement};
 use reqwest::StatusCode;
 
-/// Runs an async test body against the given volume kinds. Native volumes are a stub on
-/// this branch: their variant is ignored until the volume server lands.
+/// Runs an async test body against both volume kinds.
 macro_rules! kinds {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "native volume server not merged on this branch yet"]
             async fn native() {
                 super::$name(Kind::Native).await
             }

@@ -7,9 +7,11 @@
 //! durable when its answer arrives.
 
 mod command;
+mod counts;
 mod record;
 
 pub use command::{apply, Applied, Command, RecordMap, Rejection};
+pub use counts::Counts;
 pub use record::{DecodeError, Record, State};
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
+/// Index-wide values; `counts` → [`Counts`].
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const COUNTS: &str = "counts";
 
 /// Most commands one write transaction takes.
 const MAX_BATCH: usize = 4096;
@@ -63,6 +68,8 @@ struct Job {
 #[derive(Clone)]
 pub struct Index {
     db: Arc<Database>,
+    counts: Arc<std::sync::Mutex<Counts>>,
+    recovered: bool,
     writer: mpsc::Sender<Job>,
     writer_thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -87,23 +94,35 @@ impl Index {
             source,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
+        let recovered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&recovered);
         let db = Database::builder()
+            .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
             .create(&path)
             .map_err(|e| open_err(e.into()))?;
-        // Create the table so read transactions can always open it.
-        let txn = db.begin_write().map_err(|e| open_err(e.into()))?;
-        txn.open_table(KEYS).map_err(|e| open_err(e.into()))?;
-        txn.commit().map_err(|e| open_err(e.into()))?;
-
+        let recovered = recovered.load(std::sync::atomic::Ordering::Relaxed);
+        if recovered {
+            tracing::warn!(
+                "index {} was not closed cleanly; redb repaired it",
+                path.display()
+            );
+        }
+        let counts = init_tables(&db).map_err(|e| match e {
+            IndexError::Store(source) => open_err(source),
+            other => other,
+        })?;
         let db = Arc::new(db);
+        let counts = Arc::new(std::sync::Mutex::new(counts));
         let (tx, rx) = mpsc::channel(MAX_BATCH);
-        let wdb = Arc::clone(&db);
+        let (wdb, wcounts) = (Arc::clone(&db), Arc::clone(&counts));
         let thread = std::thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || writer_loop(&wdb, rx))
+            .spawn(move || writer_loop(&wdb, &wcounts, rx))
             .map_err(|e| open_err(redb::Error::Io(e)))?;
         Ok(Index {
             db,
+            counts,
+            recovered,
             writer: tx,
             writer_thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
@@ -116,6 +135,7 @@ impl Index {
             db,
             writer,
             writer_thread,
+            ..
         } = self;
         drop(writer);
         let handle = writer_thread.lock().ok().and_then(|mut h| h.take());
@@ -125,24 +145,40 @@ impl Index {
         drop(db);
     }
 
+    /// Keys per state and bytes stored, as of the last commit.
+    pub fn counts(&self) -> Counts {
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when the database was not closed cleanly last time and had to be repaired.
+    pub fn recovered(&self) -> bool {
+        self.recovered
+    }
+
     /// Reads the record of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, IndexError> {
+        let started = std::time::Instant::now();
         let txn = self.db.begin_read().map_err(store_err)?;
         let table = txn.open_table(KEYS).map_err(store_err)?;
-        match table.get(key).map_err(store_err)? {
+        let record = match table.get(key).map_err(store_err)? {
             Some(v) => decode(key, v.value()).map(Some),
             None => Ok(None),
-        }
+        };
+        crate::telemetry::record_index_op("get", started);
+        record
     }
 
     /// Applies one command durably; see [`Command`] for the semantics.
     pub async fn apply(&self, cmd: Command) -> Result<Applied, IndexError> {
+        let started = std::time::Instant::now();
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(Job { cmd, reply })
             .await
             .map_err(|_| IndexError::Closed)?;
-        rx.await.map_err(|_| IndexError::Closed)?
+        let applied = rx.await.map_err(|_| IndexError::Closed)?;
+        crate::telemetry::record_index_op("apply", started);
+        applied
     }
 
     /// Lists keys starting with `prefix`, from `start` (inclusive) if later than the
@@ -214,6 +250,35 @@ impl Index {
     }
 }
 
+/// Creates the tables if missing and returns the stored counts, computing them by one
+/// scan when absent (a database from before counts were kept).
+fn init_tables(db: &Database) -> Result<Counts, IndexError> {
+    let txn = db.begin_write().map_err(store_err)?;
+    let counts = {
+        let keys = txn.open_table(KEYS).map_err(store_err)?;
+        let mut meta = txn.open_table(META).map_err(store_err)?;
+        let stored = meta
+            .get(COUNTS)
+            .map_err(store_err)?
+            .and_then(|v| Counts::decode(v.value()));
+        match stored {
+            Some(c) => c,
+            None => {
+                let mut c = Counts::default();
+                for item in keys.iter().map_err(store_err)? {
+                    let (k, v) = item.map_err(store_err)?;
+                    c.replace(None, Some(&decode(k.value(), v.value())?));
+                }
+                meta.insert(COUNTS, c.encode().as_slice())
+                    .map_err(store_err)?;
+                c
+            }
+        }
+    };
+    txn.commit().map_err(store_err)?;
+    Ok(counts)
+}
+
 fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
     Record::decode(value).map_err(|source| IndexError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -221,30 +286,44 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
     })
 }
 
-struct TableMap<'a, 'txn>(&'a mut redb::Table<'txn, &'static [u8], &'static [u8]>);
+/// The records table seen as a [`RecordMap`], keeping [`Counts`] up to date.
+struct TableMap<'a, 'txn> {
+    table: &'a mut redb::Table<'txn, &'static [u8], &'static [u8]>,
+    counts: Counts,
+}
 
 impl RecordMap for TableMap<'_, '_> {
     type Error = IndexError;
     fn get(&mut self, key: &[u8]) -> Result<Option<Record>, IndexError> {
-        match self.0.get(key).map_err(store_err)? {
+        match self.table.get(key).map_err(store_err)? {
             Some(v) => decode(key, v.value()).map(Some),
             None => Ok(None),
         }
     }
     fn put(&mut self, key: &[u8], record: &Record) -> Result<(), IndexError> {
-        self.0
+        let old = self
+            .table
             .insert(key, record.encode().as_slice())
-            .map_err(store_err)?;
+            .map_err(store_err)?
+            .map(|v| decode(key, v.value()))
+            .transpose()?;
+        self.counts.replace(old.as_ref(), Some(record));
         Ok(())
     }
     fn remove(&mut self, key: &[u8]) -> Result<(), IndexError> {
-        self.0.remove(key).map_err(store_err)?;
+        let old = self
+            .table
+            .remove(key)
+            .map_err(store_err)?
+            .map(|v| decode(key, v.value()))
+            .transpose()?;
+        self.counts.replace(old.as_ref(), None);
         Ok(())
     }
 }
 
 /// The writer thread: drain, apply in order, commit once, answer.
-fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(db: &Database, counts: &std::sync::Mutex<Counts>, mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -254,8 +333,10 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match apply_batch(db, &batch) {
-            Ok(results) => {
+        let before = *counts.lock().unwrap_or_else(|p| p.into_inner());
+        match apply_batch(db, before, &batch) {
+            Ok((results, after)) => {
+                *counts.lock().unwrap_or_else(|p| p.into_inner()) = after;
                 for (job, result) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(result));
                 }
@@ -273,20 +354,32 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn apply_batch(db: &Database, batch: &[Job]) -> Result<Vec<Applied>, IndexError> {
+fn apply_batch(
+    db: &Database,
+    counts: Counts,
+    batch: &[Job],
+) -> Result<(Vec<Applied>, Counts), IndexError> {
     let mut txn = db.begin_write().map_err(store_err)?;
     // Persist allocator state with each commit so reopening after a crash is fast.
     txn.set_quick_repair(true);
-    let results = {
+    let (results, counts) = {
         let mut table = txn.open_table(KEYS).map_err(store_err)?;
-        let mut map = TableMap(&mut table);
-        batch
+        let mut map = TableMap {
+            table: &mut table,
+            counts,
+        };
+        let results = batch
             .iter()
             .map(|job| apply(&mut map, &job.cmd))
-            .collect::<Result<Vec<_>, _>>()?
+            .collect::<Result<Vec<_>, _>>()?;
+        let counts = map.counts;
+        let mut meta = txn.open_table(META).map_err(store_err)?;
+        meta.insert(COUNTS, counts.encode().as_slice())
+            .map_err(store_err)?;
+        (results, counts)
     };
     txn.commit().map_err(store_err)?;
-    Ok(results)
+    Ok((results, counts))
 }
 
 /// Milliseconds since the Unix epoch, for command timestamps.
@@ -350,5 +443,11 @@ mod tests {
         assert!(page.too_large);
         assert_eq!(index.get(b"/k/042").unwrap().unwrap().size, 42);
         assert_eq!(index.get(b"/k/043").unwrap().unwrap().state, State::Writing);
+        let c = index.counts();
+        assert_eq!(
+            (c.live, c.writing, c.bytes),
+            (50, 50, (0..100).step_by(2).sum())
+        );
+        assert!(!index.recovered());
     }
 }

@@ -180,6 +180,15 @@ mod tests {
     }
 
     #[test]
+    fn md5_hex() {
+        let mut r = sample();
+        r.md5 = Some([
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0, 0, 0, 0, 0, 0, 0xff, 0x10,
+        ]);
+        assert_eq!(r.md5_hex().unwrap(), "0123456789abcdef000000000000ff10");
+    }
+
+    #[test]
     fn round_trips() {
         let mut r = sample();
         assert_eq!(Record::decode(&r.encode()), Ok(r.clone()));

@@ -209,8 +209,7 @@ pub async fn one(ctx: &Ctx, key: &[u8], delay: Duration) -> Outcome {
 /// Rebalances every key of the index, updating `job`'s counters; stops early when the
 /// job is cancelled.
 pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError> {
-    let index = ctx.index.clone();
-    let total = blocking(move || count_keys(&index)).await?;
+    let total = count_keys(&ctx.index);
     job.progress
         .total
         .store(total, std::sync::atomic::Ordering::Relaxed);

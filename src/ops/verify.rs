@@ -86,8 +86,7 @@ pub async fn lock_patiently(ctx: &Ctx, key: &[u8]) -> Option<KeyGuard> {
 
 /// Verifies every record, then collects orphans; updates `job`'s counters.
 pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError> {
-    let index = ctx.index.clone();
-    let total = blocking(move || count_keys(&index)).await?;
+    let total = count_keys(&ctx.index);
     job.progress.total.store(total, Relaxed);
     let mut servers: BTreeSet<String> = ctx.placement.current().volumes().iter().cloned().collect();
     let mut after: Option<Vec<u8>> = None;

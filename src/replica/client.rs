@@ -44,6 +44,30 @@ impl VolumeError {
     }
 }
 
+/// What a successful probe learned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// Free bytes on the volume's disk, when it reports them.
+    pub disk_free: Option<u64>,
+    /// Size of the volume's disk, when it reports it.
+    pub disk_total: Option<u64>,
+}
+
+/// The part of a native volume's `/-/health` the prober reads.
+#[derive(Debug, serde::Deserialize)]
+struct VolumeHealth {
+    disk: DiskSpace,
+}
+
+/// Disk space as reported by `/-/health`.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct DiskSpace {
+    /// Bytes available to the volume.
+    pub free_bytes: u64,
+    /// Size of the filesystem.
+    pub total_bytes: u64,
+}
+
 /// A pooled HTTP/1.1 client for volume servers.
 #[derive(Clone, Debug)]
 pub struct VolumeClient {
@@ -83,6 +107,7 @@ impl VolumeClient {
     /// Streams `body` to `url`. Success means the volume answered 201 or 204, i.e. the
     /// file is complete and durable there.
     pub async fn put(&self, url: &str, body: reqwest::Body) -> Result<(), VolumeError> {
+        let started = std::time::Instant::now();
         let resp = self
             .http
             .put(url)
@@ -90,6 +115,11 @@ impl VolumeClient {
             .send()
             .await
             .map_err(|source| transport(url, source))?;
+        let server = url
+            .strip_prefix("http://")
+            .map_or(url, |rest| crate::placement::server_of(rest));
+        metrics::histogram!("hoard_replica_write_duration_seconds", "volume" => server.to_string())
+            .record(started.elapsed().as_secs_f64());
         expect(url, resp.status(), &[201, 204])
     }
 
@@ -115,11 +145,26 @@ impl VolumeClient {
         }
     }
 
-    /// True when the volume server `server` (`host:port`) answers `HEAD /` in time.
-    pub async fn probe(&self, server: &str) -> bool {
+    /// Probes the volume server `server` (`host:port`): `None` when it does not answer
+    /// in time. A native volume reports its disk space on `GET /-/health`; any other
+    /// server (nginx) counts as up when `HEAD /` succeeds.
+    pub async fn probe(&self, server: &str) -> Option<Probe> {
+        let url = format!("http://{server}/-/health");
+        let resp = self.small(self.http.get(&url), &url).await.ok()?;
+        if resp.status().is_success() {
+            let body = tokio::time::timeout(self.timeout, resp.json::<VolumeHealth>()).await;
+            if let Ok(Ok(h)) = body {
+                return Some(Probe {
+                    disk_free: Some(h.disk.free_bytes),
+                    disk_total: Some(h.disk.total_bytes),
+                });
+            }
+        }
         let url = format!("http://{server}/");
-        matches!(self.small(self.http.head(&url), &url).await,
-            Ok(r) if r.status().is_success())
+        match self.small(self.http.head(&url), &url).await {
+            Ok(r) if r.status().is_success() => Some(Probe::default()),
+            _ => None,
+        }
     }
 
     /// Starts a streaming GET of `url` (for copies between volumes).

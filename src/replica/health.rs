@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use super::client::VolumeClient;
+use super::client::{Probe, VolumeClient};
 use crate::index::now_ms;
 
 /// How often each volume server is probed.
@@ -16,6 +16,9 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 struct ServerState {
     up: AtomicBool,
     last_seen_ms: AtomicU64,
+    /// Free / total disk bytes; `u64::MAX` = unknown (nginx volumes do not say).
+    disk_free: AtomicU64,
+    disk_total: AtomicU64,
 }
 
 /// Up/down state of every configured volume server (`host:port`). Servers can be added
@@ -29,6 +32,8 @@ fn new_state() -> Arc<ServerState> {
     Arc::new(ServerState {
         up: AtomicBool::new(true),
         last_seen_ms: AtomicU64::new(0),
+        disk_free: AtomicU64::new(u64::MAX),
+        disk_total: AtomicU64::new(u64::MAX),
     })
 }
 
@@ -41,6 +46,10 @@ pub struct ServerStatus {
     pub up: bool,
     /// Unix ms of the last successful probe (0 = never).
     pub last_seen_ms: u64,
+    /// Free disk bytes, when the volume reports them.
+    pub disk_free_bytes: Option<u64>,
+    /// Disk size, when the volume reports it.
+    pub disk_total_bytes: Option<u64>,
 }
 
 impl Health {
@@ -52,7 +61,7 @@ impl Health {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<ServerState>>> {
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<ServerState>>> {
         self.servers.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -75,22 +84,40 @@ impl Health {
             .is_none_or(|s| s.up.load(Ordering::Relaxed))
     }
 
-    /// Records the outcome of talking to `server`.
-    pub fn report(&self, server: &str, up: bool) {
-        let state = self.read().get(server).cloned();
-        if let Some(s) = state {
-            let was = s.up.swap(up, Ordering::Relaxed);
+    /// Records the outcome of probing `server`: `Some` when it answered.
+    pub fn report(&self, server: &str, probe: Option<Probe>) {
+        let Some(s) = self.read().get(server).cloned() else {
+            return;
+        };
+        let up = probe.is_some();
+        let was = s.up.swap(up, Ordering::Relaxed);
+        let label = server.to_string();
+        metrics::gauge!("hoard_volume_up", "volume" => label.clone()).set(f64::from(u8::from(up)));
+        if let Some(p) = probe {
+            let now = now_ms();
+            s.last_seen_ms.store(now, Ordering::Relaxed);
+            s.disk_free
+                .store(p.disk_free.unwrap_or(u64::MAX), Ordering::Relaxed);
+            s.disk_total
+                .store(p.disk_total.unwrap_or(u64::MAX), Ordering::Relaxed);
+            metrics::gauge!("hoard_volume_last_seen_timestamp_seconds", "volume" => label)
+                .set(now as f64 / 1000.0);
+        }
+        if was != up {
             if up {
-                s.last_seen_ms.store(now_ms(), Ordering::Relaxed);
-            }
-            if was != up {
-                if up {
-                    tracing::info!("volume {server} is up");
-                } else {
-                    tracing::warn!("volume {server} is down");
-                }
+                tracing::info!("volume {server} is up");
+            } else {
+                tracing::warn!("volume {server} is down");
             }
         }
+    }
+
+    /// How many servers are up.
+    pub fn up_count(&self) -> usize {
+        self.read()
+            .values()
+            .filter(|s| s.up.load(Ordering::Relaxed))
+            .count()
     }
 
     /// The state of every server, sorted by name.
@@ -102,6 +129,8 @@ impl Health {
                 server: name.clone(),
                 up: s.up.load(Ordering::Relaxed),
                 last_seen_ms: s.last_seen_ms.load(Ordering::Relaxed),
+                disk_free_bytes: known(s.disk_free.load(Ordering::Relaxed)),
+                disk_total_bytes: known(s.disk_total.load(Ordering::Relaxed)),
             })
             .collect();
         all.sort_by(|a, b| a.server.cmp(&b.server));
@@ -127,4 +156,8 @@ impl Health {
             }
         })
     }
+}
+
+fn known(v: u64) -> Option<u64> {
+    (v != u64::MAX).then_some(v)
 }

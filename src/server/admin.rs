@@ -1,12 +1,13 @@
-//! The server's own endpoints under `/-/`.
+//! The server's own endpoints under `/-/`: health, readiness, metrics.
 
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, App};
+use crate::index::Counts;
 use crate::replica::health::ServerStatus;
 
 /// Body of `GET /-/health`.
@@ -16,19 +17,34 @@ struct HealthReport {
     version: &'static str,
     role: &'static str,
     uptime_seconds: u64,
+    /// The index was not closed cleanly last time and was repaired at start.
+    index_recovered: bool,
+    keys: Counts,
     writes_in_flight: usize,
+    replicas: usize,
     volumes: Vec<ServerStatus>,
+}
+
+/// Body of `GET /-/health/ready`.
+#[derive(serde::Serialize)]
+struct Readiness {
+    ready: bool,
+    volumes_up: usize,
+    replicas: usize,
 }
 
 /// Dispatches a request under `/-/`.
 pub async fn handle(app: &Arc<App>, req: Request) -> Response {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/-/health") => health(app),
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    match (read, req.uri().path()) {
+        (true, "/-/health") => health(app),
+        (true, "/-/health/ready") => ready(app),
+        (true, "/-/metrics") => metrics(app),
         (_, path) if path.starts_with(super::admin_ops::PREFIX) => {
             super::admin_ops::handle(app, req).await
         }
-        (&Method::GET | &Method::HEAD, _) => ApiError::NotFound.into_response(),
-        _ => ApiError::Key(crate::key::KeyError::Reserved).into_response(),
+        (true, _) => ApiError::NotFound.into_response(),
+        (false, _) => ApiError::Key(crate::key::KeyError::Reserved).into_response(),
     }
 }
 
@@ -38,8 +54,44 @@ fn health(app: &App) -> Response {
         version: env!("CARGO_PKG_VERSION"),
         role: "index",
         uptime_seconds: app.started.elapsed().as_secs(),
+        index_recovered: app.index.recovered(),
+        keys: app.index.counts(),
         writes_in_flight: app.locks.len(),
+        replicas: app.cfg.placement.replicas(),
         volumes: app.health.snapshot(),
     })
     .into_response()
+}
+
+/// Ready for traffic when at least `replicas` volume servers are up (so reads work and writes can succeed).
+fn ready(app: &App) -> Response {
+    let replicas = app.cfg.placement.replicas();
+    let volumes_up = app.health.up_count();
+    let ready = volumes_up >= replicas;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        ready,
+        volumes_up,
+        replicas,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+fn metrics(app: &App) -> Response {
+    let counts = app.index.counts();
+    for (state, n) in [
+        ("writing", counts.writing),
+        ("live", counts.live),
+        ("unlinked", counts.unlinked),
+        ("deleting", counts.deleting),
+    ] {
+        metrics::gauge!("hoard_keys", "state" => state).set(n as f64);
+    }
+    metrics::gauge!("hoard_stored_bytes").set(counts.bytes as f64);
+    metrics::gauge!("hoard_writes_in_flight").set(app.locks.len() as f64);
+    crate::telemetry::response()
 }

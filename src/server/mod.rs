@@ -113,15 +113,22 @@ pub struct Started {
 }
 
 impl Started {
-    /// Stops background work and closes the index durably. Call after serving ended.
-    pub fn shutdown(self) {
+    /// Stops background work, waits (at most `grace`) for writes still running on their
+    /// own tasks, and closes the index durably. Call after serving ended.
+    pub async fn shutdown(self, grace: Duration) {
         self.prober.abort();
         self.app.jobs.abort();
         let Started { app, router, .. } = self;
         drop(router);
+        let deadline = Instant::now() + grace;
+        while Arc::strong_count(&app) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         match Arc::try_unwrap(app) {
             Ok(app) => app.index.close(),
-            Err(_) => tracing::warn!("index still in use at shutdown; not closed explicitly"),
+            Err(_) => tracing::warn!(
+                "writes still in flight after {grace:?}; their intents are left for repair"
+            ),
         }
     }
 }
@@ -149,10 +156,11 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         jobs: Worker::default(),
         membership,
     });
-    let router = crate::http::with_access_log(
+    let router = crate::http::observe(
         axum::Router::new()
             .fallback(dispatch)
             .with_state(Arc::clone(&app)),
+        "index",
         verbose,
     );
     Ok(Started {
@@ -172,13 +180,16 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         listener.local_addr()?,
         args.volumes.join(",")
     );
+    let grace = args.shutdown_grace;
     let served = crate::http::serve(
         listener,
         started.router.clone(),
         crate::http::shutdown_signal(),
+        grace,
     )
     .await;
-    started.shutdown();
+    started.shutdown(grace).await;
+    tracing::info!("index closed; bye");
     served
 }
 

@@ -89,7 +89,12 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
                     now_ms: now_ms(),
                 };
                 match app.index.apply(commit).await? {
-                    Ok(_) => Ok(StatusCode::CREATED.into_response()),
+                    Ok(_) => {
+                        let mut resp = StatusCode::CREATED.into_response();
+                        resp.extensions_mut()
+                            .insert(crate::http::BytesReceived(uploaded.size));
+                        Ok(resp)
+                    }
                     Err(r) => Err(ApiError::Volume(format!("commit rejected: {r}"))),
                 }
             }

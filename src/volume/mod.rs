@@ -1,9 +1,37 @@
 //! The native volume server: values as plain files under one directory, speaking the
-//! HTTP dialect of the stock nginx WebDAV volume minikeyvalue uses.
+//! HTTP dialect of the stock nginx WebDAV volume minikeyvalue uses
+//! (`dav_methods PUT DELETE; create_full_put_path on; autoindex on;
+//! autoindex_format json`).
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `PUT /p` | 201 created, 204 replaced; atomic ([`write`]); 409 for a path ending in `/`, a directory, or under a file |
+//! | `GET`/`HEAD /p` | 200 / 206 (one range) / 416 / 304 / 412 for a file, 404 if missing |
+//! | `GET /d/` | JSON listing ([`listing`]); `GET /d` → 301 to `/d/` |
+//! | `DELETE /p` | 204, 404 if missing, 409 for a directory |
+//! | other methods | 405 |
+//! | unsafe path ([`path`]) | 400; a symlink leading outside the root ([`root`]) → 403 |
+
+pub mod delete;
+pub mod error;
+pub mod listing;
+pub mod path;
+pub mod read;
+pub mod root;
+pub mod write;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 use crate::cli::VolumeArgs;
+use crate::http::BytesReceived;
+use error::VolumeError;
+use path::VolumePath;
+use root::Root;
 
 /// Settings of a native volume server.
 #[derive(Debug, Clone)]
@@ -14,23 +42,120 @@ pub struct VolumeConfig {
     pub fsync: bool,
 }
 
-/// Builds the volume server's router: prepares `dir` (creating it, clearing leftover
-/// temp files) and returns the service.
-pub fn router(_cfg: VolumeConfig) -> anyhow::Result<axum::Router> {
-    anyhow::bail!("volume server not implemented yet")
+/// What every request handler shares.
+#[derive(Debug)]
+struct Volume {
+    root: Root,
+    fsync: bool,
+    started: std::time::Instant,
 }
 
+/// Builds the volume server's router: prepares `dir` (creating it, clearing leftover
+/// temp files) and returns the service.
+pub fn router(cfg: VolumeConfig) -> anyhow::Result<axum::Router> {
+    let volume = Volume {
+        root: Root::prepare(&cfg.dir)?,
+        fsync: cfg.fsync,
+        started: std::time::Instant::now(),
+    };
+    Ok(axum::Router::new()
+        .fallback(handle)
+        .with_state(Arc::new(volume)))
+}
+
+/// How long in-flight uploads may take to finish after SIGTERM/SIGINT.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `hoard volume`: serve `args.dir` until SIGINT/SIGTERM.
-pub async fn run(args: VolumeArgs, _verbose: bool) -> anyhow::Result<()> {
+pub async fn run(args: VolumeArgs, verbose: bool) -> anyhow::Result<()> {
     let app = router(VolumeConfig {
         dir: args.dir.clone(),
         fsync: args.fsync,
     })?;
+    let app = crate::http::observe(app, "volume", verbose);
     let listener = crate::http::bind(&args.bind, args.port).await?;
     tracing::info!(
         "volume serving {} on {}",
         args.dir.display(),
         listener.local_addr()?
     );
-    crate::http::serve(listener, app, crate::http::shutdown_signal()).await
+    crate::http::serve(
+        listener,
+        app,
+        crate::http::shutdown_signal(),
+        SHUTDOWN_GRACE,
+    )
+    .await
+}
+
+/// Dispatches on the method; every failure becomes its status via [`VolumeError`].
+async fn handle(State(volume): State<Arc<Volume>>, req: Request) -> Response {
+    dispatch(&volume, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn dispatch(volume: &Volume, req: Request) -> Result<Response, VolumeError> {
+    let method = req.method().clone();
+    if ![Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(&method) {
+        return Err(VolumeError::MethodNotAllowed);
+    }
+    if let Some(endpoint) = req.uri().path().strip_prefix("/-/") {
+        return own_endpoint(volume, &method, endpoint);
+    }
+    let path = VolumePath::parse(req.uri().path())?;
+    match method {
+        Method::PUT => {
+            let outcome = write::put(&volume.root, volume.fsync, &path, req.into_body()).await?;
+            let status = match outcome.created {
+                true => StatusCode::CREATED,
+                false => StatusCode::NO_CONTENT,
+            };
+            let mut res = status.into_response();
+            res.extensions_mut().insert(BytesReceived(outcome.bytes));
+            Ok(res)
+        }
+        Method::DELETE => {
+            delete::delete(&volume.root, volume.fsync, &path).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => read::get(&volume.root, &path, req).await,
+    }
+}
+
+/// Body of a volume's `GET /-/health`.
+#[derive(serde::Serialize)]
+struct VolumeHealth {
+    status: &'static str,
+    version: &'static str,
+    role: &'static str,
+    uptime_seconds: u64,
+    disk: Option<crate::replica::client::DiskSpace>,
+}
+
+/// The volume's own endpoints, `/-/health` and `/-/metrics`. hoard never stores files
+/// under `/-/` (a key's file path starts with a subvolume or a hex directory), so the
+/// prefix is free on the native volume.
+fn own_endpoint(volume: &Volume, method: &Method, endpoint: &str) -> Result<Response, VolumeError> {
+    if ![Method::GET, Method::HEAD].contains(method) {
+        return Err(VolumeError::MethodNotAllowed);
+    }
+    let disk = crate::telemetry::observe_disk(volume.root.path()).map(|(free, total)| {
+        crate::replica::client::DiskSpace {
+            free_bytes: free,
+            total_bytes: total,
+        }
+    });
+    match endpoint {
+        "health" => Ok(axum::Json(VolumeHealth {
+            status: "ok",
+            version: env!("CARGO_PKG_VERSION"),
+            role: "volume",
+            uptime_seconds: volume.started.elapsed().as_secs(),
+            disk,
+        })
+        .into_response()),
+        "metrics" => Ok(crate::telemetry::response()),
+        _ => Ok(StatusCode::NOT_FOUND.into_response()),
+    }
 }

@@ -21,13 +21,7 @@ pub fn hoard_bin() -> &'static str {
     env!("CARGO_BIN_EXE_hoard")
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
+pub use super::free_port;
 
 /// `n` consecutive ports that are all free right now.
 pub fn free_port_run(n: u16) -> u16 {
@@ -41,35 +35,10 @@ pub fn free_port_run(n: u16) -> u16 {
     panic!("no run of {n} free ports");
 }
 
-/// Blocks until `url` answers any HTTP status, or panics after 15 s.
+/// Blocks until `url` answers any HTTP status, or panics after the start timeout.
 pub fn wait_http(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if answers_http(url).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{url} did not come up within 15 s");
-}
-
-/// One blocking `HEAD` over raw TCP: Ok when an HTTP status line comes back.
-fn answers_http(url: &str) -> std::io::Result<()> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut s = std::net::TcpStream::connect(host)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "HEAD /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf)?;
-    if &buf == b"HTTP/1." {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("not HTTP"))
+    if super::wait_for_url(url, super::START_TIMEOUT).is_none() {
+        panic!("{url} did not come up");
     }
 }
 
@@ -330,8 +299,20 @@ impl Cluster {
         volume_list: &str,
         extra: &[&str],
     ) -> Cluster {
-        let port = free_port();
         let db = tmp.path().join("db");
+        Self::with_volumes_and_db(tmp, volumes, volume_list, &db, extra)
+    }
+
+    /// Like [`Cluster::with_volumes`], on an existing index database `db`.
+    pub fn with_volumes_and_db(
+        tmp: tempfile::TempDir,
+        volumes: Vec<Volume>,
+        volume_list: &str,
+        db: &Path,
+        extra: &[&str],
+    ) -> Cluster {
+        let port = free_port();
+        let db = db.to_path_buf();
         let mut cmd: Vec<String> = vec![
             hoard_bin().into(),
             "server".into(),
@@ -382,22 +363,9 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Sends raw bytes and returns the raw response (for requests clients would normalise).
-pub fn raw(addr: &str, request: &[u8]) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The status code of a raw HTTP response.
-pub fn raw_status(response: &str) -> u16 {
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+/// Sends raw bytes (include `Connection: close`) and returns the response status.
+pub fn raw_status(addr: &str, request: &[u8]) -> u16 {
+    super::raw_request(addr, request)
+        .unwrap_or_else(|e| panic!("raw request to {addr} failed: {e}"))
+        .status
 }

@@ -1,2 +1,240 @@
-//! Shared helpers for integration tests: free ports, waiting for servers, processes.
+//! Helpers shared by the integration tests: running the real `hoard` binary on a free
+//! port, waiting for it to answer, and raw HTTP for requests a client would normalize.
+//!
+//! Each test file includes this with `mod common;` and uses only some of it.
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a freshly started process gets to answer its first request.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A port that was free a moment ago (bind 127.0.0.1:0, read it, release it). Another
+/// process may take it before we do: callers retry with a new one.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Polls `url` (`http://host:port/path`) with `HEAD` until it answers, and returns the
+/// status of the first answer; `None` if nothing answered within `timeout`.
+pub fn wait_for_url(url: &str, timeout: Duration) -> Option<u16> {
+    let rest = url
+        .strip_prefix("http://")
+        .expect("url must start with http://");
+    let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let req = format!("HEAD {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        if let Ok(res) = raw_request(addr, req.as_bytes()) {
+            return Some(res.status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// A response read off a raw connection. The body is as sent (not de-chunked).
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lower-cased) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// Everything after the head.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` verbatim to `addr` (`host:port`) and reads the response until the
+/// server closes the connection: include `Connection: close`.
+pub fn raw_request(addr: &str, request: &[u8]) -> std::io::Result<RawResponse> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request)?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    parse_response(&bytes)
+}
+
+fn parse_response(bytes: &[u8]) -> std::io::Result<RawResponse> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of response head"))?;
+    let head = std::str::from_utf8(&bytes[..end]).map_err(|_| bad("head is not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(RawResponse {
+        status,
+        headers,
+        body: bytes[end + 4..].to_vec(),
+    })
+}
+
+/// A running `hoard` process, killed when dropped.
+#[derive(Debug)]
+pub struct HoardProc {
+    child: Child,
+    port: u16,
+}
+
+impl HoardProc {
+    /// Starts `hoard <args(port)>` on a free port and waits until `HEAD /` answers
+    /// (any status). If the process exits first (say, the port was taken meanwhile),
+    /// tries again with another port. `HOARD_LOG` defaults to warnings only.
+    pub fn start(args: impl Fn(u16) -> Vec<String>) -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new(env!("CARGO_BIN_EXE_hoard"))
+                .args(args(port))
+                .env(
+                    "HOARD_LOG",
+                    std::env::var("HOARD_LOG").unwrap_or_else(|_| "hoard=warn".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("cannot run the hoard binary");
+            let mut proc = Self { child, port };
+            if proc.wait_ready() {
+                return proc;
+            }
+        }
+        panic!("hoard did not start after 5 tries");
+    }
+
+    /// Waits for the process to answer; false if it exited or never answered.
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if wait_for_url(&self.url("/"), Duration::from_millis(200)).is_some() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:<port><path>`; `path` starts with `/`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Kills the process and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HoardProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `hoard volume` serving a directory.
+#[derive(Debug)]
+pub struct VolumeProc {
+    proc: HoardProc,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl VolumeProc {
+    /// Starts a volume serving `dir` on 127.0.0.1.
+    pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts a volume serving `dir` with extra arguments (e.g. `--fsync=false`, `-v`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let proc = spawn_volume(dir, &extra);
+        Self {
+            proc,
+            dir: dir.to_path_buf(),
+            extra,
+        }
+    }
+
+    /// Kills the process and starts a new one on the same directory (on a new port).
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = spawn_volume(&self.dir, &self.extra);
+    }
+
+    /// The directory served.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        self.proc.addr()
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        self.proc.url(path)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.proc.port()
+    }
+}
+
+fn spawn_volume(dir: &Path, extra: &[String]) -> HoardProc {
+    let dir = dir.to_str().expect("test dir is not UTF-8").to_owned();
+    HoardProc::start(|port| {
+        let mut args: Vec<String> = ["volume", "--dir", &dir, "--bind", "127.0.0.1", "--port"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(port.to_string());
+        args.extend(extra.iter().cloned());
+        args
+    })
+}
+
 pub mod cluster;

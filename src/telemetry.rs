@@ -1,0 +1,286 @@
+//! Metrics (Prometheus text format) and logging set-up, shared by every role.
+//!
+//! One recorder per process (in `hoard dev` the index and its three volumes share it);
+//! every series carries a `role` label (`index` or `volume`). Metric names:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `hoard_http_requests_total` | counter | role, method, status |
+//! | `hoard_http_request_duration_seconds` | histogram | role, method |
+//! | `hoard_http_received_bytes_total`, `hoard_http_sent_bytes_total` | counter | role |
+//! | `hoard_replica_write_duration_seconds` | histogram | volume |
+//! | `hoard_volume_up`, `hoard_volume_last_seen_timestamp_seconds` | gauge | volume |
+//! | `hoard_index_operation_duration_seconds` | histogram | op |
+//! | `hoard_keys` | gauge | state |
+//! | `hoard_stored_bytes`, `hoard_writes_in_flight` | gauge | |
+//! | `hoard_disk_free_bytes`, `hoard_disk_total_bytes` | gauge | dir |
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets (seconds) for every histogram: 100 µs to 60 s.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the process-wide recorder (once; later calls are no-ops).
+pub fn init() {
+    HANDLE.get_or_init(|| {
+        let built = PrometheusBuilder::new()
+            .set_buckets(BUCKETS)
+            .and_then(PrometheusBuilder::install_recorder);
+        match built {
+            Ok(handle) => {
+                describe();
+                Some(handle)
+            }
+            Err(e) => {
+                tracing::warn!("metrics disabled: {e}");
+                None
+            }
+        }
+    });
+}
+
+/// HELP texts, so the exposition passes `promtool check metrics`.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "hoard_http_requests_total",
+        "HTTP requests answered, by role, method and status"
+    );
+    describe_histogram!(
+        "hoard_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to the response head, by role and method"
+    );
+    describe_counter!(
+        "hoard_http_received_bytes_total",
+        Unit::Bytes,
+        "Request body bytes stored"
+    );
+    describe_counter!(
+        "hoard_http_sent_bytes_total",
+        Unit::Bytes,
+        "Response body bytes sent"
+    );
+    describe_histogram!(
+        "hoard_replica_write_duration_seconds",
+        Unit::Seconds,
+        "Time for one replica to acknowledge a PUT, by volume"
+    );
+    describe_gauge!(
+        "hoard_volume_up",
+        "1 when the volume server answered its last probe"
+    );
+    describe_gauge!(
+        "hoard_volume_last_seen_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the last successful probe"
+    );
+    describe_histogram!(
+        "hoard_index_operation_duration_seconds",
+        Unit::Seconds,
+        "Index operation latency (get, apply)"
+    );
+    describe_gauge!("hoard_keys", "Keys in the index, by state");
+    describe_gauge!(
+        "hoard_stored_bytes",
+        Unit::Bytes,
+        "Bytes of live and unlinked values (one copy)"
+    );
+    describe_gauge!(
+        "hoard_writes_in_flight",
+        "Writes (PUT, DELETE, UNLINK) in progress"
+    );
+    describe_gauge!(
+        "hoard_disk_free_bytes",
+        Unit::Bytes,
+        "Free bytes on a volume's filesystem"
+    );
+    describe_gauge!(
+        "hoard_disk_total_bytes",
+        Unit::Bytes,
+        "Size of a volume's filesystem"
+    );
+}
+
+/// The current metrics in Prometheus text format.
+pub fn render() -> String {
+    match HANDLE.get() {
+        Some(Some(handle)) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        _ => String::new(),
+    }
+}
+
+/// An `axum` response with the metrics and the Prometheus content type.
+pub fn response() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(),
+    )
+        .into_response()
+}
+
+/// Records one finished HTTP request.
+pub fn record_request(
+    role: &'static str,
+    method: &str,
+    status: u16,
+    started: Instant,
+    received: u64,
+    sent: u64,
+) {
+    let method = normal_method(method);
+    metrics::counter!("hoard_http_requests_total", "role" => role, "method" => method, "status" => status_label(status))
+        .increment(1);
+    metrics::histogram!("hoard_http_request_duration_seconds", "role" => role, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    if received > 0 {
+        metrics::counter!("hoard_http_received_bytes_total", "role" => role).increment(received);
+    }
+    if sent > 0 {
+        metrics::counter!("hoard_http_sent_bytes_total", "role" => role).increment(sent);
+    }
+}
+
+/// The status as a label value, without allocating for the common ones.
+fn status_label(status: u16) -> metrics::SharedString {
+    let known: &'static str = match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        206 => "206",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        411 => "411",
+        413 => "413",
+        414 => "414",
+        416 => "416",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return other.to_string().into(),
+    };
+    known.into()
+}
+
+/// Keeps label cardinality bounded: unknown methods are one label value.
+fn normal_method(m: &str) -> &'static str {
+    match m {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "UNLINK" => "UNLINK",
+        "POST" => "POST",
+        "REBALANCE" => "REBALANCE",
+        _ => "other",
+    }
+}
+
+/// Records how long an index operation took.
+pub fn record_index_op(op: &'static str, started: Instant) {
+    metrics::histogram!("hoard_index_operation_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Free and total bytes of the filesystem holding `dir`, via statvfs.
+pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of
+    // the right type; statvfs fully initialises it when it returns 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful call above.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 on some); widen explicitly.
+    #[allow(clippy::unnecessary_cast)]
+    let (frsize, bavail, blocks) = (st.f_frsize as u64, st.f_bavail as u64, st.f_blocks as u64);
+    Some((bavail * frsize, blocks * frsize))
+}
+
+/// Sets the disk gauges for `dir` and returns (free, total).
+pub fn observe_disk(dir: &Path) -> Option<(u64, u64)> {
+    let (free, total) = disk_space(dir)?;
+    let label = dir.display().to_string();
+    metrics::gauge!("hoard_disk_free_bytes", "dir" => label.clone()).set(free as f64);
+    metrics::gauge!("hoard_disk_total_bytes", "dir" => label).set(total as f64);
+    Some((free, total))
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sets up `tracing`: `HOARD_LOG` (an env-filter directive) or `info` for hoard's own
+/// messages; warnings and errors are always shown.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("HOARD_LOG").unwrap_or_else(|_| EnvFilter::new("warn,hoard=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_space_of_tmp() {
+        let (free, total) = disk_space(&std::env::temp_dir()).unwrap();
+        assert!(total > 0 && free <= total);
+        assert!(disk_space(Path::new("/definitely/not/here")).is_none());
+    }
+
+    #[test]
+    fn status_labels() {
+        assert_eq!(status_label(302).as_ref(), "302");
+        assert_eq!(status_label(418).as_ref(), "418");
+    }
+
+    #[test]
+    fn methods_are_bounded() {
+        assert_eq!(normal_method("GET"), "GET");
+        assert_eq!(normal_method("BREW"), "other");
+    }
+}

@@ -1,0 +1,229 @@
+//! The directory a volume owns: preparing it at startup, and resolving request paths
+//! inside it without ever leaving it.
+//!
+//! Symlinks: the root itself is canonicalized once at startup. A symlink *inside* the
+//! root is followed only if its canonical target is still inside the root; otherwise the
+//! request answers 403, like nginx's `disable_symlinks`. This protects against request
+//! paths, not against a local user racing symlink swaps in the directory (the directory
+//! belongs to the server).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use super::error::VolumeError;
+use super::path::VolumePath;
+
+/// Name of the hidden directory holding uploads in progress. Request paths can never
+/// name it: segments starting with `.` are refused.
+pub const TEMP_DIR: &str = ".hoard-tmp";
+
+/// The canonical root directory of a volume.
+#[derive(Debug, Clone)]
+pub struct Root {
+    path: PathBuf,
+}
+
+impl Root {
+    /// Creates `dir` if missing, canonicalizes it, and empties the temp directory of
+    /// uploads a previous process left unfinished.
+    pub fn prepare(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+        let root = Self { path };
+        let temp = root.temp_dir();
+        match fs::remove_dir_all(&temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("clearing {}", temp.display())),
+        }
+        fs::create_dir(&temp).with_context(|| format!("creating {}", temp.display()))?;
+        Ok(root)
+    }
+
+    /// The canonical root directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where uploads in progress are written (same file system as the root).
+    pub fn temp_dir(&self) -> PathBuf {
+        self.path.join(TEMP_DIR)
+    }
+
+    /// Resolves an existing file or directory, following symlinks that stay inside the
+    /// root. Returns the canonical path. Blocking.
+    pub fn existing(&self, path: &VolumePath) -> Result<PathBuf, VolumeError> {
+        self.confine(&self.path.join(path.relative()))
+    }
+
+    /// Resolves the directory holding `parents` (which must exist) and joins `name`
+    /// without following it: for removing an entry. Blocking.
+    pub fn entry(&self, parents: &[String], name: &str) -> Result<PathBuf, VolumeError> {
+        let dir: PathBuf = parents.iter().collect();
+        Ok(self.confine(&self.path.join(dir))?.join(name))
+    }
+
+    /// Makes sure the directories `parents` exist, creating missing ones one at a time
+    /// and refusing to step through a symlink that leaves the root or through a file.
+    /// Returns the canonical directory and the directories created (outermost first).
+    /// Blocking.
+    pub fn make_dirs(&self, parents: &[String]) -> Result<(PathBuf, Vec<PathBuf>), VolumeError> {
+        let mut dir = self.path.clone();
+        let mut created = Vec::new();
+        for name in parents {
+            let next = dir.join(name);
+            dir = match self.step(&next)? {
+                Step::Dir => next,
+                Step::Resolved(target) => target,
+                Step::Created => {
+                    created.push(next.clone());
+                    next
+                }
+            };
+        }
+        Ok((dir, created))
+    }
+
+    /// One level of [`Root::make_dirs`]: `next`'s parent is canonical and inside the
+    /// root, so creating `next` cannot escape it.
+    fn step(&self, next: &Path) -> Result<Step, VolumeError> {
+        // Two tries: another upload may create the same directory at the same time.
+        for _ in 0..2 {
+            match fs::symlink_metadata(next) {
+                Ok(m) if m.is_dir() => return Ok(Step::Dir),
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target = self.confine(next)?;
+                    return if target.is_dir() {
+                        Ok(Step::Resolved(target))
+                    } else {
+                        Err(VolumeError::Conflict(
+                            "a parent of the path is not a directory",
+                        ))
+                    };
+                }
+                Ok(_) => {
+                    return Err(VolumeError::Conflict(
+                        "a parent of the path is not a directory",
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(next) {
+                    Ok(()) => return Ok(Step::Created),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(VolumeError::io(mkdir_context(next), e)),
+                },
+                Err(e) => return Err(VolumeError::io(mkdir_context(next), e)),
+            }
+        }
+        Err(VolumeError::io(
+            mkdir_context(next),
+            io::Error::other("it keeps changing"),
+        ))
+    }
+
+    /// Canonicalizes `path` and checks it is still inside the root.
+    fn confine(&self, path: &Path) -> Result<PathBuf, VolumeError> {
+        let canonical = fs::canonicalize(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => VolumeError::NotFound,
+            io::ErrorKind::PermissionDenied => VolumeError::Forbidden("permission denied".into()),
+            _ => VolumeError::io(format!("resolving {}", path.display()), e),
+        })?;
+        if canonical.starts_with(&self.path) {
+            Ok(canonical)
+        } else {
+            Err(VolumeError::Forbidden(format!(
+                "{} leads outside the volume",
+                self.display_relative(path)
+            )))
+        }
+    }
+
+    /// `path` relative to the root, for messages that must not reveal the file system.
+    fn display_relative(&self, path: &Path) -> String {
+        let rel = path.strip_prefix(&self.path).unwrap_or(path);
+        format!("/{}", rel.display())
+    }
+}
+
+/// What [`Root::step`] found or did.
+enum Step {
+    Dir,
+    Resolved(PathBuf),
+    Created,
+}
+
+fn mkdir_context(dir: &Path) -> String {
+    format!("creating directory {}", dir.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vp(s: &str) -> VolumePath {
+        VolumePath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn prepare_clears_leftovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("vol");
+        let root = Root::prepare(&dir).unwrap();
+        fs::write(root.temp_dir().join("half-upload"), b"x").unwrap();
+        let root = Root::prepare(&dir).unwrap();
+        assert_eq!(fs::read_dir(root.temp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn make_dirs_creates_and_refuses_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::prepare(tmp.path()).unwrap();
+        let (dir, created) = root.make_dirs(&["a".into(), "b".into()]).unwrap();
+        assert_eq!(dir, root.path().join("a/b"));
+        assert_eq!(created, [root.path().join("a"), root.path().join("a/b")]);
+        let (_, created) = root.make_dirs(&["a".into(), "b".into()]).unwrap();
+        assert!(created.is_empty());
+        fs::write(root.path().join("f"), b"x").unwrap();
+        assert!(matches!(
+            root.make_dirs(&["f".into(), "g".into()]),
+            Err(VolumeError::Conflict(_))
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_followed_only_inside() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), b"s").unwrap();
+        let root = Root::prepare(&tmp.path().join("vol")).unwrap();
+        fs::create_dir(root.path().join("real")).unwrap();
+        fs::write(root.path().join("real/f"), b"f").unwrap();
+        symlink(root.path().join("real"), root.path().join("inside")).unwrap();
+        symlink(&outside, root.path().join("out")).unwrap();
+
+        assert_eq!(
+            root.existing(&vp("/inside/f")).unwrap(),
+            root.path().join("real/f")
+        );
+        assert!(matches!(
+            root.existing(&vp("/out/secret")),
+            Err(VolumeError::Forbidden(_))
+        ));
+        assert!(matches!(
+            root.make_dirs(&["out".into(), "new".into()]),
+            Err(VolumeError::Forbidden(_))
+        ));
+        assert!(!outside.join("new").exists());
+        assert!(matches!(
+            root.entry(&["out".into()], "secret"),
+            Err(VolumeError::Forbidden(_))
+        ));
+        let (dir, _) = root.make_dirs(&["inside".into(), "n".into()]).unwrap();
+        assert_eq!(dir, root.path().join("real/n"));
+    }
+}

@@ -1,0 +1,405 @@
+//! Metrics, health, logs, configuration precedence and graceful shutdown, on the real
+//! binary.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::cluster::{client, free_port, hoard_bin, wait_http, Cluster, Kind, Proc};
+use reqwest::StatusCode;
+
+fn promtool() -> &'static str {
+    ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("promtool is not installed: run ./scripts/test.sh, which installs it")
+}
+
+/// `promtool check metrics` on `text`; panics with its complaints.
+fn check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejected the metrics:\n{}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn text(url: &str) -> String {
+    let resp = client().get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    resp.text().await.unwrap()
+}
+
+/// The value of the first sample of `name` whose labels contain all of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|lab| l.contains(lab)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_valid_and_move() {
+    let c = Cluster::start(Kind::Native, 3, &[]);
+    let before = text(&format!("{}/-/metrics", c.url)).await;
+    check_metrics(&before);
+    for i in 0..5 {
+        let r = client()
+            .put(format!("{}/m/{i}", c.url))
+            .body(vec![1u8; 1000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = client().get(format!("{}/m/0", c.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let r = client()
+        .get(format!("{}/missing", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let after = text(&format!("{}/-/metrics", c.url)).await;
+    check_metrics(&after);
+    let puts = sample(
+        &after,
+        "hoard_http_requests_total",
+        &["method=\"PUT\"", "status=\"201\""],
+    );
+    assert_eq!(puts, Some(5.0), "{after}");
+    assert_eq!(
+        sample(
+            &after,
+            "hoard_http_requests_total",
+            &["method=\"GET\"", "status=\"302\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&after, "hoard_http_requests_total", &["status=\"404\""]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&after, "hoard_keys", &["state=\"live\""]), Some(5.0));
+    assert_eq!(sample(&after, "hoard_stored_bytes", &[]), Some(5000.0));
+    assert_eq!(
+        sample(
+            &after,
+            "hoard_http_received_bytes_total",
+            &["role=\"index\""]
+        ),
+        Some(5000.0)
+    );
+    assert!(sample(&after, "hoard_replica_write_duration_seconds_count", &[]).unwrap() >= 5.0);
+    assert!(
+        sample(
+            &after,
+            "hoard_index_operation_duration_seconds_count",
+            &["op=\"apply\""]
+        )
+        .unwrap()
+            >= 10.0
+    );
+    assert_eq!(
+        sample(&after, "hoard_volume_up", &[&c.volumes[0].addr]),
+        Some(1.0)
+    );
+
+    // A volume's own metrics: requests, bytes and its disk.
+    let vol = text(&format!("http://{}/-/metrics", c.volumes[0].addr)).await;
+    check_metrics(&vol);
+    assert_eq!(
+        sample(
+            &vol,
+            "hoard_http_requests_total",
+            &["role=\"volume\"", "method=\"PUT\""]
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(
+            &vol,
+            "hoard_http_received_bytes_total",
+            &["role=\"volume\""]
+        ),
+        Some(5000.0)
+    );
+    assert!(sample(&vol, "hoard_disk_free_bytes", &[]).unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_volumes() {
+    let mut c = Cluster::start(Kind::Native, 3, &[]);
+    let health = |c: &Cluster| {
+        let url = format!("{}/-/health", c.url);
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let ready = |c: &Cluster| {
+        let url = format!("{}/-/health/ready", c.url);
+        async move { client().get(url).send().await.unwrap().status() }
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let h = health(&c).await;
+    assert_eq!(h["role"], "index");
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(h["index_recovered"], false);
+    assert_eq!(h["keys"]["live"], 0);
+    for v in h["volumes"].as_array().unwrap() {
+        assert_eq!(v["up"], true);
+        assert!(v["disk_free_bytes"].as_u64().unwrap() > 0, "{v}");
+    }
+    assert_eq!(ready(&c).await, StatusCode::OK);
+
+    c.volumes[1].stop();
+    let down = c.volumes[1].addr.clone();
+    let mut seen_down = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let h = health(&c).await;
+        if h["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["server"] == down.as_str() && v["up"] == false)
+        {
+            seen_down = true;
+            break;
+        }
+    }
+    assert!(seen_down, "health never showed {down} down");
+    // 2 of 3 volumes up with 3 replicas: not ready for writes.
+    assert_eq!(ready(&c).await, StatusCode::SERVICE_UNAVAILABLE);
+    c.volumes[1].restart();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(ready(&c).await, StatusCode::OK);
+}
+
+/// Which of `ports` the server answers on.
+fn listening(ports: &[u16]) -> Vec<u16> {
+    ports
+        .iter()
+        .copied()
+        .filter(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        .collect()
+}
+
+#[test]
+fn config_precedence_cli_env_file_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
+    let conf = tmp.path().join("hoard.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[server]\nport = {file_port}\nbind = \"127.0.0.1\"\ndb = \"{}\"\nvolumes = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\"]\n",
+            tmp.path().join("db").display()
+        ),
+    )
+    .unwrap();
+    let start = |env: bool, flag: bool| {
+        let mut cmd = Command::new(hoard_bin());
+        cmd.args(["server", "--config"]).arg(&conf);
+        if flag {
+            cmd.args(["--port", &flag_port.to_string()]);
+        }
+        if env {
+            cmd.env("HOARD_PORT", env_port.to_string());
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let k = Kill(child);
+        let all = [file_port, env_port, flag_port];
+        for _ in 0..100 {
+            let up = listening(&all);
+            if !up.is_empty() {
+                drop(k);
+                return up;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        panic!("server did not start");
+    };
+    assert_eq!(
+        start(true, true),
+        vec![flag_port],
+        "flag beats env and file"
+    );
+    assert_eq!(start(true, false), vec![env_port], "env beats file");
+    assert_eq!(start(false, false), vec![file_port], "file beats default");
+
+    // Bad values fail at start-up and name the option.
+    let out = Command::new(hoard_bin())
+        .args(["server", "--config"])
+        .arg(&conf)
+        .args(["--voltimeout", "soon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--voltimeout"));
+    std::fs::write(&conf, "[server]\nreplicas = \"three\"\n").unwrap();
+    let out = Command::new(hoard_bin())
+        .args(["server", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--replicas"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --help documents defaults.
+    let out = Command::new(hoard_bin())
+        .args(["server", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("[default: 3]") && help.contains("HOARD_VOLTIMEOUT"),
+        "{help}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_with_one_line_per_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = tmp.path().join("vol.log");
+    let mut p = Proc::spawn(
+        vec![
+            hoard_bin().into(),
+            "volume".into(),
+            "-v".into(),
+            "--log-format".into(),
+            "json".into(),
+            "--dir".into(),
+            tmp.path().join("v").display().to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+        ],
+        log,
+    );
+    wait_http(&format!("http://127.0.0.1:{port}/"));
+    let r = client()
+        .put(format!("http://127.0.0.1:{port}/aa/bb/x"))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(p.terminate());
+    let text = p.log_text();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let put = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("PUT /aa/bb/x 201 5 "))
+        })
+        .unwrap_or_else(|| panic!("no request line in {text}"));
+    assert_eq!(put["level"], "INFO");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_large_put_completes_or_leaves_nothing() {
+    let mut c = Cluster::start(Kind::Native, 3, &[]);
+    let len: u64 = 48 << 20;
+    // A slow upload: 1 MiB every 20 ms.
+    let body = futures_util::stream::unfold(0u64, move |sent| async move {
+        if sent >= len {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Some((
+            Ok::<_, std::io::Error>(vec![5u8; 1 << 20]),
+            sent + (1 << 20),
+        ))
+    });
+    let url = format!("{}/slow", c.url);
+    let upload = tokio::spawn(async move {
+        client()
+            .put(url)
+            .header("content-length", len)
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        c.index.terminate(),
+        "index did not exit cleanly:\n{}",
+        c.index.log_text()
+    );
+    let outcome = upload.await.unwrap();
+
+    c.restart_index();
+    let h: serde_json::Value = client()
+        .get(format!("{}/-/health", c.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["index_recovered"], false, "index was not closed cleanly");
+    assert_eq!(h["keys"]["writing"], 0, "an intent was left behind: {h}");
+    let got = client()
+        .get(format!("{}/slow", c.url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    match outcome {
+        Ok(StatusCode::CREATED) => assert_eq!(got, StatusCode::FOUND),
+        other => {
+            assert_eq!(got, StatusCode::NOT_FOUND, "upload ended {other:?}");
+            assert!(c.all_files().is_empty(), "{:?}", c.all_files());
+        }
+    }
+}
