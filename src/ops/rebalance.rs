@@ -218,9 +218,9 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
     // Deletions of old replicas run behind the moves, each after `delete_delay`.
     let (tx, rx) =
         tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>, Vec<String>)>();
-    let deleter = {
+    let mut deleter = {
         let (ctx, job) = (ctx.clone(), Arc::clone(&job));
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             stream::unfold(rx, |mut rx| async {
                 rx.recv().await.map(|item| (item, rx))
             })
@@ -234,7 +234,7 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
                 }
             })
             .await;
-        })
+        }))
     };
 
     let delay = opts.delete_delay;
@@ -315,7 +315,17 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
         .busy
         .fetch_add(busy.len() as u64, std::sync::atomic::Ordering::Relaxed);
     drop(tx);
-    deleter
+    (&mut deleter.0)
         .await
         .map_err(|e| OpsError::Task(format!("deleting old replicas: {e}")))
+}
+
+/// Stops the deleter when a job is aborted (server shutdown), so that it does not keep
+/// the index open; the deletions it had not done leave orphans for verify.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
