@@ -139,7 +139,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub deep: bool,
     /// Write intents and orphan files younger than this are left alone.
-    #[arg(long, env = "HOARD_GRACE", default_value = "60m", value_parser = parse_duration)]
+    #[arg(long, env = "HOARD_GRACE", default_value = "1h", value_parser = parse_duration)]
     pub grace: Duration,
     /// Speed limit: keys checked per second (`500`) or bytes read per second (`50MB/s`).
     #[arg(long, env = "HOARD_MAX_RATE")]
@@ -219,7 +219,7 @@ pub struct VolumeArgs {
     pub fsync: bool,
 }
 
-/// Parses `1s`, `500ms`, `2m`, or a bare number of seconds.
+/// Parses `1s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -232,7 +232,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
@@ -305,7 +306,8 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("1h").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("1d").is_err());
         assert!(parse_duration("").is_err());
     }
 
