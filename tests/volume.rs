@@ -141,9 +141,10 @@ async fn interrupted_upload_is_never_visible() {
     assert_eq!(f.put("/old", "old").await, StatusCode::CREATED);
     for path in ["/new", "/old"] {
         let mut s = std::net::TcpStream::connect(f.vol.addr()).unwrap();
-        let head = format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+        // More than the 1 MiB the volume buffers in memory, so a temp file exists.
+        let head = format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n");
         s.write_all(head.as_bytes()).unwrap();
-        s.write_all(&[7u8; 1000]).unwrap();
+        s.write_all(&vec![7u8; 1_500_000]).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while f.temp_files() == 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -16,21 +16,27 @@
 //!    its data was synced before the rename.
 //! 5. fsync of the parent directory (and of the parents of directories this PUT
 //!    created): from here the write survives power loss. Only then is 201/204 sent.
+//!
+//! All file-system work is blocking `std::fs` on tokio's blocking pool. A body that
+//! ends within its first [`WRITE_CHUNK`] bytes (most values) is stored by one blocking
+//! call — directories, temp file, write, fsync, rename, directory fsync — because each
+//! trip to the pool costs two thread hand-offs, which dominated small PUTs. Larger
+//! bodies take one trip per 1 MiB written.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use axum::body::Body;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
-use tokio::io::AsyncWriteExt as _;
 
 use super::error::{blocking, VolumeError};
 use super::path::VolumePath;
 use super::root::Root;
 
 /// Bytes gathered before each write to the file: large writes keep the number of trips
-/// to the blocking pool low.
+/// to the blocking pool low. A body no longer than this is stored in one trip.
 const WRITE_CHUNK: usize = 1 << 20;
 
 /// What a successful PUT did.
@@ -47,47 +53,114 @@ pub async fn put(
     root: &Root,
     fsync: bool,
     path: &VolumePath,
-    body: Body,
+    mut body: Body,
 ) -> Result<PutOutcome, VolumeError> {
     let Some((parents, name)) = path.split_last().filter(|_| !path.names_dir()) else {
         return Err(VolumeError::Conflict("cannot PUT to a directory path"));
     };
-    let (dir, created_dirs) = {
-        let (root, parents) = (root.clone(), parents.to_vec());
-        blocking(move || root.make_dirs(&parents)).await?
-    };
-    let target = dir.join(name);
-
-    let mut temp = TempFile::create(&root.temp_dir()).await?;
-    let bytes = temp.write_body(body).await?;
-    temp.finish(fsync).await?;
-
-    let existed = match tokio::fs::symlink_metadata(&target).await {
-        Ok(m) if m.is_dir() => return Err(VolumeError::Conflict("the path is a directory")),
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => {
-            return Err(VolumeError::io(
-                format!("inspecting {}", target.display()),
-                e,
-            ))
-        }
-    };
-    temp.rename_to(&target).await?;
-
-    if fsync {
-        let mut dirs: Vec<PathBuf> = created_dirs
-            .iter()
-            .filter_map(|d| d.parent().map(Path::to_path_buf))
-            .collect();
-        dirs.push(dir);
-        dirs.dedup();
-        blocking(move || dirs.iter().try_for_each(|d| sync_dir(d))).await?;
+    let (first, more) = next_chunk(&mut body).await?;
+    let mut bytes = first.len() as u64;
+    let (root, parents, name) = (root.clone(), parents.to_vec(), name.to_string());
+    if !more {
+        return blocking(move || {
+            let mut upload = Upload::start(&root, &parents, &name)?;
+            upload.temp.write(&first)?;
+            let created = upload.finish(fsync)?;
+            Ok(PutOutcome { created, bytes })
+        })
+        .await;
     }
-    Ok(PutOutcome {
-        created: !existed,
-        bytes,
+    let mut upload = blocking(move || {
+        let mut upload = Upload::start(&root, &parents, &name)?;
+        upload.temp.write(&first)?;
+        Ok(upload)
     })
+    .await?;
+    loop {
+        let (chunk, more) = next_chunk(&mut body).await?;
+        bytes += chunk.len() as u64;
+        // If this future is dropped meanwhile, the task still returns `upload`, whose
+        // drop removes the temp file.
+        upload = blocking(move || {
+            upload.temp.write(&chunk)?;
+            Ok(upload)
+        })
+        .await?;
+        if !more {
+            break;
+        }
+    }
+    let created = blocking(move || upload.finish(fsync)).await?;
+    Ok(PutOutcome { created, bytes })
+}
+
+/// Reads up to [`WRITE_CHUNK`] bytes of `body` (more if one frame is larger); the flag
+/// is false when the body ended.
+async fn next_chunk(body: &mut Body) -> Result<(Bytes, bool), VolumeError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(VolumeError::Body)?.into_data() else {
+            continue; // trailers
+        };
+        if buf.is_empty() && data.len() >= WRITE_CHUNK {
+            return Ok((data, true));
+        }
+        buf.extend_from_slice(&data);
+        if buf.len() >= WRITE_CHUNK {
+            return Ok((buf.freeze(), true));
+        }
+    }
+    Ok((buf.freeze(), false))
+}
+
+/// One PUT in progress: the target and its temp file. Blocking methods.
+struct Upload {
+    temp: TempFile,
+    dir: PathBuf,
+    target: PathBuf,
+    created_dirs: Vec<PathBuf>,
+}
+
+impl Upload {
+    /// Creates the parent directories and the temp file.
+    fn start(root: &Root, parents: &[String], name: &str) -> Result<Self, VolumeError> {
+        let (dir, created_dirs) = root.make_dirs(parents)?;
+        Ok(Upload {
+            temp: TempFile::create(&root.temp_dir())?,
+            target: dir.join(name),
+            dir,
+            created_dirs,
+        })
+    }
+
+    /// Syncs the data, renames it into place and syncs the directories; true when the
+    /// file did not exist before.
+    fn finish(mut self, fsync: bool) -> Result<bool, VolumeError> {
+        self.temp.finish(fsync)?;
+        let existed = match std::fs::symlink_metadata(&self.target) {
+            Ok(m) if m.is_dir() => return Err(VolumeError::Conflict("the path is a directory")),
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                return Err(VolumeError::io(
+                    format!("inspecting {}", self.target.display()),
+                    e,
+                ))
+            }
+        };
+        self.temp.rename_to(&self.target)?;
+        if fsync {
+            let mut dirs: Vec<&Path> = self
+                .created_dirs
+                .iter()
+                .filter_map(|d| d.parent())
+                .collect();
+            dirs.push(&self.dir);
+            dirs.dedup();
+            dirs.into_iter().try_for_each(sync_dir)?;
+        }
+        Ok(!existed)
+    }
 }
 
 /// fsyncs a directory, making the names it holds durable. Blocking.
@@ -97,25 +170,24 @@ pub fn sync_dir(dir: &Path) -> Result<(), VolumeError> {
         .map_err(|e| VolumeError::io(format!("syncing directory {}", dir.display()), e))
 }
 
-/// An upload in progress. Dropping it before [`TempFile::rename_to`] succeeded deletes
-/// the file, however the request ended.
+/// An upload's temp file. Dropping it before [`TempFile::rename_to`] succeeded deletes
+/// the file, however the request ended. Blocking methods.
 struct TempFile {
     path: PathBuf,
-    file: Option<tokio::fs::File>,
+    file: Option<File>,
     renamed: bool,
 }
 
 impl TempFile {
     /// Creates a new, uniquely named file in `dir`.
-    async fn create(dir: &Path) -> Result<Self, VolumeError> {
+    fn create(dir: &Path) -> Result<Self, VolumeError> {
         loop {
             let path = dir.join(format!("put-{:016x}", fastrand::u64(..)));
-            let opened = tokio::fs::OpenOptions::new()
+            match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&path)
-                .await;
-            match opened {
+            {
                 Ok(file) => {
                     return Ok(Self {
                         path,
@@ -129,7 +201,7 @@ impl TempFile {
         }
     }
 
-    fn file(&mut self) -> Result<&mut tokio::fs::File, VolumeError> {
+    fn file(&mut self) -> Result<&mut File, VolumeError> {
         let path = &self.path;
         self.file.as_mut().ok_or_else(|| {
             VolumeError::io(
@@ -139,59 +211,27 @@ impl TempFile {
         })
     }
 
-    /// Streams `body` into the file, returning its length.
-    async fn write_body(&mut self, mut body: Body) -> Result<u64, VolumeError> {
-        let mut buf = BytesMut::new();
-        let mut bytes = 0u64;
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(VolumeError::Body)?.into_data() else {
-                continue; // trailers
-            };
-            bytes += data.len() as u64;
-            if buf.is_empty() && data.len() >= WRITE_CHUNK {
-                self.write(&data).await?;
-            } else {
-                buf.extend_from_slice(&data);
-                if buf.len() >= WRITE_CHUNK {
-                    self.write(&buf).await?;
-                    buf.clear();
-                }
-            }
-        }
-        if !buf.is_empty() {
-            self.write(&buf).await?;
-        }
-        Ok(bytes)
-    }
-
-    async fn write(&mut self, data: &[u8]) -> Result<(), VolumeError> {
+    fn write(&mut self, data: &[u8]) -> Result<(), VolumeError> {
         let context = format!("writing {}", self.path.display());
         self.file()?
             .write_all(data)
-            .await
             .map_err(|e| VolumeError::io(context, e))
     }
 
-    /// Flushes the data, syncs it to disk when `fsync` is on, and closes the file.
-    async fn finish(&mut self, fsync: bool) -> Result<(), VolumeError> {
-        let context = format!("flushing {}", self.path.display());
+    /// Syncs the data to disk when `fsync` is on, and closes the file.
+    fn finish(&mut self, fsync: bool) -> Result<(), VolumeError> {
+        let context = format!("syncing {}", self.path.display());
         let file = self.file()?;
-        // flush() reports a failure of the last write in flight; sync_all() would not.
-        file.flush()
-            .await
-            .map_err(|e| VolumeError::io(&context, e))?;
         if fsync {
-            file.sync_all()
-                .await
-                .map_err(|e| VolumeError::io(&context, e))?;
+            file.sync_all().map_err(|e| VolumeError::io(&context, e))?;
         }
         self.file = None;
         Ok(())
     }
 
     /// Moves the file to `target`, replacing any file there.
-    async fn rename_to(&mut self, target: &Path) -> Result<(), VolumeError> {
-        match tokio::fs::rename(&self.path, target).await {
+    fn rename_to(&mut self, target: &Path) -> Result<(), VolumeError> {
+        match std::fs::rename(&self.path, target) {
             Ok(()) => {
                 self.renamed = true;
                 Ok(())
