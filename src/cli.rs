@@ -94,6 +94,9 @@ pub struct ServerArgs {
     /// Timeout for connecting to and probing a volume server (e.g. 1s, 500ms).
     #[arg(long, env = "HOARD_VOLTIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub voltimeout: Duration,
+    /// Safety: write quorum, auth, TLS, rate limit, timeouts.
+    #[command(flatten)]
+    pub safety: crate::server::SafetyArgs,
 }
 
 /// Options of `hoard volume`.
@@ -113,6 +116,12 @@ pub struct VolumeArgs {
     /// trades crash safety for speed.
     #[arg(long, env = "HOARD_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pub fsync: bool,
+    /// Authentication of writes (and, with `all`, reads: bearer token or signed URL).
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
+    /// Connections, timeouts and TLS.
+    #[command(flatten)]
+    pub listen: crate::net::ListenArgs,
 }
 
 /// Parses `1s`, `500ms`, `2m`, or a bare number of seconds.

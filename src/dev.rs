@@ -38,6 +38,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         let router = crate::volume::router(VolumeConfig {
             dir: args.data.join(format!("volume{i}")),
             fsync: true,
+            auth: crate::auth::Auth::default(),
         })?;
         let router = crate::http::with_access_log(router, verbose);
         let mut stopped = volumes_stopped.clone();
@@ -58,6 +59,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         md5sum: true,
         voltimeout: std::time::Duration::from_secs(1),
         verbose,
+        safety: crate::server::SafetyConfig::default(),
     };
     let started = crate::server::start(cfg, &args.data.join("index"))?;
     eprintln!(

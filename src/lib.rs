@@ -10,13 +10,19 @@
 //! * [`server`] — the index server's HTTP API.
 //! * [`dev`] — `hoard dev`: index server and three volumes in one process.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
+//! * [`net`], [`tls`], [`auth`], [`ratelimit`] — serving connections safely: timeouts,
+//!   limits, TLS, shared-secret authentication and signed URLs, rate limiting.
 
+pub mod auth;
 pub mod cli;
 pub mod dev;
 pub mod http;
 pub mod index;
 pub mod key;
+pub mod net;
 pub mod placement;
+pub mod ratelimit;
 pub mod replica;
 pub mod server;
+pub mod tls;
 pub mod volume;

@@ -117,7 +117,7 @@ impl Body for ChannelBody {
 pub async fn put_all<S, E>(
     client: &VolumeClient,
     urls: &[String],
-    mut body: S,
+    body: S,
     len: Option<u64>,
     hash: bool,
     stall: Duration,
@@ -126,8 +126,45 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut senders = Vec::with_capacity(urls.len());
-    let mut tasks = Vec::with_capacity(urls.len());
+    put_quorum(client, urls, body, len, hash, stall, urls.len())
+        .await
+        .map(|q| q.uploaded)
+}
+
+/// A write that reached its quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumUpload {
+    /// What the acknowledging replicas hold.
+    pub uploaded: Uploaded,
+    /// Indexes (into `urls`) of replicas that do not hold the value.
+    pub missing: Vec<usize>,
+}
+
+/// After `quorum` replicas acknowledged, how long the others get to do the same before
+/// they are recorded as missing.
+pub const QUORUM_GRACE: Duration = Duration::from_secs(5);
+
+/// Like [`put_all`], but succeeds once `quorum` replicas acknowledged the complete
+/// value: a replica that fails or stalls is dropped from the write (its upload aborted,
+/// so it never holds a partial file) as long as `quorum` can still be reached. With
+/// `quorum == urls.len()` this is exactly [`put_all`].
+pub async fn put_quorum<S, E>(
+    client: &VolumeClient,
+    urls: &[String],
+    mut body: S,
+    len: Option<u64>,
+    hash: bool,
+    stall: Duration,
+    quorum: usize,
+) -> Result<QuorumUpload, FanoutError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let n = urls.len();
+    let quorum = quorum.clamp(1, n.max(1));
+    let mut senders = Vec::with_capacity(n);
+    let mut tasks = Vec::with_capacity(n);
     for url in urls {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let replica_body = reqwest::Body::wrap(ChannelBody {
@@ -139,10 +176,11 @@ where
         tasks.push(tokio::spawn(
             async move { client.put(&url, replica_body).await },
         ));
-        senders.push(tx);
+        senders.push(Some(tx));
     }
     // Abort every outgoing request that is still running when we return early.
-    let guard = AbortOnDrop(tasks);
+    let mut guard = AbortOnDrop(tasks);
+    let mut missing: Vec<usize> = Vec::new();
 
     let mut md5 = hash.then(Md5::new);
     let mut size = 0u64;
@@ -152,61 +190,135 @@ where
         if let Some(h) = md5.as_mut() {
             h.update(&chunk);
         }
-        for (i, tx) in senders.iter().enumerate() {
-            match tokio::time::timeout(stall, tx.send(Msg::Data(chunk.clone()))).await {
-                Ok(Ok(())) => {}
+        for i in 0..n {
+            let Some(tx) = &senders[i] else { continue };
+            let err = match tokio::time::timeout(stall, tx.send(Msg::Data(chunk.clone()))).await {
+                Ok(Ok(())) => continue,
                 // The replica request ended early: report its own error.
-                Ok(Err(_)) => return Err(guard.first_error(i, &urls[i]).await),
-                Err(_) => {
-                    return Err(FanoutError::Stalled {
-                        url: urls[i].clone(),
-                        limit: stall,
-                    })
-                }
-            }
+                Ok(Err(_)) => guard.error_of(i, &urls[i]).await,
+                Err(_) => FanoutError::Stalled {
+                    url: urls[i].clone(),
+                    limit: stall,
+                },
+            };
+            drop_replica(&mut guard, &mut senders, &mut missing, i, err, n, quorum)?;
         }
     }
     if let Some(want) = len.filter(|&want| want != size) {
         return Err(FanoutError::Length { got: size, want });
     }
-    for tx in &senders {
+    for i in 0..n {
+        let Some(tx) = &senders[i] else { continue };
         // A closed channel means the request already failed; its result says why.
-        let _ = tx.send(Msg::End).await;
-    }
-    let mut tasks = guard.disarm();
-    for (i, task) in tasks.iter_mut().enumerate() {
-        match tokio::time::timeout(PUT_ACK_TIMEOUT, task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(abort_rest(tasks, e.into())),
-            Ok(Err(join)) => {
-                return Err(abort_rest(
-                    tasks,
-                    FanoutError::Client(format!("replica task failed: {join}")),
-                ))
-            }
-            Err(_) => {
-                return Err(abort_rest(
-                    tasks,
-                    FanoutError::Stalled {
-                        url: urls[i].clone(),
-                        limit: PUT_ACK_TIMEOUT,
-                    },
-                ))
-            }
+        if tokio::time::timeout(stall, tx.send(Msg::End)).await.is_err() {
+            let err = FanoutError::Stalled {
+                url: urls[i].clone(),
+                limit: stall,
+            };
+            drop_replica(&mut guard, &mut senders, &mut missing, i, err, n, quorum)?;
         }
     }
-    Ok(Uploaded {
-        size,
-        md5: md5.map(|h| h.finalize().into()),
+    let tasks = guard.disarm();
+    let failed = collect_acks(tasks, urls, &missing, quorum).await?;
+    missing.extend(failed);
+    missing.sort_unstable();
+    Ok(QuorumUpload {
+        uploaded: Uploaded {
+            size,
+            md5: md5.map(|h| h.finalize().into()),
+        },
+        missing,
     })
 }
 
-fn abort_rest(
+/// Takes replica `i` out of a write after `err`; the error itself when the quorum can
+/// no longer be reached.
+fn drop_replica(
+    guard: &mut AbortOnDrop,
+    senders: &mut [Option<mpsc::Sender<Msg>>],
+    missing: &mut Vec<usize>,
+    i: usize,
+    err: FanoutError,
+    n: usize,
+    quorum: usize,
+) -> Result<(), FanoutError> {
+    if n - missing.len() - 1 < quorum {
+        return Err(err);
+    }
+    tracing::warn!("replica dropped from a write, recorded as missing: {err}");
+    senders[i] = None;
+    guard.0[i].abort();
+    missing.push(i);
+    Ok(())
+}
+
+/// Waits for the replicas not in `skip` to acknowledge. With a full quorum, the first
+/// failure fails the write; otherwise once `quorum` acknowledged the rest get
+/// [`QUORUM_GRACE`]. Returns the replicas that failed.
+async fn collect_acks(
     tasks: Vec<tokio::task::JoinHandle<Result<(), VolumeError>>>,
-    e: FanoutError,
-) -> FanoutError {
-    drop(AbortOnDrop(tasks));
-    e
+    urls: &[String],
+    skip: &[usize],
+    quorum: usize,
+) -> Result<Vec<usize>, FanoutError> {
+    use futures_util::stream::FuturesUnordered;
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let abort_all = || aborts.iter().for_each(|a| a.abort());
+    let mut pending: FuturesUnordered<_> = tasks
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !skip.contains(i))
+        .map(|(i, t)| async move { (i, t.await) })
+        .collect();
+    let mut alive = pending.len();
+    let mut acked = Vec::new();
+    let mut failed = Vec::new();
+    let mut deadline = tokio::time::Instant::now() + PUT_ACK_TIMEOUT;
+    loop {
+        let (i, result) = match tokio::time::timeout_at(deadline, pending.next()).await {
+            Ok(Some(done)) => done,
+            Ok(None) => break,
+            Err(_) if acked.len() >= quorum => {
+                let late: Vec<usize> = (0..urls.len())
+                    .filter(|i| !skip.contains(i) && !acked.contains(i) && !failed.contains(i))
+                    .collect();
+                for &i in &late {
+                    aborts[i].abort();
+                }
+                failed.extend(late);
+                break;
+            }
+            Err(_) => {
+                abort_all();
+                let url = (0..urls.len())
+                    .find(|i| !skip.contains(i) && !acked.contains(i) && !failed.contains(i))
+                    .map_or_else(String::new, |i| urls[i].clone());
+                return Err(FanoutError::Stalled {
+                    url,
+                    limit: PUT_ACK_TIMEOUT,
+                });
+            }
+        };
+        let err = match result {
+            Ok(Ok(())) => {
+                acked.push(i);
+                if acked.len() == quorum {
+                    deadline = deadline.min(tokio::time::Instant::now() + QUORUM_GRACE);
+                }
+                continue;
+            }
+            Ok(Err(e)) => FanoutError::from(e),
+            Err(join) => FanoutError::Client(format!("replica task failed: {join}")),
+        };
+        alive -= 1;
+        if alive < quorum {
+            abort_all();
+            return Err(err);
+        }
+        tracing::warn!("replica did not acknowledge a write, recorded as missing: {err}");
+        failed.push(i);
+    }
+    Ok(failed)
 }
 
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<Result<(), VolumeError>>>);
@@ -217,7 +329,7 @@ impl AbortOnDrop {
     }
 
     /// The error of replica `i`, whose request ended before its body was complete.
-    async fn first_error(mut self, i: usize, url: &str) -> FanoutError {
+    async fn error_of(&mut self, i: usize, url: &str) -> FanoutError {
         let task = &mut self.0[i];
         match tokio::time::timeout(Duration::from_secs(5), task).await {
             Ok(Ok(Err(e))) => e.into(),

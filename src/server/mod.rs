@@ -8,10 +8,12 @@ mod admin;
 mod error;
 mod locks;
 mod read;
+mod safety;
 mod write;
 
 pub use error::ApiError;
 pub use locks::KeyLocks;
+pub use safety::{SafetyArgs, SafetyConfig, Scheme};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +43,8 @@ pub struct ServerConfig {
     pub voltimeout: Duration,
     /// One log line per request.
     pub verbose: bool,
+    /// Authentication, rate limit, timeouts, TLS towards volumes, write quorum.
+    pub safety: SafetyConfig,
 }
 
 impl ServerConfig {
@@ -55,6 +59,7 @@ impl ServerConfig {
             md5sum: args.md5sum,
             voltimeout: args.voltimeout,
             verbose,
+            safety: SafetyConfig::from_args(&args.safety, args.replicas)?,
         })
     }
 
@@ -105,11 +110,12 @@ impl Started {
 /// Opens the index in `db` and builds the server.
 pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started> {
     let index = Index::open(db)?;
-    let client = VolumeClient::new(cfg.voltimeout)?;
+    let client = VolumeClient::with_options(cfg.voltimeout, cfg.safety.client_options()?)?;
     let servers = cfg.placement.volumes().to_vec();
     let health = Arc::new(Health::new(&servers));
     let prober = health.spawn_prober(client.clone());
     let verbose = cfg.verbose;
+    let safety = cfg.safety.clone();
     let app = Arc::new(App {
         cfg,
         index,
@@ -119,9 +125,11 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         started: Instant::now(),
     });
     let router = crate::http::with_access_log(
-        axum::Router::new()
-            .fallback(dispatch)
-            .with_state(Arc::clone(&app)),
+        safety.layers(
+            axum::Router::new()
+                .fallback(dispatch)
+                .with_state(Arc::clone(&app)),
+        ),
         verbose,
     );
     Ok(Started {
@@ -135,16 +143,18 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
 pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
     let cfg = ServerConfig::from_args(&args, verbose)?;
     let listener = crate::http::bind(&args.bind, args.port).await?;
+    let serve_options = safety::serve_options(&args.safety)?;
     let started = start(cfg, &args.db)?;
     tracing::info!(
         "index server on {} with volumes {}",
         listener.local_addr()?,
         args.volumes.join(",")
     );
-    let served = crate::http::serve(
+    let served = crate::net::serve(
         listener,
         started.router.clone(),
         crate::http::shutdown_signal(),
+        serve_options,
     )
     .await;
     started.shutdown();

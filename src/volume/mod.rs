@@ -40,6 +40,8 @@ pub struct VolumeConfig {
     pub dir: PathBuf,
     /// fsync files and directories before acknowledging writes.
     pub fsync: bool,
+    /// Who may write (and, in mode `all`, read).
+    pub auth: crate::auth::Auth,
 }
 
 /// What every request handler shares.
@@ -58,7 +60,11 @@ pub fn router(cfg: VolumeConfig) -> anyhow::Result<axum::Router> {
     };
     Ok(axum::Router::new()
         .fallback(handle)
-        .with_state(Arc::new(volume)))
+        .with_state(Arc::new(volume))
+        .layer(axum::middleware::from_fn_with_state(
+            cfg.auth,
+            crate::auth::volume_guard,
+        )))
 }
 
 /// `hoard volume`: serve `args.dir` until SIGINT/SIGTERM.
@@ -66,7 +72,9 @@ pub async fn run(args: VolumeArgs, verbose: bool) -> anyhow::Result<()> {
     let app = router(VolumeConfig {
         dir: args.dir.clone(),
         fsync: args.fsync,
+        auth: crate::auth::Auth::from_args(&args.auth)?,
     })?;
+    let serve_options = crate::net::ServeOptions::from_args(&args.listen)?;
     let app = crate::http::with_access_log(app, verbose);
     let listener = crate::http::bind(&args.bind, args.port).await?;
     tracing::info!(
@@ -74,7 +82,7 @@ pub async fn run(args: VolumeArgs, verbose: bool) -> anyhow::Result<()> {
         args.dir.display(),
         listener.local_addr()?
     );
-    crate::http::serve(listener, app, crate::http::shutdown_signal()).await
+    crate::net::serve(listener, app, crate::http::shutdown_signal(), serve_options).await
 }
 
 /// Dispatches on the method; every failure becomes its status via [`VolumeError`].
