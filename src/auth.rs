@@ -268,11 +268,20 @@ mod tests {
         let auth = Auth::new(AuthMode::Writes, Some("s3cret"));
         let mut h = HeaderMap::new();
         assert!(!auth.bearer_ok(&h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cre"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cre"),
+        );
         assert!(!auth.bearer_ok(&h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
         assert!(auth.bearer_ok(&h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic s3cret"),
+        );
         assert!(!auth.bearer_ok(&h));
         assert!(!Auth::default().bearer_ok(&h));
     }

@@ -8,8 +8,11 @@
 //! * **Body read timeout** (`--body-timeout`): every request body is wrapped so that a
 //!   gap between two chunks longer than the limit fails the body (the upload is rolled
 //!   back like a client disconnect).
-//! * **Header size**: request heads over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`] headers
-//!   answer 431.
+//! * **Header size**: header fields over [`MAX_HEADER_BYTES`] in total, or more than
+//!   [`MAX_HEADERS`] of them, answer 431.
+//! * **Framing**: hyper refuses malformed chunked framing, invalid or conflicting
+//!   `Content-Length`s (400); with both `Content-Length` and `Transfer-Encoding` it
+//!   follows RFC 9112 §6.3: `Transfer-Encoding` wins and `Content-Length` is dropped.
 //! * **Connection cap** (`--max-connections`): at most that many connections are served
 //!   at once; more wait in the kernel's accept queue. At start the soft open-files limit
 //!   is raised to the hard limit and the cap is lowered to fit under it, so the server
@@ -27,7 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
-/// Largest request head (request line and headers) accepted; larger answers 431.
+/// Largest total size of request header fields accepted; larger answers 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// hyper's read buffer: a request head that does not fit answers 431 as well.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields in one request; more answers 431.
 pub const MAX_HEADERS: usize = 100;
@@ -231,6 +236,29 @@ pub async fn serve(
     Ok(())
 }
 
+/// A response for request heads refused outright, before routing.
+fn refuse_head<B>(req: &hyper::Request<B>) -> Option<axum::response::Response> {
+    use axum::http::{header, HeaderValue, StatusCode};
+    use axum::response::IntoResponse as _;
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let (status, why) = if size > MAX_HEADER_BYTES {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request header fields too large\n",
+        )
+    } else {
+        return None;
+    };
+    let mut res = (status, why).into_response();
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Some(res)
+}
+
 /// The per-connection hyper service: the router, with the peer address available as
 /// axum's `ConnectInfo` and the body wrapped in the idle timeout.
 fn connection_service(
@@ -248,6 +276,9 @@ fn connection_service(
     hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let router = router.clone();
         async move {
+            if let Some(refused) = refuse_head(&req) {
+                return Ok(refused);
+            }
             let mut req = req.map(|body| {
                 axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, body))
             });

@@ -183,7 +183,12 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         },
         Command::Completed { location, .. } => match (&prev, state) {
             (Some(r), Some(State::Live | State::Unlinked)) => Record {
-                missing: r.missing.iter().filter(|m| *m != location).cloned().collect(),
+                missing: r
+                    .missing
+                    .iter()
+                    .filter(|m| *m != location)
+                    .cloned()
+                    .collect(),
                 ..r.clone()
             },
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
@@ -224,7 +229,12 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         Command::Relocate { from, to, .. } => match (&prev, state) {
             (Some(r), Some(State::Live | State::Unlinked)) if &r.volumes == from => Record {
                 volumes: to.clone(),
-                missing: r.missing.iter().filter(|m| to.contains(m)).cloned().collect(),
+                missing: r
+                    .missing
+                    .iter()
+                    .filter(|m| to.contains(m))
+                    .cloned()
+                    .collect(),
                 ..r.clone()
             },
             (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
@@ -382,7 +392,10 @@ mod tests {
         );
         run(&mut m, degraded.clone()).unwrap();
         let r = &m[&b"/k"[..]];
-        assert_eq!((r.state, r.missing.clone()), (State::Live, vec!["b:2".into()]));
+        assert_eq!(
+            (r.state, r.missing.clone()),
+            (State::Live, vec!["b:2".into()])
+        );
         assert_eq!(
             run(&mut m, degraded),
             Err(Rejection::WrongState(State::Live))

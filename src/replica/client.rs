@@ -149,13 +149,17 @@ impl VolumeClient {
 
     /// Deletes the file at `url`; a missing file counts as deleted.
     pub async fn delete(&self, url: &str) -> Result<(), VolumeError> {
-        let resp = self.small(self.request(reqwest::Method::DELETE, url), url).await?;
+        let resp = self
+            .small(self.request(reqwest::Method::DELETE, url), url)
+            .await?;
         expect(url, resp.status(), &[200, 204, 404])
     }
 
     /// Size of the file at `url`, `None` when the volume says it does not exist.
     pub async fn head(&self, url: &str) -> Result<Option<u64>, VolumeError> {
-        let resp = self.small(self.request(reqwest::Method::HEAD, url), url).await?;
+        let resp = self
+            .small(self.request(reqwest::Method::HEAD, url), url)
+            .await?;
         match resp.status().as_u16() {
             200 => Ok(resp
                 .headers()

@@ -210,7 +210,10 @@ where
     for i in 0..n {
         let Some(tx) = &senders[i] else { continue };
         // A closed channel means the request already failed; its result says why.
-        if tokio::time::timeout(stall, tx.send(Msg::End)).await.is_err() {
+        if tokio::time::timeout(stall, tx.send(Msg::End))
+            .await
+            .is_err()
+        {
             let err = FanoutError::Stalled {
                 url: urls[i].clone(),
                 limit: stall,
