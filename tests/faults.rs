@@ -13,6 +13,13 @@ use common::cluster::{client, Cluster, Kind};
 use hoard::placement::{key_from_path, key_path, Placement};
 use reqwest::StatusCode;
 
+/// The tests here load the machine and assert time bounds: run them one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Concurrent writers in the load.
 const WORKERS: usize = 16;
 /// Value sizes the load cycles through (the key names the size).
@@ -55,8 +62,8 @@ impl Outcome {
     }
 }
 
-/// One writer: PUTs fresh keys of cycling sizes; every third step DELETEs one of its
-/// acknowledged keys. Runs until `stop`.
+/// One writer: PUTs fresh keys of cycling sizes; every fourth step DELETEs one of its
+/// acknowledged keys (keeping at least three). Runs until `stop`.
 async fn worker(url: String, w: usize, stop: Arc<AtomicBool>) -> Outcome {
     let http = client();
     let mut out = Outcome::default();
@@ -64,7 +71,7 @@ async fn worker(url: String, w: usize, stop: Arc<AtomicBool>) -> Outcome {
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        if i % 3 == 0 && !mine.is_empty() {
+        if i % 4 == 0 && mine.len() > 3 {
             let key = mine.remove(fastrand::usize(..mine.len()));
             match http.delete(format!("{url}{key}")).send().await {
                 Ok(r) if r.status() == StatusCode::NO_CONTENT => {
@@ -197,7 +204,11 @@ fn assert_no_torn_files(c: &Cluster) {
     for v in &c.volumes {
         for rel in v.files() {
             // `[svXX/]aa/bb/<base64 key, possibly with '/'>`.
-            let path = format!("/{rel}");
+            let rel_key = match rel.split_once('/') {
+                Some((sv, rest)) if sv.starts_with("sv") => rest,
+                _ => rel.as_str(),
+            };
+            let path = format!("/{rel_key}");
             let key = key_from_path(&path)
                 .unwrap_or_else(|| panic!("unexpected file {path} on {}", v.addr));
             let key = String::from_utf8(key).unwrap();
@@ -300,6 +311,7 @@ fn wait_volumes(c: &Cluster, ok: impl Fn(&str, bool) -> bool) {
 /// write, resurrects no acknowledged delete, and leaves no live key incomplete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_crash_under_load() {
+    let _serial = serial();
     let mut c = Cluster::start(Kind::Native, 3, &[]);
     let (stop, load) = start_load(&c);
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -334,6 +346,7 @@ async fn index_crash_under_load() {
 /// the volume restarts every acknowledged key is fully replicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volume_crash_under_load() {
+    let _serial = serial();
     let mut c = Cluster::start(Kind::Native, 3, &["--voltimeout", "500ms"]);
     let (stop, load) = start_load(&c);
     tokio::time::sleep(Duration::from_millis(2000)).await;
@@ -343,7 +356,14 @@ async fn volume_crash_under_load() {
     let out = load.await.unwrap();
     assert!(out.unexpected.is_empty(), "{:?}", out.unexpected);
     assert!(!out.refused.is_empty(), "the crash refused nothing");
-    assert!(out.acked.len() > 20, "too little load: {}", out.acked.len());
+    assert!(
+        out.acked.len() > 20,
+        "too little load: {} acked, {} refused, {} doubtful; index log:\n{}",
+        out.acked.len(),
+        out.refused.len(),
+        out.doubtful.len(),
+        tail(&c.index.log_text())
+    );
 
     // While the volume is down: refused writes are invisible, and nothing on the
     // surviving volumes is torn.
@@ -373,6 +393,7 @@ async fn volume_crash_under_load() {
 /// redirects to a live replica holding it (once the prober has seen them down).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_two_of_four_volumes_down() {
+    let _serial = serial();
     let mut c = Cluster::start(Kind::Native, 4, &["--voltimeout", "300ms"]);
     let http = client();
     let keys: Vec<String> = (0..40).map(|i| format!("/loss/k{i}-{}", 100 + i)).collect();
@@ -430,6 +451,7 @@ fn fds_and_threads(pid: u32) -> (usize, usize) {
 /// everything works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_volume() {
+    let _serial = serial();
     let c = Cluster::start(Kind::Native, 4, &["--replicas", "2", "--voltimeout", "1s"]);
     let http = client();
     let names: Vec<String> = c.volumes.iter().map(|v| v.addr.clone()).collect();
@@ -548,6 +570,12 @@ async fn hung_volume() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let (status, _, body) = read(&c, &key).await;
     assert!(status == StatusCode::FOUND && body == value_for(&key));
+}
+
+/// The last lines of a log, for failure messages.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.contains("is down")).collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// A stream over an mpsc receiver (for a request body fed by the test).
