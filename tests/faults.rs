@@ -14,11 +14,7 @@ use hoard::placement::{key_from_path, key_path, Placement};
 use reqwest::StatusCode;
 
 /// The tests here load the machine and assert time bounds: run them one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Concurrent writers in the load.
 const WORKERS: usize = 16;
@@ -311,7 +307,7 @@ fn wait_volumes(c: &Cluster, ok: impl Fn(&str, bool) -> bool) {
 /// write, resurrects no acknowledged delete, and leaves no live key incomplete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_crash_under_load() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(Kind::Native, 3, &[]);
     let (stop, load) = start_load(&c);
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -346,7 +342,7 @@ async fn index_crash_under_load() {
 /// the volume restarts every acknowledged key is fully replicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volume_crash_under_load() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(Kind::Native, 3, &["--voltimeout", "500ms"]);
     let (stop, load) = start_load(&c);
     tokio::time::sleep(Duration::from_millis(2000)).await;
@@ -393,7 +389,7 @@ async fn volume_crash_under_load() {
 /// redirects to a live replica holding it (once the prober has seen them down).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_two_of_four_volumes_down() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(Kind::Native, 4, &["--voltimeout", "300ms"]);
     let http = client();
     let keys: Vec<String> = (0..40).map(|i| format!("/loss/k{i}-{}", 100 + i)).collect();
@@ -451,7 +447,7 @@ fn fds_and_threads(pid: u32) -> (usize, usize) {
 /// everything works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_volume() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let c = Cluster::start(Kind::Native, 4, &["--replicas", "2", "--voltimeout", "1s"]);
     let http = client();
     let names: Vec<String> = c.volumes.iter().map(|v| v.addr.clone()).collect();
