@@ -5,6 +5,7 @@
 //! or [`admin`] for paths under `/-/`.
 
 mod admin;
+mod complete;
 mod error;
 mod locks;
 mod read;
@@ -83,6 +84,8 @@ pub struct App {
     pub locks: KeyLocks,
     /// When the server started.
     pub started: Instant,
+    /// Keys written with missing replicas, for the completer (degraded writes).
+    pub incomplete: complete::Queue,
 }
 
 /// A started index server: its state and its background prober.
@@ -92,12 +95,14 @@ pub struct Started {
     /// The router to serve.
     pub router: axum::Router,
     prober: tokio::task::JoinHandle<()>,
+    completer: tokio::task::JoinHandle<()>,
 }
 
 impl Started {
     /// Stops background work and closes the index durably. Call after serving ended.
     pub fn shutdown(self) {
         self.prober.abort();
+        self.completer.abort();
         let Started { app, router, .. } = self;
         drop(router);
         match Arc::try_unwrap(app) {
@@ -116,6 +121,7 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
     let prober = health.spawn_prober(client.clone());
     let verbose = cfg.verbose;
     let safety = cfg.safety.clone();
+    let (incomplete, incomplete_rx) = complete::queue();
     let app = Arc::new(App {
         cfg,
         index,
@@ -123,7 +129,9 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         health,
         locks: KeyLocks::default(),
         started: Instant::now(),
+        incomplete,
     });
+    let completer = complete::spawn(Arc::clone(&app), incomplete_rx);
     let router = crate::http::with_access_log(
         safety.layers(
             axum::Router::new()
@@ -136,6 +144,7 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         app,
         router,
         prober,
+        completer,
     })
 }
 

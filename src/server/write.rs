@@ -129,8 +129,14 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
                         now_ms: now_ms(),
                     }
                 };
+                let degraded = matches!(commit, Command::CommitDegraded { .. });
                 match app.index.apply(commit).await? {
-                    Ok(_) => Ok(StatusCode::CREATED.into_response()),
+                    Ok(_) => {
+                        if degraded {
+                            let _ = app.incomplete.send(key.clone());
+                        }
+                        Ok(StatusCode::CREATED.into_response())
+                    }
                     Err(r) => Err(ApiError::Volume(format!("commit rejected: {r}"))),
                 }
             }
