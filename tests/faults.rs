@@ -550,6 +550,13 @@ async fn hung_volume() {
     let (fds, threads) = fds_and_threads(index_pid);
     assert!(fds < 400, "index holds {fds} descriptors");
     assert!(threads < 64, "index runs {threads} threads");
+    let rss = std::fs::read_to_string(format!("/proc/{index_pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(rss < 512 * 1024, "index uses {rss} KiB");
 
     signal(pid, libc::SIGCONT);
     wait_health(&c);

@@ -540,6 +540,21 @@ async fn slow_and_broken_clients() {
         .await
         .unwrap();
     assert_eq!(health["writes_in_flight"], 0);
+    // No intent record is left behind either (read from the stopped index's database).
+    let mut c = c;
+    assert!(c.index.terminate(), "index did not stop cleanly");
+    let index = hoard::index::Index::open(&c.db).unwrap();
+    index
+        .walk(None, |k, r| {
+            panic!(
+                "record left for {:?}: {:?}",
+                String::from_utf8_lossy(k),
+                r.state
+            )
+        })
+        .unwrap();
+    index.close();
+    c.restart_index();
     for key in ["/slow-body", "/short-body", "/cut-chunked"] {
         let status = http
             .put(format!("{}{key}", c.url))

@@ -14,6 +14,13 @@
 //! On a failed write the server deletes whatever replicas were written and drops the
 //! intent; if that cleanup itself fails, the intent stays for repair.
 //!
+//! While streaming, a health watch fails the write as soon as the prober sees fewer
+//! than the write quorum of its volumes up, so a hung volume costs a PUT at most
+//! `--voltimeout` + the probe interval. With `--write-quorum` below the replica count,
+//! volumes already down are skipped and replicas failing mid-way are dropped; the key
+//! is committed with them recorded as missing (`CommitDegraded`) and queued for the
+//! completer.
+//!
 //! DELETE marks the record `deleting` (invisible) before removing files, then drops the
 //! record; an interrupted delete is finished by a retry or by repair. UNLINK is one
 //! index command.
@@ -89,6 +96,12 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
         // Volumes already down are not tried: they are missing from the start.
         let (live, skipped): (Vec<usize>, Vec<usize>) =
             (0..urls.len()).partition(|&i| app.health.is_up(server_of(&volumes[i])));
+        if live.len() < quorum {
+            roll_back(&app, &key, &urls).await;
+            return Err(ApiError::Unavailable(
+                "too few replica volumes are up for the write quorum".into(),
+            ));
+        }
         let targets: Vec<String> = live.iter().map(|&i| urls[i].clone()).collect();
         let stall = app.cfg.stall_limit();
         let write = put_quorum(&app.client, &targets, stream, len, hash, stall, quorum);
