@@ -244,10 +244,10 @@ pub async fn index_guard(State(auth): State<Auth>, req: Request, next: Next) -> 
     next.run(req).await
 }
 
-/// Volume middleware: with a token, writes need the bearer token; with mode `all`,
-/// reads need the bearer token or a valid signature.
+/// Volume middleware: in modes `writes` and `all`, writes need the bearer token; in
+/// mode `all`, reads need the bearer token or a valid signature.
 pub async fn volume_guard(State(auth): State<Auth>, req: Request, next: Next) -> Response {
-    if auth.secret.is_some() && !auth.bearer_ok(req.headers()) {
+    if auth.mode != AuthMode::None && !auth.bearer_ok(req.headers()) {
         let read = is_read(req.method());
         let allowed = read
             && (auth.mode != AuthMode::All
