@@ -236,6 +236,12 @@ fn assert_nothing_escaped(c: &Cluster) {
         let name = f.file_name().unwrap().to_string_lossy();
         assert!(!name.contains("pwned"), "created {}", f.display());
     }
+    // The test directory holds only what the cluster was configured with.
+    for e in std::fs::read_dir(c.tmp.path()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let known = name == "db" || name.starts_with("vol") || name.ends_with(".log");
+        assert!(known, "unexpected {name} in the test directory");
+    }
     // Above the test directory: nothing named after the marker either.
     let parent = c.tmp.path().parent().unwrap();
     for e in std::fs::read_dir(parent).unwrap().flatten() {

@@ -428,3 +428,36 @@ async fn rate_limit() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// `--request-timeout`: a request the server cannot finish in time (here a DELETE
+/// waiting on a frozen volume, whose own timeout is longer) answers 503 at the limit;
+/// the delete itself finishes in the background once the volume is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout() {
+    let args = [
+        "--replicas",
+        "1",
+        "--request-timeout",
+        "300ms",
+        "--voltimeout",
+        "3s",
+    ];
+    let c = Cluster::start(Kind::Native, 1, &args);
+    let http = client();
+    let url = format!("{}/slow-delete", c.url);
+    assert_eq!(status(http.put(&url).body("v")).await, StatusCode::CREATED);
+    let pid = c.volumes[0].proc.pid().unwrap() as libc::pid_t;
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let start = Instant::now();
+    let got = status(http.delete(&url)).await;
+    let took = start.elapsed();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(got, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(http.get(&url)).await != StatusCode::NOT_FOUND {
+        assert!(Instant::now() < deadline, "the delete never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
