@@ -26,8 +26,8 @@ pub enum Scheme {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SafetyArgs {
     /// Replicas that must hold a value before PUT answers 201 (default: --replicas,
-    /// minikeyvalue's behaviour). Below --replicas, the missing copies are recorded and
-    /// completed by repair.
+    /// minikeyvalue's behaviour). Below --replicas, the missing copies are recorded,
+    /// never served, and copied in the background once their volumes are up.
     #[arg(long, env = "HOARD_WRITE_QUORUM")]
     pub write_quorum: Option<usize>,
     /// Most requests per second, all clients together (0 = unlimited); beyond, 429
