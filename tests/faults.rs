@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,12 +24,21 @@ const SIZES: [usize; 6] = [1, 700, 9_000, 70_000, 300_000, 1_000_000];
 /// The value stored under `key`: deterministic, so any file on any volume can be
 /// checked against it. The size is the number after the last `-` in the key.
 fn value_for(key: &str) -> Vec<u8> {
-    let size: usize = key.rsplit('-').next().unwrap().parse().unwrap();
-    let seed = key
-        .bytes()
-        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-    let mut rng = fastrand::Rng::with_seed(seed);
-    (0..size).map(|_| rng.u8(..)).collect()
+    // Generated once per key: the checks compare every file with it, repeatedly.
+    static CACHE: std::sync::Mutex<BTreeMap<String, Vec<u8>>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let value = cache.entry(key.to_owned()).or_insert_with(|| {
+        let size: usize = key.rsplit('-').next().unwrap().parse().unwrap();
+        let seed = key
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut v = vec![0u8; size];
+        rng.fill(&mut v);
+        v
+    });
+    value.clone()
 }
 
 /// What the clients of a load saw.
@@ -128,9 +137,18 @@ fn start_load(c: &Cluster) -> (Arc<AtomicBool>, tokio::task::JoinHandle<Outcome>
     (stop, handle)
 }
 
+/// A client reused by the checks (one per thread: each test has its own runtime and
+/// threads, and pooled connections belong to a runtime).
+fn http() -> reqwest::Client {
+    thread_local! {
+        static HTTP: reqwest::Client = client();
+    }
+    HTTP.with(reqwest::Client::clone)
+}
+
 /// GET through the index: `(status, Key-Volumes, body after following the redirect)`.
 async fn read(c: &Cluster, key: &str) -> (StatusCode, Vec<String>, Vec<u8>) {
-    let http = client();
+    let http = http();
     let r = http.get(format!("{}{key}", c.url)).send().await.unwrap();
     if r.status() != StatusCode::FOUND {
         return (r.status(), Vec::new(), Vec::new());
@@ -154,7 +172,7 @@ async fn read(c: &Cluster, key: &str) -> (StatusCode, Vec<String>, Vec<u8>) {
 /// The value of `key` as stored on the replica at `location`, `None` if absent.
 async fn replica(location: &str, key: &str) -> Option<Vec<u8>> {
     let url = format!("http://{location}{}", key_path(key.as_bytes()));
-    let r = client().get(url).send().await.ok()?;
+    let r = http().get(url).send().await.ok()?;
     if r.status() != StatusCode::OK {
         return None;
     }
