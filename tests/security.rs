@@ -461,3 +461,71 @@ async fn request_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `--write-quorum 2` of 3 with a replica volume frozen (SIGSTOP) while a value is
+/// streaming: the write does not wait for the stall limit — the frozen replica is
+/// dropped once the prober sees it down, the PUT succeeds on the other two, and the
+/// value is completed on the frozen volume after SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_write_survives_hung_volume() {
+    let c = Cluster::start(
+        Kind::Native,
+        3,
+        &["--write-quorum", "2", "--voltimeout", "500ms"],
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body =
+        reqwest::Body::wrap_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let url = format!("{}/hung-quorum", c.url);
+    let put = tokio::spawn(async move { client().put(url).body(body).send().await });
+    tx.send(Ok(vec![b'a'; 100_000])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let frozen = &c.volumes[1];
+    let pid = frozen.proc.pid().unwrap() as libc::pid_t;
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let start = Instant::now();
+    // 8 MB more: far beyond what the frozen volume's socket buffers absorb.
+    for _ in 0..80 {
+        tx.send(Ok(vec![b'b'; 100_000])).await.unwrap();
+    }
+    drop(tx);
+    let r = put.await.unwrap();
+    let took = start.elapsed();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let r = r.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    // Completed on the frozen volume once it answers again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let path = hoard::placement::key_path(b"/hung-quorum");
+    let http = client();
+    loop {
+        let r = http
+            .get(format!("{}/hung-quorum", c.url))
+            .send()
+            .await
+            .unwrap();
+        let volumes = r.headers()["key-volumes"].to_str().unwrap().to_owned();
+        let on_frozen = volumes
+            .split(',')
+            .find(|v| v.starts_with(&frozen.addr))
+            .unwrap()
+            .to_owned();
+        let got = http
+            .get(format!("http://{on_frozen}{path}"))
+            .send()
+            .await
+            .unwrap();
+        if got.status() == StatusCode::OK {
+            assert_eq!(got.bytes().await.unwrap().len(), 8_100_000);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never completed on the frozen volume"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

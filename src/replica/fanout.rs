@@ -53,6 +53,12 @@ pub enum FanoutError {
     /// A replica refused or failed the write.
     #[error("replica write failed: {0}")]
     Replica(#[from] VolumeError),
+    /// The health prober saw the replica's volume go down during the write.
+    #[error("replica {url}: its volume stopped answering health probes")]
+    Down {
+        /// The replica URL.
+        url: String,
+    },
     /// A replica stopped accepting data for longer than the stall limit.
     #[error("replica {url} accepted no data for {limit:?}")]
     Stalled {
@@ -126,7 +132,7 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    put_quorum(client, urls, body, len, hash, stall, urls.len())
+    put_quorum(client, urls, body, len, hash, stall, urls.len(), &|_| false)
         .await
         .map(|q| q.uploaded)
 }
@@ -147,7 +153,10 @@ pub const QUORUM_GRACE: Duration = Duration::from_secs(5);
 /// Like [`put_all`], but succeeds once `quorum` replicas acknowledged the complete
 /// value: a replica that fails or stalls is dropped from the write (its upload aborted,
 /// so it never holds a partial file) as long as `quorum` can still be reached. With
-/// `quorum == urls.len()` this is exactly [`put_all`].
+/// `quorum == urls.len()` this is exactly [`put_all`]. `down(i)` tells whether the
+/// health prober sees replica `i`'s volume down: such a replica is treated as failed
+/// as soon as the write would wait on it, instead of after the stall limit.
+#[allow(clippy::too_many_arguments)]
 pub async fn put_quorum<S, E>(
     client: &VolumeClient,
     urls: &[String],
@@ -156,6 +165,7 @@ pub async fn put_quorum<S, E>(
     hash: bool,
     stall: Duration,
     quorum: usize,
+    down: &(dyn Fn(usize) -> bool + Sync),
 ) -> Result<QuorumUpload, FanoutError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -192,14 +202,11 @@ where
         }
         for i in 0..n {
             let Some(tx) = &senders[i] else { continue };
-            let err = match tokio::time::timeout(stall, tx.send(Msg::Data(chunk.clone()))).await {
-                Ok(Ok(())) => continue,
+            let err = match send_watched(tx, Msg::Data(chunk.clone()), stall, || down(i)).await {
+                Ok(()) => continue,
                 // The replica request ended early: report its own error.
-                Ok(Err(_)) => guard.error_of(i, &urls[i]).await,
-                Err(_) => FanoutError::Stalled {
-                    url: urls[i].clone(),
-                    limit: stall,
-                },
+                Err(Stop::Closed) => guard.error_of(i, &urls[i]).await,
+                Err(stop) => stop.error(&urls[i], stall),
             };
             drop_replica(&mut guard, &mut senders, &mut missing, i, err, n, quorum)?;
         }
@@ -210,19 +217,16 @@ where
     for i in 0..n {
         let Some(tx) = &senders[i] else { continue };
         // A closed channel means the request already failed; its result says why.
-        if tokio::time::timeout(stall, tx.send(Msg::End))
-            .await
-            .is_err()
-        {
-            let err = FanoutError::Stalled {
-                url: urls[i].clone(),
-                limit: stall,
-            };
-            drop_replica(&mut guard, &mut senders, &mut missing, i, err, n, quorum)?;
+        match send_watched(tx, Msg::End, stall, || down(i)).await {
+            Ok(()) | Err(Stop::Closed) => {}
+            Err(stop) => {
+                let err = stop.error(&urls[i], stall);
+                drop_replica(&mut guard, &mut senders, &mut missing, i, err, n, quorum)?;
+            }
         }
     }
     let tasks = guard.disarm();
-    let failed = collect_acks(tasks, urls, &missing, quorum).await?;
+    let failed = collect_acks(tasks, urls, &missing, quorum, down).await?;
     missing.extend(failed);
     missing.sort_unstable();
     Ok(QuorumUpload {
@@ -232,6 +236,59 @@ where
         },
         missing,
     })
+}
+
+/// How often a blocked send or a pending acknowledgement checks the replica's health.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why [`send_watched`] gave up.
+enum Stop {
+    /// The replica's request ended (its body channel closed).
+    Closed,
+    /// No room in the channel for the stall limit.
+    Stalled,
+    /// The prober sees the replica's volume down.
+    Down,
+}
+
+impl Stop {
+    fn error(self, url: &str, stall: Duration) -> FanoutError {
+        match self {
+            Stop::Down => FanoutError::Down {
+                url: url.to_string(),
+            },
+            Stop::Stalled | Stop::Closed => FanoutError::Stalled {
+                url: url.to_string(),
+                limit: stall,
+            },
+        }
+    }
+}
+
+/// Sends `msg` to a replica, giving up after `stall` or as soon as `down()` says its
+/// volume is down.
+async fn send_watched(
+    tx: &mpsc::Sender<Msg>,
+    msg: Msg,
+    stall: Duration,
+    down: impl Fn() -> bool,
+) -> Result<(), Stop> {
+    let send = tx.send(msg);
+    tokio::pin!(send);
+    let deadline = tokio::time::Instant::now() + stall;
+    loop {
+        tokio::select! {
+            r = &mut send => return r.map_err(|_| Stop::Closed),
+            () = tokio::time::sleep(WATCH_INTERVAL) => {
+                if down() {
+                    return Err(Stop::Down);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Stop::Stalled);
+                }
+            }
+        }
+    }
 }
 
 /// Takes replica `i` out of a write after `err`; the error itself when the quorum can
@@ -257,12 +314,14 @@ fn drop_replica(
 
 /// Waits for the replicas not in `skip` to acknowledge. With a full quorum, the first
 /// failure fails the write; otherwise once `quorum` acknowledged the rest get
-/// [`QUORUM_GRACE`]. Returns the replicas that failed.
+/// [`QUORUM_GRACE`]. A replica whose volume the prober sees down counts as failed at
+/// once. Returns the replicas that failed.
 async fn collect_acks(
     tasks: Vec<tokio::task::JoinHandle<Result<(), VolumeError>>>,
     urls: &[String],
     skip: &[usize],
     quorum: usize,
+    down: &(dyn Fn(usize) -> bool + Sync),
 ) -> Result<Vec<usize>, FanoutError> {
     use futures_util::stream::FuturesUnordered;
     let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
@@ -278,7 +337,27 @@ async fn collect_acks(
     let mut failed = Vec::new();
     let mut deadline = tokio::time::Instant::now() + PUT_ACK_TIMEOUT;
     loop {
-        let (i, result) = match tokio::time::timeout_at(deadline, pending.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, pending.next()) => next,
+            () = tokio::time::sleep(WATCH_INTERVAL) => {
+                let gone = (0..urls.len()).find(|&i| {
+                    !skip.contains(&i) && !acked.contains(&i) && !failed.contains(&i) && down(i)
+                });
+                match gone {
+                    // Its task result will never count: abort it and treat it as failed.
+                    Some(i) => {
+                        aborts[i].abort();
+                        Ok(Some((i, Ok(Err(VolumeError::Timeout {
+                            url: urls[i].clone(),
+                            timeout: WATCH_INTERVAL,
+                        })))))
+                    }
+                    None => continue,
+                }
+            }
+        };
+        let (i, result) = match next {
+            Ok(Some(done)) if failed.contains(&done.0) => continue,
             Ok(Some(done)) => done,
             Ok(None) => break,
             Err(_) if acked.len() >= quorum => {

@@ -104,7 +104,18 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
         }
         let targets: Vec<String> = live.iter().map(|&i| urls[i].clone()).collect();
         let stall = app.cfg.stall_limit();
-        let write = put_quorum(&app.client, &targets, stream, len, hash, stall, quorum);
+        let health = &app.health;
+        let down = |j: usize| !health.is_up(server_of(&volumes[live[j]]));
+        let write = put_quorum(
+            &app.client,
+            &targets,
+            stream,
+            len,
+            hash,
+            stall,
+            quorum,
+            &down,
+        );
         let lost = super::safety::quorum_lost(&app.health, &volumes, quorum);
         let result = tokio::select! {
             r = write => r.map_err(ApiError::from),
