@@ -194,10 +194,9 @@ pub struct ServerArgs {
     /// Timeout for connecting to and probing a volume server (e.g. 1s, 500ms).
     #[arg(long, env = "HOARD_VOLTIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub voltimeout: Duration,
-    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the
-    /// server stops anyway (unfinished writes are then rolled back by repair).
-    #[arg(long, env = "HOARD_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
+    /// Safety: write quorum, auth, TLS, rate limit, timeouts.
+    #[command(flatten)]
+    pub safety: crate::server::SafetyArgs,
 }
 
 /// Options of `hoard volume`.
@@ -217,6 +216,12 @@ pub struct VolumeArgs {
     /// trades crash safety for speed.
     #[arg(long, env = "HOARD_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pub fsync: bool,
+    /// Authentication of writes (and, with `all`, reads: bearer token or signed URL).
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
+    /// Connections, timeouts and TLS.
+    #[command(flatten)]
+    pub listen: crate::net::ListenArgs,
 }
 
 /// Parses `1s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
@@ -264,6 +269,8 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     crate::telemetry::init_logging(cli.log_format);
+    // reqwest is built without a default rustls provider: every client needs this.
+    crate::tls::install_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,12 +8,12 @@ use anyhow::{bail, Context as _};
 use tokio::sync::watch;
 
 use crate::cli::DevArgs;
+use crate::net::ListenArgs;
 use crate::placement::Placement;
 use crate::server::ServerConfig;
 use crate::volume::VolumeConfig;
 
 const VOLUMES: u16 = 3;
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs the store until SIGINT/SIGTERM: then the index stops first (finishing in-flight
 /// writes), the volumes after it, and the index is closed cleanly.
@@ -39,17 +39,16 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         let router = crate::volume::router(VolumeConfig {
             dir: args.data.join(format!("volume{i}")),
             fsync: true,
+            auth: crate::auth::Auth::default(),
         })?;
         let router = crate::http::observe(router, "volume", verbose);
         let mut stopped = volumes_stopped.clone();
         let stop = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        volume_tasks.push(tokio::spawn(crate::http::serve(
-            listener,
-            router,
-            stop,
-            crate::volume::SHUTDOWN_GRACE,
+        let options = crate::net::ServeOptions::from_args(&ListenArgs::default())?;
+        volume_tasks.push(tokio::spawn(crate::net::serve(
+            listener, router, stop, options,
         )));
         names.push(format!("{host}:{port}"));
     }
@@ -61,6 +60,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         md5sum: true,
         voltimeout: std::time::Duration::from_secs(1),
         verbose,
+        safety: crate::server::SafetyConfig::default(),
     };
     let started = crate::server::start(cfg, &args.data.join("index"))?;
     eprintln!(
@@ -69,14 +69,16 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         names.join(", "),
         args.data.display()
     );
-    let served = crate::http::serve(
+    let options = crate::net::ServeOptions::from_args(&ListenArgs::default())?;
+    let grace = options.grace;
+    let served = crate::net::serve(
         index_listener,
         started.router.clone(),
         crate::http::shutdown_signal(),
-        SHUTDOWN_GRACE,
+        options,
     )
     .await;
-    started.shutdown(SHUTDOWN_GRACE).await;
+    started.shutdown(grace).await;
     let _ = stop_volumes.send(true);
     for task in volume_tasks {
         task.await.context("volume task panicked")??;

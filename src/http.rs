@@ -1,8 +1,5 @@
-//! Serving an axum router on a listener, with graceful shutdown on SIGINT / SIGTERM.
-
-use std::net::SocketAddr;
-
-use std::future::IntoFuture as _;
+//! HTTP plumbing shared by every role: binding, the shutdown signal, and the
+//! metrics + access-log middleware. Connections themselves are served by [`crate::net`].
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -12,38 +9,6 @@ pub async fn bind(bind: &str, port: u16) -> anyhow::Result<TcpListener> {
     TcpListener::bind((bind, port))
         .await
         .with_context(|| format!("cannot listen on {bind}:{port}"))
-}
-
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and
-/// lets in-flight requests finish for at most `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: std::time::Duration,
-) -> anyhow::Result<()> {
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = signalled.send(());
-        })
-        .into_future();
-    let deadline = async move {
-        if on_signal.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        served = server => served.context("HTTP server failed"),
-        () = deadline => {
-            tracing::warn!("requests still in flight after {grace:?}; stopping anyway");
-            Ok(())
-        }
-    }
 }
 
 /// Completes on the first SIGINT or SIGTERM.

@@ -13,16 +13,22 @@
 //! * [`telemetry`] — metrics and logging set-up.
 //! * [`config`] — the optional TOML file behind `--config`.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
+//! * [`net`], [`tls`], [`auth`], [`ratelimit`] — serving connections safely: timeouts,
+//!   limits, TLS, shared-secret authentication and signed URLs, rate limiting.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod http;
 pub mod index;
 pub mod key;
+pub mod net;
 pub mod ops;
 pub mod placement;
+pub mod ratelimit;
 pub mod replica;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod volume;

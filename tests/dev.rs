@@ -82,6 +82,7 @@ async fn dev_serves_and_keeps_data() {
     );
     let mut proc = dev(&data, port);
     wait_http(&format!("{url}/-/health"));
+    hoard::tls::install_provider();
     let resp = reqwest::get(format!("{url}/greeting")).await.unwrap();
     assert_eq!(resp.bytes().await.unwrap(), body);
     let files = walk(&data);

@@ -19,6 +19,7 @@ impl Fixture {
     fn new() -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let vol = VolumeProc::start(&tmp.path().join("vol"));
+        hoard::tls::install_provider();
         let http = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -31,6 +31,29 @@ pub enum Command {
         /// Proposer's clock, unix ms.
         now_ms: u64,
     },
+    /// A degraded write (`--write-quorum` below the replica count) reached its quorum:
+    /// the key becomes live, with `missing` recorded as not holding the value. Requires
+    /// state `writing`.
+    CommitDegraded {
+        /// The key.
+        key: Vec<u8>,
+        /// Value size in bytes.
+        size: u64,
+        /// md5 of the value, when computed.
+        md5: Option<[u8; 16]>,
+        /// Target locations that do not hold the value.
+        missing: Vec<String>,
+        /// Proposer's clock, unix ms.
+        now_ms: u64,
+    },
+    /// Repair copied the value of a degraded write to `location`: it is no longer
+    /// missing. Requires state `live` or `unlinked`.
+    Completed {
+        /// The key.
+        key: Vec<u8>,
+        /// The location that now holds the value.
+        location: String,
+    },
     /// Virtual delete. Requires state `live`.
     Unlink {
         /// The key.
@@ -86,6 +109,8 @@ impl Command {
         match self {
             Command::Begin { key, .. }
             | Command::Commit { key, .. }
+            | Command::CommitDegraded { key, .. }
+            | Command::Completed { key, .. }
             | Command::Unlink { key, .. }
             | Command::BeginDelete { key, .. }
             | Command::Relocate { key, .. }
@@ -149,8 +174,40 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 size: 0,
                 md5: None,
                 changed_ms: *now_ms,
+                missing: Vec::new(),
             }
         }
+        Command::CommitDegraded {
+            size,
+            md5,
+            missing,
+            now_ms,
+            ..
+        } => match (&prev, state) {
+            (Some(r), Some(State::Writing)) => Record {
+                state: State::Live,
+                size: *size,
+                md5: *md5,
+                changed_ms: *now_ms,
+                missing: missing.clone(),
+                ..r.clone()
+            },
+            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
+            (_, None) => return Ok(Err(Rejection::NotFound)),
+        },
+        Command::Completed { location, .. } => match (&prev, state) {
+            (Some(r), Some(State::Live | State::Unlinked)) => Record {
+                missing: r
+                    .missing
+                    .iter()
+                    .filter(|m| *m != location)
+                    .cloned()
+                    .collect(),
+                ..r.clone()
+            },
+            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
+            (_, None) => return Ok(Err(Rejection::NotFound)),
+        },
         Command::Commit {
             size, md5, now_ms, ..
         } => match (&prev, state) {
@@ -186,6 +243,12 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         Command::Relocate { from, to, .. } => match (&prev, state) {
             (Some(r), Some(State::Live | State::Unlinked)) if &r.volumes == from => Record {
                 volumes: to.clone(),
+                missing: r
+                    .missing
+                    .iter()
+                    .filter(|m| to.contains(m))
+                    .cloned()
+                    .collect(),
                 ..r.clone()
             },
             (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
@@ -366,6 +429,45 @@ mod tests {
         assert_eq!(m[&b"/k"[..]].md5, Some([1; 16]));
         run(&mut m, set(2, [1; 16])).unwrap(); // idempotent
         assert_eq!(run(&mut m, set(2, [2; 16])), Err(Rejection::Changed));
+    }
+
+    #[test]
+    fn degraded_write_then_completed() {
+        let mut m = BTreeMap::new();
+        let begin3 = Command::Begin {
+            key: b"/k".to_vec(),
+            volumes: vec!["a:1".into(), "b:2".into(), "c:3".into()],
+            now_ms: 1,
+        };
+        let degraded = Command::CommitDegraded {
+            key: b"/k".to_vec(),
+            size: 3,
+            md5: None,
+            missing: vec!["b:2".into()],
+            now_ms: 2,
+        };
+        let done = |loc: &str| Command::Completed {
+            key: b"/k".to_vec(),
+            location: loc.into(),
+        };
+        assert_eq!(run(&mut m, done("b:2")), Err(Rejection::NotFound));
+        run(&mut m, begin3).unwrap();
+        assert_eq!(
+            run(&mut m, done("b:2")),
+            Err(Rejection::WrongState(State::Writing))
+        );
+        run(&mut m, degraded.clone()).unwrap();
+        let r = &m[&b"/k"[..]];
+        assert_eq!(
+            (r.state, r.missing.clone()),
+            (State::Live, vec!["b:2".into()])
+        );
+        assert_eq!(
+            run(&mut m, degraded),
+            Err(Rejection::WrongState(State::Live))
+        );
+        run(&mut m, done("b:2")).unwrap();
+        assert!(m[&b"/k"[..]].missing.is_empty());
     }
 
     #[test]

@@ -94,6 +94,7 @@ mod tests {
             size,
             md5: None,
             changed_ms: 0,
+            missing: Vec::new(),
         }
     }
 

@@ -10,6 +10,11 @@
 //! u8   has_md5 (0 or 1), then 16 bytes of md5 when 1
 //! u8   replica count n, then n × (u16 length, UTF-8 location "host:port[/svXX]")
 //! ```
+//!
+//! Version 2 is version 1 followed by the replicas that do not hold the value yet (a
+//! degraded write, `--write-quorum`): `u8 m, m × u8 index into the locations`. A record
+//! with no missing replica is always written as version 1, byte for byte as before, so
+//! stores written before version 2 existed and records of complete keys are unchanged.
 
 /// Where a key is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +74,9 @@ pub struct Record {
     pub md5: Option<[u8; 16]>,
     /// Unix time in milliseconds of the last state change.
     pub changed_ms: u64,
+    /// Locations (a subset of `volumes`) that do not hold the value yet: a degraded
+    /// write. GET never redirects to them; repair copies the value there.
+    pub missing: Vec<String>,
 }
 
 /// A stored record could not be decoded.
@@ -77,6 +85,8 @@ pub struct Record {
 pub struct DecodeError(&'static str);
 
 const VERSION: u8 = 1;
+/// Version 1 plus the missing replicas.
+const VERSION_MISSING: u8 = 2;
 
 impl Record {
     /// The md5 as lower-case hex, if known.
@@ -85,11 +95,30 @@ impl Record {
             .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
     }
 
+    /// The locations that hold the value: `volumes` minus `missing`.
+    pub fn holders(&self) -> impl Iterator<Item = &str> {
+        self.volumes
+            .iter()
+            .filter(|v| !self.missing.contains(v))
+            .map(String::as_str)
+    }
+
     /// Serialises the record (see the module docs for the layout).
     pub fn encode(&self) -> Vec<u8> {
+        let missing: Vec<u8> = self
+            .volumes
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| self.missing.contains(v))
+            .map(|(i, _)| i as u8)
+            .collect();
         let mut out =
-            Vec::with_capacity(36 + self.volumes.iter().map(|v| v.len() + 2).sum::<usize>());
-        out.push(VERSION);
+            Vec::with_capacity(38 + self.volumes.iter().map(|v| v.len() + 2).sum::<usize>());
+        out.push(if missing.is_empty() {
+            VERSION
+        } else {
+            VERSION_MISSING
+        });
         out.push(self.state.to_byte());
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.changed_ms.to_le_bytes());
@@ -107,13 +136,17 @@ impl Record {
             out.extend_from_slice(&(v.len() as u16).to_le_bytes());
             out.extend_from_slice(v.as_bytes());
         }
+        if !missing.is_empty() {
+            out.push(missing.len() as u8);
+            out.extend_from_slice(&missing);
+        }
         out
     }
 
     /// Parses a record written by [`Record::encode`].
     pub fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
         let version = take(&mut b, 1)?[0];
-        if version != VERSION {
+        if version != VERSION && version != VERSION_MISSING {
             return Err(DecodeError("unknown version"));
         }
         let state = State::from_byte(take(&mut b, 1)?[0]).ok_or(DecodeError("unknown state"))?;
@@ -132,6 +165,19 @@ impl Record {
                 .map_err(|_| DecodeError("location is not UTF-8"))?;
             volumes.push(v.to_string());
         }
+        let mut missing = Vec::new();
+        if version == VERSION_MISSING {
+            let m = take(&mut b, 1)?[0];
+            for &i in take(&mut b, m.into())? {
+                let v = volumes
+                    .get(usize::from(i))
+                    .ok_or(DecodeError("missing replica index out of range"))?;
+                missing.push(v.clone());
+            }
+            if missing.is_empty() {
+                return Err(DecodeError("version 2 without missing replicas"));
+            }
+        }
         if !b.is_empty() {
             return Err(DecodeError("trailing bytes"));
         }
@@ -141,6 +187,7 @@ impl Record {
             size,
             md5,
             changed_ms,
+            missing,
         })
     }
 }
@@ -165,6 +212,7 @@ mod tests {
             size: 5,
             md5: Some([0xab; 16]),
             changed_ms: 0x0102,
+            missing: Vec::new(),
         }
     }
 
@@ -186,6 +234,31 @@ mod tests {
             0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0, 0, 0, 0, 0, 0, 0xff, 0x10,
         ]);
         assert_eq!(r.md5_hex().unwrap(), "0123456789abcdef000000000000ff10");
+    }
+
+    #[test]
+    fn known_encoding_with_missing_replica() {
+        let mut r = sample();
+        r.missing = vec!["b:2".into()];
+        let mut want = sample().encode();
+        want[0] = 2;
+        want.extend([1, 1]);
+        assert_eq!(r.encode(), want);
+        assert_eq!(Record::decode(&want), Ok(r.clone()));
+        assert_eq!(r.holders().collect::<Vec<_>>(), ["a:1/sv07"]);
+        // A version 1 record decodes with nothing missing.
+        assert_eq!(Record::decode(&sample().encode()), Ok(sample()));
+        // An index past the locations, or an empty list, is corruption.
+        let mut bad = want.clone();
+        *bad.last_mut().unwrap() = 2;
+        assert!(Record::decode(&bad).is_err());
+        let mut empty = sample().encode();
+        empty[0] = 2;
+        empty.push(0);
+        assert!(Record::decode(&empty).is_err());
+        // Missing names no longer among the locations are not stored.
+        r.missing = vec!["gone:9".into()];
+        assert_eq!(r.encode(), sample().encode());
     }
 
     #[test]

@@ -73,6 +73,21 @@ pub struct DiskSpace {
 pub struct VolumeClient {
     http: reqwest::Client,
     timeout: Duration,
+    https: bool,
+    token: Option<reqwest::header::HeaderValue>,
+}
+
+/// Transport and authentication towards volumes: TLS (`--volume-scheme https`, trusting
+/// `--tls-ca`) and the shared secret sent as a bearer token.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Talk HTTPS to volumes. URLs are still built as `http://…` by [`VolumeClient::url`]
+    /// (placement names stay `host:port`); the client switches the scheme when sending.
+    pub https: bool,
+    /// Trust roots for volume certificates (`--tls-ca`); when given, only these.
+    pub ca: Vec<reqwest::Certificate>,
+    /// Sent as `Authorization: Bearer <token>` on every request.
+    pub token: Option<String>,
 }
 
 /// Longest wait for a volume to acknowledge a PUT once the whole body was sent (it
@@ -83,15 +98,55 @@ impl VolumeClient {
     /// A client whose connects and small requests time out after `timeout`
     /// (`--voltimeout`).
     pub fn new(timeout: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        Self::with_options(timeout, ClientOptions::default())
+    }
+
+    /// A client with TLS and authentication settings (see [`ClientOptions`]).
+    pub fn with_options(timeout: Duration, opts: ClientOptions) -> anyhow::Result<Self> {
+        crate::tls::install_provider();
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below the volumes' default idle (header) timeout of 30 s, so the pool
+            // never reuses a connection the volume is closing.
+            .pool_idle_timeout(Duration::from_secs(20))
             .tcp_nodelay(true)
             .http1_only()
             .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(VolumeClient { http, timeout })
+            .redirect(reqwest::redirect::Policy::none());
+        if !opts.ca.is_empty() {
+            builder = builder.tls_certs_only(opts.ca);
+        }
+        let token = match opts.token {
+            Some(t) => {
+                let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(VolumeClient {
+            http: builder.build()?,
+            timeout,
+            https: opts.https,
+            token,
+        })
+    }
+
+    /// `url` with the scheme this client uses (`https://` when volumes use TLS).
+    pub fn scheme_url(&self, url: &str) -> String {
+        match url.strip_prefix("http://") {
+            Some(rest) if self.https => format!("https://{rest}"),
+            _ => url.to_string(),
+        }
+    }
+
+    /// A request to `url` (scheme adjusted), carrying the bearer token if configured.
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.scheme_url(url));
+        match &self.token {
+            Some(t) => req.header(reqwest::header::AUTHORIZATION, t.clone()),
+            None => req,
+        }
     }
 
     /// The small-request timeout (`--voltimeout`).
@@ -109,8 +164,7 @@ impl VolumeClient {
     pub async fn put(&self, url: &str, body: reqwest::Body) -> Result<(), VolumeError> {
         let started = std::time::Instant::now();
         let resp = self
-            .http
-            .put(url)
+            .request(reqwest::Method::PUT, url)
             .body(body)
             .send()
             .await
@@ -125,13 +179,17 @@ impl VolumeClient {
 
     /// Deletes the file at `url`; a missing file counts as deleted.
     pub async fn delete(&self, url: &str) -> Result<(), VolumeError> {
-        let resp = self.small(self.http.delete(url), url).await?;
+        let resp = self
+            .small(self.request(reqwest::Method::DELETE, url), url)
+            .await?;
         expect(url, resp.status(), &[200, 204, 404])
     }
 
     /// Size of the file at `url`, `None` when the volume says it does not exist.
     pub async fn head(&self, url: &str) -> Result<Option<u64>, VolumeError> {
-        let resp = self.small(self.http.head(url), url).await?;
+        let resp = self
+            .small(self.request(reqwest::Method::HEAD, url), url)
+            .await?;
         match resp.status().as_u16() {
             200 => Ok(resp
                 .headers()
@@ -150,7 +208,10 @@ impl VolumeClient {
     /// server (nginx) counts as up when `HEAD /` succeeds.
     pub async fn probe(&self, server: &str) -> Option<Probe> {
         let url = format!("http://{server}/-/health");
-        let resp = self.small(self.http.get(&url), &url).await.ok()?;
+        let resp = self
+            .small(self.request(reqwest::Method::GET, &url), &url)
+            .await
+            .ok()?;
         if resp.status().is_success() {
             let body = tokio::time::timeout(self.timeout, resp.json::<VolumeHealth>()).await;
             if let Ok(Ok(h)) = body {
@@ -161,7 +222,10 @@ impl VolumeClient {
             }
         }
         let url = format!("http://{server}/");
-        match self.small(self.http.head(&url), &url).await {
+        match self
+            .small(self.request(reqwest::Method::HEAD, &url), &url)
+            .await
+        {
             Ok(r) if r.status().is_success() => Some(Probe::default()),
             _ => None,
         }
@@ -170,8 +234,7 @@ impl VolumeClient {
     /// Starts a streaming GET of `url` (for copies between volumes).
     pub async fn get(&self, url: &str) -> Result<reqwest::Response, VolumeError> {
         let resp = self
-            .http
-            .get(url)
+            .request(reqwest::Method::GET, url)
             .send()
             .await
             .map_err(|source| transport(url, source))?;

@@ -53,6 +53,12 @@ pub enum FanoutError {
     /// A replica refused or failed the write.
     #[error("replica write failed: {0}")]
     Replica(#[from] VolumeError),
+    /// The health prober saw the replica's volume go down during the write.
+    #[error("replica {url}: its volume stopped answering health probes")]
+    Down {
+        /// The replica URL.
+        url: String,
+    },
     /// A replica stopped accepting data for longer than the stall limit.
     #[error("replica {url} accepted no data for {limit:?}")]
     Stalled {
@@ -117,7 +123,7 @@ impl Body for ChannelBody {
 pub async fn put_all<S, E>(
     client: &VolumeClient,
     urls: &[String],
-    mut body: S,
+    body: S,
     len: Option<u64>,
     hash: bool,
     stall: Duration,
@@ -126,8 +132,49 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut senders = Vec::with_capacity(urls.len());
-    let mut tasks = Vec::with_capacity(urls.len());
+    put_quorum(client, urls, body, len, hash, stall, urls.len(), &|_| false)
+        .await
+        .map(|q| q.uploaded)
+}
+
+/// A write that reached its quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumUpload {
+    /// What the acknowledging replicas hold.
+    pub uploaded: Uploaded,
+    /// Indexes (into `urls`) of replicas that do not hold the value.
+    pub missing: Vec<usize>,
+}
+
+/// After `quorum` replicas acknowledged, how long the others get to do the same before
+/// they are recorded as missing.
+pub const QUORUM_GRACE: Duration = Duration::from_secs(5);
+
+/// Like [`put_all`], but succeeds once `quorum` replicas acknowledged the complete
+/// value: a replica that fails or stalls is dropped from the write (its upload aborted,
+/// so it never holds a partial file) as long as `quorum` can still be reached. With
+/// `quorum == urls.len()` this is exactly [`put_all`]. `down(i)` tells whether the
+/// health prober sees replica `i`'s volume down: such a replica is treated as failed
+/// as soon as the write would wait on it, instead of after the stall limit.
+#[allow(clippy::too_many_arguments)]
+pub async fn put_quorum<S, E>(
+    client: &VolumeClient,
+    urls: &[String],
+    mut body: S,
+    len: Option<u64>,
+    hash: bool,
+    stall: Duration,
+    quorum: usize,
+    down: &(dyn Fn(usize) -> bool + Sync),
+) -> Result<QuorumUpload, FanoutError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let n = urls.len();
+    let quorum = quorum.clamp(1, n.max(1));
+    let mut senders = Vec::with_capacity(n);
+    let mut tasks = Vec::with_capacity(n);
     for url in urls {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let replica_body = reqwest::Body::wrap(ChannelBody {
@@ -139,10 +186,11 @@ where
         tasks.push(tokio::spawn(
             async move { client.put(&url, replica_body).await },
         ));
-        senders.push(tx);
+        senders.push(Some(tx));
     }
     // Abort every outgoing request that is still running when we return early.
-    let guard = AbortOnDrop(tasks);
+    let mut guard = AbortOnDrop(tasks);
+    let mut missing: Vec<usize> = Vec::new();
 
     let mut md5 = hash.then(Md5::new);
     let mut size = 0u64;
@@ -152,61 +200,207 @@ where
         if let Some(h) = md5.as_mut() {
             h.update(&chunk);
         }
-        for (i, tx) in senders.iter().enumerate() {
-            match tokio::time::timeout(stall, tx.send(Msg::Data(chunk.clone()))).await {
-                Ok(Ok(())) => {}
+        for i in 0..n {
+            let Some(tx) = &senders[i] else { continue };
+            let err = match send_watched(tx, Msg::Data(chunk.clone()), stall, || down(i)).await {
+                Ok(()) => continue,
                 // The replica request ended early: report its own error.
-                Ok(Err(_)) => return Err(guard.first_error(i, &urls[i]).await),
-                Err(_) => {
-                    return Err(FanoutError::Stalled {
-                        url: urls[i].clone(),
-                        limit: stall,
-                    })
-                }
-            }
+                Err(Stop::Closed) => guard.error_of(i, &urls[i]).await,
+                Err(stop) => stop.error(&urls[i], stall),
+            };
+            drop_replica(&mut guard, &mut senders, &mut missing, i, err, n, quorum)?;
         }
     }
     if let Some(want) = len.filter(|&want| want != size) {
         return Err(FanoutError::Length { got: size, want });
     }
-    for tx in &senders {
+    for i in 0..n {
+        let Some(tx) = &senders[i] else { continue };
         // A closed channel means the request already failed; its result says why.
-        let _ = tx.send(Msg::End).await;
-    }
-    let mut tasks = guard.disarm();
-    for (i, task) in tasks.iter_mut().enumerate() {
-        match tokio::time::timeout(PUT_ACK_TIMEOUT, task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(abort_rest(tasks, e.into())),
-            Ok(Err(join)) => {
-                return Err(abort_rest(
-                    tasks,
-                    FanoutError::Client(format!("replica task failed: {join}")),
-                ))
-            }
-            Err(_) => {
-                return Err(abort_rest(
-                    tasks,
-                    FanoutError::Stalled {
-                        url: urls[i].clone(),
-                        limit: PUT_ACK_TIMEOUT,
-                    },
-                ))
+        match send_watched(tx, Msg::End, stall, || down(i)).await {
+            Ok(()) | Err(Stop::Closed) => {}
+            Err(stop) => {
+                let err = stop.error(&urls[i], stall);
+                drop_replica(&mut guard, &mut senders, &mut missing, i, err, n, quorum)?;
             }
         }
     }
-    Ok(Uploaded {
-        size,
-        md5: md5.map(|h| h.finalize().into()),
+    let tasks = guard.disarm();
+    let failed = collect_acks(tasks, urls, &missing, quorum, down).await?;
+    missing.extend(failed);
+    missing.sort_unstable();
+    Ok(QuorumUpload {
+        uploaded: Uploaded {
+            size,
+            md5: md5.map(|h| h.finalize().into()),
+        },
+        missing,
     })
 }
 
-fn abort_rest(
+/// How often a blocked send or a pending acknowledgement checks the replica's health.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why [`send_watched`] gave up.
+enum Stop {
+    /// The replica's request ended (its body channel closed).
+    Closed,
+    /// No room in the channel for the stall limit.
+    Stalled,
+    /// The prober sees the replica's volume down.
+    Down,
+}
+
+impl Stop {
+    fn error(self, url: &str, stall: Duration) -> FanoutError {
+        match self {
+            Stop::Down => FanoutError::Down {
+                url: url.to_string(),
+            },
+            Stop::Stalled | Stop::Closed => FanoutError::Stalled {
+                url: url.to_string(),
+                limit: stall,
+            },
+        }
+    }
+}
+
+/// Sends `msg` to a replica, giving up after `stall` or as soon as `down()` says its
+/// volume is down.
+async fn send_watched(
+    tx: &mpsc::Sender<Msg>,
+    msg: Msg,
+    stall: Duration,
+    down: impl Fn() -> bool,
+) -> Result<(), Stop> {
+    let send = tx.send(msg);
+    tokio::pin!(send);
+    let deadline = tokio::time::Instant::now() + stall;
+    loop {
+        tokio::select! {
+            r = &mut send => return r.map_err(|_| Stop::Closed),
+            () = tokio::time::sleep(WATCH_INTERVAL) => {
+                if down() {
+                    return Err(Stop::Down);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Stop::Stalled);
+                }
+            }
+        }
+    }
+}
+
+/// Takes replica `i` out of a write after `err`; the error itself when the quorum can
+/// no longer be reached.
+fn drop_replica(
+    guard: &mut AbortOnDrop,
+    senders: &mut [Option<mpsc::Sender<Msg>>],
+    missing: &mut Vec<usize>,
+    i: usize,
+    err: FanoutError,
+    n: usize,
+    quorum: usize,
+) -> Result<(), FanoutError> {
+    if n - missing.len() - 1 < quorum {
+        return Err(err);
+    }
+    tracing::warn!("replica dropped from a write, recorded as missing: {err}");
+    senders[i] = None;
+    guard.0[i].abort();
+    missing.push(i);
+    Ok(())
+}
+
+/// Waits for the replicas not in `skip` to acknowledge. With a full quorum, the first
+/// failure fails the write; otherwise once `quorum` acknowledged the rest get
+/// [`QUORUM_GRACE`]. A replica whose volume the prober sees down counts as failed at
+/// once. Returns the replicas that failed.
+async fn collect_acks(
     tasks: Vec<tokio::task::JoinHandle<Result<(), VolumeError>>>,
-    e: FanoutError,
-) -> FanoutError {
-    drop(AbortOnDrop(tasks));
-    e
+    urls: &[String],
+    skip: &[usize],
+    quorum: usize,
+    down: &(dyn Fn(usize) -> bool + Sync),
+) -> Result<Vec<usize>, FanoutError> {
+    use futures_util::stream::FuturesUnordered;
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let abort_all = || aborts.iter().for_each(|a| a.abort());
+    let mut pending: FuturesUnordered<_> = tasks
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !skip.contains(i))
+        .map(|(i, t)| async move { (i, t.await) })
+        .collect();
+    let mut alive = pending.len();
+    let mut acked = Vec::new();
+    let mut failed = Vec::new();
+    let mut deadline = tokio::time::Instant::now() + PUT_ACK_TIMEOUT;
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, pending.next()) => next,
+            () = tokio::time::sleep(WATCH_INTERVAL) => {
+                let gone = (0..urls.len()).find(|&i| {
+                    !skip.contains(&i) && !acked.contains(&i) && !failed.contains(&i) && down(i)
+                });
+                match gone {
+                    // Its task result will never count: abort it and treat it as failed.
+                    Some(i) => {
+                        aborts[i].abort();
+                        Ok(Some((i, Ok(Err(VolumeError::Timeout {
+                            url: urls[i].clone(),
+                            timeout: WATCH_INTERVAL,
+                        })))))
+                    }
+                    None => continue,
+                }
+            }
+        };
+        let (i, result) = match next {
+            Ok(Some(done)) if failed.contains(&done.0) => continue,
+            Ok(Some(done)) => done,
+            Ok(None) => break,
+            Err(_) if acked.len() >= quorum => {
+                let late: Vec<usize> = (0..urls.len())
+                    .filter(|i| !skip.contains(i) && !acked.contains(i) && !failed.contains(i))
+                    .collect();
+                for &i in &late {
+                    aborts[i].abort();
+                }
+                failed.extend(late);
+                break;
+            }
+            Err(_) => {
+                abort_all();
+                let url = (0..urls.len())
+                    .find(|i| !skip.contains(i) && !acked.contains(i) && !failed.contains(i))
+                    .map_or_else(String::new, |i| urls[i].clone());
+                return Err(FanoutError::Stalled {
+                    url,
+                    limit: PUT_ACK_TIMEOUT,
+                });
+            }
+        };
+        let err = match result {
+            Ok(Ok(())) => {
+                acked.push(i);
+                if acked.len() == quorum {
+                    deadline = deadline.min(tokio::time::Instant::now() + QUORUM_GRACE);
+                }
+                continue;
+            }
+            Ok(Err(e)) => FanoutError::from(e),
+            Err(join) => FanoutError::Client(format!("replica task failed: {join}")),
+        };
+        alive -= 1;
+        if alive < quorum {
+            abort_all();
+            return Err(err);
+        }
+        tracing::warn!("replica did not acknowledge a write, recorded as missing: {err}");
+        failed.push(i);
+    }
+    Ok(failed)
 }
 
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<Result<(), VolumeError>>>);
@@ -217,7 +411,7 @@ impl AbortOnDrop {
     }
 
     /// The error of replica `i`, whose request ended before its body was complete.
-    async fn first_error(mut self, i: usize, url: &str) -> FanoutError {
+    async fn error_of(&mut self, i: usize, url: &str) -> FanoutError {
         let task = &mut self.0[i];
         match tokio::time::timeout(Duration::from_secs(5), task).await {
             Ok(Ok(Err(e))) => e.into(),

@@ -6,6 +6,6 @@ pub mod client;
 pub mod fanout;
 pub mod health;
 
-pub use client::{VolumeClient, VolumeError};
-pub use fanout::{put_all, FanoutError, Uploaded};
+pub use client::{ClientOptions, VolumeClient, VolumeError};
+pub use fanout::{put_all, put_quorum, FanoutError, QuorumUpload, Uploaded};
 pub use health::Health;

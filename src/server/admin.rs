@@ -57,7 +57,7 @@ fn health(app: &App) -> Response {
         index_recovered: app.index.recovered(),
         keys: app.index.counts(),
         writes_in_flight: app.locks.len(),
-        replicas: app.cfg.placement.replicas(),
+        replicas: app.placement.current().replicas(),
         volumes: app.health.snapshot(),
     })
     .into_response()
@@ -65,7 +65,7 @@ fn health(app: &App) -> Response {
 
 /// Ready for traffic when at least `replicas` volume servers are up (so reads work and writes can succeed).
 fn ready(app: &App) -> Response {
-    let replicas = app.cfg.placement.replicas();
+    let replicas = app.placement.current().replicas();
     let volumes_up = app.health.up_count();
     let ready = volumes_up >= replicas;
     let status = if ready {

@@ -77,6 +77,7 @@ impl From<FanoutError> for ApiError {
             FanoutError::Replica(_) | FanoutError::Stalled { .. } => {
                 ApiError::Volume(e.to_string())
             }
+            FanoutError::Down { .. } => ApiError::Unavailable(e.to_string()),
         }
     }
 }

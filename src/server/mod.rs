@@ -6,13 +6,16 @@
 
 mod admin;
 mod admin_ops;
+mod complete;
 mod error;
 mod locks;
 mod read;
+mod safety;
 mod write;
 
 pub use error::ApiError;
 pub use locks::{KeyGuard, KeyLocks};
+pub use safety::{SafetyArgs, SafetyConfig, Scheme};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +48,8 @@ pub struct ServerConfig {
     pub voltimeout: Duration,
     /// One log line per request.
     pub verbose: bool,
+    /// Authentication, rate limit, timeouts, TLS towards volumes, write quorum.
+    pub safety: SafetyConfig,
 }
 
 impl ServerConfig {
@@ -59,6 +64,7 @@ impl ServerConfig {
             md5sum: args.md5sum,
             voltimeout: args.voltimeout,
             verbose,
+            safety: SafetyConfig::from_args(&args.safety, args.replicas)?,
         })
     }
 
@@ -88,6 +94,8 @@ pub struct App {
     pub jobs: Worker,
     /// Records volume registrations.
     pub membership: Membership,
+    /// Keys written with missing replicas, for the completer (degraded writes).
+    pub incomplete: complete::Queue,
 }
 
 impl App {
@@ -110,6 +118,7 @@ pub struct Started {
     /// The router to serve.
     pub router: axum::Router,
     prober: tokio::task::JoinHandle<()>,
+    completer: tokio::task::JoinHandle<()>,
 }
 
 impl Started {
@@ -118,6 +127,7 @@ impl Started {
     pub async fn shutdown(self, grace: Duration) {
         self.prober.abort();
         self.app.jobs.abort();
+        self.completer.abort();
         let Started { app, router, .. } = self;
         drop(router);
         let deadline = Instant::now() + grace;
@@ -136,7 +146,7 @@ impl Started {
 /// Opens the index in `db` and builds the server.
 pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started> {
     let index = Index::open(db)?;
-    let client = VolumeClient::new(cfg.voltimeout)?;
+    let client = VolumeClient::with_options(cfg.voltimeout, cfg.safety.client_options()?)?;
     let configured = cfg.placement.volumes();
     let placement = cfg
         .placement
@@ -145,6 +155,8 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
     let health = Arc::new(Health::new(placement.volumes()));
     let prober = health.spawn_prober(client.clone());
     let verbose = cfg.verbose;
+    let safety = cfg.safety.clone();
+    let (incomplete, incomplete_rx) = complete::queue();
     let app = Arc::new(App {
         cfg,
         index,
@@ -155,11 +167,15 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         placement: Arc::new(SharedPlacement::new(placement)),
         jobs: Worker::default(),
         membership,
+        incomplete,
     });
+    let completer = complete::spawn(Arc::clone(&app), incomplete_rx);
     let router = crate::http::observe(
-        axum::Router::new()
-            .fallback(dispatch)
-            .with_state(Arc::clone(&app)),
+        safety.layers(
+            axum::Router::new()
+                .fallback(dispatch)
+                .with_state(Arc::clone(&app)),
+        ),
         "index",
         verbose,
     );
@@ -167,6 +183,7 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         app,
         router,
         prober,
+        completer,
     })
 }
 
@@ -174,18 +191,19 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
 pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
     let cfg = ServerConfig::from_args(&args, verbose)?;
     let listener = crate::http::bind(&args.bind, args.port).await?;
+    let serve_options = safety::serve_options(&args.safety)?;
     let started = start(cfg, &args.db)?;
     tracing::info!(
         "index server on {} with volumes {}",
         listener.local_addr()?,
         args.volumes.join(",")
     );
-    let grace = args.shutdown_grace;
-    let served = crate::http::serve(
+    let grace = serve_options.grace;
+    let served = crate::net::serve(
         listener,
         started.router.clone(),
         crate::http::shutdown_signal(),
-        grace,
+        serve_options,
     )
     .await;
     started.shutdown(grace).await;

@@ -29,7 +29,7 @@ pub fn redirect(app: &App, key: &[u8], raw_path: &str) -> Result<Response, ApiEr
             record.volumes.join(",")
         ))
     })?;
-    let mut resp = found(&VolumeClient::url(location, key));
+    let mut resp = found(&public_url(app, location, key));
     let headers = resp.headers_mut();
     if let Some(md5) = record.md5_hex() {
         headers.insert("content-md5", header_value(&md5));
@@ -43,12 +43,27 @@ pub fn redirect(app: &App, key: &[u8], raw_path: &str) -> Result<Response, ApiEr
     Ok(resp)
 }
 
-/// A random replica whose volume server is up, spreading reads over the copies.
+/// The URL a client is sent to: the volume's scheme, and a signed query when reads need
+/// authentication (`--auth-mode all`).
+fn public_url(app: &App, location: &str, key: &[u8]) -> String {
+    let url = app.client.scheme_url(&VolumeClient::url(location, key));
+    let auth = &app.cfg.safety.auth;
+    if !auth.signs_urls() {
+        return url;
+    }
+    let path_at = url
+        .find("://")
+        .and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j))
+        .unwrap_or(url.len());
+    let query = auth.signed_query(&url[path_at..], app.cfg.safety.signed_url_ttl);
+    format!("{url}?{query}")
+}
+
+/// A random replica that holds the value (not missing after a degraded write) and whose
+/// volume server is up, spreading reads over the copies.
 fn pick_replica<'a>(app: &App, record: &'a Record) -> Option<&'a str> {
     let up: Vec<&str> = record
-        .volumes
-        .iter()
-        .map(String::as_str)
+        .holders()
         .filter(|v| app.health.is_up(server_of(v)))
         .collect();
     (!up.is_empty()).then(|| up[fastrand::usize(..up.len())])

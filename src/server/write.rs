@@ -14,6 +14,13 @@
 //! On a failed write the server deletes whatever replicas were written and drops the
 //! intent; if that cleanup itself fails, the intent stays for repair.
 //!
+//! While streaming, a health watch fails the write as soon as the prober sees fewer
+//! than the write quorum of its volumes up, so a hung volume costs a PUT at most
+//! `--voltimeout` + the probe interval. With `--write-quorum` below the replica count,
+//! volumes already down are skipped and replicas failing mid-way are dropped; the key
+//! is committed with them recorded as missing (`CommitDegraded`) and queued for the
+//! completer.
+//!
 //! DELETE marks the record `deleting` (invisible) before removing files, then drops the
 //! record; an interrupted delete is finished by a retry or by repair. UNLINK is one
 //! index command.
@@ -31,7 +38,7 @@ use super::{ApiError, App};
 use crate::index::{now_ms, Command, Rejection, State};
 use crate::key::check_writable;
 use crate::placement::server_of;
-use crate::replica::{put_all, VolumeClient};
+use crate::replica::{put_quorum, VolumeClient};
 
 /// PUT /key: stream the body to every replica; 201 once all hold it.
 pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, ApiError> {
@@ -58,11 +65,17 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
     };
 
     let volumes = app.placement.current().locate(&key);
-    if let Some(down) = volumes.iter().find(|v| !app.health.is_up(server_of(v))) {
+    let quorum = app.cfg.safety.write_quorum.unwrap_or(volumes.len());
+    let down: Vec<&String> = volumes
+        .iter()
+        .filter(|v| !app.health.is_up(server_of(v)))
+        .collect();
+    if volumes.len() - down.len() < quorum {
         drain_rejected(&parts.headers, body).await;
+        let names: Vec<&str> = down.iter().map(|v| server_of(v)).collect();
         return Err(ApiError::Unavailable(format!(
             "replica volume {} is down",
-            server_of(down)
+            names.join(",")
         )));
     }
     let begin = Command::Begin {
@@ -80,16 +93,72 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
     detached(async move {
         let _guard = guard;
         let hash = app.cfg.md5sum;
-        match put_all(&app.client, &urls, stream, len, hash, app.cfg.stall_limit()).await {
-            Ok(uploaded) => {
-                let commit = Command::Commit {
-                    key: key.clone(),
-                    size: uploaded.size,
-                    md5: uploaded.md5,
-                    now_ms: now_ms(),
+        // Volumes already down are not tried: they are missing from the start.
+        let (live, skipped): (Vec<usize>, Vec<usize>) =
+            (0..urls.len()).partition(|&i| app.health.is_up(server_of(&volumes[i])));
+        if live.len() < quorum {
+            roll_back(&app, &key, &urls).await;
+            return Err(ApiError::Unavailable(
+                "too few replica volumes are up for the write quorum".into(),
+            ));
+        }
+        let targets: Vec<String> = live.iter().map(|&i| urls[i].clone()).collect();
+        let stall = app.cfg.stall_limit();
+        let health = &app.health;
+        let down = |j: usize| !health.is_up(server_of(&volumes[live[j]]));
+        let write = put_quorum(
+            &app.client,
+            &targets,
+            stream,
+            len,
+            hash,
+            stall,
+            quorum,
+            &down,
+        );
+        let lost = super::safety::quorum_lost(&app.health, &volumes, quorum);
+        let result = tokio::select! {
+            r = write => r.map_err(ApiError::from),
+            () = lost => Err(ApiError::Unavailable(
+                "a replica volume stopped answering during the write".into(),
+            )),
+        };
+        match result {
+            Ok(written) => {
+                let uploaded = written.uploaded;
+                let missing: Vec<String> = skipped
+                    .iter()
+                    .copied()
+                    .chain(written.missing.iter().map(|&j| live[j]))
+                    .map(|i| volumes[i].clone())
+                    .collect();
+                let commit = if missing.is_empty() {
+                    Command::Commit {
+                        key: key.clone(),
+                        size: uploaded.size,
+                        md5: uploaded.md5,
+                        now_ms: now_ms(),
+                    }
+                } else {
+                    tracing::warn!(
+                        "degraded write of {}: missing on {}",
+                        String::from_utf8_lossy(&key),
+                        missing.join(",")
+                    );
+                    Command::CommitDegraded {
+                        key: key.clone(),
+                        size: uploaded.size,
+                        md5: uploaded.md5,
+                        missing,
+                        now_ms: now_ms(),
+                    }
                 };
+                let degraded = matches!(commit, Command::CommitDegraded { .. });
                 match app.index.apply(commit).await? {
                     Ok(_) => {
+                        if degraded {
+                            let _ = app.incomplete.send(key.clone());
+                        }
                         let mut resp = StatusCode::CREATED.into_response();
                         resp.extensions_mut()
                             .insert(crate::http::BytesReceived(uploaded.size));
@@ -100,7 +169,7 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
             }
             Err(e) => {
                 roll_back(&app, &key, &urls).await;
-                Err(e.into())
+                Err(e)
             }
         }
     })

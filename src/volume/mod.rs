@@ -40,6 +40,8 @@ pub struct VolumeConfig {
     pub dir: PathBuf,
     /// fsync files and directories before acknowledging writes.
     pub fsync: bool,
+    /// Who may write (and, in mode `all`, read).
+    pub auth: crate::auth::Auth,
 }
 
 /// What every request handler shares.
@@ -60,18 +62,21 @@ pub fn router(cfg: VolumeConfig) -> anyhow::Result<axum::Router> {
     };
     Ok(axum::Router::new()
         .fallback(handle)
-        .with_state(Arc::new(volume)))
+        .with_state(Arc::new(volume))
+        .layer(axum::middleware::from_fn_with_state(
+            cfg.auth,
+            crate::auth::volume_guard,
+        )))
 }
-
-/// How long in-flight uploads may take to finish after SIGTERM/SIGINT.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `hoard volume`: serve `args.dir` until SIGINT/SIGTERM.
 pub async fn run(args: VolumeArgs, verbose: bool) -> anyhow::Result<()> {
     let app = router(VolumeConfig {
         dir: args.dir.clone(),
         fsync: args.fsync,
+        auth: crate::auth::Auth::from_args(&args.auth)?,
     })?;
+    let serve_options = crate::net::ServeOptions::from_args(&args.listen)?;
     let app = crate::http::observe(app, "volume", verbose);
     let listener = crate::http::bind(&args.bind, args.port).await?;
     tracing::info!(
@@ -79,13 +84,7 @@ pub async fn run(args: VolumeArgs, verbose: bool) -> anyhow::Result<()> {
         args.dir.display(),
         listener.local_addr()?
     );
-    crate::http::serve(
-        listener,
-        app,
-        crate::http::shutdown_signal(),
-        SHUTDOWN_GRACE,
-    )
-    .await
+    crate::net::serve(listener, app, crate::http::shutdown_signal(), serve_options).await
 }
 
 /// Dispatches on the method; every failure becomes its status via [`VolumeError`].

@@ -35,6 +35,19 @@ pub fn free_port_run(n: u16) -> u16 {
     panic!("no run of {n} free ports");
 }
 
+/// Blocks until `addr` accepts TCP connections (works for HTTP and HTTPS), or panics
+/// after the start timeout.
+pub fn wait_listening(addr: &str) {
+    let deadline = Instant::now() + super::START_TIMEOUT;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{addr} did not come up");
+}
+
 /// Blocks until `url` answers any HTTP status, or panics after the start timeout.
 pub fn wait_http(url: &str) {
     if super::wait_for_url(url, super::START_TIMEOUT).is_none() {
@@ -144,6 +157,12 @@ pub struct Volume {
 impl Volume {
     /// Starts a volume server of `kind` storing under `root/name`.
     pub fn start(kind: Kind, root: &Path, name: &str) -> Volume {
+        Self::start_with(kind, root, name, &[])
+    }
+
+    /// Like [`Volume::start`], with extra `hoard volume` flags (native only; ignored for
+    /// nginx).
+    pub fn start_with(kind: Kind, root: &Path, name: &str, extra: &[&str]) -> Volume {
         let port = free_port();
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -160,11 +179,14 @@ impl Volume {
                 "--bind".into(),
                 "127.0.0.1".into(),
                 "--fsync=false".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect(),
             Kind::Nginx => nginx_command(root, name, &dir, port),
         };
         let proc = Proc::spawn(cmd, log);
-        wait_http(&format!("http://{addr}/"));
+        wait_listening(&addr);
         Volume { addr, dir, proc }
     }
 
@@ -176,7 +198,7 @@ impl Volume {
     /// Starts it again on the same port and directory.
     pub fn restart(&mut self) {
         self.proc.restart();
-        wait_http(&format!("http://{}/", self.addr));
+        wait_listening(&self.addr);
     }
 
     /// Every regular file under the volume, relative paths, hidden entries and
@@ -284,9 +306,14 @@ pub struct Cluster {
 impl Cluster {
     /// `n` volumes of `kind`, replicas 3, subvolumes 10, plus `extra` server flags.
     pub fn start(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
+        Self::start_with(kind, n, &[], extra)
+    }
+
+    /// Like [`Cluster::start`], with extra `hoard volume` flags for native volumes.
+    pub fn start_with(kind: Kind, n: usize, volume_extra: &[&str], extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let volumes: Vec<Volume> = (0..n)
-            .map(|i| Volume::start(kind, tmp.path(), &format!("vol{i}")))
+            .map(|i| Volume::start_with(kind, tmp.path(), &format!("vol{i}"), volume_extra))
             .collect();
         let names: Vec<String> = volumes.iter().map(|v| v.addr.clone()).collect();
         Self::with_volumes(tmp, volumes, &names.join(","), extra)
@@ -326,9 +353,13 @@ impl Cluster {
             volume_list.into(),
         ];
         cmd.extend(extra.iter().map(|s| s.to_string()));
+        let https = extra.contains(&"--tls-cert");
         let index = Proc::spawn(cmd, tmp.path().join("index.log"));
-        let url = format!("http://127.0.0.1:{port}");
-        wait_http(&format!("{url}/-/health"));
+        let url = format!(
+            "{}://127.0.0.1:{port}",
+            if https { "https" } else { "http" }
+        );
+        wait_listening(&format!("127.0.0.1:{port}"));
         Cluster {
             url,
             index,
@@ -341,7 +372,12 @@ impl Cluster {
     /// kill -9 the index server and start it again on the same database.
     pub fn restart_index(&mut self) {
         self.index.restart();
-        wait_http(&format!("{}/-/health", self.url));
+        wait_listening(self.addr());
+    }
+
+    /// `127.0.0.1:<port>` of the index server.
+    pub fn addr(&self) -> &str {
+        self.url.split("://").nth(1).unwrap_or(&self.url)
     }
 
     /// Every file on every volume, as `volume-index:path`.
@@ -356,6 +392,8 @@ impl Cluster {
 
 /// A client that does not follow redirects.
 pub fn client() -> reqwest::Client {
+    // reqwest is built with rustls but no default crypto provider: install ring first.
+    hoard::tls::install_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()

@@ -1,0 +1,531 @@
+//! Authentication (bearer tokens, signed URLs), TLS, degraded writes
+//! (`--write-quorum`) and the rate limit, on the real binaries.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::cluster::{client, Cluster, Kind};
+use reqwest::StatusCode;
+
+const TOKEN: &str = "correct horse battery staple";
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+async fn status(req: reqwest::RequestBuilder) -> StatusCode {
+    req.send().await.unwrap().status()
+}
+
+/// `--auth-mode writes`: writes need the token (index and volumes), reads do not,
+/// `/-/health` is open; refusals are 401 with `WWW-Authenticate: Bearer`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_protects_writes() {
+    let auth = ["--auth-token", TOKEN];
+    let c = Cluster::start_with(Kind::Native, 3, &auth, &auth);
+    let http = client();
+    let url = format!("{}/secret", c.url);
+
+    let r = http.put(&url).body("v").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let wrong = http
+        .put(&url)
+        .header("authorization", bearer("nope"))
+        .body("v");
+    assert_eq!(status(wrong).await, StatusCode::UNAUTHORIZED);
+    let basic = http
+        .put(&url)
+        .header("authorization", format!("Basic {TOKEN}"))
+        .body("v");
+    assert_eq!(status(basic).await, StatusCode::UNAUTHORIZED);
+    let ok = http
+        .put(&url)
+        .header("authorization", bearer(TOKEN))
+        .body("v");
+    assert_eq!(status(ok).await, StatusCode::CREATED);
+
+    // Reads are open: the redirect and the volume both answer without a token.
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(!location.contains("sig="), "{location}");
+    let r = http.get(&location).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), "v");
+    assert_eq!(
+        status(http.get(format!("{}/?list", c.url))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(http.get(format!("{}/-/health", c.url))).await,
+        StatusCode::OK
+    );
+
+    // Volumes take writes only from holders of the secret (the index server).
+    assert_eq!(
+        status(http.put(&location).body("forged")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(http.delete(&location)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let vol = format!("http://{}/direct/x", c.volumes[0].addr);
+    let put = http
+        .put(&vol)
+        .header("authorization", bearer(TOKEN))
+        .body("d");
+    assert_eq!(status(put).await, StatusCode::CREATED);
+
+    for method in ["UNLINK", "DELETE"] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        assert_eq!(
+            status(http.request(m.clone(), &url)).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let ok = http.request(m, &url).header("authorization", bearer(TOKEN));
+        assert_eq!(status(ok).await, StatusCode::NO_CONTENT, "{method}");
+    }
+}
+
+/// `--auth-mode all` with the token in a file: reads need the token too, and the
+/// redirect carries a short-lived signed URL that only the native volume accepts
+/// unchanged and unexpired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_protects_reads_with_signed_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let file = file.display().to_string();
+    let vol_args = ["--auth-token-file", &file, "--auth-mode", "all"];
+    let srv_args = [
+        "--auth-token-file",
+        &file,
+        "--auth-mode",
+        "all",
+        "--signed-url-ttl",
+        "1s",
+    ];
+    let c = Cluster::start_with(Kind::Native, 3, &vol_args, &srv_args);
+    let http = client();
+    let url = format!("{}/private", c.url);
+    let value: Vec<u8> = (0..200u8).collect();
+    let put = http
+        .put(&url)
+        .header("authorization", bearer(TOKEN))
+        .body(value.clone());
+    assert_eq!(status(put).await, StatusCode::CREATED);
+
+    assert_eq!(status(http.get(&url)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(http.get(format!("{}/?list", c.url))).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(http.get(format!("{}/-/health", c.url))).await,
+        StatusCode::OK
+    );
+
+    let r = http
+        .get(&url)
+        .header("authorization", bearer(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.contains("exp=") && location.contains("&sig="),
+        "{location}"
+    );
+    // The signed URL works without a token, for GET, HEAD and ranges.
+    let r = http.get(&location).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), value);
+    assert_eq!(status(http.head(&location)).await, StatusCode::OK);
+    let range = http.get(&location).header("range", "bytes=10-19");
+    assert_eq!(status(range).await, StatusCode::PARTIAL_CONTENT);
+
+    // Unsigned, tampered, moved to another path, or expired: refused.
+    let (bare, query) = location.split_once('?').unwrap();
+    assert_eq!(status(http.get(bare)).await, StatusCode::UNAUTHORIZED);
+    let flipped = if location.ends_with('0') { "1" } else { "0" };
+    let tampered = format!("{}{flipped}", &location[..location.len() - 1]);
+    assert_eq!(status(http.get(&tampered)).await, StatusCode::UNAUTHORIZED);
+    let other = format!("http://{}/direct/x?{query}", c.volumes[0].addr);
+    assert_eq!(status(http.get(&other)).await, StatusCode::UNAUTHORIZED);
+    let listing = format!("http://{}/?{query}", c.volumes[0].addr);
+    assert_eq!(status(http.get(&listing)).await, StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(status(http.get(&location)).await, StatusCode::UNAUTHORIZED);
+    // The index server itself still reads volumes with the token.
+    let with_token = http.get(bare).header("authorization", bearer(TOKEN));
+    assert_eq!(status(with_token).await, StatusCode::OK);
+}
+
+/// A CA and a certificate for 127.0.0.1 / localhost signed by it, as PEM files in
+/// `dir`: `(ca.pem, cert.pem, key.pem)`.
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hoard test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// TLS on the index server and on volumes: the index talks HTTPS to volumes trusting
+/// `--tls-ca`, redirects point at `https://` volume URLs, plain HTTP and untrusting
+/// clients are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_everywhere() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path());
+    let (ca_s, cert_s, key_s) = (
+        ca.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let vol_args = ["--tls-cert", &cert_s, "--tls-key", &key_s];
+    let srv_args = [
+        "--tls-cert",
+        &cert_s,
+        "--tls-key",
+        &key_s,
+        "--volume-scheme",
+        "https",
+        "--tls-ca",
+        &ca_s,
+    ];
+    let c = Cluster::start_with(Kind::Native, 3, &vol_args, &srv_args);
+    assert!(c.url.starts_with("https://"));
+    hoard::tls::install_provider();
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let https = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()])
+        .build()
+        .unwrap();
+    // The index needs a moment to see the volumes up over TLS.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let value = b"over tls".to_vec();
+    loop {
+        let r = https
+            .put(format!("{}/tls-key", c.url))
+            .body(value.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::CREATED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "PUT over TLS: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = https
+        .get(format!("{}/tls-key", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("https://127.0.0.1:"), "{location}");
+    let r = https.get(&location).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), value);
+
+    // Plain HTTP to a TLS port, and a client that does not trust the CA: refused.
+    let plain = c.url.replace("https://", "http://");
+    assert!(client()
+        .get(format!("{plain}/tls-key"))
+        .send()
+        .await
+        .is_err());
+    let untrusting = reqwest::Client::builder()
+        .tls_certs_only(Vec::new())
+        .build()
+        .unwrap();
+    assert!(untrusting
+        .get(format!("{}/tls-key", c.url))
+        .send()
+        .await
+        .is_err());
+    assert!(untrusting.get(&location).send().await.is_err());
+}
+
+/// `--write-quorum 2` of 3 replicas: with one volume down a PUT still succeeds, GET
+/// only ever redirects to replicas holding the value (also once the volume is back
+/// without it), and the missing replica is completed in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_writes_are_completed() {
+    let mut c = Cluster::start(
+        Kind::Native,
+        3,
+        &["--write-quorum", "2", "--voltimeout", "300ms"],
+    );
+    let http = client();
+    let down = c.volumes[2].addr.clone();
+    c.volumes[2].stop();
+    wait_up(&c, &down, false).await;
+    let keys: Vec<String> = (0..10).map(|i| format!("/degraded/{i}")).collect();
+    for key in &keys {
+        let r = http
+            .put(format!("{}{key}", c.url))
+            .body(key.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{key}");
+    }
+    // The volume comes back without the values: GETs never point at it until the
+    // completer copied them.
+    c.volumes[2].restart();
+    for key in &keys {
+        for _ in 0..10 {
+            let r = http.get(format!("{}{key}", c.url)).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::FOUND);
+            let location = r.headers()["location"].to_str().unwrap().to_owned();
+            let holds = client().get(&location).send().await.unwrap();
+            assert_eq!(
+                holds.status(),
+                StatusCode::OK,
+                "{key} redirected to {location}"
+            );
+            assert_eq!(holds.bytes().await.unwrap(), key.as_bytes());
+        }
+    }
+    // The completer copies the values to the volume once it is up again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for key in &keys {
+        let url = format!("http://{down}/");
+        loop {
+            let r = http.get(format!("{}{key}", c.url)).send().await.unwrap();
+            let volumes = r.headers()["key-volumes"].to_str().unwrap().to_owned();
+            let on_down = volumes.split(',').find(|v| v.starts_with(&down)).unwrap();
+            let replica = format!(
+                "http://{on_down}{}",
+                hoard::placement::key_path(key.as_bytes())
+            );
+            let got = client().get(&replica).send().await.unwrap();
+            if got.status() == StatusCode::OK {
+                assert_eq!(got.bytes().await.unwrap(), key.as_bytes());
+                break;
+            }
+            assert!(Instant::now() < deadline, "{key} never completed on {url}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Every replica now serves: GETs may pick any of them.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let r = http
+            .get(format!("{}{}", c.url, keys[0]))
+            .send()
+            .await
+            .unwrap();
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        seen.insert(location.split('/').nth(2).unwrap().to_owned());
+    }
+    assert!(
+        seen.contains(&down),
+        "completed replica never chosen: {seen:?}"
+    );
+
+    // Below the quorum: refused before anything is recorded.
+    c.volumes[1].stop();
+    c.volumes[2].stop();
+    wait_up(&c, &c.volumes[1].addr.clone(), false).await;
+    wait_up(&c, &down, false).await;
+    let r = http
+        .put(format!("{}/degraded/too-few", c.url))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// Waits until the index reports `volume` as `up`.
+async fn wait_up(c: &Cluster, volume: &str, up: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health: serde_json::Value = client()
+            .get(format!("{}/-/health", c.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let state = health["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["server"] == volume)
+            .map(|v| v["up"] == up);
+        if state == Some(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{volume} never became up={up}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `--rate-limit 5`: bursts beyond 5 requests per second get 429 with Retry-After;
+/// `/-/health` is exempt; the budget refills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit() {
+    let c = Cluster::start(Kind::Native, 1, &["--replicas", "1", "--rate-limit", "5"]);
+    let http = client();
+    let mut ok = 0;
+    let mut limited = 0;
+    for _ in 0..20 {
+        let r = http.get(format!("{}/nothing", c.url)).send().await.unwrap();
+        match r.status() {
+            StatusCode::NOT_FOUND => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited += 1;
+                let after: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=2).contains(&after));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!((5..=8).contains(&ok), "{ok} passed the limit");
+    assert!(limited >= 12, "{limited} limited");
+    for _ in 0..20 {
+        assert_eq!(
+            status(http.get(format!("{}/-/health", c.url))).await,
+            StatusCode::OK
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        status(http.get(format!("{}/nothing", c.url))).await,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// `--request-timeout`: a request the server cannot finish in time (here a DELETE
+/// waiting on a frozen volume, whose own timeout is longer) answers 503 at the limit;
+/// the delete itself finishes in the background once the volume is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout() {
+    let args = [
+        "--replicas",
+        "1",
+        "--request-timeout",
+        "300ms",
+        "--voltimeout",
+        "3s",
+    ];
+    let c = Cluster::start(Kind::Native, 1, &args);
+    let http = client();
+    let url = format!("{}/slow-delete", c.url);
+    assert_eq!(status(http.put(&url).body("v")).await, StatusCode::CREATED);
+    let pid = c.volumes[0].proc.pid().unwrap() as libc::pid_t;
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let start = Instant::now();
+    let got = status(http.delete(&url)).await;
+    let took = start.elapsed();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(got, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(http.get(&url)).await != StatusCode::NOT_FOUND {
+        assert!(Instant::now() < deadline, "the delete never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `--write-quorum 2` of 3 with a replica volume frozen (SIGSTOP) while a value is
+/// streaming: the write does not wait for the stall limit — the frozen replica is
+/// dropped once the prober sees it down, the PUT succeeds on the other two, and the
+/// value is completed on the frozen volume after SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_write_survives_hung_volume() {
+    let c = Cluster::start(
+        Kind::Native,
+        3,
+        &["--write-quorum", "2", "--voltimeout", "500ms"],
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body =
+        reqwest::Body::wrap_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let url = format!("{}/hung-quorum", c.url);
+    let put = tokio::spawn(async move { client().put(url).body(body).send().await });
+    tx.send(Ok(vec![b'a'; 100_000])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let frozen = &c.volumes[1];
+    let pid = frozen.proc.pid().unwrap() as libc::pid_t;
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let start = Instant::now();
+    // 8 MB more: far beyond what the frozen volume's socket buffers absorb.
+    for _ in 0..80 {
+        tx.send(Ok(vec![b'b'; 100_000])).await.unwrap();
+    }
+    drop(tx);
+    let r = put.await.unwrap();
+    let took = start.elapsed();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let r = r.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    // Completed on the frozen volume once it answers again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let path = hoard::placement::key_path(b"/hung-quorum");
+    let http = client();
+    loop {
+        let r = http
+            .get(format!("{}/hung-quorum", c.url))
+            .send()
+            .await
+            .unwrap();
+        let volumes = r.headers()["key-volumes"].to_str().unwrap().to_owned();
+        let on_frozen = volumes
+            .split(',')
+            .find(|v| v.starts_with(&frozen.addr))
+            .unwrap()
+            .to_owned();
+        let got = http
+            .get(format!("http://{on_frozen}{path}"))
+            .send()
+            .await
+            .unwrap();
+        if got.status() == StatusCode::OK {
+            assert_eq!(got.bytes().await.unwrap().len(), 8_100_000);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never completed on the frozen volume"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
