@@ -232,12 +232,9 @@ fn assert_no_torn_files(c: &Cluster) {
     }
 }
 
-/// Repair of leftover intents.
-///
-/// TODO(merge with ops): call `hoard verify --repair` here and assert that no
-/// `writing` record is left. Until then this checks the weaker promise that holds
-/// without repair: every leftover `writing` record is invisible (404 to GET, absent
-/// from `?list`) and a PUT of its key succeeds.
+/// Repair of leftover intents: every leftover `writing` record is invisible (404 to
+/// GET, absent from `?list`); an online `verify --repair` (grace 0) rolls each one back,
+/// leaving no `writing` record, no missing replica, and the key writable again.
 async fn repair(c: &mut Cluster) {
     let leftovers = writing_records(c);
     let http = client();
@@ -250,6 +247,20 @@ async fn repair(c: &mut Cluster) {
             StatusCode::NOT_FOUND,
             "{key}: writing record visible"
         );
+    }
+    let r = http
+        .post(format!("{}/-/admin/verify?repair=1&grace=0s", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let last = c.wait_job().await;
+    assert_eq!(last["state"], "done", "{last}");
+    assert_eq!(last["counts"]["failed"], 0, "{last}");
+    let left = writing_records(c);
+    assert!(left.is_empty(), "intents left after repair: {left:?}");
+    assert_live_keys_complete(c).await;
+    for key in &leftovers {
         let r = http
             .put(format!("{}{key}", c.url))
             .body(value_for(key))

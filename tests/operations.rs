@@ -483,15 +483,7 @@ async fn status(c: &Cluster) -> serde_json::Value {
 
 /// Polls until no job runs; returns the last job's status.
 async fn wait_job(c: &Cluster) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = status(c).await;
-        if s["running"].is_null() && !s["last"].is_null() {
-            return s["last"].clone();
-        }
-        assert!(Instant::now() < deadline, "job did not finish: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.wait_job().await
 }
 
 async fn online_rebalance_under_load(kind: Kind) {

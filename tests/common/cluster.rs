@@ -380,6 +380,31 @@ impl Cluster {
         self.url.split("://").nth(1).unwrap_or(&self.url)
     }
 
+    /// `GET /-/admin/status`.
+    pub async fn admin_status(&self) -> serde_json::Value {
+        client()
+            .get(format!("{}/-/admin/status", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls until no background job runs; returns the last job's status.
+    pub async fn wait_job(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.admin_status().await;
+            if s["running"].is_null() && !s["last"].is_null() {
+                return s["last"].clone();
+            }
+            assert!(Instant::now() < deadline, "job did not finish: {s}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every file on every volume, as `volume-index:path`.
     pub fn all_files(&self) -> Vec<String> {
         self.volumes
