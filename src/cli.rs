@@ -44,6 +44,9 @@ pub enum Command {
     /// (atomic: temp file, fsync, rename), GET/HEAD with Range, DELETE, and JSON
     /// directory listings for paths ending in `/`.
     Volume(VolumeArgs),
+    /// Benchmark a running store (started separately) given by --url: thrasher,
+    /// get-redirect, large values, and the physical baseline.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Options of `hoard dev`.
@@ -153,6 +156,7 @@ pub fn main() -> ExitCode {
             Command::Dev(args) => crate::dev::run(args, verbose).await,
             Command::Server(args) => crate::server::run(args, verbose).await,
             Command::Volume(args) => crate::volume::run(args, verbose).await,
+            Command::Bench(args) => crate::bench::run(args).await,
         }
     });
     match result {

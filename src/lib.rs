@@ -9,8 +9,10 @@
 //! * [`replica`] — talking to volume servers: client, streaming fan-out, health.
 //! * [`server`] — the index server's HTTP API.
 //! * [`dev`] — `hoard dev`: index server and three volumes in one process.
+//! * [`bench`] — `hoard bench`: load generators that drive a running store.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
 
+pub mod bench;
 pub mod cli;
 pub mod dev;
 pub mod http;
