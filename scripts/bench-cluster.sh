@@ -2,8 +2,8 @@
 # Starts the store the benchmarks in docs/BENCHMARKS.md were measured on, in the
 # foreground: N nginx WebDAV volumes with minikeyvalue's volume configuration on ports
 # PORT+1..PORT+N, and `hoard server` on PORT over them. Data lives under DIR (wiped at
-# start). Ctrl-C stops everything. The index server's pid is written to DIR/index.pid
-# (for `hoard bench large --server-pid`).
+# start). Ctrl-C, or `kill $(cat DIR/cluster.pid)`, stops everything. The index
+# server's pid is written to DIR/index.pid (for `hoard bench large --server-pid`).
 #
 # usage: scripts/bench-cluster.sh [DIR] [N]
 #   env: HOARD=target/release/hoard  PORT=3000
@@ -16,6 +16,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 rm -rf "$DIR"
 mkdir -p "$DIR"
+echo $$ > "$DIR/cluster.pid"
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM

@@ -12,10 +12,19 @@ import sys
 
 
 def load(out, prefix):
+    """The runs of one workload; failed runs are listed and left out."""
     runs = []
     for path in sorted(glob.glob(os.path.join(out, prefix + "-*.json"))):
-        with open(path) as f:
-            runs.append(json.load(f))
+        try:
+            with open(path) as f:
+                run = json.load(f)
+        except (OSError, ValueError):
+            print(f"_{os.path.basename(path)}: no report (the run did not finish)_\n")
+            continue
+        if run.get("errors"):
+            print(f"_{os.path.basename(path)}: FAILED, left out: {run.get('first_error')}_\n")
+            continue
+        runs.append(run)
     return runs
 
 

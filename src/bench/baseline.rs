@@ -7,14 +7,14 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{ensure, Context as _};
+use anyhow::{bail, ensure, Context as _};
 use clap::Args;
 
 use super::data::{Prng, BLOCK};
-use super::large::transfer_cells;
+use super::large::{one_size, transfer_cells};
 use super::report::{emit, latency_cells, mb_per_s, rate, Table};
 use super::stats::{Histogram, Latency};
-use super::transfer::{self, Transfer, Value};
+use super::transfer::Transfer;
 use super::{http_client, parse_size, run_id, show_size, Output};
 
 /// Options of `hoard bench baseline`.
@@ -74,6 +74,7 @@ struct Report {
     disk: Option<DiskWrite>,
     fsync: Option<FsyncRate>,
     errors: u64,
+    first_error: Option<String>,
 }
 
 /// `hoard bench baseline`.
@@ -83,35 +84,35 @@ pub async fn run(args: BaselineArgs) -> anyhow::Result<()> {
         "give --volume host:port, --dir DIR, or both"
     );
     let mut transfers = Vec::new();
+    let mut first_error = None;
     if let Some(volume) = &args.volume {
         let client = http_client(1)?;
         let prefix = args.prefix.trim_end_matches('/');
         let run = run_id();
         for &size in &args.sizes {
             let url = format!("http://{volume}{prefix}/baseline-{run}-{}", show_size(size));
-            let value = Value::generate(size).await?;
-            let result = async {
-                transfers.push(transfer::put(&client, &url, &value, "volume", None).await?);
-                transfers.push(transfer::get(&client, &url, &value, "volume", None).await?);
-                anyhow::Ok(())
+            let done = one_size(&client, &url, size, "volume", None, &mut transfers).await;
+            if let Err(e) = done {
+                first_error = Some(format!("{} value on {volume}: {e:#}", show_size(size)));
+                break;
             }
-            .await;
-            let cleanup = transfer::delete(&client, &url).await;
-            result.with_context(|| format!("{} value on {volume}", show_size(size)))?;
-            cleanup?;
         }
     }
     let (mut disk, mut fsync) = (None, None);
-    if let Some(dir) = args.dir.clone() {
+    if let (Some(dir), None) = (args.dir.clone(), &first_error) {
         let (size, count, small) = (args.disk_size, args.fsync_count, args.fsync_size);
-        let (d, f) = tokio::task::spawn_blocking(move || {
+        let measured = tokio::task::spawn_blocking(move || {
             let d = disk_write(&dir, size)?;
             let f = fsync_rate(&dir, count, small)?;
             anyhow::Ok((d, f))
         })
         .await
-        .context("the disk measurement panicked")??;
-        (disk, fsync) = (Some(d), Some(f));
+        .context("the disk measurement panicked")
+        .and_then(|r| r);
+        match measured {
+            Ok((d, f)) => (disk, fsync) = (Some(d), Some(f)),
+            Err(e) => first_error = Some(format!("{e:#}")),
+        }
     }
     let report = Report {
         workload: "baseline",
@@ -119,9 +120,14 @@ pub async fn run(args: BaselineArgs) -> anyhow::Result<()> {
         transfers,
         disk,
         fsync,
-        errors: 0,
+        errors: u64::from(first_error.is_some()),
+        first_error,
     };
-    emit(&report, &table(&report), args.output.json)
+    emit(&report, &table(&report), args.output.json)?;
+    match report.first_error {
+        Some(e) => bail!("baseline failed: {e}"),
+        None => Ok(()),
+    }
 }
 
 /// A scratch file under `dir`, removed when dropped.
@@ -237,5 +243,8 @@ fn table(r: &Report) -> Table {
         t.note(format!("disk: {}", d.dir.display()));
     }
     t.note("MB = 10^6 bytes; sizes are binary (1GB = 2^30 bytes)");
+    if let Some(e) = &r.first_error {
+        t.note(format!("FAILED: {e}"));
+    }
     t
 }

@@ -3,7 +3,7 @@
 //! from one volume. Values are generated on the fly and checked byte for byte; with
 //! `--server-pid`, the index server's VmRSS is sampled every 20 ms during each transfer.
 
-use anyhow::Context as _;
+use anyhow::bail;
 use clap::Args;
 
 use super::report::{emit, mib, rate, Table};
@@ -35,6 +35,7 @@ struct Report {
     server_pid: Option<u32>,
     transfers: Vec<Transfer>,
     errors: u64,
+    first_error: Option<String>,
 }
 
 /// `hoard bench large`.
@@ -43,27 +44,59 @@ pub async fn run(args: LargeArgs) -> anyhow::Result<()> {
     let client = http_client(1)?;
     let run = run_id();
     let mut transfers = Vec::new();
+    let mut first_error = None;
     for &size in &args.sizes {
         let url = format!("{base}/bench-large-{run}-{}", show_size(size));
-        let value = Value::generate(size).await?;
-        let result = async {
-            transfers.push(transfer::put(&client, &url, &value, "index", args.server_pid).await?);
-            transfers.push(transfer::get(&client, &url, &value, "index", args.server_pid).await?);
-            anyhow::Ok(())
+        if let Err(e) = one_size(
+            &client,
+            &url,
+            size,
+            "index",
+            args.server_pid,
+            &mut transfers,
+        )
+        .await
+        {
+            first_error = Some(format!("{} value: {e:#}", show_size(size)));
+            break;
         }
-        .await;
-        let cleanup = transfer::delete(&client, &url).await;
-        result.with_context(|| format!("{} value", show_size(size)))?;
-        cleanup?;
     }
     let report = Report {
         workload: "large",
         url: base,
         server_pid: args.server_pid,
         transfers,
-        errors: 0,
+        errors: u64::from(first_error.is_some()),
+        first_error,
     };
-    emit(&report, &table(&report), args.output.json)
+    emit(&report, &table(&report), args.output.json)?;
+    match report.first_error {
+        Some(e) => bail!("large failed: {e}"),
+        None => Ok(()),
+    }
+}
+
+/// PUT, GET and DELETE of one `size`-byte value at `url` (`via` the index or a volume),
+/// sampling the RSS of `pid`. The DELETE is tried even if the rest failed, and its
+/// failure is an error too.
+pub async fn one_size(
+    client: &reqwest::Client,
+    url: &str,
+    size: u64,
+    via: &'static str,
+    pid: Option<u32>,
+    transfers: &mut Vec<Transfer>,
+) -> anyhow::Result<()> {
+    let value = Value::generate(size).await?;
+    let result = async {
+        transfers.push(transfer::put(client, url, &value, via, pid).await?);
+        transfers.push(transfer::get(client, url, &value, via, pid).await?);
+        anyhow::Ok(())
+    }
+    .await;
+    let cleanup = transfer::delete(client, url).await;
+    result?;
+    cleanup
 }
 
 fn table(r: &Report) -> Table {
@@ -87,6 +120,9 @@ fn table(r: &Report) -> Table {
         None => t.note("no --server-pid: RSS not sampled"),
     }
     t.note("MB = 10^6 bytes; sizes are binary (1GB = 2^30 bytes)");
+    if let Some(e) = &r.first_error {
+        t.note(format!("FAILED: {e}"));
+    }
     t
 }
 
