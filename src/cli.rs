@@ -79,6 +79,9 @@ pub enum Command {
     /// `POST /-/admin/verify?repair=1&deep=1`. Exits with status 1 when problems are
     /// left. Safe to interrupt and run again.
     Verify(VerifyArgs),
+    /// Benchmark a running store (started separately) given by --url: thrasher,
+    /// get-redirect, large values, and the physical baseline.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// The cluster an offline operation works on.
@@ -290,6 +293,7 @@ pub fn main() -> ExitCode {
             Command::Rebuild(args) => crate::ops::offline::rebuild(args).await,
             Command::Rebalance(args) => crate::ops::offline::rebalance(args).await,
             Command::Verify(args) => crate::ops::offline::verify(args).await,
+            Command::Bench(args) => crate::bench::run(args).await,
         }
     });
     match result {

@@ -12,11 +12,13 @@
 //! * [`dev`] — `hoard dev`: index server and three volumes in one process.
 //! * [`telemetry`] — metrics and logging set-up.
 //! * [`config`] — the optional TOML file behind `--config`.
+//! * [`bench`] — `hoard bench`: load generators that drive a running store.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
 //! * [`net`], [`tls`], [`auth`], [`ratelimit`] — serving connections safely: timeouts,
 //!   limits, TLS, shared-secret authentication and signed URLs, rate limiting.
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev;
