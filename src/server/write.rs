@@ -97,7 +97,7 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
         let (live, skipped): (Vec<usize>, Vec<usize>) =
             (0..urls.len()).partition(|&i| app.health.is_up(server_of(&volumes[i])));
         if live.len() < quorum {
-            roll_back(&app, &key, &urls).await;
+            roll_back(&app, &key, &volumes).await;
             return Err(ApiError::Unavailable(
                 "too few replica volumes are up for the write quorum".into(),
             ));
@@ -168,7 +168,7 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
                 }
             }
             Err(e) => {
-                roll_back(&app, &key, &urls).await;
+                roll_back(&app, &key, &volumes).await;
                 Err(e)
             }
         }
@@ -218,10 +218,10 @@ where
 
 /// Removes the replica files of a failed write and its intent record. If a volume
 /// cannot be cleaned now, the intent stays for repair to finish.
-async fn roll_back(app: &App, key: &[u8], urls: &[String]) {
-    if delete_all(&app.client, urls).await.is_err() {
+async fn roll_back(app: &App, key: &[u8], locations: &[String]) {
+    if let Err(e) = delete_replicas(app, key, locations).await {
         tracing::warn!(
-            "could not clean replicas of failed write of {}; left for repair",
+            "could not clean replicas of failed write of {} ({e}); left for repair",
             String::from_utf8_lossy(key)
         );
         return;
@@ -254,14 +254,7 @@ pub async fn delete(app: Arc<App>, key: Vec<u8>) -> Result<Response, ApiError> {
     };
     detached(async move {
         let _guard = guard;
-        let urls: Vec<String> = record
-            .volumes
-            .iter()
-            .map(|v| VolumeClient::url(v, &key))
-            .collect();
-        delete_all(&app.client, &urls)
-            .await
-            .map_err(|e| ApiError::Volume(format!("delete incomplete, retry: {e}")))?;
+        delete_replicas(&app, &key, &record.volumes).await?;
         let remove = Command::Remove {
             key,
             expect: State::Deleting,
@@ -289,13 +282,27 @@ pub async fn unlink(app: &App, key: Vec<u8>) -> Result<Response, ApiError> {
     }
 }
 
-/// Deletes every URL concurrently; the first failure, after all were tried.
-async fn delete_all(
-    client: &VolumeClient,
-    urls: &[String],
-) -> Result<(), crate::replica::VolumeError> {
-    let results = futures_util::future::join_all(urls.iter().map(|u| client.delete(u))).await;
-    results.into_iter().collect()
+/// Deletes `key`'s file on every location concurrently (a missing file counts as
+/// deleted). Gives up at once when the prober sees one of the volumes down — a hung
+/// volume must not hold the request for the whole delete timeout; the caller leaves
+/// its record for a retry or for repair.
+async fn delete_replicas(app: &App, key: &[u8], locations: &[String]) -> Result<(), ApiError> {
+    let deletes = locations.iter().map(|l| {
+        let url = VolumeClient::url(l, key);
+        async move { app.client.delete(&url).await }
+    });
+    tokio::select! {
+        results = futures_util::future::join_all(deletes) => results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
+            .map_err(|e| ApiError::Volume(format!("delete incomplete, retry: {e}"))),
+        () = super::safety::quorum_lost(&app.health, locations, locations.len()) => {
+            Err(ApiError::Unavailable(
+                "a replica volume is down; delete incomplete, retry".into(),
+            ))
+        }
+    }
 }
 
 /// Runs the rest of a write on its own task, so that a client disconnecting mid-request
