@@ -38,6 +38,7 @@ pub fn init() {
         match built {
             Ok(handle) => {
                 describe();
+                spawn_upkeep(handle.clone());
                 Some(handle)
             }
             Err(e) => {
@@ -46,6 +47,25 @@ pub fn init() {
             }
         }
     });
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The exporter buffers every histogram sample until an upkeep folds it into the
+/// buckets; `install_recorder` (unlike `install`) does not schedule one, so without a
+/// scrape the buffer grows with every request. Measured: ~40 bytes per request, 15 MB
+/// per 400k GETs, before this thread existed.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("metrics upkeep thread not started ({e}); memory grows until scraped");
+    }
 }
 
 /// HELP texts, so the exposition passes `promtool check metrics`.
