@@ -1,28 +1,12 @@
 //! The index server's HTTP contract (minikeyvalue's), run once against native volumes
 //! and once against stock nginx WebDAV volumes. Every test starts real processes.
 
+#[macro_use]
 mod common;
 
 use common::cluster::{client, raw_status, Cluster, Kind};
 use md5::{Digest, Md5};
 use reqwest::StatusCode;
-
-/// Runs an async test body against both volume kinds.
-macro_rules! both_kinds {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn native() {
-                super::$name(Kind::Native).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn nginx() {
-                super::$name(Kind::Nginx).await
-            }
-        }
-    )*};
-}
 
 both_kinds!(
     values_round_trip,

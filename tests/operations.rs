@@ -2,6 +2,7 @@
 //! during a rebalance, verify/repair and orphan collection. Every test starts real
 //! processes; volume servers are parameterised by [`Kind`].
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -17,24 +18,7 @@ use hoard::index::{Command as IndexCommand, Index, Record};
 use hoard::placement::{key_path, Placement};
 use reqwest::StatusCode;
 
-/// Runs an async test body against both volume kinds.
-macro_rules! kinds {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn native() {
-                super::$name(Kind::Native).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn nginx() {
-                super::$name(Kind::Nginx).await
-            }
-        }
-    )*};
-}
-
-kinds!(
+both_kinds!(
     rebuild_and_rebalance_round_trip,
     kill_during_rebalance,
     verify_repairs,
@@ -470,22 +454,6 @@ async fn verify_repairs(kind: Kind) {
     assert_eq!(count(&report, "ok"), items.len() as u64 - 1);
 }
 
-async fn status(c: &Cluster) -> serde_json::Value {
-    client()
-        .get(format!("{}/-/admin/status", c.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Polls until no job runs; returns the last job's status.
-async fn wait_job(c: &Cluster) -> serde_json::Value {
-    c.wait_job().await
-}
-
 async fn online_rebalance_under_load(kind: Kind) {
     let mut c = Cluster::start(kind, 3, &[]);
     let items = Arc::new(populate(&c, "on", 400, |i| 2000 + i * 7).await);
@@ -595,9 +563,9 @@ async fn online_rebalance_under_load(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CONFLICT, "one job at a time");
-    let s = status(&c).await;
+    let s = c.admin_status().await;
     assert_eq!(s["running"]["kind"], "rebalance", "{s}");
-    let last = wait_job(&c).await;
+    let last = c.wait_job().await;
     assert_eq!(last["state"], "done", "{last}");
     assert_eq!(count(&last, "failed"), 0, "{last}");
     assert!(count(&last, "moved") > 100, "{last}");
@@ -632,7 +600,7 @@ async fn online_rebalance_under_load(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let last = wait_job(&c).await;
+    let last = c.wait_job().await;
     assert_eq!(last["kind"], "verify");
     for counter in ["missing", "corrupt", "failed", "orphans", "unreachable"] {
         assert_eq!(count(&last, counter), 0, "{counter}: {last}");

@@ -238,3 +238,22 @@ fn spawn_volume(dir: &Path, extra: &[String]) -> HoardProc {
 }
 
 pub mod cluster;
+
+/// Runs each named `async fn(Kind)` test body twice: against native volumes and against
+/// stock nginx volumes. Use with `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! both_kinds {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn native() {
+                super::$name(Kind::Native).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nginx() {
+                super::$name(Kind::Nginx).await
+            }
+        }
+    )*};
+}
