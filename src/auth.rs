@@ -2,7 +2,7 @@
 //!
 //! * Clients send `Authorization: Bearer <token>`; the index server checks it in
 //!   constant time. `--auth-mode writes` protects PUT, DELETE and UNLINK (and any other
-//!   non-read method); `all` protects reads too. `/-/health` is always open. A refused
+//!   non-read method); `all` protects reads too. `/-/health` and `/-/health/ready` are always open (load balancers). A refused
 //!   request answers 401 with `WWW-Authenticate: Bearer`.
 //! * Volumes started with the same token accept PUT and DELETE only with that bearer
 //!   token, i.e. only from index servers (whose volume client sends it).
@@ -145,7 +145,7 @@ impl Auth {
 
     /// Whether the index server requires the token for this request.
     pub fn index_requires(&self, method: &Method, path: &str) -> bool {
-        if path == "/-/health" {
+        if path == "/-/health" || path == "/-/health/ready" {
             return false;
         }
         match self.mode {
@@ -295,6 +295,9 @@ mod tests {
         let a = Auth::new(AuthMode::All, Some("t"));
         assert!(a.index_requires(&Method::GET, "/k"));
         assert!(!a.index_requires(&Method::GET, "/-/health"));
+        assert!(!a.index_requires(&Method::GET, "/-/health/ready"));
+        assert!(a.index_requires(&Method::GET, "/-/metrics"));
+        assert!(w.index_requires(&Method::POST, "/-/admin/verify"));
         assert!(!Auth::default().index_requires(&Method::PUT, "/k"));
     }
 
