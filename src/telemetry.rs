@@ -14,6 +14,7 @@
 //! | `hoard_keys` | gauge | state |
 //! | `hoard_stored_bytes`, `hoard_writes_in_flight` | gauge | |
 //! | `hoard_disk_free_bytes`, `hoard_disk_total_bytes` | gauge | dir |
+//! | `hoard_job_running`, `hoard_job_progress`, `hoard_job_eta_seconds` | gauge | kind, counter |
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -128,6 +129,19 @@ fn describe() {
         "hoard_disk_total_bytes",
         Unit::Bytes,
         "Size of a volume's filesystem"
+    );
+    describe_gauge!(
+        "hoard_job_running",
+        "1 while a background job (rebalance, verify) runs"
+    );
+    describe_gauge!(
+        "hoard_job_progress",
+        "Counters of the running or last background job, by kind and counter"
+    );
+    describe_gauge!(
+        "hoard_job_eta_seconds",
+        Unit::Seconds,
+        "Estimated time left of the running or last background job"
     );
 }
 

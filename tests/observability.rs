@@ -125,6 +125,27 @@ async fn metrics_are_valid_and_move() {
         Some(1.0)
     );
 
+    // Background job progress: a verify's counters.
+    let r = client()
+        .post(format!("{}/-/admin/verify", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    c.wait_job().await;
+    let jobs = text(&format!("{}/-/metrics", c.url)).await;
+    check_metrics(&jobs);
+    assert_eq!(sample(&jobs, "hoard_job_running", &[]), Some(0.0));
+    assert_eq!(
+        sample(
+            &jobs,
+            "hoard_job_progress",
+            &["kind=\"verify\"", "counter=\"scanned\""]
+        ),
+        Some(5.0),
+        "{jobs}"
+    );
+
     // A volume's own metrics: requests, bytes and its disk.
     let vol = text(&format!("http://{}/-/metrics", c.volumes[0].addr)).await;
     check_metrics(&vol);

@@ -93,5 +93,26 @@ fn metrics(app: &App) -> Response {
     }
     metrics::gauge!("hoard_stored_bytes").set(counts.bytes as f64);
     metrics::gauge!("hoard_writes_in_flight").set(app.locks.len() as f64);
+    job_metrics(app);
     crate::telemetry::response()
+}
+
+/// Progress of the running background job, or of the last one: every counter of
+/// `GET /-/admin/status` as `hoard_job_progress{kind, counter}`.
+fn job_metrics(app: &App) {
+    let status = app.jobs.status();
+    metrics::gauge!("hoard_job_running").set(f64::from(u8::from(status.running.is_some())));
+    let Some(job) = status.running.or(status.last) else {
+        return;
+    };
+    let kind = job.kind.name();
+    if let Ok(serde_json::Value::Object(counts)) = serde_json::to_value(job.counts) {
+        for (counter, value) in counts {
+            if let Some(v) = value.as_u64() {
+                metrics::gauge!("hoard_job_progress", "kind" => kind, "counter" => counter)
+                    .set(v as f64);
+            }
+        }
+    }
+    metrics::gauge!("hoard_job_eta_seconds", "kind" => kind).set(job.eta_s.unwrap_or(0.0));
 }
