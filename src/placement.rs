@@ -30,6 +30,9 @@ pub enum PlacementError {
     /// `--replicas` is zero.
     #[error("--replicas must be at least 1")]
     NoReplicas,
+    /// More replicas than an index record can name (255).
+    #[error("--replicas must be at most 255, got {0}")]
+    TooManyReplicas(usize),
     /// Fewer volumes than replicas.
     #[error("--replicas {replicas} needs at least {replicas} volumes, but {volumes} were given")]
     TooFewVolumes {
@@ -58,6 +61,9 @@ impl Placement {
     ) -> Result<Self, PlacementError> {
         if replicas == 0 {
             return Err(PlacementError::NoReplicas);
+        }
+        if replicas > 255 {
+            return Err(PlacementError::TooManyReplicas(replicas));
         }
         if !(1..=256).contains(&subvolumes) {
             return Err(PlacementError::BadSubvolumes(subvolumes));
