@@ -409,14 +409,7 @@ async fn stopped_volume(kind: Kind) {
         refused > 0,
         "3 of 4 volumes per key: some placements include the stopped one"
     );
-    let health: serde_json::Value = client()
-        .get(format!("{}/-/health", c.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = common::cluster::get_json(format!("{}/-/health", c.url)).await;
     let vols = health["volumes"].as_array().unwrap();
     assert!(vols
         .iter()

@@ -182,14 +182,7 @@ async fn replica(location: &str, key: &str) -> Option<Vec<u8>> {
 /// Every live key (from `?list`), each with data identical to its value on every one
 /// of its replicas.
 async fn assert_live_keys_complete(c: &Cluster) -> BTreeSet<String> {
-    let list: serde_json::Value = client()
-        .get(format!("{}/?list", c.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = common::cluster::get_json(format!("{}/?list", c.url)).await;
     let keys: BTreeSet<String> = list["keys"]
         .as_array()
         .unwrap()

@@ -339,14 +339,7 @@ async fn slow_and_broken_clients() {
         assert_eq!(status, 404, "{key} is visible");
     }
     assert!(c.all_files().is_empty(), "files left: {:?}", c.all_files());
-    let health: serde_json::Value = http
-        .get(format!("{}/-/health", c.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = common::cluster::get_json(format!("{}/-/health", c.url)).await;
     assert_eq!(health["writes_in_flight"], 0);
     // No intent record is left behind either (read from the stopped index's database).
     let mut c = c;

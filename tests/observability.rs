@@ -173,16 +173,7 @@ async fn health_follows_volumes() {
     let mut c = Cluster::start(Kind::Native, 3, &[]);
     let health = |c: &Cluster| {
         let url = format!("{}/-/health", c.url);
-        async move {
-            client()
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
+        async move { common::cluster::get_json(url).await }
     };
     let ready = |c: &Cluster| {
         let url = format!("{}/-/health/ready", c.url);
@@ -400,14 +391,7 @@ async fn sigterm_during_large_put_completes_or_leaves_nothing() {
     let outcome = upload.await.unwrap();
 
     c.restart_index();
-    let h: serde_json::Value = client()
-        .get(format!("{}/-/health", c.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: serde_json::Value = common::cluster::get_json(format!("{}/-/health", c.url)).await;
     assert_eq!(h["index_recovered"], false, "index was not closed cleanly");
     assert_eq!(h["keys"]["writing"], 0, "an intent was left behind: {h}");
     let got = client()

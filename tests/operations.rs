@@ -608,13 +608,7 @@ async fn online_rebalance_under_load(kind: Kind) {
 
     // Registered volumes survive a restart with the same --volumes.
     c.restart_index();
-    let vols: serde_json::Value = http
-        .get(format!("{}/-/admin/volumes", c.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let vols: serde_json::Value =
+        common::cluster::get_json(format!("{}/-/admin/volumes", c.url)).await;
     assert_eq!(vols["volumes"].as_array().unwrap().len(), 5, "{vols}");
 }

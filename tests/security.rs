@@ -368,14 +368,8 @@ async fn degraded_writes_are_completed() {
 async fn wait_up(c: &Cluster, volume: &str, up: bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let health: serde_json::Value = client()
-            .get(format!("{}/-/health", c.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health: serde_json::Value =
+            common::cluster::get_json(format!("{}/-/health", c.url)).await;
         let state = health["volumes"]
             .as_array()
             .unwrap()

@@ -382,14 +382,7 @@ impl Cluster {
 
     /// `GET /-/admin/status`.
     pub async fn admin_status(&self) -> serde_json::Value {
-        client()
-            .get(format!("{}/-/admin/status", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(format!("{}/-/admin/status", self.url)).await
     }
 
     /// Polls until no background job runs; returns the last job's status.
@@ -413,6 +406,18 @@ impl Cluster {
             .flat_map(|(i, v)| v.files().into_iter().map(move |f| format!("{i}:{f}")))
             .collect()
     }
+}
+
+/// `GET url` (no redirects followed) and its body parsed as JSON.
+pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// A client that does not follow redirects.
