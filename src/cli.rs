@@ -84,21 +84,39 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+/// Where keys live: the options every command that computes placement shares.
+#[derive(Debug, Args, Clone)]
+pub struct PlacementArgs {
+    /// Volume servers, comma separated host:port. Their names take part in placement:
+    /// list them exactly as before (order does not matter).
+    #[arg(long, env = "HOARD_VOLUMES", value_delimiter = ',', required = true)]
+    pub volumes: Vec<String>,
+    /// Copies of each value.
+    #[arg(long, env = "HOARD_REPLICAS", default_value_t = 3)]
+    pub replicas: usize,
+    /// Subvolume directories per volume (1 = none), as in minikeyvalue.
+    #[arg(long, env = "HOARD_SUBVOLUMES", default_value_t = 10)]
+    pub subvolumes: u32,
+}
+
+impl PlacementArgs {
+    /// The placement these options describe.
+    pub fn build(&self) -> anyhow::Result<crate::placement::Placement> {
+        use anyhow::Context as _;
+        crate::placement::Placement::new(self.volumes.clone(), self.replicas, self.subvolumes)
+            .context("invalid --volumes / --replicas / --subvolumes")
+    }
+}
+
 /// The cluster an offline operation works on.
 #[derive(Debug, Args, Clone)]
 pub struct ClusterArgs {
     /// Directory of the index database.
     #[arg(long, env = "HOARD_DB")]
     pub db: PathBuf,
-    /// Volume servers, comma separated host:port: the placement to use.
-    #[arg(long, env = "HOARD_VOLUMES", value_delimiter = ',', required = true)]
-    pub volumes: Vec<String>,
-    /// Copies of each value.
-    #[arg(long, env = "HOARD_REPLICAS", default_value_t = 3)]
-    pub replicas: usize,
-    /// Subvolume directories per volume (1 = none).
-    #[arg(long, env = "HOARD_SUBVOLUMES", default_value_t = 10)]
-    pub subvolumes: u32,
+    /// Volumes, replicas and subvolumes: the placement to use.
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Timeout for connecting to a volume server and for small requests.
     #[arg(long, env = "HOARD_VOLTIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub voltimeout: Duration,
@@ -175,16 +193,9 @@ pub struct ServerArgs {
     /// Directory of the index database (created if missing).
     #[arg(long, env = "HOARD_DB")]
     pub db: PathBuf,
-    /// Volume servers, comma separated host:port. Their names take part in placement:
-    /// list them exactly as before (order does not matter).
-    #[arg(long, env = "HOARD_VOLUMES", value_delimiter = ',', required = true)]
-    pub volumes: Vec<String>,
-    /// Copies of each value.
-    #[arg(long, env = "HOARD_REPLICAS", default_value_t = 3)]
-    pub replicas: usize,
-    /// Subvolume directories per volume (1 = none), as in minikeyvalue.
-    #[arg(long, env = "HOARD_SUBVOLUMES", default_value_t = 10)]
-    pub subvolumes: u32,
+    /// Volumes, replicas and subvolumes.
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// host:port to redirect GETs of missing keys to, instead of answering 404.
     #[arg(long, env = "HOARD_FALLBACK")]
     pub fallback: Option<String>,

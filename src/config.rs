@@ -149,7 +149,7 @@ mod tests {
         assert!(cli.verbose);
         let s = server(cli);
         assert_eq!(
-            (s.port, s.db.to_str(), s.volumes.len()),
+            (s.port, s.db.to_str(), s.placement.volumes.len()),
             (4000, Some("/d"), 2)
         );
         assert_eq!(s.voltimeout, std::time::Duration::from_secs(2));

@@ -16,17 +16,12 @@ use super::worker::{Counts, Job, JobKind, JobStatus};
 use super::{rebalance, rebuild, verify, Ctx};
 use crate::cli::{ClusterArgs, RebalanceArgs, RebuildArgs, VerifyArgs};
 use crate::index::Index;
-use crate::placement::{Placement, SharedPlacement};
+use crate::placement::SharedPlacement;
 use crate::replica::VolumeClient;
 use crate::server::KeyLocks;
 
-fn placement(args: &ClusterArgs) -> anyhow::Result<Placement> {
-    Placement::new(args.volumes.clone(), args.replicas, args.subvolumes)
-        .context("invalid --volumes / --replicas / --subvolumes")
-}
-
 fn open(args: &ClusterArgs) -> anyhow::Result<Ctx> {
-    let placement = placement(args)?;
+    let placement = args.placement.build()?;
     let index = Index::open(&args.db).with_context(|| {
         format!(
             "cannot open the index in {} (is a server running on it?)",
@@ -44,7 +39,7 @@ fn open(args: &ClusterArgs) -> anyhow::Result<Ctx> {
 
 /// `hoard rebuild`.
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
-    let placement = placement(&args.cluster)?;
+    let placement = args.cluster.placement.build()?;
     let client = VolumeClient::new(args.cluster.voltimeout)?;
     let params = serde_json::json!({ "volumes": placement.volumes(), "md5": args.md5 });
     let job = Job::new(1, JobKind::Rebuild, params, None);
@@ -63,7 +58,8 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
 /// `hoard rebalance`.
 pub async fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
     let ctx = open(&args.cluster)?;
-    let params = serde_json::json!({ "volumes": args.cluster.volumes, "max_rate": args.max_rate });
+    let params =
+        serde_json::json!({ "volumes": args.cluster.placement.volumes, "max_rate": args.max_rate });
     let job = Job::new(1, JobKind::Rebalance, params, args.max_rate);
     let opts = rebalance::Options {
         concurrency: args.cluster.concurrency,
@@ -90,7 +86,7 @@ pub async fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let ctx = open(&args.cluster)?;
     let params = serde_json::json!({
-        "volumes": args.cluster.volumes,
+        "volumes": args.cluster.placement.volumes,
         "repair": args.repair,
         "deep": args.deep,
         "grace_s": args.grace.as_secs_f64(),

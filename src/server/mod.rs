@@ -20,7 +20,6 @@ pub use safety::{SafetyArgs, SafetyConfig, Scheme};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -55,8 +54,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// The configuration described by `hoard server`'s flags.
     pub fn from_args(args: &ServerArgs, verbose: bool) -> anyhow::Result<Self> {
-        let placement = Placement::new(args.volumes.clone(), args.replicas, args.subvolumes)
-            .context("invalid --volumes / --replicas / --subvolumes")?;
+        let placement = args.placement.build()?;
         Ok(ServerConfig {
             placement,
             fallback: args.fallback.clone(),
@@ -64,7 +62,7 @@ impl ServerConfig {
             md5sum: args.md5sum,
             voltimeout: args.voltimeout,
             verbose,
-            safety: SafetyConfig::from_args(&args.safety, args.replicas)?,
+            safety: SafetyConfig::from_args(&args.safety, args.placement.replicas)?,
         })
     }
 
@@ -196,7 +194,7 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
     tracing::info!(
         "index server on {} with volumes {}",
         listener.local_addr()?,
-        args.volumes.join(",")
+        args.placement.volumes.join(",")
     );
     let grace = serve_options.grace;
     let served = crate::net::serve(
