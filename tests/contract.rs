@@ -414,8 +414,44 @@ async fn stopped_volume(kind: Kind) {
     assert!(vols
         .iter()
         .any(|v| v["server"] == down.as_str() && v["up"] == false));
+    // A DELETE touching the stopped volume: 503, the key is gone from view, the copies
+    // on reachable volumes are removed; a retry once the volume is back finishes it.
+    let (victim, files_before) = {
+        let mut victim = None;
+        for k in &keys {
+            let resp = client().get(format!("{}{k}", c.url)).send().await.unwrap();
+            if resp.headers()["key-volumes"]
+                .to_str()
+                .unwrap()
+                .contains(&down)
+            {
+                victim = Some(k.clone());
+                break;
+            }
+        }
+        (
+            victim.expect("some key has a replica on the stopped volume"),
+            c.all_files().len(),
+        )
+    };
+    assert_eq!(
+        status(&c, "DELETE", &victim).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(status(&c, "GET", &victim).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.all_files().len(),
+        files_before - 2,
+        "reachable copies deleted"
+    );
     c.volumes[0].restart();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(status(&c, "DELETE", &victim).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.all_files().len(),
+        files_before - 3,
+        "the last copy is deleted too"
+    );
     for i in 0..20 {
         let k = format!("/new2/{i}");
         assert_eq!(put(&c, &k, value(10, 1)).await, StatusCode::CREATED, "{k}");

@@ -283,26 +283,39 @@ pub async fn unlink(app: &App, key: Vec<u8>) -> Result<Response, ApiError> {
 }
 
 /// Deletes `key`'s file on every location concurrently (a missing file counts as
-/// deleted). Gives up at once when the prober sees one of the volumes down — a hung
-/// volume must not hold the request for the whole delete timeout; the caller leaves
-/// its record for a retry or for repair.
+/// deleted). Volumes the prober sees down are not tried, and the step gives up as soon
+/// as one of the others goes down — a hung volume must not hold the request for the
+/// whole delete timeout. Either way the files on reachable volumes are gone, and the
+/// caller leaves the record for a retry or for repair to finish.
 async fn delete_replicas(app: &App, key: &[u8], locations: &[String]) -> Result<(), ApiError> {
-    let deletes = locations.iter().map(|l| {
+    let (up, down): (Vec<&String>, Vec<&String>) = locations
+        .iter()
+        .partition(|l| app.health.is_up(server_of(l)));
+    let up: Vec<String> = up.into_iter().cloned().collect();
+    let deletes = up.iter().map(|l| {
         let url = VolumeClient::url(l, key);
         async move { app.client.delete(&url).await }
     });
     tokio::select! {
-        results = futures_util::future::join_all(deletes) => results
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()
-            .map(|_| ())
-            .map_err(|e| ApiError::Volume(format!("delete incomplete, retry: {e}"))),
-        () = super::safety::quorum_lost(&app.health, locations, locations.len()) => {
-            Err(ApiError::Unavailable(
-                "a replica volume is down; delete incomplete, retry".into(),
-            ))
+        results = futures_util::future::join_all(deletes) => {
+            results
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()
+                .map_err(|e| ApiError::Volume(format!("delete incomplete, retry: {e}")))?;
+        }
+        () = super::safety::quorum_lost(&app.health, &up, up.len()) => {
+            return Err(ApiError::Unavailable(
+                "a replica volume went down; delete incomplete, retry".into(),
+            ));
         }
     }
+    if let Some(d) = down.first() {
+        return Err(ApiError::Unavailable(format!(
+            "replica volume {} is down; delete incomplete, retry",
+            server_of(d)
+        )));
+    }
+    Ok(())
 }
 
 /// Runs the rest of a write on its own task, so that a client disconnecting mid-request
