@@ -270,6 +270,20 @@ async fn repair(c: &mut Cluster) {
     }
 }
 
+/// PUTs each key's value (see `value_for`) and asserts 201.
+async fn put_created(c: &Cluster, keys: &[String]) {
+    let http = client();
+    for key in keys {
+        let r = http
+            .put(format!("{}{key}", c.url))
+            .body(value_for(key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{key}");
+    }
+}
+
 /// Keys with a `writing` record, read straight from the index database (the server is
 /// stopped cleanly for this and started again).
 fn writing_records(c: &mut Cluster) -> Vec<String> {
@@ -413,17 +427,8 @@ async fn volume_crash_under_load() {
 async fn any_two_of_four_volumes_down() {
     let _serial = SERIAL.lock().await;
     let mut c = Cluster::start(Kind::Native, 4, &["--voltimeout", "300ms"]);
-    let http = client();
     let keys: Vec<String> = (0..40).map(|i| format!("/loss/k{i}-{}", 100 + i)).collect();
-    for key in &keys {
-        let r = http
-            .put(format!("{}{key}", c.url))
-            .body(value_for(key))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-    }
+    put_created(&c, &keys).await;
     for a in 0..4 {
         for b in a + 1..4 {
             c.volumes[a].stop();
@@ -484,15 +489,7 @@ async fn hung_volume() {
     let before: Vec<String> = (0..30)
         .map(|i| format!("/hang/old{i}-{}", 50 + i))
         .collect();
-    for key in &before {
-        let r = http
-            .put(format!("{}{key}", c.url))
-            .body(value_for(key))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-    }
+    put_created(&c, &before).await;
 
     // An upload to the hung volume already streaming when it freezes.
     let streaming_key = (0..)
