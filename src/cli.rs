@@ -236,6 +236,9 @@ pub struct VolumeArgs {
     /// Connections, timeouts and TLS.
     #[command(flatten)]
     pub listen: crate::net::ListenArgs,
+    /// Test hook: wait this long between syncing an upload and renaming it into place.
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub test_rename_delay: Option<Duration>,
 }
 
 /// Parses `1s`, `500ms`, `2m`, `1h`, or a bare number of seconds.

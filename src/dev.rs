@@ -40,6 +40,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
             dir: args.data.join(format!("volume{i}")),
             fsync: true,
             auth: crate::auth::Auth::default(),
+            rename_delay: None,
         })?;
         let router = crate::http::observe(router, "volume", verbose);
         let mut stopped = volumes_stopped.clone();

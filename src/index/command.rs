@@ -11,7 +11,9 @@ use super::record::{Record, State};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Record the intent to write `key` to `volumes`. Rejected with
-    /// [`Rejection::Exists`] when the key is live; replaces any other record.
+    /// [`Rejection::Exists`] when the key is live. Replaces any other record (unlinked,
+    /// an abandoned intent, an interrupted delete), keeping every location it named that
+    /// is not a target as `stale`, so no file is forgotten.
     Begin {
         /// The key.
         key: Vec<u8>,
@@ -20,21 +22,11 @@ pub enum Command {
         /// Proposer's clock, unix ms.
         now_ms: u64,
     },
-    /// Every replica acknowledged: the key becomes live. Requires state `writing`.
+    /// The write reached its quorum: the key becomes live. `missing` lists the target
+    /// locations that do not hold the value (a degraded write, `--write-quorum` below
+    /// the replica count); empty when every replica acknowledged. Requires state
+    /// `writing`.
     Commit {
-        /// The key.
-        key: Vec<u8>,
-        /// Value size in bytes.
-        size: u64,
-        /// md5 of the value, when computed.
-        md5: Option<[u8; 16]>,
-        /// Proposer's clock, unix ms.
-        now_ms: u64,
-    },
-    /// A degraded write (`--write-quorum` below the replica count) reached its quorum:
-    /// the key becomes live, with `missing` recorded as not holding the value. Requires
-    /// state `writing`.
-    CommitDegraded {
         /// The key.
         key: Vec<u8>,
         /// Value size in bytes.
@@ -53,6 +45,13 @@ pub enum Command {
         key: Vec<u8>,
         /// The location that now holds the value.
         location: String,
+    },
+    /// The files at `locations` were deleted: they are no longer `stale`. Any state.
+    Cleaned {
+        /// The key.
+        key: Vec<u8>,
+        /// The locations cleaned.
+        locations: Vec<String>,
     },
     /// Virtual delete. Requires state `live`.
     Unlink {
@@ -109,8 +108,8 @@ impl Command {
         match self {
             Command::Begin { key, .. }
             | Command::Commit { key, .. }
-            | Command::CommitDegraded { key, .. }
             | Command::Completed { key, .. }
+            | Command::Cleaned { key, .. }
             | Command::Unlink { key, .. }
             | Command::BeginDelete { key, .. }
             | Command::Relocate { key, .. }
@@ -168,6 +167,15 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             if state == Some(State::Live) {
                 return Ok(Err(Rejection::Exists));
             }
+            let stale = prev
+                .as_ref()
+                .map(|r| {
+                    r.all_locations()
+                        .into_iter()
+                        .filter(|l| !volumes.contains(l))
+                        .collect()
+                })
+                .unwrap_or_default();
             Record {
                 state: State::Writing,
                 volumes: volumes.clone(),
@@ -175,9 +183,10 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 md5: None,
                 changed_ms: *now_ms,
                 missing: Vec::new(),
+                stale,
             }
         }
-        Command::CommitDegraded {
+        Command::Commit {
             size,
             md5,
             missing,
@@ -208,18 +217,17 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
             (_, None) => return Ok(Err(Rejection::NotFound)),
         },
-        Command::Commit {
-            size, md5, now_ms, ..
-        } => match (&prev, state) {
-            (Some(r), Some(State::Writing)) => Record {
-                state: State::Live,
-                size: *size,
-                md5: *md5,
-                changed_ms: *now_ms,
+        Command::Cleaned { locations, .. } => match &prev {
+            Some(r) => Record {
+                stale: r
+                    .stale
+                    .iter()
+                    .filter(|l| !locations.contains(l))
+                    .cloned()
+                    .collect(),
                 ..r.clone()
             },
-            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
-            (_, None) => return Ok(Err(Rejection::NotFound)),
+            None => return Ok(Err(Rejection::NotFound)),
         },
         Command::Unlink { now_ms, .. } => match (&prev, state) {
             (Some(r), Some(State::Live)) => Record {
@@ -249,6 +257,8 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                     .filter(|m| to.contains(m))
                     .cloned()
                     .collect(),
+                // A stale location that is a replica again now holds the checked copy.
+                stale: r.stale.iter().filter(|l| !to.contains(l)).cloned().collect(),
                 ..r.clone()
             },
             (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
@@ -327,6 +337,7 @@ mod tests {
             key: b"/k".to_vec(),
             size: 3,
             md5: Some([7; 16]),
+            missing: Vec::new(),
             now_ms: 2,
         }
     }
@@ -420,6 +431,7 @@ mod tests {
                 key: b"/k".to_vec(),
                 size: 3,
                 md5: None,
+                missing: Vec::new(),
                 now_ms: 2,
             },
         )
@@ -439,7 +451,7 @@ mod tests {
             volumes: vec!["a:1".into(), "b:2".into(), "c:3".into()],
             now_ms: 1,
         };
-        let degraded = Command::CommitDegraded {
+        let degraded = Command::Commit {
             key: b"/k".to_vec(),
             size: 3,
             md5: None,
@@ -468,6 +480,50 @@ mod tests {
         );
         run(&mut m, done("b:2")).unwrap();
         assert!(m[&b"/k"[..]].missing.is_empty());
+    }
+
+    #[test]
+    fn replaced_records_keep_their_locations_as_stale() {
+        let mut m = BTreeMap::new();
+        let begin_on = |vols: &[&str], now_ms| Command::Begin {
+            key: b"/k".to_vec(),
+            volumes: vols.iter().map(|v| v.to_string()).collect(),
+            now_ms,
+        };
+        // An unlinked value on a:1, b:2; the placement is now b:2, c:3.
+        run(&mut m, begin_on(&["a:1", "b:2"], 1)).unwrap();
+        run(&mut m, commit()).unwrap();
+        let unlink = Command::Unlink {
+            key: b"/k".to_vec(),
+            now_ms: 3,
+        };
+        run(&mut m, unlink).unwrap();
+        run(&mut m, begin_on(&["b:2", "c:3"], 4)).unwrap();
+        let r = &m[&b"/k"[..]];
+        assert_eq!((r.state, r.stale.clone()), (State::Writing, vec!["a:1".into()]));
+        // An abandoned intent replaced again on d:4: nothing is forgotten.
+        run(&mut m, begin_on(&["d:4"], 5)).unwrap();
+        let r = &m[&b"/k"[..]];
+        assert_eq!(r.stale, ["b:2", "c:3", "a:1"]);
+        assert_eq!(r.all_locations(), ["d:4", "b:2", "c:3", "a:1"]);
+        // A commit keeps them; Cleaned drops those deleted.
+        run(&mut m, commit()).unwrap();
+        assert_eq!(m[&b"/k"[..]].stale.len(), 3);
+        let cleaned = Command::Cleaned {
+            key: b"/k".to_vec(),
+            locations: vec!["a:1".into(), "b:2".into()],
+        };
+        run(&mut m, cleaned).unwrap();
+        assert_eq!(m[&b"/k"[..]].stale, ["c:3"]);
+        // An interrupted delete replaced by a write, placement back on c:3.
+        let del = Command::BeginDelete {
+            key: b"/k".to_vec(),
+            protect: false,
+            now_ms: 6,
+        };
+        run(&mut m, del).unwrap();
+        run(&mut m, begin_on(&["c:3"], 7)).unwrap();
+        assert_eq!(m[&b"/k"[..]].stale, ["d:4"]);
     }
 
     #[test]

@@ -95,6 +95,7 @@ mod tests {
             md5: None,
             changed_ms: 0,
             missing: Vec::new(),
+            stale: Vec::new(),
         }
     }
 

@@ -4,14 +4,23 @@
 //! writer). Writes are [`Command`]s sent to one writer thread, which drains everything
 //! queued, applies the batch in order inside one write transaction, commits (one fsync
 //! for the batch — group commit), then answers each caller. A caller's command is
-//! durable when its answer arrives.
+//! durable when its answer arrives. If a batch's transaction fails, its commands are
+//! retried one per transaction, so a command that cannot be applied (a corrupt record,
+//! a storage error) fails alone and the others still commit.
+//!
+//! [`Index::close`] leaves a marker file, [`CLEAN_MARKER`], that the next open removes:
+//! an index opened without it was not shut down cleanly (crash, kill -9, power loss),
+//! which [`Index::recovered`] reports. (redb's own repair callback is not called with
+//! quick-repair on, which recovers such a file without a scan.)
 
 mod command;
 mod counts;
+mod locks;
 mod record;
 
 pub use command::{apply, Applied, Command, RecordMap, Rejection};
 pub use counts::Counts;
+pub use locks::{KeyGuard, KeyLocks};
 pub use record::{DecodeError, Record, State};
 
 use std::path::{Path, PathBuf};
@@ -24,6 +33,9 @@ const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
 /// Index-wide values; `counts` → [`Counts`].
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const COUNTS: &str = "counts";
+
+/// Written by [`Index::close`] next to the database, removed when it is opened.
+pub const CLEAN_MARKER: &str = "clean-shutdown";
 
 /// Most commands one write transaction takes.
 const MAX_BATCH: usize = 4096;
@@ -68,6 +80,7 @@ struct Job {
 #[derive(Clone)]
 pub struct Index {
     db: Arc<Database>,
+    dir: PathBuf,
     counts: Arc<std::sync::Mutex<Counts>>,
     recovered: bool,
     writer: mpsc::Sender<Job>,
@@ -94,16 +107,16 @@ impl Index {
             source,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
-        let recovered = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&recovered);
+        let existed = path.exists();
+        // Opening takes redb's lock on the file: only then is the marker ours.
         let db = Database::builder()
-            .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
             .create(&path)
             .map_err(|e| open_err(e.into()))?;
-        let recovered = recovered.load(std::sync::atomic::Ordering::Relaxed);
+        let recovered = existed && !dir.join(CLEAN_MARKER).exists();
+        clear_clean_marker(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         if recovered {
             tracing::warn!(
-                "index {} was not closed cleanly; redb repaired it",
+                "index {} was not closed cleanly last time (crash or kill); redb recovered it",
                 path.display()
             );
         }
@@ -121,6 +134,7 @@ impl Index {
             .map_err(|e| open_err(redb::Error::Io(e)))?;
         Ok(Index {
             db,
+            dir: dir.to_path_buf(),
             counts,
             recovered,
             writer: tx,
@@ -133,16 +147,20 @@ impl Index {
     pub fn close(self) {
         let Index {
             db,
+            dir,
             writer,
             writer_thread,
             ..
         } = self;
         drop(writer);
         let handle = writer_thread.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = handle.join();
+        let joined = handle.is_some_and(|h| h.join().is_ok());
+        // Only the last handle closes the database; a clone still alive keeps it open.
+        if joined && Arc::into_inner(db).is_some() {
+            if let Err(e) = set_clean_marker(&dir) {
+                tracing::warn!("index closed, but marking it clean failed: {e}");
+            }
         }
-        drop(db);
     }
 
     /// Keys per state and bytes stored, as of the last commit.
@@ -150,7 +168,8 @@ impl Index {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True when the database was not closed cleanly last time and had to be repaired.
+    /// True when the database existed and was not closed cleanly last time (the
+    /// process died): redb recovered it on open.
     pub fn recovered(&self) -> bool {
         self.recovered
     }
@@ -333,22 +352,36 @@ fn writer_loop(db: &Database, counts: &std::sync::Mutex<Counts>, mut rx: mpsc::R
                 Err(_) => break,
             }
         }
-        let before = *counts.lock().unwrap_or_else(|p| p.into_inner());
-        match apply_batch(db, before, &batch) {
-            Ok((results, after)) => {
-                *counts.lock().unwrap_or_else(|p| p.into_inner()) = after;
-                for (job, result) in batch.drain(..).zip(results) {
-                    let _ = job.reply.send(Ok(result));
-                }
+        commit_batch(db, counts, &mut batch);
+    }
+}
+
+/// Applies and commits `batch` (emptying it) in one transaction and answers each job.
+/// If that fails, each job is tried in a transaction of its own, so one failing
+/// command does not fail the others.
+fn commit_batch(db: &Database, counts: &std::sync::Mutex<Counts>, batch: &mut Vec<Job>) {
+    let lock = || counts.lock().unwrap_or_else(|p| p.into_inner());
+    let before = *lock();
+    match apply_batch(db, before, batch) {
+        Ok((results, after)) => {
+            *lock() = after;
+            for (job, result) in batch.drain(..).zip(results) {
+                let _ = job.reply.send(Ok(result));
             }
-            Err(e) => {
-                tracing::error!("index write transaction failed: {e}");
-                let msg = e.to_string();
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(IndexError::Store(redb::Error::Io(
-                        std::io::Error::other(msg.clone()),
-                    ))));
-                }
+        }
+        Err(e) if batch.len() == 1 => {
+            tracing::error!("index write failed: {e}");
+            if let Some(job) = batch.pop() {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::error!(
+                "index write transaction of {} commands failed ({e}); retrying one by one",
+                batch.len()
+            );
+            for job in batch.drain(..) {
+                commit_batch(db, counts, &mut vec![job]);
             }
         }
     }
@@ -380,6 +413,21 @@ fn apply_batch(
     };
     txn.commit().map_err(store_err)?;
     Ok((results, counts))
+}
+
+/// Removes the clean-shutdown marker (durably) before the index is used.
+fn clear_clean_marker(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(CLEAN_MARKER)) {
+        Ok(()) => std::fs::File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the clean-shutdown marker (durably) after the database was closed.
+fn set_clean_marker(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::create(dir.join(CLEAN_MARKER))?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Milliseconds since the Unix epoch, for command timestamps.
@@ -418,6 +466,7 @@ mod tests {
                                 key,
                                 size: i.into(),
                                 md5: None,
+                                missing: Vec::new(),
                                 now_ms: 2,
                             })
                             .await
@@ -449,5 +498,85 @@ mod tests {
             (50, 50, (0..100).step_by(2).sum())
         );
         assert!(!index.recovered());
+    }
+
+    #[test]
+    fn clean_shutdown_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        // A new index was not "recovered"; a cleanly closed one neither.
+        let index = Index::open(dir.path()).unwrap();
+        assert!(!index.recovered());
+        index.close();
+        assert!(dir.path().join(CLEAN_MARKER).exists());
+        let index = Index::open(dir.path()).unwrap();
+        assert!(!index.recovered());
+        assert!(!dir.path().join(CLEAN_MARKER).exists());
+        // Dropped without close (as after kill -9): the next open says so. (The writer
+        // thread lets go of the file shortly after the last handle is dropped.)
+        drop(index);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let index = loop {
+            match Index::open(dir.path()) {
+                Ok(index) => break index,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(matches!(
+                        e,
+                        IndexError::Open {
+                            source: redb::Error::DatabaseAlreadyOpen,
+                            ..
+                        }
+                    ));
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(index.recovered());
+        index.close();
+        assert!(!Index::open(dir.path()).unwrap().recovered());
+    }
+
+    /// One command that cannot be applied (here: its stored record is corrupt) fails
+    /// alone; the others of its batch commit.
+    #[test]
+    fn a_failing_command_does_not_fail_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        {
+            let txn = index.db.begin_write().unwrap();
+            txn.open_table(KEYS)
+                .unwrap()
+                .insert(&b"/bad"[..], &b"garbage"[..])
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let begin = |key: &[u8]| Command::Begin {
+            key: key.to_vec(),
+            volumes: vec!["a:1".into()],
+            now_ms: 1,
+        };
+        let mut answers = Vec::new();
+        let mut batch: Vec<Job> = [&b"/one"[..], b"/bad", b"/two"]
+            .into_iter()
+            .map(|key| {
+                let (reply, rx) = oneshot::channel();
+                answers.push(rx);
+                Job {
+                    cmd: begin(key),
+                    reply,
+                }
+            })
+            .collect();
+        commit_batch(&index.db, &index.counts, &mut batch);
+        let answers: Vec<_> = answers
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap())
+            .collect();
+        assert!(matches!(answers[0], Ok(Ok(None))));
+        assert!(matches!(answers[1], Err(IndexError::Corrupt { .. })));
+        assert!(matches!(answers[2], Ok(Ok(None))));
+        assert_eq!(index.get(b"/one").unwrap().unwrap().state, State::Writing);
+        assert_eq!(index.get(b"/two").unwrap().unwrap().state, State::Writing);
+        assert_eq!(index.counts().writing, 2);
     }
 }

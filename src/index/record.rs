@@ -15,6 +15,13 @@
 //! degraded write, `--write-quorum`): `u8 m, m × u8 index into the locations`. A record
 //! with no missing replica is always written as version 1, byte for byte as before, so
 //! stores written before version 2 existed and records of complete keys are unchanged.
+//!
+//! Version 3 is version 2 (its missing list may be empty) followed by the *stale*
+//! locations: `u8 s, s × (u16 length, location)` — places outside `volumes` that may
+//! still hold bytes of an older value of the key (a write that replaced an unlinked,
+//! unfinished or interrupted record after the placement changed). They are never
+//! served, and are deleted before the record can go away ([`Record::all_locations`]).
+//! A record with no stale location is written as version 1 or 2, as before.
 
 /// Where a key is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +84,9 @@ pub struct Record {
     /// Locations (a subset of `volumes`) that do not hold the value yet: a degraded
     /// write. GET never redirects to them; repair copies the value there.
     pub missing: Vec<String>,
+    /// Locations outside `volumes` that may hold bytes of an older value of this key:
+    /// never served, deleted by the write path or the upkeep worker (`Cleaned`).
+    pub stale: Vec<String>,
 }
 
 /// A stored record could not be decoded.
@@ -87,6 +97,8 @@ pub struct DecodeError(&'static str);
 const VERSION: u8 = 1;
 /// Version 1 plus the missing replicas.
 const VERSION_MISSING: u8 = 2;
+/// Version 2 plus the stale locations.
+const VERSION_STALE: u8 = 3;
 
 impl Record {
     /// The md5 as lower-case hex, if known.
@@ -103,6 +115,14 @@ impl Record {
             .map(String::as_str)
     }
 
+    /// Every location that may hold bytes of this key: `volumes` then `stale`. A record
+    /// may be dropped only once all of them were cleaned.
+    pub fn all_locations(&self) -> Vec<String> {
+        let mut all = self.volumes.clone();
+        all.extend(self.stale.iter().filter(|s| !self.volumes.contains(s)).cloned());
+        all
+    }
+
     /// Serialises the record (see the module docs for the layout).
     pub fn encode(&self) -> Vec<u8> {
         let missing: Vec<u8> = self
@@ -114,11 +134,12 @@ impl Record {
             .collect();
         let mut out =
             Vec::with_capacity(38 + self.volumes.iter().map(|v| v.len() + 2).sum::<usize>());
-        out.push(if missing.is_empty() {
-            VERSION
-        } else {
-            VERSION_MISSING
-        });
+        let version = match (missing.is_empty(), self.stale.is_empty()) {
+            (_, false) => VERSION_STALE,
+            (false, true) => VERSION_MISSING,
+            (true, true) => VERSION,
+        };
+        out.push(version);
         out.push(self.state.to_byte());
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.changed_ms.to_le_bytes());
@@ -129,16 +150,13 @@ impl Record {
             }
             None => out.push(0),
         }
-        // Replica counts and location lengths are bounded by configuration checks
-        // (at most 255 volumes per key, host:port/svXX far below 64 KiB).
-        out.push(self.volumes.len() as u8);
-        for v in &self.volumes {
-            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
-            out.extend_from_slice(v.as_bytes());
-        }
-        if !missing.is_empty() {
+        put_locations(&mut out, &self.volumes);
+        if version >= VERSION_MISSING {
             out.push(missing.len() as u8);
             out.extend_from_slice(&missing);
+        }
+        if version == VERSION_STALE {
+            put_locations(&mut out, &self.stale);
         }
         out
     }
@@ -146,7 +164,7 @@ impl Record {
     /// Parses a record written by [`Record::encode`].
     pub fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
         let version = take(&mut b, 1)?[0];
-        if version != VERSION && version != VERSION_MISSING {
+        if !(VERSION..=VERSION_STALE).contains(&version) {
             return Err(DecodeError("unknown version"));
         }
         let state = State::from_byte(take(&mut b, 1)?[0]).ok_or(DecodeError("unknown state"))?;
@@ -157,16 +175,9 @@ impl Record {
             1 => Some(take(&mut b, 16)?.try_into().expect("16 bytes")),
             _ => return Err(DecodeError("bad md5 flag")),
         };
-        let n = take(&mut b, 1)?[0];
-        let mut volumes = Vec::with_capacity(n.into());
-        for _ in 0..n {
-            let len = u16::from_le_bytes(take(&mut b, 2)?.try_into().expect("2 bytes"));
-            let v = std::str::from_utf8(take(&mut b, len.into())?)
-                .map_err(|_| DecodeError("location is not UTF-8"))?;
-            volumes.push(v.to_string());
-        }
+        let volumes = take_locations(&mut b)?;
         let mut missing = Vec::new();
-        if version == VERSION_MISSING {
+        if version >= VERSION_MISSING {
             let m = take(&mut b, 1)?[0];
             for &i in take(&mut b, m.into())? {
                 let v = volumes
@@ -174,10 +185,19 @@ impl Record {
                     .ok_or(DecodeError("missing replica index out of range"))?;
                 missing.push(v.clone());
             }
-            if missing.is_empty() {
+            if missing.is_empty() && version == VERSION_MISSING {
                 return Err(DecodeError("version 2 without missing replicas"));
             }
         }
+        let stale = if version == VERSION_STALE {
+            let stale = take_locations(&mut b)?;
+            if stale.is_empty() {
+                return Err(DecodeError("version 3 without stale locations"));
+            }
+            stale
+        } else {
+            Vec::new()
+        };
         if !b.is_empty() {
             return Err(DecodeError("trailing bytes"));
         }
@@ -188,8 +208,32 @@ impl Record {
             md5,
             changed_ms,
             missing,
+            stale,
         })
     }
+}
+
+/// Appends `u8 n, n × (u16 length, location)`. Counts and lengths are bounded by
+/// configuration checks (at most 255 volumes per key, `host:port/svXX` far below 64 KiB).
+fn put_locations(out: &mut Vec<u8>, locations: &[String]) {
+    out.push(locations.len() as u8);
+    for v in locations {
+        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+}
+
+/// Reads what [`put_locations`] wrote.
+fn take_locations(b: &mut &[u8]) -> Result<Vec<String>, DecodeError> {
+    let n = take(b, 1)?[0];
+    let mut out = Vec::with_capacity(n.into());
+    for _ in 0..n {
+        let len = u16::from_le_bytes(take(b, 2)?.try_into().expect("2 bytes"));
+        let v = std::str::from_utf8(take(b, len.into())?)
+            .map_err(|_| DecodeError("location is not UTF-8"))?;
+        out.push(v.to_string());
+    }
+    Ok(out)
 }
 
 fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
@@ -213,6 +257,7 @@ mod tests {
             md5: Some([0xab; 16]),
             changed_ms: 0x0102,
             missing: Vec::new(),
+            stale: Vec::new(),
         }
     }
 
@@ -259,6 +304,32 @@ mod tests {
         // Missing names no longer among the locations are not stored.
         r.missing = vec!["gone:9".into()];
         assert_eq!(r.encode(), sample().encode());
+    }
+
+    #[test]
+    fn known_encoding_with_stale_locations() {
+        let mut r = sample();
+        r.stale = vec!["c:3".into()];
+        let mut want = sample().encode();
+        want[0] = 3;
+        want.extend([0, 1, 3, 0]);
+        want.extend(b"c:3");
+        assert_eq!(r.encode(), want);
+        assert_eq!(Record::decode(&want), Ok(r.clone()));
+        assert_eq!(r.all_locations(), ["a:1/sv07", "b:2", "c:3"]);
+        // With a missing replica too.
+        r.missing = vec!["a:1/sv07".into()];
+        let mut want = sample().encode();
+        want[0] = 3;
+        want.extend([1, 0, 1, 3, 0]);
+        want.extend(b"c:3");
+        assert_eq!(r.encode(), want);
+        assert_eq!(Record::decode(&want), Ok(r));
+        // Version 3 with nothing stale is corruption.
+        let mut empty = sample().encode();
+        empty[0] = 3;
+        empty.extend([0, 0]);
+        assert!(Record::decode(&empty).is_err());
     }
 
     #[test]

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http_body::{Body, Frame, SizeHint};
 use md5::{Digest, Md5};
 
 use super::OpsError;
+use crate::replica::body::StreamBody;
 use crate::replica::{VolumeClient, VolumeError};
 
 /// What a copy (or a stored replica) must match.
@@ -30,8 +30,9 @@ fn copy_timeout(size: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_secs(size / (1 << 20))
 }
 
-/// The upload body: the source stream, checked against [`Expect`] at its end.
-struct CheckedBody<S> {
+/// The source stream, checked against [`Expect`]: a chunk past the size, a short
+/// source or a wrong md5 at the end becomes an error, which fails the upload.
+struct Checked<S> {
     source: S,
     expect: Expect,
     seen: u64,
@@ -39,61 +40,46 @@ struct CheckedBody<S> {
     done: bool,
 }
 
-impl<S> Body for CheckedBody<S>
+impl<S> Stream for Checked<S>
 where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
 {
-    type Data = Bytes;
-    type Error = std::io::Error;
+    type Item = Result<Bytes, std::io::Error>;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
             return Poll::Ready(None);
         }
         let fail = |msg: String| Poll::Ready(Some(Err(std::io::Error::other(msg))));
-        match self.source.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.seen += chunk.len() as u64;
-                self.md5.update(&chunk);
-                if self.seen > self.expect.size {
-                    self.done = true;
-                    return fail(format!("source longer than {} bytes", self.expect.size));
-                }
-                if self.seen == self.expect.size {
-                    self.done = true;
-                    if let Some(want) = self.expect.md5 {
-                        let got: [u8; 16] = self.md5.clone().finalize().into();
-                        if got != want {
-                            return fail("source md5 differs from the record".into());
-                        }
-                    }
-                }
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
-            }
+        let chunk = match self.source.poll_next_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => chunk,
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
-                fail(format!("reading source: {e}"))
+                return fail(format!("reading source: {e}"));
             }
             Poll::Ready(None) => {
                 self.done = true;
-                fail(format!(
-                    "source ended after {} of {} bytes",
-                    self.seen, self.expect.size
-                ))
+                let (seen, size) = (self.seen, self.expect.size);
+                return fail(format!("source ended after {seen} of {size} bytes"));
             }
-            Poll::Pending => Poll::Pending,
+        };
+        self.seen += chunk.len() as u64;
+        self.md5.update(&chunk);
+        if self.seen > self.expect.size {
+            self.done = true;
+            return fail(format!("source longer than {} bytes", self.expect.size));
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.expect.size)
+        if self.seen == self.expect.size {
+            self.done = true;
+            if let Some(want) = self.expect.md5 {
+                let got: [u8; 16] = self.md5.clone().finalize().into();
+                if got != want {
+                    return fail("source md5 differs from the record".into());
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(chunk)))
     }
 }
 
@@ -122,7 +108,7 @@ pub async fn copy(
                 expect.size
             )));
         }
-        let body = CheckedBody {
+        let checked = Checked {
             source: resp.bytes_stream(),
             expect,
             seen: 0,
@@ -130,7 +116,7 @@ pub async fn copy(
             done: false,
         };
         client
-            .put(dst_url, reqwest::Body::wrap(body))
+            .put(dst_url, StreamBody::request_body(checked, Some(expect.size)))
             .await
             .map_err(|e| match e {
                 // The body error (checksum, short source) surfaces as a transport error.
@@ -172,10 +158,4 @@ pub async fn hash(client: &VolumeClient, url: &str) -> Result<Option<(u64, [u8; 
             url: url.to_string(),
             reason: "timed out".into(),
         })?
-}
-
-/// Deletes every URL concurrently; the first failure, after all were tried.
-pub async fn delete_all(client: &VolumeClient, urls: &[String]) -> Result<(), VolumeError> {
-    let results = futures_util::future::join_all(urls.iter().map(|u| client.delete(u))).await;
-    results.into_iter().collect()
 }

@@ -7,6 +7,8 @@
 //! * [`rebalance`] — every key to its placement (offline, online, or one key).
 //! * [`verify`] — replicas, intents; [`orphans`] — unreferenced files (offline, online).
 //! * [`worker`] — the background-job mechanism: progress, throttle, cancel.
+//! * [`upkeep`] — completing missing replicas, deleting stale files; releasing a record
+//!   with its files.
 //! * [`membership`] — volumes joining or leaving a running index server.
 //! * [`offline`] — the CLI side: open the index, run a job, show progress.
 //!
@@ -21,15 +23,15 @@ pub mod offline;
 pub mod orphans;
 pub mod rebalance;
 pub mod rebuild;
+pub mod upkeep;
 pub mod verify;
 pub mod worker;
 
 use std::sync::Arc;
 
-use crate::index::{Index, IndexError};
+use crate::index::{Index, IndexError, KeyLocks};
 use crate::placement::{PlacementError, SharedPlacement};
-use crate::replica::{Health, VolumeClient, VolumeError};
-use crate::server::KeyLocks;
+use crate::replica::{DeleteError, Health, VolumeClient, VolumeError};
 
 /// Why an operation (or one step of it) failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,9 @@ pub enum OpsError {
     /// A volume request failed.
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    /// Not every file of a key could be deleted.
+    #[error(transparent)]
+    Delete(#[from] DeleteError),
     /// A directory listing could not be read or parsed.
     #[error("listing {url}: {reason}")]
     Listing {

@@ -18,7 +18,7 @@ use crate::cli::{ClusterArgs, RebalanceArgs, RebuildArgs, VerifyArgs};
 use crate::index::Index;
 use crate::placement::SharedPlacement;
 use crate::replica::VolumeClient;
-use crate::server::KeyLocks;
+use crate::index::KeyLocks;
 
 fn open(args: &ClusterArgs) -> anyhow::Result<Ctx> {
     let placement = args.placement.build()?;

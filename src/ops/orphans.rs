@@ -18,18 +18,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use futures_util::stream::{self, StreamExt};
 
 use super::listing::{walk, Found};
-use super::verify::{lock_patiently, Options};
+use super::verify::{Options, LOCK_PATIENCE};
 use super::worker::{inc, Job};
 use super::{Ctx, OpsError};
 use crate::index::now_ms;
 use crate::replica::VolumeClient;
 
-/// True when the index refers to `found`'s location for its key.
+/// True when the index refers to `found`'s location for its key (as a replica, or as a
+/// stale location that the record's own cleanup will delete).
 fn referenced(ctx: &Ctx, found: &Found) -> Result<bool, OpsError> {
     Ok(ctx
         .index
         .get(&found.key)?
-        .is_some_and(|r| r.volumes.contains(&found.location)))
+        .is_some_and(|r| r.all_locations().contains(&found.location)))
 }
 
 /// Finds (and with `opts.repair`, deletes) orphans on `servers`.
@@ -87,7 +88,7 @@ pub async fn collect(
 }
 
 async fn delete_orphan(ctx: &Ctx, found: &Found) -> Result<bool, OpsError> {
-    let Some(_guard) = lock_patiently(ctx, &found.key).await else {
+    let Some(_guard) = ctx.locks.lock_within(&found.key, LOCK_PATIENCE).await else {
         return Ok(false);
     };
     if referenced(ctx, found)? {

@@ -32,12 +32,12 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 
-use super::copy::{copy, delete_all, Expect};
+use super::copy::{copy, Expect};
 use super::worker::{inc, Job};
 use super::{blocking, count_keys, next_chunk, show, Ctx, OpsError};
 use crate::index::{Command, Record, State};
 use crate::placement::server_of;
-use crate::replica::VolumeClient;
+use crate::replica::{delete_files, VolumeClient};
 
 /// Records read from the index per chunk.
 const CHUNK: usize = 1024;
@@ -134,8 +134,9 @@ async fn copy_missing(
         size: record.size,
         md5: record.md5,
     };
-    // Replicas on volumes believed up first.
-    let mut sources: Vec<&String> = record.volumes.iter().collect();
+    // Only replicas that hold the value (never one a degraded write left missing), those
+    // on volumes believed up first.
+    let mut sources: Vec<&str> = record.holders().collect();
     sources.sort_by_key(|v| !ctx.is_up(server_of(v)));
     let mut bytes = 0;
     for dst in target.iter().filter(|t| !record.volumes.contains(t)) {
@@ -166,31 +167,28 @@ async fn copy_missing(
 }
 
 /// Deletes `old` replica locations of `key` that the index does not refer to (any
-/// more), under the key's lock; retried briefly while the key is busy. False if some
-/// could not be deleted (they stay as orphans for verify).
+/// more), under the key's lock (waiting up to 10 s while the key is busy). False if
+/// some could not be deleted (they stay as orphans for verify).
 pub async fn delete_old(ctx: &Ctx, key: &[u8], old: &[String]) -> bool {
-    for attempt in 0..20u32 {
-        if let Some(_guard) = ctx.locks.try_lock(key) {
-            let referenced = match ctx.index.get(key) {
-                Ok(record) => record.map(|r| r.volumes).unwrap_or_default(),
-                Err(_) => return false,
-            };
-            let urls: Vec<String> = old
-                .iter()
-                .filter(|v| !referenced.contains(v))
-                .map(|v| VolumeClient::url(v, key))
-                .collect();
-            return match delete_all(&ctx.client, &urls).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!("old replica of {} left for verify: {e}", show(key));
-                    false
-                }
-            };
+    let Some(_guard) = ctx.locks.lock_within(key, Duration::from_secs(10)).await else {
+        return false;
+    };
+    let referenced = match ctx.index.get(key) {
+        Ok(record) => record.map(|r| r.all_locations()).unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let old: Vec<String> = old
+        .iter()
+        .filter(|v| !referenced.contains(v))
+        .cloned()
+        .collect();
+    match delete_files(&ctx.client, ctx.health.as_deref(), key, &old).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("old replica of {} left for verify: {e}", show(key));
+            false
         }
-        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
     }
-    false
 }
 
 /// `REBALANCE /key`: moves one key; its old replicas are deleted after `delay`.

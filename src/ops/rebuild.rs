@@ -183,6 +183,7 @@ pub async fn run(
                     key,
                     size: rebuilt.size,
                     md5,
+                    missing: Vec::new(),
                     now_ms: seen.mtime_ms,
                 };
                 index

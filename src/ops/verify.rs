@@ -36,13 +36,13 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 
-use super::copy::{copy, delete_all, hash, Expect};
+use super::copy::{copy, hash, Expect};
+use super::upkeep;
 use super::worker::{inc, Job};
 use super::{blocking, count_keys, next_chunk, show, Ctx, OpsError};
 use crate::index::{now_ms, Command, Record, State};
 use crate::placement::server_of;
 use crate::replica::VolumeClient;
-use crate::server::KeyGuard;
 
 /// Records read from the index per chunk.
 const CHUNK: usize = 1024;
@@ -73,16 +73,8 @@ enum Replica {
     Unreachable,
 }
 
-/// Takes `key`'s lock, waiting up to about two seconds while requests hold it.
-pub async fn lock_patiently(ctx: &Ctx, key: &[u8]) -> Option<KeyGuard> {
-    for attempt in 0..12u64 {
-        if let Some(guard) = ctx.locks.try_lock(key) {
-            return Some(guard);
-        }
-        tokio::time::sleep(Duration::from_millis(25 * (attempt + 1))).await;
-    }
-    None
-}
+/// How long a repair waits for a key's lock while requests hold it.
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Verifies every record, then collects orphans; updates `job`'s counters.
 pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError> {
@@ -152,23 +144,13 @@ async fn check(
 /// Deletes the files of an intent or interrupted delete, then its record. False when
 /// the record changed meanwhile or the key stayed busy.
 async fn drop_record(ctx: &Ctx, key: &[u8], seen: &Record) -> Result<bool, OpsError> {
-    let Some(_guard) = lock_patiently(ctx, key).await else {
+    let Some(_guard) = ctx.locks.lock_within(key, LOCK_PATIENCE).await else {
         return Ok(false);
     };
     if ctx.index.get(key)?.as_ref() != Some(seen) {
         return Ok(false);
     }
-    let urls: Vec<String> = seen
-        .volumes
-        .iter()
-        .map(|v| VolumeClient::url(v, key))
-        .collect();
-    delete_all(&ctx.client, &urls).await?;
-    let remove = Command::Remove {
-        key: key.to_vec(),
-        expect: seen.state,
-    };
-    Ok(ctx.index.apply(remove).await?.is_ok())
+    upkeep::release(ctx, key, seen).await
 }
 
 async fn inspect(ctx: &Ctx, job: &Job, deep: bool, url: &str, size: u64) -> Replica {
@@ -227,9 +209,20 @@ async fn check_replicas(
 ) -> Result<(), OpsError> {
     let p = &job.progress;
     job.throttle.keys(1).await;
+    // Replicas a degraded write left missing, and stale files, are the upkeep's to fix.
+    let mut record = record;
+    if upkeep::needs_upkeep(&record) {
+        p.missing.fetch_add(record.missing.len() as u64, Relaxed);
+        if opts.repair && upkeep::tidy(ctx, key).await {
+            match ctx.index.get(key)? {
+                Some(now) if matches!(now.state, State::Live | State::Unlinked) => record = now,
+                _ => return Ok(()),
+            }
+        }
+    }
+    // Only replicas that hold the value are checked, and only they are copied from.
     let urls: Vec<String> = record
-        .volumes
-        .iter()
+        .holders()
         .map(|v| VolumeClient::url(v, key))
         .collect();
     let mut states = futures_util::future::join_all(
@@ -287,7 +280,7 @@ async fn check_replicas(
     if !opts.repair || missing + corrupt == 0 {
         return Ok(());
     }
-    let Some(_guard) = lock_patiently(ctx, key).await else {
+    let Some(_guard) = ctx.locks.lock_within(key, LOCK_PATIENCE).await else {
         inc(&p.busy);
         return Ok(());
     };

@@ -10,6 +10,14 @@
 //! task was dropped) the channel closes without it, the outgoing body yields an error,
 //! the connection is aborted, and the volume discards its temp file. A chunked upload
 //! can therefore never be cut short into a "complete" shorter file.
+//!
+//! A failed write is *settled* before it returns: every replica request is let finish
+//! (those whose body was incomplete fail at once; one that received the whole value is
+//! waited for, as its volume may still store it) until its answer arrives or the
+//! prober sees its volume down. Only a settled write may be cleaned up: a cleanup
+//! DELETE that overtook a volume still renaming the value into place would leave that
+//! file behind, unreferenced — or, if the key were written again meanwhile, under the
+//! newer record. [`WriteFailed::settled`] says whether every replica's fate is known.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,10 +25,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http_body::{Body, Frame, SizeHint};
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
+use super::body::StreamBody;
 use super::client::{VolumeClient, VolumeError, PUT_ACK_TIMEOUT};
 
 /// Chunks buffered per replica before the pump waits for it.
@@ -74,67 +83,32 @@ enum Msg {
     End,
 }
 
-/// The outgoing body of one replica PUT, fed by the pump.
-struct ChannelBody {
-    rx: mpsc::Receiver<Msg>,
-    len: Option<u64>,
-    done: bool,
-}
+/// The chunks the pump sends one replica; an error if the pump stops without `End`.
+struct Channel(mpsc::Receiver<Msg>);
 
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
+impl Stream for Channel {
+    type Item = Result<Bytes, std::io::Error>;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Msg::Data(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
-            Poll::Ready(Some(Msg::End)) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(Some(Err(std::io::Error::other("upload aborted"))))
-            }
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.0.poll_recv(cx) {
+            Poll::Ready(Some(Msg::Data(b))) => Poll::Ready(Some(Ok(b))),
+            Poll::Ready(Some(Msg::End)) => Poll::Ready(None),
+            Poll::Ready(None) => Poll::Ready(Some(Err(std::io::Error::other("upload aborted")))),
             Poll::Pending => Poll::Pending,
         }
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.len
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
-    }
 }
 
-/// Writes one value to every URL in `urls` concurrently. `body` yields the value's
-/// chunks; `len` is its Content-Length when the client sent one (forwarded, so volumes
-/// see a fixed-length upload), otherwise uploads are chunked. Succeeds only when every
-/// replica acknowledged the complete value.
-pub async fn put_all<S, E>(
-    client: &VolumeClient,
-    urls: &[String],
-    body: S,
-    len: Option<u64>,
-    hash: bool,
-    stall: Duration,
-) -> Result<Uploaded, FanoutError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    put_quorum(client, urls, body, len, hash, stall, urls.len(), &|_| false)
-        .await
-        .map(|q| q.uploaded)
+/// A fan-out write that failed.
+#[derive(Debug)]
+pub struct WriteFailed {
+    /// Why.
+    pub error: FanoutError,
+    /// Every replica request has ended (answered, or failed before its body was
+    /// complete), so no replica can still store this value: cleaning up is safe now.
+    /// False when a replica that had received the whole value was given up on (its
+    /// volume hung) — it might still store it later.
+    pub settled: bool,
 }
 
 /// A write that reached its quorum.
@@ -150,15 +124,61 @@ pub struct QuorumUpload {
 /// they are recorded as missing.
 pub const QUORUM_GRACE: Duration = Duration::from_secs(5);
 
-/// Like [`put_all`], but succeeds once `quorum` replicas acknowledged the complete
-/// value: a replica that fails or stalls is dropped from the write (its upload aborted,
-/// so it never holds a partial file) as long as `quorum` can still be reached. With
-/// `quorum == urls.len()` this is exactly [`put_all`]. `down(i)` tells whether the
-/// health prober sees replica `i`'s volume down: such a replica is treated as failed
-/// as soon as the write would wait on it, instead of after the stall limit.
+/// How often a blocked send, a pending acknowledgement or a wait for the client's
+/// body checks the replicas' health.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Writes one value to every URL in `urls` concurrently and succeeds once `quorum`
+/// replicas acknowledged the complete value (`quorum == urls.len()`: all of them).
+/// `body` yields the value's chunks; `len` is its Content-Length when the client sent
+/// one (forwarded, so volumes see a fixed-length upload), otherwise uploads are chunked.
+///
+/// A replica that fails or stalls is dropped from the write (recorded as missing) as
+/// long as `quorum` can still be reached. `down(i)` tells whether the health prober
+/// sees replica `i`'s volume down: such a replica is treated as failed as soon as the
+/// write would wait on it, and the write fails as soon as fewer than `quorum` replicas
+/// are up, even while it waits for the client.
 #[allow(clippy::too_many_arguments)]
 pub async fn put_quorum<S, E>(
     client: &VolumeClient,
+    urls: &[String],
+    body: S,
+    len: Option<u64>,
+    hash: bool,
+    stall: Duration,
+    quorum: usize,
+    down: &(dyn Fn(usize) -> bool + Sync),
+) -> Result<QuorumUpload, WriteFailed>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let quorum = quorum.clamp(1, urls.len().max(1));
+    let mut replicas = Replicas::spawn(client, urls, len);
+    let result = async {
+        let uploaded = pump(&mut replicas, urls, body, len, hash, stall, quorum, down).await?;
+        let failed = collect_acks(&mut replicas, urls, quorum, down).await?;
+        Ok::<_, FanoutError>((uploaded, failed))
+    }
+    .await;
+    match result {
+        Ok((uploaded, failed)) => {
+            let mut missing = replicas.dropped.clone();
+            missing.extend(failed);
+            missing.sort_unstable();
+            Ok(QuorumUpload { uploaded, missing })
+        }
+        Err(error) => {
+            let settled = replicas.settle(down).await;
+            Err(WriteFailed { error, settled })
+        }
+    }
+}
+
+/// Reads the client's body and hands every chunk to each replica still in the write.
+#[allow(clippy::too_many_arguments)]
+async fn pump<S, E>(
+    r: &mut Replicas,
     urls: &[String],
     mut body: S,
     len: Option<u64>,
@@ -166,80 +186,72 @@ pub async fn put_quorum<S, E>(
     stall: Duration,
     quorum: usize,
     down: &(dyn Fn(usize) -> bool + Sync),
-) -> Result<QuorumUpload, FanoutError>
+) -> Result<Uploaded, FanoutError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let n = urls.len();
-    let quorum = quorum.clamp(1, n.max(1));
-    let mut senders = Vec::with_capacity(n);
-    let mut tasks = Vec::with_capacity(n);
-    for url in urls {
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let replica_body = reqwest::Body::wrap(ChannelBody {
-            rx,
-            len,
-            done: false,
-        });
-        let (client, url) = (client.clone(), url.clone());
-        tasks.push(tokio::spawn(
-            async move { client.put(&url, replica_body).await },
-        ));
-        senders.push(Some(tx));
-    }
-    // Abort every outgoing request that is still running when we return early.
-    let mut guard = AbortOnDrop(tasks);
-    let mut missing: Vec<usize> = Vec::new();
-
     let mut md5 = hash.then(Md5::new);
     let mut size = 0u64;
-    while let Some(chunk) = body.next().await {
+    let mut watch = tokio::time::interval(WATCH_INTERVAL);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let chunk = tokio::select! {
+            chunk = body.next() => chunk,
+            _ = watch.tick() => {
+                // Waiting for the client: fail now if the quorum can no longer be met.
+                let up: Vec<usize> = (0..n).filter(|&i| r.senders[i].is_some()).collect();
+                if let Some(&i) = up.iter().find(|&&i| down(i)) {
+                    if up.iter().filter(|&&i| !down(i)).count() < quorum {
+                        return Err(FanoutError::Down { url: urls[i].clone() });
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(chunk) = chunk else { break };
         let chunk = chunk.map_err(|e| FanoutError::Client(e.to_string()))?;
         size += chunk.len() as u64;
         if let Some(h) = md5.as_mut() {
             h.update(&chunk);
         }
-        for i in 0..n {
-            let Some(tx) = &senders[i] else { continue };
+        for (i, url) in urls.iter().enumerate() {
+            let Some(tx) = &r.senders[i] else { continue };
             let err = match send_watched(tx, Msg::Data(chunk.clone()), stall, || down(i)).await {
                 Ok(()) => continue,
                 // The replica request ended early: report its own error.
-                Err(Stop::Closed) => guard.error_of(i, &urls[i]).await,
-                Err(stop) => stop.error(&urls[i], stall),
+                Err(Stop::Closed) => r.error_of(i, url).await,
+                Err(stop) => stop.error(url, stall),
             };
-            drop_replica(&mut guard, &mut senders, &mut missing, i, err, n, quorum)?;
+            r.drop_replica(i, err, quorum)?;
         }
     }
     if let Some(want) = len.filter(|&want| want != size) {
         return Err(FanoutError::Length { got: size, want });
     }
     for i in 0..n {
-        let Some(tx) = &senders[i] else { continue };
+        if r.senders[i].is_some() {
+            // Every byte is queued: from here the volume may end up with the value.
+            r.all_sent[i] = true;
+        }
+    }
+    for (i, url) in urls.iter().enumerate() {
+        let Some(tx) = &r.senders[i] else { continue };
         // A closed channel means the request already failed; its result says why.
         match send_watched(tx, Msg::End, stall, || down(i)).await {
             Ok(()) | Err(Stop::Closed) => {}
             Err(stop) => {
-                let err = stop.error(&urls[i], stall);
-                drop_replica(&mut guard, &mut senders, &mut missing, i, err, n, quorum)?;
+                let err = stop.error(url, stall);
+                r.drop_replica(i, err, quorum)?;
             }
         }
     }
-    let tasks = guard.disarm();
-    let failed = collect_acks(tasks, urls, &missing, quorum, down).await?;
-    missing.extend(failed);
-    missing.sort_unstable();
-    Ok(QuorumUpload {
-        uploaded: Uploaded {
-            size,
-            md5: md5.map(|h| h.finalize().into()),
-        },
-        missing,
+    Ok(Uploaded {
+        size,
+        md5: md5.map(|h| h.finalize().into()),
     })
 }
-
-/// How often a blocked send or a pending acknowledgement checks the replica's health.
-const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Why [`send_watched`] gave up.
 enum Stop {
@@ -291,139 +303,232 @@ async fn send_watched(
     }
 }
 
-/// Takes replica `i` out of a write after `err`; the error itself when the quorum can
-/// no longer be reached.
-fn drop_replica(
-    guard: &mut AbortOnDrop,
-    senders: &mut [Option<mpsc::Sender<Msg>>],
-    missing: &mut Vec<usize>,
-    i: usize,
-    err: FanoutError,
-    n: usize,
-    quorum: usize,
-) -> Result<(), FanoutError> {
-    if n - missing.len() - 1 < quorum {
-        return Err(err);
-    }
-    tracing::warn!("replica dropped from a write, recorded as missing: {err}");
-    senders[i] = None;
-    guard.0[i].abort();
-    missing.push(i);
-    Ok(())
-}
-
-/// Waits for the replicas not in `skip` to acknowledge. With a full quorum, the first
-/// failure fails the write; otherwise once `quorum` acknowledged the rest get
+/// Waits for the replicas still in the write to acknowledge. With a full quorum, the
+/// first failure fails the write; otherwise once `quorum` acknowledged the rest get
 /// [`QUORUM_GRACE`]. A replica whose volume the prober sees down counts as failed at
 /// once. Returns the replicas that failed.
 async fn collect_acks(
-    tasks: Vec<tokio::task::JoinHandle<Result<(), VolumeError>>>,
+    r: &mut Replicas,
     urls: &[String],
-    skip: &[usize],
     quorum: usize,
     down: &(dyn Fn(usize) -> bool + Sync),
 ) -> Result<Vec<usize>, FanoutError> {
-    use futures_util::stream::FuturesUnordered;
-    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-    let abort_all = || aborts.iter().for_each(|a| a.abort());
-    let mut pending: FuturesUnordered<_> = tasks
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| !skip.contains(i))
-        .map(|(i, t)| async move { (i, t.await) })
-        .collect();
-    let mut alive = pending.len();
-    let mut acked = Vec::new();
+    let mut acked = 0;
     let mut failed = Vec::new();
     let mut deadline = tokio::time::Instant::now() + PUT_ACK_TIMEOUT;
     loop {
+        let waiting = r.waiting_in_write();
+        if waiting.is_empty() {
+            return Ok(failed);
+        }
         let next = tokio::select! {
-            next = tokio::time::timeout_at(deadline, pending.next()) => next,
-            () = tokio::time::sleep(WATCH_INTERVAL) => {
-                let gone = (0..urls.len()).find(|&i| {
-                    !skip.contains(&i) && !acked.contains(&i) && !failed.contains(&i) && down(i)
-                });
-                match gone {
-                    // Its task result will never count: abort it and treat it as failed.
-                    Some(i) => {
-                        aborts[i].abort();
-                        Ok(Some((i, Ok(Err(VolumeError::Timeout {
-                            url: urls[i].clone(),
-                            timeout: WATCH_INTERVAL,
-                        })))))
-                    }
-                    None => continue,
+            next = tokio::time::timeout_at(deadline, r.next_answer()) => next,
+            () = tokio::time::sleep(WATCH_INTERVAL) => match waiting.iter().find(|&&i| down(i)) {
+                // Its answer will never count: give up on it, as failed.
+                Some(&i) => {
+                    r.give_up(i);
+                    Ok(Some((i, Err(FanoutError::Down { url: urls[i].clone() }))))
                 }
-            }
+                None => continue,
+            },
         };
         let (i, result) = match next {
-            Ok(Some(done)) if failed.contains(&done.0) => continue,
-            Ok(Some(done)) => done,
-            Ok(None) => break,
-            Err(_) if acked.len() >= quorum => {
-                let late: Vec<usize> = (0..urls.len())
-                    .filter(|i| !skip.contains(i) && !acked.contains(i) && !failed.contains(i))
-                    .collect();
-                for &i in &late {
-                    aborts[i].abort();
+            Ok(Some((i, _))) if r.dropped.contains(&i) => continue,
+            Ok(Some(answer)) => answer,
+            Ok(None) => return Ok(failed),
+            Err(_) if acked >= quorum => {
+                // The grace after the quorum is over: the late ones are missing.
+                for &i in &waiting {
+                    r.give_up(i);
                 }
-                failed.extend(late);
-                break;
+                failed.extend(waiting);
+                return Ok(failed);
             }
             Err(_) => {
-                abort_all();
-                let url = (0..urls.len())
-                    .find(|i| !skip.contains(i) && !acked.contains(i) && !failed.contains(i))
-                    .map_or_else(String::new, |i| urls[i].clone());
                 return Err(FanoutError::Stalled {
-                    url,
+                    url: urls[waiting[0]].clone(),
                     limit: PUT_ACK_TIMEOUT,
-                });
+                })
             }
         };
-        let err = match result {
-            Ok(Ok(())) => {
-                acked.push(i);
-                if acked.len() == quorum {
+        match result {
+            Ok(()) => {
+                acked += 1;
+                if acked == quorum {
                     deadline = deadline.min(tokio::time::Instant::now() + QUORUM_GRACE);
                 }
-                continue;
             }
-            Ok(Err(e)) => FanoutError::from(e),
-            Err(join) => FanoutError::Client(format!("replica task failed: {join}")),
-        };
-        alive -= 1;
-        if alive < quorum {
-            abort_all();
-            return Err(err);
+            Err(err) => {
+                failed.push(i);
+                if urls.len() - r.dropped.len() - failed.len() < quorum {
+                    return Err(err);
+                }
+                tracing::warn!("replica did not acknowledge a write, recorded as missing: {err}");
+            }
         }
-        tracing::warn!("replica did not acknowledge a write, recorded as missing: {err}");
-        failed.push(i);
     }
-    Ok(failed)
 }
 
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<Result<(), VolumeError>>>);
+/// The replica requests of one write: their body channels, and their answers as they
+/// arrive. Dropping it aborts every request still running.
+struct Replicas {
+    senders: Vec<Option<mpsc::Sender<Msg>>>,
+    aborts: Vec<AbortHandle>,
+    answers: mpsc::UnboundedReceiver<(usize, Result<(), VolumeError>)>,
+    /// Answers received while waiting for a particular one, not yet consumed.
+    unread: std::collections::VecDeque<(usize, Result<(), FanoutError>)>,
+    /// The request's answer (or failure) arrived.
+    answered: Vec<bool>,
+    /// Aborted by us before it answered.
+    given_up: Vec<bool>,
+    /// Every byte of the value was queued to it: its volume may store the value.
+    all_sent: Vec<bool>,
+    /// Dropped from the write while the body was streaming (recorded as missing).
+    dropped: Vec<usize>,
+}
 
-impl AbortOnDrop {
-    fn disarm(mut self) -> Vec<tokio::task::JoinHandle<Result<(), VolumeError>>> {
-        std::mem::take(&mut self.0)
+impl Replicas {
+    /// Starts one PUT per URL, each fed by its own bounded channel.
+    fn spawn(client: &VolumeClient, urls: &[String], len: Option<u64>) -> Self {
+        let n = urls.len();
+        let (answer_tx, answers) = mpsc::unbounded_channel();
+        let mut senders = Vec::with_capacity(n);
+        let mut aborts = Vec::with_capacity(n);
+        for (i, url) in urls.iter().enumerate() {
+            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+            let body = StreamBody::request_body(Channel(rx), len);
+            let (client, url, answer_tx) = (client.clone(), url.clone(), answer_tx.clone());
+            let task = tokio::spawn(async move {
+                let result = client.put(&url, body).await;
+                let _ = answer_tx.send((i, result));
+            });
+            aborts.push(task.abort_handle());
+            senders.push(Some(tx));
+        }
+        Replicas {
+            senders,
+            aborts,
+            answers,
+            unread: std::collections::VecDeque::new(),
+            answered: vec![false; n],
+            given_up: vec![false; n],
+            all_sent: vec![false; n],
+            dropped: Vec::new(),
+        }
+    }
+
+    /// Replicas whose answer is still awaited (`dropped` ones included).
+    fn waiting(&self) -> Vec<usize> {
+        (0..self.aborts.len())
+            .filter(|&i| !self.answered[i] && !self.given_up[i])
+            .collect()
+    }
+
+    /// Replicas still in the write whose answer is awaited.
+    fn waiting_in_write(&self) -> Vec<usize> {
+        let mut waiting = self.waiting();
+        waiting.retain(|i| !self.dropped.contains(i));
+        waiting
+    }
+
+    /// The next answer of a replica not given up on; `None` when none is left.
+    async fn next_answer(&mut self) -> Option<(usize, Result<(), FanoutError>)> {
+        if let Some(answer) = self.unread.pop_front() {
+            return Some(answer);
+        }
+        loop {
+            let (i, result) = self.answers.recv().await?;
+            self.answered[i] = true;
+            if !self.given_up[i] {
+                return Some((i, result.map_err(FanoutError::from)));
+            }
+        }
+    }
+
+    /// Stops waiting for replica `i`: its request is aborted.
+    fn give_up(&mut self, i: usize) {
+        self.senders[i] = None;
+        if !self.answered[i] {
+            self.aborts[i].abort();
+            self.given_up[i] = true;
+        }
+    }
+
+    /// Takes replica `i` out of the write after `err` (its body channel closes, so its
+    /// upload fails and the volume keeps nothing); the error itself when the quorum can
+    /// no longer be reached.
+    fn drop_replica(&mut self, i: usize, err: FanoutError, quorum: usize) -> Result<(), FanoutError> {
+        if self.aborts.len() - self.dropped.len() - 1 < quorum {
+            return Err(err);
+        }
+        tracing::warn!("replica dropped from a write, recorded as missing: {err}");
+        self.senders[i] = None;
+        self.dropped.push(i);
+        Ok(())
     }
 
     /// The error of replica `i`, whose request ended before its body was complete.
     async fn error_of(&mut self, i: usize, url: &str) -> FanoutError {
-        let task = &mut self.0[i];
-        match tokio::time::timeout(Duration::from_secs(5), task).await {
-            Ok(Ok(Err(e))) => e.into(),
+        let wait = async {
+            if let Some(pos) = self.unread.iter().position(|(j, _)| *j == i) {
+                return self.unread.remove(pos).and_then(|(_, r)| r.err());
+            }
+            loop {
+                // Other answers are kept for later (this wait may be cut short).
+                let (j, result) = self.answers.recv().await?;
+                self.answered[j] = true;
+                if self.given_up[j] {
+                    continue;
+                }
+                let result = result.map_err(FanoutError::from);
+                if j == i {
+                    return result.err();
+                }
+                self.unread.push_back((j, result));
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(5), wait).await {
+            Ok(Some(e)) => e,
             _ => FanoutError::Client(format!("replica {url} ended the upload early")),
         }
     }
+
+    /// After a failure: closes every body (an incomplete upload fails at once) and waits
+    /// for every request to end, giving up on one when the prober sees its volume down
+    /// or after [`PUT_ACK_TIMEOUT`]. True when no replica that may hold the whole value
+    /// was given up on.
+    async fn settle(&mut self, down: &(dyn Fn(usize) -> bool + Sync)) -> bool {
+        self.senders.iter_mut().for_each(|s| *s = None);
+        let deadline = tokio::time::Instant::now() + PUT_ACK_TIMEOUT;
+        loop {
+            let waiting = self.waiting();
+            if waiting.is_empty() || tokio::time::Instant::now() >= deadline {
+                waiting.into_iter().for_each(|i| self.give_up(i));
+                break;
+            }
+            tokio::select! {
+                answer = self.next_answer() => if answer.is_none() { break },
+                () = tokio::time::sleep(WATCH_INTERVAL) => {
+                    for i in waiting.into_iter().filter(|&i| down(i)) {
+                        self.give_up(i);
+                    }
+                }
+            }
+        }
+        let settled = (0..self.aborts.len()).all(|i| !(self.given_up[i] && self.all_sent[i]));
+        if !settled {
+            tracing::warn!("a failed write could not be settled: a volume that may hold the value stopped answering");
+        }
+        settled
+    }
 }
 
-impl Drop for AbortOnDrop {
+impl Drop for Replicas {
     fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
+        for (i, a) in self.aborts.iter().enumerate() {
+            if !self.answered[i] {
+                a.abort();
+            }
         }
     }
 }

@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use super::client::{Probe, VolumeClient};
 use crate::index::now_ms;
+use crate::placement::server_of;
 
 /// How often each volume server is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often a wait on volumes looks at their health ([`Health::first_down`]).
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct ServerState {
@@ -109,6 +113,18 @@ impl Health {
             } else {
                 tracing::warn!("volume {server} is down");
             }
+        }
+    }
+
+    /// Completes, naming it, once the server of one of `locations` is seen down
+    /// (checked every 100 ms): a caller waiting on those volumes stops waiting on one
+    /// that hung, within `--voltimeout` plus the probe interval.
+    pub async fn first_down(&self, locations: &[String]) -> String {
+        loop {
+            if let Some(l) = locations.iter().find(|l| !self.is_up(server_of(l))) {
+                return server_of(l).to_string();
+            }
+            tokio::time::sleep(WATCH_INTERVAL).await;
         }
     }
 

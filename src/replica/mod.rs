@@ -2,10 +2,13 @@
 //! replicas, and the background health prober. Shared by the index server and the
 //! background workers (rebuild, rebalance, verify).
 
+pub mod body;
 pub mod client;
+pub mod delete;
 pub mod fanout;
 pub mod health;
 
 pub use client::{ClientOptions, VolumeClient, VolumeError};
-pub use fanout::{put_all, put_quorum, FanoutError, QuorumUpload, Uploaded};
+pub use delete::{delete_files, DeleteError};
+pub use fanout::{put_quorum, FanoutError, QuorumUpload, Uploaded, WriteFailed};
 pub use health::Health;

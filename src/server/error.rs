@@ -5,7 +5,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::index::IndexError;
 use crate::key::KeyError;
-use crate::replica::FanoutError;
+use crate::ops::OpsError;
+use crate::replica::{DeleteError, FanoutError};
 
 /// Everything a request can fail with. Each variant maps to one status; the message is
 /// the response body (plain text) so clients see why.
@@ -78,6 +79,16 @@ impl From<FanoutError> for ApiError {
                 ApiError::Volume(e.to_string())
             }
             FanoutError::Down { .. } => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<OpsError> for ApiError {
+    fn from(e: OpsError) -> Self {
+        match e {
+            OpsError::Index(e) => ApiError::Index(e),
+            OpsError::Delete(DeleteError::Down { .. }) => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Volume(other.to_string()),
         }
     }
 }

@@ -6,15 +6,12 @@
 
 mod admin;
 mod admin_ops;
-mod complete;
 mod error;
-mod locks;
 mod read;
 mod safety;
 mod write;
 
 pub use error::ApiError;
-pub use locks::{KeyGuard, KeyLocks};
 pub use safety::{SafetyArgs, SafetyConfig, Scheme};
 
 use std::sync::Arc;
@@ -25,7 +22,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
 use crate::cli::ServerArgs;
-use crate::index::Index;
+use crate::index::{Index, KeyLocks};
 use crate::ops::membership::Membership;
 use crate::ops::worker::Worker;
 use crate::placement::{Placement, SharedPlacement};
@@ -92,8 +89,8 @@ pub struct App {
     pub jobs: Worker,
     /// Records volume registrations.
     pub membership: Membership,
-    /// Keys written with missing replicas, for the completer (degraded writes).
-    pub incomplete: complete::Queue,
+    /// Keys with replicas to complete or stale files to delete, for the upkeep worker.
+    pub upkeep: crate::ops::upkeep::Queue,
 }
 
 impl App {
@@ -116,16 +113,18 @@ pub struct Started {
     /// The router to serve.
     pub router: axum::Router,
     prober: tokio::task::JoinHandle<()>,
-    completer: tokio::task::JoinHandle<()>,
+    upkeep: tokio::task::JoinHandle<()>,
 }
 
 impl Started {
     /// Stops background work, waits (at most `grace`) for writes still running on their
     /// own tasks, and closes the index durably. Call after serving ended.
-    pub async fn shutdown(self, grace: Duration) {
+    pub async fn shutdown(mut self, grace: Duration) {
         self.prober.abort();
         self.app.jobs.abort();
-        self.completer.abort();
+        self.upkeep.abort();
+        // The worker holds an index handle: it must be gone before the index closes.
+        let _ = (&mut self.upkeep).await;
         let Started { app, router, .. } = self;
         drop(router);
         let deadline = Instant::now() + grace;
@@ -154,7 +153,7 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
     let prober = health.spawn_prober(client.clone());
     let verbose = cfg.verbose;
     let safety = cfg.safety.clone();
-    let (incomplete, incomplete_rx) = complete::queue();
+    let (upkeep, upkeep_rx) = crate::ops::upkeep::queue();
     let app = Arc::new(App {
         cfg,
         index,
@@ -165,9 +164,9 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         placement: Arc::new(SharedPlacement::new(placement)),
         jobs: Worker::default(),
         membership,
-        incomplete,
+        upkeep,
     });
-    let completer = complete::spawn(Arc::clone(&app), incomplete_rx);
+    let upkeep = crate::ops::upkeep::spawn(app.ops_ctx(), upkeep_rx);
     let router = crate::http::observe(
         safety.layers(
             axum::Router::new()
@@ -181,7 +180,7 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         app,
         router,
         prober,
-        completer,
+        upkeep,
     })
 }
 

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use crate::auth::{Auth, AuthArgs};
 use crate::net::{ListenArgs, ServeOptions};
-use crate::placement::server_of;
 use crate::ratelimit::{Admission, TokenBucket};
-use crate::replica::{ClientOptions, Health};
+use crate::replica::ClientOptions;
 
 /// How the index server reaches volumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -141,24 +140,4 @@ impl SafetyConfig {
 /// How the server listens, from `hoard server`'s flags.
 pub fn serve_options(args: &SafetyArgs) -> anyhow::Result<ServeOptions> {
     ServeOptions::from_args(&args.listen)
-}
-
-/// How often a write in progress checks that its volumes are still up.
-const WATCH_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Completes once fewer than `needed` of `locations` are up according to the health
-/// prober — the write can no longer succeed, so it fails now instead of waiting for a
-/// hung volume. A volume that stops answering is marked down within `--voltimeout` plus
-/// the probe interval, which bounds how long a PUT can hang on it.
-pub async fn quorum_lost(health: &Health, locations: &[String], needed: usize) {
-    loop {
-        let up = locations
-            .iter()
-            .filter(|l| health.is_up(server_of(l)))
-            .count();
-        if up < needed {
-            return;
-        }
-        tokio::time::sleep(WATCH_INTERVAL).await;
-    }
 }

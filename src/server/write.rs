@@ -2,24 +2,31 @@
 //!
 //! PUT, and what a crash at each step leaves behind:
 //!
-//! 1. take the key's lock (409 if held) and check it is not live (403);
-//! 2. `Begin`: an intent record (state `writing`, target volumes) is committed to the
-//!    index — crash after this: a `writing` record, invisible to GET and lists; repair
-//!    rolls it back (deletes any replica files, drops the record);
+//! 1. take the key's lock (409 if held) and check it is not live (403); wait for the
+//!    first body bytes (411 if none) — nothing is recorded yet;
+//! 2. from here the write runs on its own task, so a client disconnect cannot cut it
+//!    short. `Begin`: an intent record (state `writing`, target volumes, and as `stale`
+//!    every other location an older record of the key named) is committed to the index
+//!    — crash after this: a `writing` record, invisible to GET and lists; repair rolls
+//!    it back (deletes every file it names, drops the record);
 //! 3. stream the body to every replica at once — crash or failure here: volumes hold at
 //!    most temp files (discarded) or complete files named by the intent record;
 //! 4. `Commit`: the record becomes `live` with size and md5 — only now is the key
-//!    visible, and only now is 201 sent.
+//!    visible, and only now is 201 sent. Stale files, and replicas a degraded write
+//!    missed, are then the upkeep worker's (`ops::upkeep`).
 //!
-//! On a failed write the server deletes whatever replicas were written and drops the
-//! intent; if that cleanup itself fails, the intent stays for repair.
+//! A failed write is rolled back — its files and stale files deleted, then the intent
+//! dropped — only once it is *settled*: every replica request has ended, so no volume
+//! can still rename the value into place after the cleanup (see `replica::fanout`). A
+//! write that cannot be settled (a volume hung holding the whole value), or whose
+//! cleanup fails, leaves its intent for repair. A failed or rejected `Commit` is rolled
+//! back the same way, unless a re-read shows it committed after all.
 //!
-//! While streaming, a health watch fails the write as soon as the prober sees fewer
-//! than the write quorum of its volumes up, so a hung volume costs a PUT at most
+//! While streaming, the fan-out fails the write as soon as the prober sees fewer than
+//! the write quorum of its volumes up, so a hung volume costs a PUT at most
 //! `--voltimeout` + the probe interval. With `--write-quorum` below the replica count,
 //! volumes already down are skipped and replicas failing mid-way are dropped; the key
-//! is committed with them recorded as missing (`CommitDegraded`) and queued for the
-//! completer.
+//! is committed with them recorded as missing and queued for the upkeep worker.
 //!
 //! DELETE marks the record `deleting` (invisible) before removing files, then drops the
 //! record; an interrupted delete is finished by a retry or by repair. UNLINK is one
@@ -33,12 +40,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use super::locks::KeyGuard;
 use super::{ApiError, App};
-use crate::index::{now_ms, Command, Rejection, State};
+use crate::index::{now_ms, Command, KeyGuard, Record, Rejection, State};
 use crate::key::check_writable;
+use crate::ops::show;
+use crate::ops::upkeep::{needs_upkeep, release};
 use crate::placement::server_of;
-use crate::replica::{put_quorum, VolumeClient};
+use crate::replica::{put_quorum, FanoutError, Uploaded, VolumeClient, WriteFailed};
 
 /// PUT /key: stream the body to every replica; 201 once all hold it.
 pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, ApiError> {
@@ -78,102 +86,135 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
             names.join(",")
         )));
     }
-    let begin = Command::Begin {
-        key: key.clone(),
-        volumes: volumes.clone(),
-        now_ms: now_ms(),
-    };
-    app.index.apply(begin).await?.map_err(|r| match r {
-        Rejection::Exists => ApiError::Forbidden("key exists: DELETE it first"),
-        other => ApiError::BadRequest(other.to_string()),
-    })?;
-
-    let urls: Vec<String> = volumes.iter().map(|v| VolumeClient::url(v, &key)).collect();
     let stream = futures_util::stream::iter([Ok(first)]).chain(body);
+    // From the intent on, the write runs on its own task: a client that disconnects
+    // cannot cut it (or its cleanup) short.
     detached(async move {
         let _guard = guard;
-        let hash = app.cfg.md5sum;
-        // Volumes already down are not tried: they are missing from the start.
-        let (live, skipped): (Vec<usize>, Vec<usize>) =
-            (0..urls.len()).partition(|&i| app.health.is_up(server_of(&volumes[i])));
-        if live.len() < quorum {
-            roll_back(&app, &key, &volumes).await;
-            return Err(ApiError::Unavailable(
-                "too few replica volumes are up for the write quorum".into(),
-            ));
-        }
-        let targets: Vec<String> = live.iter().map(|&i| urls[i].clone()).collect();
-        let stall = app.cfg.stall_limit();
-        let health = &app.health;
-        let down = |j: usize| !health.is_up(server_of(&volumes[live[j]]));
-        let write = put_quorum(
-            &app.client,
-            &targets,
-            stream,
-            len,
-            hash,
-            stall,
-            quorum,
-            &down,
-        );
-        let lost = super::safety::quorum_lost(&app.health, &volumes, quorum);
-        let result = tokio::select! {
-            r = write => r.map_err(ApiError::from),
-            () = lost => Err(ApiError::Unavailable(
-                "a replica volume stopped answering during the write".into(),
-            )),
+        let begin = Command::Begin {
+            key: key.clone(),
+            volumes: volumes.clone(),
+            now_ms: now_ms(),
         };
-        match result {
-            Ok(written) => {
-                let uploaded = written.uploaded;
-                let missing: Vec<String> = skipped
-                    .iter()
-                    .copied()
-                    .chain(written.missing.iter().map(|&j| live[j]))
-                    .map(|i| volumes[i].clone())
-                    .collect();
-                let commit = if missing.is_empty() {
-                    Command::Commit {
-                        key: key.clone(),
-                        size: uploaded.size,
-                        md5: uploaded.md5,
-                        now_ms: now_ms(),
-                    }
+        app.index.apply(begin).await?.map_err(|r| match r {
+            Rejection::Exists => ApiError::Forbidden("key exists: DELETE it first"),
+            other => ApiError::BadRequest(other.to_string()),
+        })?;
+        match write_replicas(&app, &key, &volumes, quorum, stream, len).await {
+            Ok((uploaded, missing)) => commit(&app, &key, uploaded, missing).await,
+            Err(WriteFailed { error, settled }) => {
+                if settled {
+                    roll_back(&app, &key).await;
                 } else {
                     tracing::warn!(
-                        "degraded write of {}: missing on {}",
-                        String::from_utf8_lossy(&key),
-                        missing.join(",")
+                        "write of {} failed and a volume may still store it: intent left for repair",
+                        show(&key)
                     );
-                    Command::CommitDegraded {
-                        key: key.clone(),
-                        size: uploaded.size,
-                        md5: uploaded.md5,
-                        missing,
-                        now_ms: now_ms(),
-                    }
-                };
-                let degraded = matches!(commit, Command::CommitDegraded { .. });
-                match app.index.apply(commit).await? {
-                    Ok(_) => {
-                        if degraded {
-                            let _ = app.incomplete.send(key.clone());
-                        }
-                        let mut resp = StatusCode::CREATED.into_response();
-                        resp.extensions_mut()
-                            .insert(crate::http::BytesReceived(uploaded.size));
-                        Ok(resp)
-                    }
-                    Err(r) => Err(ApiError::Volume(format!("commit rejected: {r}"))),
                 }
-            }
-            Err(e) => {
-                roll_back(&app, &key, &volumes).await;
-                Err(e)
+                Err(error.into())
             }
         }
     })
     .await
+}
+
+/// Streams the value to the replica volumes that are up (those already down are
+/// missing from the start); the value and the locations that do not hold it.
+async fn write_replicas<S, E>(
+    app: &App,
+    key: &[u8],
+    volumes: &[String],
+    quorum: usize,
+    stream: S,
+    len: Option<u64>,
+) -> Result<(Uploaded, Vec<String>), WriteFailed>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (live, skipped): (Vec<usize>, Vec<usize>) =
+        (0..volumes.len()).partition(|&i| app.health.is_up(server_of(&volumes[i])));
+    if live.len() < quorum {
+        return Err(WriteFailed {
+            error: FanoutError::Down {
+                url: "too few replica volumes are up for the write quorum".into(),
+            },
+            settled: true,
+        });
+    }
+    let targets: Vec<String> = live
+        .iter()
+        .map(|&i| VolumeClient::url(&volumes[i], key))
+        .collect();
+    let down = |j: usize| !app.health.is_up(server_of(&volumes[live[j]]));
+    let written = put_quorum(
+        &app.client,
+        &targets,
+        stream,
+        len,
+        app.cfg.md5sum,
+        app.cfg.stall_limit(),
+        quorum,
+        &down,
+    )
+    .await?;
+    let missing: Vec<String> = skipped
+        .iter()
+        .copied()
+        .chain(written.missing.iter().map(|&j| live[j]))
+        .map(|i| volumes[i].clone())
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            "degraded write of {}: missing on {}",
+            show(key),
+            missing.join(",")
+        );
+    }
+    Ok((written.uploaded, missing))
+}
+
+/// Makes a written value live (201). If the commit fails, the write is rolled back —
+/// unless it did commit after all (a storage error after the fact), which a re-read
+/// tells. Replicas to complete or stale files to delete go to the upkeep worker.
+async fn commit(
+    app: &App,
+    key: &[u8],
+    uploaded: Uploaded,
+    missing: Vec<String>,
+) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let commit = Command::Commit {
+        key: key.to_vec(),
+        size: uploaded.size,
+        md5: uploaded.md5,
+        missing,
+        now_ms: now,
+    };
+    let failure = match app.index.apply(commit).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(r)) => Some(ApiError::Volume(format!("commit rejected: {r}"))),
+        Err(e) => Some(ApiError::Index(e)),
+    };
+    let committed = match app.index.get(key) {
+        Ok(Some(r)) if r.state == State::Live && r.changed_ms == now => Some(r),
+        _ => None,
+    };
+    match (failure, committed) {
+        (_, Some(record)) => {
+            if needs_upkeep(&record) {
+                let _ = app.upkeep.send(key.to_vec());
+            }
+            let mut resp = StatusCode::CREATED.into_response();
+            resp.extensions_mut()
+                .insert(crate::http::BytesReceived(uploaded.size));
+            Ok(resp)
+        }
+        (failure, None) => {
+            roll_back(app, key).await;
+            Err(failure.unwrap_or_else(|| ApiError::Volume("commit not recorded".into())))
+        }
+    }
 }
 
 /// The checks made before any byte of the body is read: key, length, lock, existence.
@@ -216,22 +257,24 @@ where
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
 
-/// Removes the replica files of a failed write and its intent record. If a volume
-/// cannot be cleaned now, the intent stays for repair to finish.
-async fn roll_back(app: &App, key: &[u8], locations: &[String]) {
-    if let Err(e) = delete_replicas(app, key, locations).await {
-        tracing::warn!(
-            "could not clean replicas of failed write of {} ({e}); left for repair",
-            String::from_utf8_lossy(key)
-        );
-        return;
-    }
-    let remove = Command::Remove {
-        key: key.to_vec(),
-        expect: State::Writing,
+/// Removes the files of a failed write — and any stale files its intent names — and
+/// then the intent. If a volume cannot be cleaned now, the intent stays for repair.
+/// The caller holds the key's lock, and the write is settled (no replica can still
+/// store the value).
+async fn roll_back(app: &App, key: &[u8]) {
+    let intent = match app.index.get(key) {
+        Ok(Some(r)) if r.state == State::Writing => r,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!("rolling back {}: {e}; left for repair", show(key));
+            return;
+        }
     };
-    if let Err(e) = app.index.apply(remove).await {
-        tracing::warn!("dropping intent of {}: {e}", String::from_utf8_lossy(key));
+    if let Err(e) = release(&app.ops_ctx(), key, &intent).await {
+        tracing::warn!(
+            "could not clean up failed write of {} ({e}); left for repair",
+            show(key)
+        );
     }
 }
 
@@ -252,18 +295,17 @@ pub async fn delete(app: Arc<App>, key: Vec<u8>) -> Result<Response, ApiError> {
         }
         Err(other) => return Err(ApiError::BadRequest(other.to_string())),
     };
+    let deleting = Record {
+        state: State::Deleting,
+        ..record
+    };
     detached(async move {
         let _guard = guard;
-        delete_replicas(&app, &key, &record.volumes).await?;
-        let remove = Command::Remove {
-            key,
-            expect: State::Deleting,
-        };
-        app.index
-            .apply(remove)
-            .await?
-            .map_err(|r| ApiError::BadRequest(r.to_string()))?;
-        Ok(StatusCode::NO_CONTENT.into_response())
+        if release(&app.ops_ctx(), &key, &deleting).await? {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        } else {
+            Err(ApiError::Volume("the record changed during the delete".into()))
+        }
     })
     .await
 }
@@ -280,42 +322,6 @@ pub async fn unlink(app: &App, key: Vec<u8>) -> Result<Response, ApiError> {
         Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(_) => Err(ApiError::NotFound),
     }
-}
-
-/// Deletes `key`'s file on every location concurrently (a missing file counts as
-/// deleted). Volumes the prober sees down are not tried, and the step gives up as soon
-/// as one of the others goes down — a hung volume must not hold the request for the
-/// whole delete timeout. Either way the files on reachable volumes are gone, and the
-/// caller leaves the record for a retry or for repair to finish.
-async fn delete_replicas(app: &App, key: &[u8], locations: &[String]) -> Result<(), ApiError> {
-    let (up, down): (Vec<&String>, Vec<&String>) = locations
-        .iter()
-        .partition(|l| app.health.is_up(server_of(l)));
-    let up: Vec<String> = up.into_iter().cloned().collect();
-    let deletes = up.iter().map(|l| {
-        let url = VolumeClient::url(l, key);
-        async move { app.client.delete(&url).await }
-    });
-    tokio::select! {
-        results = futures_util::future::join_all(deletes) => {
-            results
-                .into_iter()
-                .collect::<Result<Vec<()>, _>>()
-                .map_err(|e| ApiError::Volume(format!("delete incomplete, retry: {e}")))?;
-        }
-        () = super::safety::quorum_lost(&app.health, &up, up.len()) => {
-            return Err(ApiError::Unavailable(
-                "a replica volume went down; delete incomplete, retry".into(),
-            ));
-        }
-    }
-    if let Some(d) = down.first() {
-        return Err(ApiError::Unavailable(format!(
-            "replica volume {} is down; delete incomplete, retry",
-            server_of(d)
-        )));
-    }
-    Ok(())
 }
 
 /// Runs the rest of a write on its own task, so that a client disconnecting mid-request

@@ -14,6 +14,7 @@
 
 pub mod delete;
 pub mod error;
+pub mod inflight;
 pub mod listing;
 pub mod path;
 pub mod read;
@@ -42,6 +43,8 @@ pub struct VolumeConfig {
     pub fsync: bool,
     /// Who may write (and, in mode `all`, read).
     pub auth: crate::auth::Auth,
+    /// Test hook: pause every upload before its rename.
+    pub rename_delay: Option<std::time::Duration>,
 }
 
 /// What every request handler shares.
@@ -56,7 +59,7 @@ struct Volume {
 /// temp files) and returns the service.
 pub fn router(cfg: VolumeConfig) -> anyhow::Result<axum::Router> {
     let volume = Volume {
-        root: Root::prepare(&cfg.dir)?,
+        root: Root::prepare(&cfg.dir)?.with_rename_delay(cfg.rename_delay),
         fsync: cfg.fsync,
         started: std::time::Instant::now(),
     };
@@ -75,6 +78,7 @@ pub async fn run(args: VolumeArgs, verbose: bool) -> anyhow::Result<()> {
         dir: args.dir.clone(),
         fsync: args.fsync,
         auth: crate::auth::Auth::from_args(&args.auth)?,
+        rename_delay: args.test_rename_delay,
     })?;
     let serve_options = crate::net::ServeOptions::from_args(&args.listen)?;
     let app = crate::http::observe(app, "volume", verbose);

@@ -10,20 +10,25 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use super::error::VolumeError;
+use super::inflight::InFlight;
 use super::path::VolumePath;
 
 /// Name of the hidden directory holding uploads in progress. Request paths can never
 /// name it: segments starting with `.` are refused.
 pub const TEMP_DIR: &str = ".hoard-tmp";
 
-/// The canonical root directory of a volume.
+/// The canonical root directory of a volume, and the uploads in flight under it.
 #[derive(Debug, Clone)]
 pub struct Root {
     path: PathBuf,
+    inflight: Arc<InFlight>,
+    rename_delay: Option<Duration>,
 }
 
 impl Root {
@@ -32,7 +37,11 @@ impl Root {
     pub fn prepare(dir: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
-        let root = Self { path };
+        let root = Self {
+            path,
+            inflight: Arc::default(),
+            rename_delay: None,
+        };
         let temp = root.temp_dir();
         match fs::remove_dir_all(&temp) {
             Ok(()) => {}
@@ -41,6 +50,24 @@ impl Root {
         }
         fs::create_dir(&temp).with_context(|| format!("creating {}", temp.display()))?;
         Ok(root)
+    }
+
+    /// Makes every upload wait `delay` between syncing its data and renaming it into
+    /// place — a test hook (`hoard volume --test-rename-delay`) that widens the window
+    /// in which a DELETE races an upload.
+    pub fn with_rename_delay(mut self, delay: Option<Duration>) -> Self {
+        self.rename_delay = delay;
+        self
+    }
+
+    /// The pause before an upload's rename (a test hook; normally none).
+    pub fn rename_delay(&self) -> Option<Duration> {
+        self.rename_delay
+    }
+
+    /// Uploads in flight, for cancelling them from a DELETE.
+    pub fn inflight(&self) -> &Arc<InFlight> {
+        &self.inflight
     }
 
     /// The canonical root directory.

@@ -10,8 +10,9 @@
 //!    or abandoned upload (client gone, body shorter than its Content-Length, handler
 //!    dropped) deletes it at once through [`TempFile`]'s `Drop`.
 //! 3. fsync of the temp file (with `fsync` on): as in 2.
-//! 4. rename into place: atomic; readers see the old file or the new one, never a torn
-//!    mix. After the rename but before the directory fsync, a power loss may lose the
+//! 4. rename into place, unless a DELETE or a newer PUT of the path cancelled this
+//!    upload meanwhile ([`super::inflight`]; then 409 and the temp file is removed):
+//!    atomic; readers see the old file or the new one, never a torn mix. After the rename but before the directory fsync, a power loss may lose the
 //!    new name (the old file, or none, comes back), but the file is never torn because
 //!    its data was synced before the rename.
 //! 5. fsync of the parent directory (and of the parents of directories this PUT
@@ -32,6 +33,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 
 use super::error::{blocking, VolumeError};
+use super::inflight::Ticket;
 use super::path::VolumePath;
 use super::root::Root;
 
@@ -119,17 +121,22 @@ struct Upload {
     dir: PathBuf,
     target: PathBuf,
     created_dirs: Vec<PathBuf>,
+    ticket: Ticket,
+    rename_delay: Option<std::time::Duration>,
 }
 
 impl Upload {
     /// Creates the parent directories and the temp file.
     fn start(root: &Root, parents: &[String], name: &str) -> Result<Self, VolumeError> {
         let (dir, created_dirs) = root.make_dirs(parents)?;
+        let target = dir.join(name);
         Ok(Upload {
             temp: TempFile::create(&root.temp_dir())?,
-            target: dir.join(name),
+            ticket: root.inflight().start(&target),
+            target,
             dir,
             created_dirs,
+            rename_delay: root.rename_delay(),
         })
     }
 
@@ -137,6 +144,9 @@ impl Upload {
     /// file did not exist before.
     fn finish(mut self, fsync: bool) -> Result<bool, VolumeError> {
         self.temp.finish(fsync)?;
+        if let Some(delay) = self.rename_delay {
+            std::thread::sleep(delay);
+        }
         let existed = match std::fs::symlink_metadata(&self.target) {
             Ok(m) if m.is_dir() => return Err(VolumeError::Conflict("the path is a directory")),
             Ok(_) => true,
@@ -148,7 +158,12 @@ impl Upload {
                 ))
             }
         };
-        self.temp.rename_to(&self.target)?;
+        let (temp, target) = (&mut self.temp, &self.target);
+        self.ticket
+            .finish(|| temp.rename_to(target))
+            .ok_or(VolumeError::Conflict(
+                "upload cancelled by a later DELETE or PUT of the path",
+            ))??;
         if fsync {
             let mut dirs: Vec<&Path> = self
                 .created_dirs

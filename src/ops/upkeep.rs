@@ -1,0 +1,239 @@
+//! Upkeep of records whose files differ from their replica set, and the release of a
+//! record with all its files.
+//!
+//! * A degraded write (`--write-quorum` below `--replicas`) leaves replicas recorded as
+//!   `missing`; a write that replaced an older record may leave `stale` locations
+//!   outside its replica set. [`spawn`] runs the worker that copies the value to each
+//!   missing replica (from a replica that holds it, through the checked, time-bounded
+//!   [`copy`]) and records it (`Completed`), and deletes stale files and records that
+//!   (`Cleaned`). Keys are queued by the write path and found by a walk of the index
+//!   at start.
+//! * [`release`] deletes every file a record names (`volumes` and `stale`), then drops
+//!   the record: the rollback of a failed write, the end of a DELETE, repair of an
+//!   abandoned intent or an interrupted delete.
+//!
+//! Each key is handled under its lock, with every wait bounded (copies by [`copy`]'s
+//! deadline, deletes by the volume client's timeouts and the prober), and up to
+//! [`CONCURRENCY`] keys at once, so one stuck key or volume never holds up the others
+//! or a request for longer than that bound. A crash at any step leaves the record
+//! naming every file that may exist: a copied replica not yet recorded is still
+//! `missing` (copied again later; PUT overwrites), a deleted stale file not yet
+//! recorded is still `stale` (deleting a missing file succeeds).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::copy::{copy, Expect};
+use super::{show, Ctx, OpsError};
+use crate::index::{Command, Record, State};
+use crate::placement::server_of;
+use crate::replica::{delete_files, VolumeClient};
+
+/// Keys tidied at once.
+pub const CONCURRENCY: usize = 8;
+/// Pause before a key that could not be finished is tried again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// Most keys kept in the queue; beyond, the index is walked again later.
+const MAX_QUEUED: usize = 100_000;
+/// Records read from the index per step of a walk.
+const WALK_CHUNK: usize = 1024;
+/// How long the worker waits for a key's lock before trying it later.
+const LOCK_PATIENCE: Duration = Duration::from_millis(200);
+
+/// Where the write path queues keys for the upkeep worker.
+pub type Queue = mpsc::UnboundedSender<Vec<u8>>;
+
+/// A new queue and its receiving end (for [`spawn`]).
+pub fn queue() -> (Queue, mpsc::UnboundedReceiver<Vec<u8>>) {
+    mpsc::unbounded_channel()
+}
+
+/// Runs the upkeep worker until aborted (abort and await it before closing the index).
+pub fn spawn(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut due: VecDeque<(Vec<u8>, Instant)> = VecDeque::new();
+        // Where the next walk of the index starts; `None` when no walk is needed.
+        let mut walk: Option<Option<Vec<u8>>> = Some(None);
+        let mut running = FuturesUnordered::new();
+        loop {
+            if due.is_empty() && running.is_empty() {
+                if let Some(after) = walk.take() {
+                    walk = refill(&ctx, after, &mut due).await;
+                }
+            }
+            let now = Instant::now();
+            while running.len() < CONCURRENCY && due.front().is_some_and(|(_, at)| *at <= now) {
+                if let Some((key, _)) = due.pop_front() {
+                    let ctx = ctx.clone();
+                    running.push(async move {
+                        let done = tidy(&ctx, &key).await;
+                        (key, done)
+                    });
+                }
+            }
+            let next_due = due.front().map(|(_, at)| *at);
+            tokio::select! {
+                key = rx.recv() => match key {
+                    Some(key) if due.len() < MAX_QUEUED => due.push_back((key, now)),
+                    Some(_) => walk = walk.or(Some(None)),
+                    None => return,
+                },
+                Some((key, done)) = running.next(), if !running.is_empty() => {
+                    if !done {
+                        due.push_back((key, Instant::now() + RETRY_INTERVAL));
+                    }
+                }
+                () = tokio::time::sleep_until(next_due.unwrap_or(now)),
+                    if next_due.is_some() && running.len() < CONCURRENCY => {}
+            }
+        }
+    })
+}
+
+/// Queues the keys of records with missing replicas or stale files, walking the index
+/// from `after`; returns where to continue if the queue filled up first.
+async fn refill(
+    ctx: &Ctx,
+    mut after: Option<Vec<u8>>,
+    due: &mut VecDeque<(Vec<u8>, Instant)>,
+) -> Option<Option<Vec<u8>>> {
+    loop {
+        let (index, from) = (ctx.index.clone(), after.clone());
+        let chunk =
+            super::blocking(move || super::next_chunk(&index, from.as_deref(), WALK_CHUNK)).await;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                tracing::warn!("upkeep: cannot walk the index: {e}");
+                return Some(after);
+            }
+        };
+        let (last, _) = chunk.last()?;
+        after = Some(last.clone());
+        let now = Instant::now();
+        for (key, record) in chunk {
+            if needs_upkeep(&record) {
+                due.push_back((key, now));
+            }
+        }
+        if due.len() >= MAX_QUEUED {
+            return Some(after);
+        }
+    }
+}
+
+/// True when `record` names replicas to complete or stale files to delete.
+pub fn needs_upkeep(record: &Record) -> bool {
+    matches!(record.state, State::Live | State::Unlinked)
+        && (!record.missing.is_empty() || !record.stale.is_empty())
+}
+
+/// Completes the missing replicas of `key` and deletes its stale files, under its
+/// lock; true when nothing is left to do (or the key is gone or being rewritten).
+pub async fn tidy(ctx: &Ctx, key: &[u8]) -> bool {
+    let Some(_guard) = ctx.locks.lock_within(key, LOCK_PATIENCE).await else {
+        return false; // a write of the key is in flight: later
+    };
+    let record = match ctx.index.get(key) {
+        Ok(Some(r)) if needs_upkeep(&r) => r,
+        Ok(_) => return true,
+        Err(e) => {
+            tracing::warn!("upkeep of {}: {e}", show(key));
+            return false;
+        }
+    };
+    let mut done = true;
+    for target in &record.missing {
+        done &= complete(ctx, key, &record, target).await;
+    }
+    if !record.stale.is_empty() {
+        done &= clean(ctx, key, &record.stale).await;
+    }
+    done
+}
+
+/// Copies the value to `target` from a replica that holds it, then records it.
+async fn complete(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool {
+    if !ctx.is_up(server_of(target)) {
+        return false;
+    }
+    let expect = Expect {
+        size: record.size,
+        md5: record.md5,
+    };
+    let dst = VolumeClient::url(target, key);
+    let sources = record.holders().filter(|h| ctx.is_up(server_of(h)));
+    let mut copied = false;
+    for src in sources {
+        match copy(&ctx.client, &VolumeClient::url(src, key), &dst, expect).await {
+            Ok(_) => {
+                copied = true;
+                break;
+            }
+            Err(e) => tracing::warn!("completing {dst}: {e}"),
+        }
+    }
+    if !copied {
+        return false;
+    }
+    let cmd = Command::Completed {
+        key: key.to_vec(),
+        location: target.to_string(),
+    };
+    match ctx.index.apply(cmd).await {
+        Ok(Ok(_)) => {
+            tracing::info!("completed replica {dst}");
+            true
+        }
+        Ok(Err(r)) => {
+            tracing::warn!("completing {dst}: {r}");
+            true // the record changed: it is no longer ours to complete
+        }
+        Err(e) => {
+            tracing::warn!("completing {dst}: {e}");
+            false
+        }
+    }
+}
+
+/// Deletes the stale files at `locations`, then records that.
+async fn clean(ctx: &Ctx, key: &[u8], locations: &[String]) -> bool {
+    if let Err(e) = delete_files(&ctx.client, ctx.health.as_deref(), key, locations).await {
+        tracing::warn!("cleaning stale copies of {}: {e}", show(key));
+        return false;
+    }
+    let cmd = Command::Cleaned {
+        key: key.to_vec(),
+        locations: locations.to_vec(),
+    };
+    match ctx.index.apply(cmd).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!("cleaning stale copies of {}: {e}", show(key));
+            false
+        }
+    }
+}
+
+/// Deletes every file `record` names for `key` (its replicas and stale locations),
+/// then drops the record if it is still in `record.state`. The caller holds the key's
+/// lock. If a file cannot be deleted the record stays, still naming it, for a retry or
+/// repair; `Ok(false)` when the record had changed state meanwhile.
+pub async fn release(ctx: &Ctx, key: &[u8], record: &Record) -> Result<bool, OpsError> {
+    delete_files(
+        &ctx.client,
+        ctx.health.as_deref(),
+        key,
+        &record.all_locations(),
+    )
+    .await?;
+    let remove = Command::Remove {
+        key: key.to_vec(),
+        expect: record.state,
+    };
+    Ok(ctx.index.apply(remove).await?.is_ok())
+}
