@@ -15,6 +15,8 @@
 //! | `hoard_stored_bytes`, `hoard_writes_in_flight` | gauge | |
 //! | `hoard_disk_free_bytes`, `hoard_disk_total_bytes` | gauge | dir |
 //! | `hoard_job_running`, `hoard_job_progress`, `hoard_job_eta_seconds` | gauge | kind, counter |
+//! | `hoard_list_records_examined_total` | counter | |
+//! | `hoard_list_streams` | gauge | |
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -138,6 +140,14 @@ fn describe() {
         "hoard_job_progress",
         "Counters of the running or last background job, by kind and counter"
     );
+    describe_counter!(
+        "hoard_list_records_examined_total",
+        "Index records examined by ?list / ?unlinked scans"
+    );
+    describe_gauge!(
+        "hoard_list_streams",
+        "Unlimited listings whose body is being streamed"
+    );
     describe_gauge!(
         "hoard_job_eta_seconds",
         Unit::Seconds,
@@ -239,6 +249,30 @@ fn normal_method(m: &str) -> &'static str {
 pub fn record_index_op(op: &'static str, started: Instant) {
     metrics::histogram!("hoard_index_operation_duration_seconds", "op" => op)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// Counts the records one listing scan examined.
+pub fn record_list_scan(examined: usize) {
+    metrics::counter!("hoard_list_records_examined_total").increment(examined as u64);
+}
+
+/// A streamed listing in progress: `hoard_list_streams` counts it from
+/// [`ListStream::start`] until this is dropped (with the response body).
+#[derive(Debug)]
+pub struct ListStream(());
+
+impl ListStream {
+    /// Counts one more streamed listing.
+    pub fn start() -> Self {
+        metrics::gauge!("hoard_list_streams").increment(1.0);
+        ListStream(())
+    }
+}
+
+impl Drop for ListStream {
+    fn drop(&mut self) {
+        metrics::gauge!("hoard_list_streams").decrement(1.0);
+    }
 }
 
 /// Free and total bytes of the filesystem holding `dir`, via statvfs.

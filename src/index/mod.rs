@@ -17,11 +17,13 @@ mod command;
 mod counts;
 mod locks;
 mod record;
+mod scan;
 
 pub use command::{apply, Applied, Command, RecordMap, Rejection};
 pub use counts::Counts;
 pub use locks::{KeyGuard, KeyLocks};
 pub use record::{DecodeError, Record, State};
+pub use scan::{Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,17 +87,6 @@ pub struct Index {
     recovered: bool,
     writer: mpsc::Sender<Job>,
     writer_thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
-}
-
-/// One page of a prefix listing.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Page {
-    /// Matching keys in bytewise order.
-    pub keys: Vec<Vec<u8>>,
-    /// The first matching key not returned, when the limit cut the page.
-    pub next: Option<Vec<u8>>,
-    /// More than `max` keys matched and no limit was given.
-    pub too_large: bool,
 }
 
 impl Index {
@@ -198,47 +189,6 @@ impl Index {
         let applied = rx.await.map_err(|_| IndexError::Closed)?;
         crate::telemetry::record_index_op("apply", started);
         applied
-    }
-
-    /// Lists keys starting with `prefix`, from `start` (inclusive) if later than the
-    /// prefix, whose record passes `filter`. At most `limit` keys when given; otherwise
-    /// at most `max`, beyond which the page is marked `too_large`. Blocking: call from a
-    /// blocking thread.
-    pub fn scan(
-        &self,
-        prefix: &[u8],
-        start: Option<&[u8]>,
-        limit: Option<usize>,
-        max: usize,
-        filter: impl Fn(&Record) -> bool,
-    ) -> Result<Page, IndexError> {
-        let txn = self.db.begin_read().map_err(store_err)?;
-        let table = txn.open_table(KEYS).map_err(store_err)?;
-        let from = match start {
-            Some(s) if s > prefix => s,
-            _ => prefix,
-        };
-        let mut page = Page::default();
-        for item in table.range(from..).map_err(store_err)? {
-            let (k, v) = item.map_err(store_err)?;
-            let key = k.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if !filter(&decode(key, v.value())?) {
-                continue;
-            }
-            if limit.is_some_and(|l| page.keys.len() == l) {
-                page.next = Some(key.to_vec());
-                break;
-            }
-            if limit.is_none() && page.keys.len() == max {
-                page.too_large = true;
-                break;
-            }
-            page.keys.push(key.to_vec());
-        }
-        Ok(page)
     }
 
     /// Visits every record in key order, from `start` (exclusive) on, until `visit`
@@ -481,15 +431,13 @@ mod tests {
             index.close();
         }
         let index = Index::open(dir.path()).unwrap();
-        let live = |r: &Record| r.state == State::Live;
-        let page = index.scan(b"/k/", None, Some(3), 10, live).unwrap();
+        let live = State::Live;
+        let page = index.scan(b"/k/", None, live, 3, 10).unwrap();
         assert_eq!(page.keys, [b"/k/000", b"/k/002", b"/k/004"]);
         assert_eq!(page.next.as_deref(), Some(&b"/k/006"[..]));
-        let page = index.scan(b"/k/", Some(b"/k/095"), None, 10, live).unwrap();
+        let page = index.scan(b"/k/", Some(b"/k/095"), live, 10, 10).unwrap();
         assert_eq!(page.keys, [b"/k/096", b"/k/098"]);
         assert_eq!(page.next, None);
-        let page = index.scan(b"/k/", None, None, 10, live).unwrap();
-        assert!(page.too_large);
         assert_eq!(index.get(b"/k/042").unwrap().unwrap().size, 42);
         assert_eq!(index.get(b"/k/043").unwrap().unwrap().state, State::Writing);
         let c = index.counts();

@@ -161,6 +161,18 @@ impl Record {
         out
     }
 
+    /// The state of an encoded record, read from its header (version and state byte)
+    /// without decoding or checking the rest; listings filter on it.
+    pub fn peek_state(b: &[u8]) -> Result<State, DecodeError> {
+        match b {
+            [VERSION | VERSION_MISSING, state, ..] => {
+                State::from_byte(*state).ok_or(DecodeError("unknown state"))
+            }
+            [_, _, ..] => Err(DecodeError("unknown version")),
+            _ => Err(DecodeError("truncated")),
+        }
+    }
+
     /// Parses a record written by [`Record::encode`].
     pub fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
         let version = take(&mut b, 1)?[0];
@@ -340,6 +352,31 @@ mod tests {
         r.state = State::Writing;
         r.volumes.clear();
         assert_eq!(Record::decode(&r.encode()), Ok(r));
+    }
+
+    #[test]
+    fn peeks_state() {
+        for state in [
+            State::Writing,
+            State::Live,
+            State::Unlinked,
+            State::Deleting,
+        ] {
+            let mut r = sample();
+            r.state = state;
+            assert_eq!(Record::peek_state(&r.encode()), Ok(state));
+            r.missing = vec!["b:2".into()];
+            assert_eq!(Record::peek_state(&r.encode()), Ok(state));
+        }
+        assert_eq!(
+            Record::peek_state(&[1, 9]),
+            Err(DecodeError("unknown state"))
+        );
+        assert_eq!(
+            Record::peek_state(&[7, 2]),
+            Err(DecodeError("unknown version"))
+        );
+        assert_eq!(Record::peek_state(&[1]), Err(DecodeError("truncated")));
     }
 
     #[test]

@@ -30,9 +30,6 @@ pub enum ApiError {
     /// PUT without a body.
     #[error("a PUT needs a non-empty body")]
     LengthRequired,
-    /// Listing without a limit matched too many keys.
-    #[error("too many keys: pass limit=N and page with start")]
-    TooLarge,
     /// Unsupported method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -62,7 +59,6 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict => StatusCode::CONFLICT,
             ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Volume(_) => StatusCode::BAD_GATEWAY,

@@ -7,12 +7,11 @@ use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 
 use super::{ApiError, App};
-use crate::index::{Record, State};
+use crate::index::{Index, Page, Record, State, MAX_PAGE_KEYS, PAGE_BUDGET};
 use crate::placement::server_of;
 use crate::replica::VolumeClient;
 
-/// Most keys one `?list` without `limit` may return (beyond: 413).
-pub const MAX_LIST: usize = 1_000_000;
+mod stream;
 
 /// GET/HEAD of a key: 302 to a replica on a volume that is up.
 pub fn redirect(app: &App, key: &[u8], raw_path: &str) -> Result<Response, ApiError> {
@@ -90,13 +89,16 @@ pub struct ListQuery {
     pub unlinked: bool,
     /// First key to consider (inclusive).
     pub start: Option<Vec<u8>>,
-    /// Page size; `None` = everything (up to [`MAX_LIST`]).
+    /// Page size, clamped to [`MAX_PAGE_KEYS`]; `None` (no `limit`, or `limit=0` as in
+    /// minikeyvalue) = every key, streamed.
     pub limit: Option<usize>,
 }
 
 impl ListQuery {
     /// Parses a raw query string. The operation is the first parameter, as in
-    /// minikeyvalue; values are form-decoded (`+` is a space).
+    /// minikeyvalue; values are form-decoded (`+` is a space). A `limit` must be a
+    /// non-negative integer (else 400); any larger than [`MAX_PAGE_KEYS`], however
+    /// large, is clamped to it.
     pub fn parse(query: &str) -> Result<Self, ApiError> {
         let mut params = query.split('&').filter(|p| !p.is_empty()).map(|p| {
             let (name, value) = p.split_once('=').unwrap_or((p, ""));
@@ -122,14 +124,18 @@ impl ListQuery {
             match name.as_slice() {
                 b"start" => q.start = Some(value),
                 b"limit" => {
-                    let n: usize = std::str::from_utf8(&value)
+                    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                        return Err(ApiError::BadRequest(
+                            "limit must be a non-negative integer".into(),
+                        ));
+                    }
+                    // Digits only, so the only parse failure is overflow: clamp that too.
+                    let n = std::str::from_utf8(&value)
                         .ok()
-                        .and_then(|v| v.parse().ok())
-                        .ok_or_else(|| {
-                            ApiError::BadRequest("limit must be a non-negative integer".into())
-                        })?;
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(usize::MAX);
                     // limit=0 means no limit, as in minikeyvalue.
-                    q.limit = (n > 0).then_some(n);
+                    q.limit = (n > 0).then_some(n.min(MAX_PAGE_KEYS));
                 }
                 _ => {}
             }
@@ -145,7 +151,8 @@ struct ListResponse {
     keys: Vec<String>,
 }
 
-/// `GET /prefix?list` and `?unlinked`.
+/// `GET /prefix?list` and `?unlinked`: one bounded page when a `limit` is given, else
+/// every matching key as a streamed body.
 pub async fn list(app: &Arc<App>, prefix: Vec<u8>, query: &str) -> Result<Response, ApiError> {
     let q = ListQuery::parse(query)?;
     let want = if q.unlinked {
@@ -153,23 +160,38 @@ pub async fn list(app: &Arc<App>, prefix: Vec<u8>, query: &str) -> Result<Respon
     } else {
         State::Live
     };
-    let index = app.index.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        index.scan(&prefix, q.start.as_deref(), q.limit, MAX_LIST, |r| {
-            r.state == want
-        })
-    })
-    .await
-    .map_err(|e| ApiError::BadRequest(format!("listing aborted: {e}")))??;
-    if page.too_large {
-        return Err(ApiError::TooLarge);
-    }
+    let Some(limit) = q.limit else {
+        return stream::list_all(app, prefix, q.start, want).await;
+    };
+    let page = scan(app.index.clone(), prefix, q.start, want, limit, PAGE_BUDGET).await?;
     let text = |k: Vec<u8>| String::from_utf8_lossy(&k).into_owned();
     let body = ListResponse {
         next: page.next.map(text).unwrap_or_default(),
         keys: page.keys.into_iter().map(text).collect(),
     };
     Ok(axum::Json(body).into_response())
+}
+
+/// One [`Index::scan`] on the blocking pool. Its work is bounded by `budget`, so a scan
+/// whose request is gone (timed out, disconnected) ends soon on its own.
+async fn scan(
+    index: Index,
+    prefix: Vec<u8>,
+    start: Option<Vec<u8>>,
+    want: State,
+    limit: usize,
+    budget: usize,
+) -> Result<Page, ApiError> {
+    let page = tokio::task::spawn_blocking(move || {
+        let page = index.scan(&prefix, start.as_deref(), want, limit, budget);
+        if let Ok(p) = &page {
+            crate::telemetry::record_list_scan(p.examined);
+        }
+        page
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("listing aborted: {e}")))??;
+    Ok(page)
 }
 
 #[cfg(test)]
@@ -195,6 +217,18 @@ mod tests {
             }
         );
         assert_eq!(ListQuery::parse("list&limit=0").unwrap().limit, None);
+        // Any larger limit, even one past usize, is clamped to a page.
+        for (limit, want) in [
+            ("10000", MAX_PAGE_KEYS),
+            ("10001", MAX_PAGE_KEYS),
+            ("999999999999", MAX_PAGE_KEYS),
+            ("99999999999999999999999999", MAX_PAGE_KEYS),
+            ("9999", 9999),
+            ("007", 7),
+        ] {
+            let q = ListQuery::parse(&format!("list&limit={limit}")).unwrap();
+            assert_eq!(q.limit, Some(want), "{limit}");
+        }
         assert_eq!(
             ListQuery::parse("list&start=/x+y")
                 .unwrap()
@@ -209,6 +243,9 @@ mod tests {
             "list&limit=-1",
             "list&limit=x",
             "list&limit=",
+            "list&limit=+5",
+            "list&limit=5x",
+            "list&limit=1e9",
         ] {
             assert!(ListQuery::parse(bad).is_err(), "{bad}");
         }

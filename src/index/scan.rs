@@ -1,0 +1,193 @@
+//! Prefix listings (`?list`, `?unlinked`): bounded scans of the key range.
+//!
+//! One [`Index::scan`] runs in one short read transaction and does a bounded amount of
+//! work: it returns at most `limit` keys and examines at most `budget` records. Whatever
+//! stopped it, [`Page::next`] says where to resume (inclusive), so a caller can list a
+//! range of any size piece by piece: the server answers a page request with one scan
+//! ([`MAX_PAGE_KEYS`], [`PAGE_BUDGET`]) and streams an unlimited listing as a sequence
+//! of scans of [`CHUNK_BUDGET`] records each.
+//!
+//! Records are filtered by the state byte of their header ([`Record::peek_state`]);
+//! the rest of a record is not decoded.
+
+use redb::ReadableDatabase;
+
+use super::{store_err, Index, IndexError, Record, State, KEYS};
+
+/// Most keys one page returns: a larger `limit` is clamped to this.
+pub const MAX_PAGE_KEYS: usize = 10_000;
+
+/// Most records one page examines. When it runs out before `limit` matching keys were
+/// found (say `?unlinked` over a range of live keys), the page holds what was found and
+/// `next` is the first key not examined.
+pub const PAGE_BUDGET: usize = 100_000;
+
+/// Records one chunk of an unlimited (streamed) listing examines, in its own read
+/// transaction; a chunk holds at most this many keys in memory.
+pub const CHUNK_BUDGET: usize = 1_000;
+
+/// One bounded piece of a prefix listing.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Matching keys in bytewise order.
+    pub keys: Vec<Vec<u8>>,
+    /// Where the listing goes on (pass it as the next `start`, inclusive): the first
+    /// matching key not returned when `limit` keys were found, else the first key not
+    /// examined when the budget ran out. `None` when the range is exhausted.
+    pub next: Option<Vec<u8>>,
+    /// Records examined (counted against the budget).
+    pub examined: usize,
+}
+
+impl Index {
+    /// Lists keys starting with `prefix`, from `start` (inclusive) if later than the
+    /// prefix, whose record is in state `want`: at most `limit` keys, examining at most
+    /// `budget` records (both at least 1, so `next` is always past `start`). Blocking:
+    /// call from a blocking thread.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        want: State,
+        limit: usize,
+        budget: usize,
+    ) -> Result<Page, IndexError> {
+        let (limit, budget) = (limit.max(1), budget.max(1));
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let table = txn.open_table(KEYS).map_err(store_err)?;
+        let from = match start {
+            Some(s) if s > prefix => s,
+            _ => prefix,
+        };
+        let mut page = Page::default();
+        for item in table.range(from..).map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if page.examined == budget {
+                page.next = Some(key.to_vec());
+                break;
+            }
+            page.examined += 1;
+            let state = Record::peek_state(v.value()).map_err(|source| IndexError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            })?;
+            if state != want {
+                continue;
+            }
+            if page.keys.len() == limit {
+                page.next = Some(key.to_vec());
+                break;
+            }
+            page.keys.push(key.to_vec());
+        }
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Command;
+
+    /// An index with keys `/k/000`…`/k/(n-1)`: live, except unlinked where `unlinked`
+    /// says so; plus `/l/x` outside the prefix.
+    async fn index_with(n: u32, unlinked: impl Fn(u32) -> bool) -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let keys = (0..n).map(|i| (format!("/k/{i:03}"), unlinked(i)));
+        for (key, unlink) in keys.chain([("/l/x".to_string(), false)]) {
+            let key = key.into_bytes();
+            let cmds = [
+                Command::Begin {
+                    key: key.clone(),
+                    volumes: vec!["a:1".into()],
+                    now_ms: 1,
+                },
+                Command::Commit {
+                    key: key.clone(),
+                    size: 1,
+                    md5: None,
+                    now_ms: 2,
+                },
+            ];
+            for cmd in cmds {
+                index.apply(cmd).await.unwrap().unwrap();
+            }
+            if unlink {
+                let cmd = Command::Unlink { key, now_ms: 3 };
+                index.apply(cmd).await.unwrap().unwrap();
+            }
+        }
+        (dir, index)
+    }
+
+    fn keys(ids: &[u32]) -> Vec<Vec<u8>> {
+        ids.iter()
+            .map(|i| format!("/k/{i:03}").into_bytes())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn limit_and_budget_set_next() {
+        let (_dir, index) = index_with(20, |i| i % 5 == 4).await;
+        let scan = |start: Option<&[u8]>, want, limit, budget| {
+            index.scan(b"/k/", start, want, limit, budget).unwrap()
+        };
+        // The limit cuts the page: next is the next matching key.
+        let p = scan(None, State::Unlinked, 2, 100);
+        assert_eq!(p.keys, keys(&[4, 9]));
+        assert_eq!(p.next, Some(keys(&[14])[0].clone()));
+        assert_eq!(p.examined, 15);
+        // The budget cuts it first: next is the first key not examined.
+        let p = scan(None, State::Unlinked, 2, 7);
+        assert_eq!(p.keys, keys(&[4]));
+        assert_eq!(p.next, Some(keys(&[7])[0].clone()));
+        assert_eq!(p.examined, 7);
+        // Nothing found within the budget still makes progress.
+        let p = scan(Some(b"/k/005"), State::Unlinked, 1, 3);
+        assert_eq!((p.keys, p.next), (vec![], Some(keys(&[8])[0].clone())));
+        // The end of the prefix ends the listing, whatever is left of limit and budget.
+        let p = scan(Some(b"/k/015"), State::Unlinked, 5, 5);
+        assert_eq!((p.keys, p.next, p.examined), (keys(&[19]), None, 5));
+        let p = scan(Some(b"/k/018"), State::Live, 1, 2);
+        assert_eq!((p.keys, p.next), (keys(&[18]), None));
+        // A start before the prefix starts at the prefix; zero bounds act as 1.
+        let p = scan(Some(b"/a"), State::Live, 0, 0);
+        assert_eq!((p.keys, p.next), (keys(&[0]), Some(keys(&[1])[0].clone())));
+        assert_eq!(
+            index.scan(b"/zz", None, State::Live, 5, 5).unwrap(),
+            Page::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn paging_visits_every_key_once() {
+        let (_dir, index) = index_with(50, |i| i % 7 == 3 || i > 45).await;
+        for want in [State::Live, State::Unlinked] {
+            for (limit, budget) in [(1, 1), (3, 2), (2, 5), (4, 100), (100, 4)] {
+                let (mut got, mut start, mut pages) = (Vec::new(), None, 0);
+                loop {
+                    let p = index
+                        .scan(b"/k/", start.as_deref(), want, limit, budget)
+                        .unwrap();
+                    assert!(p.keys.len() <= limit && p.examined <= budget);
+                    got.extend(p.keys);
+                    pages += 1;
+                    assert!(pages <= 51, "no progress");
+                    match p.next {
+                        Some(n) => start = Some(n),
+                        None => break,
+                    }
+                }
+                let expect: Vec<u32> = (0..50)
+                    .filter(|&i| (i % 7 == 3 || i > 45) == (want == State::Unlinked))
+                    .collect();
+                assert_eq!(got, keys(&expect), "{want:?} {limit} {budget}");
+            }
+        }
+    }
+}
