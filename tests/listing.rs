@@ -37,6 +37,7 @@ async fn prefill(db: &Path, volume: &str, keys: &[String]) {
                         key,
                         size: 1,
                         md5: None,
+                        missing: Vec::new(),
                         now_ms: 2,
                     };
                     index.apply(commit).await.unwrap().unwrap();

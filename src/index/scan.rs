@@ -111,6 +111,7 @@ mod tests {
                     key: key.clone(),
                     size: 1,
                     md5: None,
+                    missing: Vec::new(),
                     now_ms: 2,
                 },
             ];

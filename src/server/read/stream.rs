@@ -192,6 +192,7 @@ mod tests {
                 key: key.clone(),
                 size: 1,
                 md5: None,
+                missing: Vec::new(),
                 now_ms: 2,
             };
             index.apply(commit).await.unwrap().unwrap();
