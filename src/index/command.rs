@@ -258,7 +258,12 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                     .cloned()
                     .collect(),
                 // A stale location that is a replica again now holds the checked copy.
-                stale: r.stale.iter().filter(|l| !to.contains(l)).cloned().collect(),
+                stale: r
+                    .stale
+                    .iter()
+                    .filter(|l| !to.contains(l))
+                    .cloned()
+                    .collect(),
                 ..r.clone()
             },
             (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
@@ -500,7 +505,10 @@ mod tests {
         run(&mut m, unlink).unwrap();
         run(&mut m, begin_on(&["b:2", "c:3"], 4)).unwrap();
         let r = &m[&b"/k"[..]];
-        assert_eq!((r.state, r.stale.clone()), (State::Writing, vec!["a:1".into()]));
+        assert_eq!(
+            (r.state, r.stale.clone()),
+            (State::Writing, vec!["a:1".into()])
+        );
         // An abandoned intent replaced again on d:4: nothing is forgotten.
         run(&mut m, begin_on(&["d:4"], 5)).unwrap();
         let r = &m[&b"/k"[..]];

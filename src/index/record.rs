@@ -119,7 +119,12 @@ impl Record {
     /// may be dropped only once all of them were cleaned.
     pub fn all_locations(&self) -> Vec<String> {
         let mut all = self.volumes.clone();
-        all.extend(self.stale.iter().filter(|s| !self.volumes.contains(s)).cloned());
+        all.extend(
+            self.stale
+                .iter()
+                .filter(|s| !self.volumes.contains(s))
+                .cloned(),
+        );
         all
     }
 

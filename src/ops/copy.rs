@@ -116,7 +116,10 @@ pub async fn copy(
             done: false,
         };
         client
-            .put(dst_url, StreamBody::request_body(checked, Some(expect.size)))
+            .put(
+                dst_url,
+                StreamBody::request_body(checked, Some(expect.size)),
+            )
             .await
             .map_err(|e| match e {
                 // The body error (checksum, short source) surfaces as a transport error.

@@ -16,9 +16,9 @@ use super::worker::{Counts, Job, JobKind, JobStatus};
 use super::{rebalance, rebuild, verify, Ctx};
 use crate::cli::{ClusterArgs, RebalanceArgs, RebuildArgs, VerifyArgs};
 use crate::index::Index;
+use crate::index::KeyLocks;
 use crate::placement::SharedPlacement;
 use crate::replica::VolumeClient;
-use crate::index::KeyLocks;
 
 fn open(args: &ClusterArgs) -> anyhow::Result<Ctx> {
     let placement = args.placement.build()?;

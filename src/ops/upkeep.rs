@@ -13,7 +13,8 @@
 //!   abandoned intent or an interrupted delete.
 //!
 //! Each key is handled under its lock, with every wait bounded (copies by [`copy`]'s
-//! deadline, deletes by the volume client's timeouts and the prober), and up to
+//! deadline and by the prober seeing either end down, deletes by the volume client's
+//! timeouts and the prober), and up to
 //! [`CONCURRENCY`] keys at once, so one stuck key or volume never holds up the others
 //! or a request for longer than that bound. A crash at any step leaves the record
 //! naming every file that may exist: a copied replica not yet recorded is still
@@ -169,7 +170,18 @@ async fn complete(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool 
     let sources = record.holders().filter(|h| ctx.is_up(server_of(h)));
     let mut copied = false;
     for src in sources {
-        match copy(&ctx.client, &VolumeClient::url(src, key), &dst, expect).await {
+        let src_url = VolumeClient::url(src, key);
+        let copying = copy(&ctx.client, &src_url, &dst, expect);
+        let ends = [src.to_string(), target.to_string()];
+        // Stop waiting (and free the key's lock) as soon as either end is seen down.
+        let result = match ctx.health.as_deref() {
+            Some(health) => tokio::select! {
+                r = copying => r.map_err(|e| e.to_string()),
+                server = health.first_down(&ends) => Err(format!("volume {server} went down")),
+            },
+            None => copying.await.map_err(|e| e.to_string()),
+        };
+        match result {
             Ok(_) => {
                 copied = true;
                 break;

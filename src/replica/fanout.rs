@@ -457,7 +457,12 @@ impl Replicas {
     /// Takes replica `i` out of the write after `err` (its body channel closes, so its
     /// upload fails and the volume keeps nothing); the error itself when the quorum can
     /// no longer be reached.
-    fn drop_replica(&mut self, i: usize, err: FanoutError, quorum: usize) -> Result<(), FanoutError> {
+    fn drop_replica(
+        &mut self,
+        i: usize,
+        err: FanoutError,
+        quorum: usize,
+    ) -> Result<(), FanoutError> {
         if self.aborts.len() - self.dropped.len() - 1 < quorum {
             return Err(err);
         }

@@ -304,7 +304,9 @@ pub async fn delete(app: Arc<App>, key: Vec<u8>) -> Result<Response, ApiError> {
         if release(&app.ops_ctx(), &key, &deleting).await? {
             Ok(StatusCode::NO_CONTENT.into_response())
         } else {
-            Err(ApiError::Volume("the record changed during the delete".into()))
+            Err(ApiError::Volume(
+                "the record changed during the delete".into(),
+            ))
         }
     })
     .await

@@ -29,9 +29,7 @@ pub async fn delete(root: &Root, fsync: bool, path: &VolumePath) -> Result<(), V
                     return Err(VolumeError::Conflict("cannot DELETE a directory"))
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(VolumeError::NotFound)
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(VolumeError::NotFound),
                 Err(e) => {
                     return Err(VolumeError::io(
                         format!("inspecting {}", target.display()),
