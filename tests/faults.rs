@@ -453,20 +453,6 @@ fn signal(pid: u32, sig: libc::c_int) {
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
 
-/// Open file descriptors and threads of process `pid`.
-fn fds_and_threads(pid: u32) -> (usize, usize) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    (fds, threads)
-}
-
 /// Promise 4: a volume frozen with SIGSTOP makes the writes that need it fail within
 /// the bound (`--voltimeout` + probe interval + 100 ms watch, here 1 s + 0.5 s + 0.1 s;
 /// asserted < 4 s), including one already streaming; writes not touching it and all
@@ -566,15 +552,11 @@ async fn hung_volume() {
         assert_eq!(status, StatusCode::FOUND);
         assert!(body == value_for(key));
     }
-    let (fds, threads) = fds_and_threads(index_pid);
+    let fds = common::proc_fds(index_pid);
     assert!(fds < 400, "index holds {fds} descriptors");
+    let threads = common::proc_threads(index_pid);
     assert!(threads < 64, "index runs {threads} threads");
-    let rss = std::fs::read_to_string(format!("/proc/{index_pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0);
+    let rss = common::proc_rss_kb(index_pid);
     assert!(rss < 512 * 1024, "index uses {rss} KiB");
 
     signal(pid, libc::SIGCONT);

@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::cluster::{client, Cluster, Kind};
-use common::raw_request;
+use common::{proc_fds, proc_rss_kb, raw_request};
 
 /// Header and body read timeouts given to every server in this file.
 const TIMEOUT: &str = "2s";
@@ -371,23 +371,6 @@ async fn slow_and_broken_clients() {
     }
 }
 
-/// Open file descriptors of process `pid`.
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// Resident memory of process `pid` in KiB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections() {
     // Default header timeout (30 s): the idle connections stay for the whole test.
@@ -432,9 +415,9 @@ async fn ten_thousand_idle_connections() {
         "{:?}",
         start.elapsed()
     );
-    let open = fd_count(pid);
+    let open = proc_fds(pid);
     assert!(open >= n / 2, "the server holds only {open} descriptors");
-    let rss = rss_kb(pid);
+    let rss = proc_rss_kb(pid);
     assert!(
         rss < 1024 * 1024,
         "server uses {rss} KiB with {n} idle connections"
@@ -443,12 +426,12 @@ async fn ten_thousand_idle_connections() {
 
     // Closed connections are released.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fd_count(pid) > 500 && Instant::now() < deadline {
+    while proc_fds(pid) > 500 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        fd_count(pid) <= 500,
+        proc_fds(pid) <= 500,
         "{} descriptors still open",
-        fd_count(pid)
+        proc_fds(pid)
     );
 }

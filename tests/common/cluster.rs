@@ -127,6 +127,16 @@ impl Proc {
         self.start();
     }
 
+    /// Starts it again with `extra` arguments appended, this time only: a later
+    /// [`Proc::restart`] runs the original command line.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.kill();
+        let original = self.cmd.clone();
+        self.cmd.extend(extra.iter().map(|s| s.to_string()));
+        self.start();
+        self.cmd = original;
+    }
+
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -198,6 +208,13 @@ impl Volume {
     /// Starts it again on the same port and directory.
     pub fn restart(&mut self) {
         self.proc.restart();
+        wait_listening(&self.addr);
+    }
+
+    /// Starts it again on the same port and directory with extra flags (native only),
+    /// this time only.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.proc.restart_with(extra);
         wait_listening(&self.addr);
     }
 
@@ -398,6 +415,59 @@ impl Cluster {
         }
     }
 
+    /// `GET /-/health` of the index server.
+    pub async fn health(&self) -> serde_json::Value {
+        get_json(format!("{}/-/health", self.url)).await
+    }
+
+    /// Polls `/-/health` until `ok` holds for it (requests that fail, say while the
+    /// server restarts, are retried) and returns that report; panics after 20 s,
+    /// naming `what` and showing the last report.
+    pub async fn wait_health(
+        &self,
+        what: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("{}/-/health", self.url);
+        let mut last = serde_json::Value::Null;
+        loop {
+            if let Ok(r) = client().get(&url).send().await {
+                if let Ok(h) = r.json::<serde_json::Value>().await {
+                    if ok(&h) {
+                        return h;
+                    }
+                    last = h;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {what}; last health: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the index reports volume `addr` (`host:port`) up — after a
+    /// successful probe, not the initial assumption — or down.
+    pub async fn wait_volume(&self, addr: &str, up: bool) {
+        let what = format!("{addr} up={up}");
+        self.wait_health(&what, |h| {
+            volume_states(h)
+                .iter()
+                .any(|(a, is_up, seen)| a == addr && *is_up == up && (!up || *seen))
+        })
+        .await;
+    }
+
+    /// Waits until the index has probed every volume successfully and sees all up.
+    pub async fn wait_all_up(&self) {
+        self.wait_health("all volumes up", |h| {
+            volume_states(h).iter().all(|(_, up, seen)| *up && *seen)
+        })
+        .await;
+    }
+
     /// Every file on every volume, as `volume-index:path`.
     pub fn all_files(&self) -> Vec<String> {
         self.volumes
@@ -406,6 +476,25 @@ impl Cluster {
             .flat_map(|(i, v)| v.files().into_iter().map(move |f| format!("{i}:{f}")))
             .collect()
     }
+}
+
+/// `(server, up, probed successfully at least once)` of every volume in a health
+/// report.
+fn volume_states(health: &serde_json::Value) -> Vec<(String, bool, bool)> {
+    health["volumes"]
+        .as_array()
+        .map(|vs| {
+            vs.iter()
+                .map(|v| {
+                    (
+                        v["server"].as_str().unwrap_or_default().to_owned(),
+                        v["up"] == true,
+                        v["last_seen_ms"].as_u64().unwrap_or(0) > 0,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `GET url` (no redirects followed) and its body parsed as JSON.
