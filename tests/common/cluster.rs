@@ -255,44 +255,15 @@ fn nginx_command(root: &Path, name: &str, dir: &Path, port: u16) -> Vec<String> 
     let tmp = dir.join("nginx-tmp");
     std::fs::create_dir_all(&prefix).unwrap();
     std::fs::create_dir_all(&tmp).unwrap();
-    // minikeyvalue's volume configuration, with temp paths kept inside the test dir.
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-error_log stderr warn;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  default_type application/octet-stream;
-  client_body_temp_path {tmp}/body;
-  proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi;
-  uwsgi_temp_path {tmp}/uwsgi;
-  scgi_temp_path {tmp}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      root {dir};
-      disable_symlinks off;
-      client_max_body_size 0;
-      dav_methods PUT DELETE;
-      dav_access group:rw all:r;
-      create_full_put_path on;
-      autoindex on;
-      autoindex_format json;
-    }}
-  }}
-}}
-"#,
-        prefix = prefix.display(),
-        tmp = tmp.display(),
-        dir = dir.display(),
-    );
+    // The one nginx volume configuration (shared with the scripts), with temp paths
+    // kept inside the volume directory and a single process (to kill or SIGSTOP).
+    let conf = include_str!("../../scripts/nginx-volume.conf")
+        .replace("@PROCESS@", "master_process off; worker_processes 1;")
+        .replace("@PREFIX@", &prefix.display().to_string())
+        .replace("@TMP@", &tmp.display().to_string())
+        .replace("@PORT@", &port.to_string())
+        .replace("@ROOT@", &dir.display().to_string());
+    assert!(!conf.contains("@"), "unfilled placeholder in nginx-volume.conf");
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
     vec![
