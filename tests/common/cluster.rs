@@ -263,7 +263,10 @@ fn nginx_command(root: &Path, name: &str, dir: &Path, port: u16) -> Vec<String> 
         .replace("@TMP@", &tmp.display().to_string())
         .replace("@PORT@", &port.to_string())
         .replace("@ROOT@", &dir.display().to_string());
-    assert!(!conf.contains("@"), "unfilled placeholder in nginx-volume.conf");
+    assert!(
+        !conf.contains("@"),
+        "unfilled placeholder in nginx-volume.conf"
+    );
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
     vec![
