@@ -25,53 +25,13 @@ volumes=()
 for i in $(seq 1 "$N"); do
   port=$((PORT + i))
   vol="$DIR/volume$i"
-  mkdir -p "$vol/body_temp" "$vol/tmp"
-  # minikeyvalue's `volume` script, plus the user line (needed when run as root) and
-  # the other temp paths kept inside the volume.
-  cat > "$vol/tmp/nginx.conf" <<CONF
-daemon off;
-user $(id -un) $(id -gn);
-worker_processes auto;
-pcre_jit on;
-error_log stderr;
-pid $vol/nginx.pid;
-events {
-  use epoll;
-  multi_accept on;
-  accept_mutex off;
-  worker_connections 4096;
-}
-http {
-  sendfile on;
-  sendfile_max_chunk 1024k;
-  tcp_nopush on;
-  tcp_nodelay on;
-  open_file_cache off;
-  types_hash_max_size 2048;
-  server_tokens off;
-  access_log off;
-  default_type application/octet-stream;
-  error_log stderr error;
-  proxy_temp_path $vol/tmp/proxy;
-  fastcgi_temp_path $vol/tmp/fastcgi;
-  uwsgi_temp_path $vol/tmp/uwsgi;
-  scgi_temp_path $vol/tmp/scgi;
-  server {
-    listen 127.0.0.1:$port default_server backlog=4096;
-    location / {
-      root $vol;
-      disable_symlinks off;
-      client_body_temp_path $vol/body_temp;
-      client_max_body_size 0;
-      dav_methods PUT DELETE;
-      dav_access group:rw all:r;
-      create_full_put_path on;
-      autoindex on;
-      autoindex_format json;
-    }
-  }
-}
-CONF
+  mkdir -p "$vol/tmp"
+  # The shared volume configuration (scripts/nginx-volume.conf), with the user line
+  # (needed when run as root) and as many workers as cores.
+  sed -e "s|@PROCESS@|user $(id -un) $(id -gn); worker_processes auto;|" \
+      -e "s|@PREFIX@|$vol/tmp|g" -e "s|@TMP@|$vol/tmp|g" \
+      -e "s|@PORT@|$port|g" -e "s|@ROOT@|$vol|g" \
+      "$(dirname "$0")/nginx-volume.conf" > "$vol/tmp/nginx.conf"
   "$NGINX" -e stderr -p "$vol/tmp" -c "$vol/tmp/nginx.conf" 2>>"$DIR/volume$i.log" &
   pids+=($!)
   volumes+=("127.0.0.1:$port")

@@ -36,38 +36,10 @@ for i in $(seq 0 $((VOLUMES - 1))); do
   dir="$WORK/vol$i"
   mkdir -p "$dir" "$WORK/nginx$i/tmp"
   if [ "$KIND" = nginx ]; then
-    cat > "$WORK/nginx$i/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-error_log stderr warn;
-pid $WORK/nginx$i/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  default_type application/octet-stream;
-  client_body_temp_path $WORK/nginx$i/tmp/body;
-  proxy_temp_path $WORK/nginx$i/tmp/proxy;
-  fastcgi_temp_path $WORK/nginx$i/tmp/fastcgi;
-  uwsgi_temp_path $WORK/nginx$i/tmp/uwsgi;
-  scgi_temp_path $WORK/nginx$i/tmp/scgi;
-  server {
-    listen 127.0.0.1:$port;
-    location / {
-      root $dir;
-      client_max_body_size 0;
-      dav_methods PUT DELETE;
-      dav_access group:rw all:r;
-      create_full_put_path on;
-      autoindex on;
-      autoindex_format json;
-    }
-  }
-}
-EOF
+    sed -e "s|@PROCESS@|master_process off; worker_processes 1;|" \
+        -e "s|@PREFIX@|$WORK/nginx$i|g" -e "s|@TMP@|$WORK/nginx$i/tmp|g" \
+        -e "s|@PORT@|$port|g" -e "s|@ROOT@|$dir|g" \
+        scripts/nginx-volume.conf > "$WORK/nginx$i/nginx.conf"
     /usr/sbin/nginx -e stderr -p "$WORK/nginx$i" -c "$WORK/nginx$i/nginx.conf" 2>>"$WORK/volumes.log" &
   else
     "$HOARD" volume --dir "$dir" --port "$port" --bind 127.0.0.1 --fsync=false 2>>"$WORK/volumes.log" &

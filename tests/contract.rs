@@ -381,7 +381,7 @@ async fn stopped_volume(kind: Kind) {
     }
     let down = c.volumes[0].addr.clone();
     c.volumes[0].stop();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    c.wait_volume(&down, false).await;
     // Every key still redirects to a live replica, never to the stopped one.
     for (i, k) in keys.iter().enumerate() {
         for _ in 0..3 {
@@ -445,7 +445,7 @@ async fn stopped_volume(kind: Kind) {
         "reachable copies deleted"
     );
     c.volumes[0].restart();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    c.wait_volume(&down, true).await;
     assert_eq!(status(&c, "DELETE", &victim).await, StatusCode::NO_CONTENT);
     assert_eq!(
         c.all_files().len(),
@@ -461,8 +461,9 @@ async fn stopped_volume(kind: Kind) {
 async fn client_abort_leaves_nothing(kind: Kind) {
     let c = Cluster::start(kind, 3, &[]);
     let addr = c.url.trim_start_matches("http://").to_string();
-    // Content-Length promises 1 MB, 64 KB arrive, then the client goes away.
-    tokio::task::spawn_blocking(move || {
+    // Content-Length promises 1 MB, 64 KB arrive; once the index has recorded the
+    // intent (the write is under way), the client goes away.
+    let conn = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         write!(
@@ -471,21 +472,21 @@ async fn client_abort_leaves_nothing(kind: Kind) {
         )
         .unwrap();
         s.write_all(&vec![7u8; 65536]).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        s
     })
     .await
     .unwrap();
-    // The write is rolled back: nothing visible, nothing on disk, key writable again.
-    let mut clean = false;
-    for _ in 0..50 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if c.all_files().is_empty() && status(&c, "GET", "/aborted").await == StatusCode::NOT_FOUND
-        {
-            clean = true;
-            break;
-        }
-    }
-    assert!(clean, "files left: {:?}", c.all_files());
+    c.wait_health("the upload under way", |h| h["keys"]["writing"] == 1)
+        .await;
+    drop(conn);
+    // The write is rolled back: nothing visible, nothing on disk, no intent left, key
+    // writable again.
+    c.wait_health("the intent rolled back", |h| {
+        h["keys"]["writing"] == 0 && h["writes_in_flight"] == 0
+    })
+    .await;
+    assert!(c.all_files().is_empty(), "files left: {:?}", c.all_files());
+    assert_eq!(status(&c, "GET", "/aborted").await, StatusCode::NOT_FOUND);
     assert_eq!(list(&c, "/?list").await["keys"], serde_json::json!([]));
     assert_eq!(put(&c, "/aborted", value(10, 1)).await, StatusCode::CREATED);
 }

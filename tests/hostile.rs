@@ -11,7 +11,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::cluster::{client, Cluster, Kind};
-use common::raw_request;
+use common::{proc_fds, proc_rss_kb, raw_request};
+use reqwest::StatusCode;
 
 /// Header and body read timeouts given to every server in this file.
 const TIMEOUT: &str = "2s";
@@ -262,12 +263,48 @@ fn open_with(addr: &str, head: &[u8]) -> TcpStream {
     s
 }
 
-/// Reads until the server closes; returns the bytes and how long it took.
-fn read_until_closed(mut s: TcpStream) -> (Vec<u8>, Duration) {
+/// Reads until the server closes; returns the bytes, or panics if the server kept the
+/// connection open past the client's 15 s read timeout (the servers here are told to
+/// give up after 2 s; their default is 30 s). How long it took is printed.
+fn read_until_closed(mut s: TcpStream, what: &str) -> Vec<u8> {
     let start = Instant::now();
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    (out, start.elapsed())
+    match s.read_to_end(&mut out) {
+        Ok(_) => {}
+        // Closed with unread data on the server's side.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "{what}: not closed by the server ({e}) after {:?}",
+            start.elapsed()
+        ),
+    }
+    eprintln!("{what}: closed after {:?}", start.elapsed());
+    out
+}
+
+/// The index server's `/-/health` report (blocking).
+fn index_health(addr: &str) -> serde_json::Value {
+    let r = raw_request(addr, &get("/-/health")).expect("/-/health");
+    assert_eq!(r.status, 200);
+    serde_json::from_slice(&r.body).expect("/-/health is not JSON")
+}
+
+/// Polls the index's `/-/health` until `ok` holds (blocking); panics after 20 s.
+fn wait_index_health(addr: &str, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = index_health(addr);
+        if ok(&h) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {h}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// No write in flight and no intent recorded.
+fn no_writes(h: &serde_json::Value) -> bool {
+    h["writes_in_flight"] == 0 && h["keys"]["writing"] == 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,26 +313,22 @@ async fn slow_and_broken_clients() {
     let c = Cluster::start_with(Kind::Native, 3, &args, &args);
     let index = c.addr().to_string();
     let vol = c.volumes[0].addr.clone();
-    let limit = Duration::from_secs(6);
 
     let checks = tokio::task::spawn_blocking(move || {
         // Slowloris: a head that never ends is cut off after the header timeout.
         for addr in [&index, &vol] {
             let s = open_with(addr, b"GET /k HTTP/1.1\r\nHost: t\r\nX-Slow: ");
-            let (_, took) = read_until_closed(s);
-            assert!(took < limit, "{addr}: slow head kept open {took:?}");
+            read_until_closed(s, &format!("{addr}: slow head"));
             // An idle connection is closed too.
             let s = open_with(addr, b"");
-            let (_, took) = read_until_closed(s);
-            assert!(took < limit, "{addr}: idle connection kept open {took:?}");
+            read_until_closed(s, &format!("{addr}: idle connection"));
         }
         // A body that stops mid-way fails after the body timeout, with a 400 sent.
         let s = open_with(
             &index,
             b"PUT /slow-body HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789",
         );
-        let (bytes, took) = read_until_closed(s);
-        assert!(took < limit, "slow body kept open {took:?}");
+        let bytes = read_until_closed(s, "index: slow body");
         let head = String::from_utf8_lossy(&bytes);
         assert!(
             head.starts_with("HTTP/1.1 400"),
@@ -305,8 +338,7 @@ async fn slow_and_broken_clients() {
             &vol,
             b"PUT /v/slow HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789",
         );
-        let (bytes, took) = read_until_closed(s);
-        assert!(took < limit, "volume: slow body kept open {took:?}");
+        let bytes = read_until_closed(s, "volume: slow body");
         assert!(String::from_utf8_lossy(&bytes).starts_with("HTTP/1.1 400"));
         // Content-Length longer than the body, then the client goes away.
         let mut s = open_with(
@@ -315,20 +347,24 @@ async fn slow_and_broken_clients() {
         );
         s.flush().unwrap();
         drop(s);
-        // Chunked upload cut off mid-way by a disconnect.
+        wait_index_health(&index, "the short body cleaned up", no_writes);
+        // Chunked upload cut off mid-way (once the index recorded its intent) by a
+        // disconnect.
         let mut s = open_with(
             &index,
             b"PUT /cut-chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n",
         );
         s.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        wait_index_health(&index, "the chunked upload under way", |h| {
+            h["keys"]["writing"] == 1
+        });
         drop(s);
+        wait_index_health(&index, "the chunked upload cleaned up", no_writes);
     });
     checks.await.unwrap();
 
     // Nothing stored and every intent cleaned: no key visible, no file on any volume,
     // no write in flight, and the same keys can be written now.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let http = client();
     for key in ["/slow-body", "/short-body", "/cut-chunked"] {
         let status = http
@@ -372,23 +408,6 @@ async fn slow_and_broken_clients() {
     }
 }
 
-/// Open file descriptors of process `pid`.
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// Resident memory of process `pid` in KiB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections() {
     // Default header timeout (30 s): the idle connections stay for the whole test.
@@ -411,31 +430,37 @@ async fn ten_thousand_idle_connections() {
     .unwrap();
 
     // The server still answers, promptly, while all of them are open.
+    // (How long that takes is printed, not asserted: it depends on the machine; a
+    // server that stopped answering fails the 60 s limit.)
     let http = client();
     let start = Instant::now();
-    let status = http
-        .put(format!("{}/after-idle", c.url))
-        .body("still here")
-        .send()
+    let requests = async {
+        let put = http
+            .put(format!("{}/after-idle", c.url))
+            .body("still here")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let health = http
+            .get(format!("{}/-/health", c.url))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        (put, health)
+    };
+    let (put, health) = tokio::time::timeout(Duration::from_secs(60), requests)
         .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 201);
-    let status = http
-        .get(format!("{}/-/health", c.url))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
+        .expect("the server stopped answering with the idle connections open");
+    assert_eq!((put, health), (StatusCode::CREATED, StatusCode::OK));
+    eprintln!(
+        "PUT + GET with {n} idle connections open: {:?}",
         start.elapsed()
     );
-    let open = fd_count(pid);
+    let open = proc_fds(pid);
     assert!(open >= n / 2, "the server holds only {open} descriptors");
-    let rss = rss_kb(pid);
+    let rss = proc_rss_kb(pid);
     assert!(
         rss < 1024 * 1024,
         "server uses {rss} KiB with {n} idle connections"
@@ -444,12 +469,12 @@ async fn ten_thousand_idle_connections() {
 
     // Closed connections are released.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fd_count(pid) > 500 && Instant::now() < deadline {
+    while proc_fds(pid) > 500 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        fd_count(pid) <= 500,
+        proc_fds(pid) <= 500,
         "{} descriptors still open",
-        fd_count(pid)
+        proc_fds(pid)
     );
 }

@@ -127,6 +127,16 @@ impl Proc {
         self.start();
     }
 
+    /// Starts it again with `extra` arguments appended, this time only: a later
+    /// [`Proc::restart`] runs the original command line.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.kill();
+        let original = self.cmd.clone();
+        self.cmd.extend(extra.iter().map(|s| s.to_string()));
+        self.start();
+        self.cmd = original;
+    }
+
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -201,6 +211,13 @@ impl Volume {
         wait_listening(&self.addr);
     }
 
+    /// Starts it again on the same port and directory with extra flags (native only),
+    /// this time only.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.proc.restart_with(extra);
+        wait_listening(&self.addr);
+    }
+
     /// Every regular file under the volume, relative paths, hidden entries and
     /// nginx's temp directory excluded.
     pub fn files(&self) -> Vec<String> {
@@ -238,43 +255,17 @@ fn nginx_command(root: &Path, name: &str, dir: &Path, port: u16) -> Vec<String> 
     let tmp = dir.join("nginx-tmp");
     std::fs::create_dir_all(&prefix).unwrap();
     std::fs::create_dir_all(&tmp).unwrap();
-    // minikeyvalue's volume configuration, with temp paths kept inside the test dir.
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-error_log stderr warn;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  default_type application/octet-stream;
-  client_body_temp_path {tmp}/body;
-  proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi;
-  uwsgi_temp_path {tmp}/uwsgi;
-  scgi_temp_path {tmp}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      root {dir};
-      disable_symlinks off;
-      client_max_body_size 0;
-      dav_methods PUT DELETE;
-      dav_access group:rw all:r;
-      create_full_put_path on;
-      autoindex on;
-      autoindex_format json;
-    }}
-  }}
-}}
-"#,
-        prefix = prefix.display(),
-        tmp = tmp.display(),
-        dir = dir.display(),
+    // The one nginx volume configuration (shared with the scripts), with temp paths
+    // kept inside the volume directory and a single process (to kill or SIGSTOP).
+    let conf = include_str!("../../scripts/nginx-volume.conf")
+        .replace("@PROCESS@", "master_process off; worker_processes 1;")
+        .replace("@PREFIX@", &prefix.display().to_string())
+        .replace("@TMP@", &tmp.display().to_string())
+        .replace("@PORT@", &port.to_string())
+        .replace("@ROOT@", &dir.display().to_string());
+    assert!(
+        !conf.contains("@"),
+        "unfilled placeholder in nginx-volume.conf"
     );
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
@@ -398,6 +389,59 @@ impl Cluster {
         }
     }
 
+    /// `GET /-/health` of the index server.
+    pub async fn health(&self) -> serde_json::Value {
+        get_json(format!("{}/-/health", self.url)).await
+    }
+
+    /// Polls `/-/health` until `ok` holds for it (requests that fail, say while the
+    /// server restarts, are retried) and returns that report; panics after 20 s,
+    /// naming `what` and showing the last report.
+    pub async fn wait_health(
+        &self,
+        what: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("{}/-/health", self.url);
+        let mut last = serde_json::Value::Null;
+        loop {
+            if let Ok(r) = client().get(&url).send().await {
+                if let Ok(h) = r.json::<serde_json::Value>().await {
+                    if ok(&h) {
+                        return h;
+                    }
+                    last = h;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {what}; last health: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the index reports volume `addr` (`host:port`) up — after a
+    /// successful probe, not the initial assumption — or down.
+    pub async fn wait_volume(&self, addr: &str, up: bool) {
+        let what = format!("{addr} up={up}");
+        self.wait_health(&what, |h| {
+            volume_states(h)
+                .iter()
+                .any(|(a, is_up, seen)| a == addr && *is_up == up && (!up || *seen))
+        })
+        .await;
+    }
+
+    /// Waits until the index has probed every volume successfully and sees all up.
+    pub async fn wait_all_up(&self) {
+        self.wait_health("all volumes up", |h| {
+            volume_states(h).iter().all(|(_, up, seen)| *up && *seen)
+        })
+        .await;
+    }
+
     /// Every file on every volume, as `volume-index:path`.
     pub fn all_files(&self) -> Vec<String> {
         self.volumes
@@ -406,6 +450,25 @@ impl Cluster {
             .flat_map(|(i, v)| v.files().into_iter().map(move |f| format!("{i}:{f}")))
             .collect()
     }
+}
+
+/// `(server, up, probed successfully at least once)` of every volume in a health
+/// report.
+fn volume_states(health: &serde_json::Value) -> Vec<(String, bool, bool)> {
+    health["volumes"]
+        .as_array()
+        .map(|vs| {
+            vs.iter()
+                .map(|v| {
+                    (
+                        v["server"].as_str().unwrap_or_default().to_owned(),
+                        v["up"] == true,
+                        v["last_seen_ms"].as_u64().unwrap_or(0) > 0,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `GET url` (no redirects followed) and its body parsed as JSON.

@@ -239,6 +239,36 @@ fn spawn_volume(dir: &Path, extra: &[String]) -> HoardProc {
 
 pub mod cluster;
 
+/// Open file descriptors of process `pid`. Panics when `/proc` cannot tell: a check
+/// against a limit must not pass because nothing was measured.
+pub fn proc_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/fd: {e}"))
+        .count()
+}
+
+/// The number in the `field:` line of `/proc/<pid>/status` (e.g. `Threads`, `VmRSS`
+/// in KiB). Panics when the file or the field cannot be read.
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"))
+}
+
+/// Threads of process `pid` (panics when `/proc` cannot tell).
+pub fn proc_threads(pid: u32) -> u64 {
+    proc_status(pid, "Threads")
+}
+
+/// Resident memory of process `pid` in KiB (panics when `/proc` cannot tell).
+pub fn proc_rss_kb(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS")
+}
+
 /// Runs each named `async fn(Kind)` test body twice: against native volumes and against
 /// stock nginx volumes. Use with `#[macro_use] mod common;`.
 #[allow(unused_macros)]
