@@ -388,3 +388,105 @@ async fn health_reports_an_unclean_shutdown() {
     let r = http.get(format!("{}/k", c.url)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
 }
+
+/// Defect: rebalance (and verify) picked copy sources from every location a record
+/// names, including replicas a degraded write left missing; without an md5
+/// (`--md5sum=false`) only the size was checked, so a stale file of the right size
+/// there was copied as the value. Volume C misses every value and holds such files
+/// (and refuses writes, so the upkeep cannot fix it first); a rebalance onto a new
+/// volume D must copy only real replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_never_copies_from_a_missing_replica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = ["--auth-token", "only-for-c"];
+    let volumes: Vec<Volume> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let extra: &[&str] = if *n == "c" { &token } else { &[] };
+            Volume::start_with(Kind::Native, tmp.path(), n, extra)
+        })
+        .collect();
+    let list: Vec<String> = volumes.iter().map(|v| v.addr.clone()).collect();
+    let c_addr = list[2].clone();
+    let mut c = Cluster::with_volumes(
+        tmp,
+        volumes,
+        &list.join(","),
+        &[
+            "--write-quorum",
+            "2",
+            "--md5sum=false",
+            "--voltimeout",
+            "300ms",
+        ],
+    );
+    let http = client();
+    c.volumes[2].stop();
+    wait_until(Duration::from_secs(10), "C down", || async {
+        health(&c).await["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["server"] == c_addr.as_str() && v["up"] == false)
+    })
+    .await;
+    let keys: Vec<String> = (0..40).map(|i| format!("/source/{i}")).collect();
+    let value = |key: &str| key.repeat(64).into_bytes();
+    for key in &keys {
+        let url = format!("{}{key}", c.url);
+        let r = http.put(&url).body(value(key)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{key}");
+        // A file of the right size but the wrong bytes where C's replica would be.
+        let volumes = key_volumes(&c, key).await;
+        let on_c = volumes.split(',').find(|v| v.starts_with(&c_addr)).unwrap();
+        let sub = on_c.strip_prefix(c_addr.as_str()).unwrap();
+        let path = format!(
+            "{}{sub}{}",
+            c.volumes[2].dir.display(),
+            hoard::placement::key_path(key.as_bytes())
+        );
+        std::fs::create_dir_all(Path::new(&path).parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![b'#'; value(key).len()]).unwrap();
+    }
+    c.volumes[2].restart();
+    wait_until(Duration::from_secs(10), "C up", || async {
+        health(&c).await["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["server"] == c_addr.as_str() && v["up"] == true)
+    })
+    .await;
+    // A fourth volume joins, and a rebalance moves keys onto it.
+    let d = Volume::start(Kind::Native, c.tmp.path(), "d");
+    let r = http
+        .post(format!("{}/-/admin/volumes", c.url))
+        .body(format!(r#"{{"add": "{}", "rebalance": true}}"#, d.addr))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let job = c.wait_job().await;
+    assert!(job["counts"]["moved"].as_u64().unwrap_or(0) > 0, "{job}");
+    let mut checked = 0;
+    for key in &keys {
+        let volumes = key_volumes(&c, key).await;
+        let Some(on_d) = volumes.split(',').find(|v| v.starts_with(&d.addr)) else {
+            continue;
+        };
+        let sub = on_d.strip_prefix(d.addr.as_str()).unwrap();
+        let path = format!(
+            "{}{sub}{}",
+            d.dir.display(),
+            hoard::placement::key_path(key.as_bytes())
+        );
+        let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(
+            stored == value(key),
+            "{key} on D holds {:?}…: copied from a missing replica",
+            String::from_utf8_lossy(&stored[..8.min(stored.len())])
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no key moved to D");
+}

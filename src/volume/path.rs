@@ -97,34 +97,18 @@ impl VolumePath {
     }
 }
 
-/// Decodes `%XX` escapes; anything else is copied as is.
+/// Decodes `%XX` escapes (the same decoder as index keys, `crate::key`), refusing a
+/// `%` not followed by two hex digits, which the index would keep as is.
 fn percent_decode(input: &[u8]) -> Result<Vec<u8>, PathError> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%' {
-            let hi = input.get(i + 1).and_then(|&c| hex_value(c));
-            let lo = input.get(i + 2).and_then(|&c| hex_value(c));
-            match (hi, lo) {
-                (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
-                _ => return Err(PathError::BadEscape),
-            }
-            i += 3;
-        } else {
-            out.push(input[i]);
-            i += 1;
-        }
+    let hex = |i: usize| input.get(i).is_some_and(u8::is_ascii_hexdigit);
+    let malformed = input
+        .iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'%' && !(hex(i + 1) && hex(i + 2)));
+    if malformed {
+        return Err(PathError::BadEscape);
     }
-    Ok(out)
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    Ok(percent_encoding::percent_decode(input).collect())
 }
 
 #[cfg(test)]
