@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{client, get_json, Cluster, Kind, Volume};
+use common::cluster::{client, Cluster, Kind, Volume};
 use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -91,10 +91,6 @@ async fn full_volume(fail: usize) -> String {
     addr
 }
 
-async fn health(c: &Cluster) -> serde_json::Value {
-    get_json(format!("{}/-/health", c.url)).await
-}
-
 /// Defect: a volume that had the whole body renamed it into place after the index's
 /// rollback DELETE (an orphan; with a quick retry, the old bytes under the new record).
 /// Volume A holds every upload 1 s before its rename; volume B refuses the first PUT
@@ -125,7 +121,7 @@ async fn rolled_back_write_never_lands_late() {
     .await;
     assert_eq!(c.volumes[0].files(), Vec::<String>::new());
     assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
-    assert_eq!(health(&c).await["keys"]["writing"], 0);
+    assert_eq!(c.health().await["keys"]["writing"], 0);
 
     // A retry at once succeeds, and A holds the retry's bytes.
     let r = http.put(&url).body(vec![b'2'; 4096]).send().await.unwrap();
@@ -219,16 +215,8 @@ async fn one_stuck_completion_stops_nothing_else() {
     let http = client();
     c.volumes[2].stop();
     c.volumes[3].stop();
-    wait_until(Duration::from_secs(10), "C and D down", || async {
-        health(&c).await["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| v["up"] == false)
-            .count()
-            == 2
-    })
-    .await;
+    c.wait_volume(&c_addr, false).await;
+    c.wait_volume(&d_addr, false).await;
     // Keys whose replicas include C (one will hang) and keys missing only on D.
     let (mut on_c, mut on_d) = (Vec::new(), Vec::new());
     for i in 0..60 {
@@ -371,7 +359,7 @@ async fn key_volumes(c: &Cluster, key: &str) -> String {
 async fn health_reports_an_unclean_shutdown() {
     let mut c = Cluster::start(Kind::Native, 1, &["--replicas", "1"]);
     let http = client();
-    assert_eq!(health(&c).await["index_recovered"], false);
+    assert_eq!(c.health().await["index_recovered"], false);
     let r = http
         .put(format!("{}/k", c.url))
         .body("v")
@@ -380,11 +368,11 @@ async fn health_reports_an_unclean_shutdown() {
         .unwrap();
     assert_eq!(r.status(), 201);
     c.restart_index(); // kill -9, start again
-    assert_eq!(health(&c).await["index_recovered"], true);
+    assert_eq!(c.health().await["index_recovered"], true);
     assert!(c.index.terminate(), "clean shutdown failed");
     c.index.restart();
     common::cluster::wait_listening(c.addr());
-    assert_eq!(health(&c).await["index_recovered"], false);
+    assert_eq!(c.health().await["index_recovered"], false);
     let r = http.get(format!("{}/k", c.url)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
 }
@@ -422,14 +410,7 @@ async fn rebalance_never_copies_from_a_missing_replica() {
     );
     let http = client();
     c.volumes[2].stop();
-    wait_until(Duration::from_secs(10), "C down", || async {
-        health(&c).await["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| v["server"] == c_addr.as_str() && v["up"] == false)
-    })
-    .await;
+    c.wait_volume(&c_addr, false).await;
     let keys: Vec<String> = (0..40).map(|i| format!("/source/{i}")).collect();
     let value = |key: &str| key.repeat(64).into_bytes();
     for key in &keys {
@@ -449,14 +430,7 @@ async fn rebalance_never_copies_from_a_missing_replica() {
         std::fs::write(&path, vec![b'#'; value(key).len()]).unwrap();
     }
     c.volumes[2].restart();
-    wait_until(Duration::from_secs(10), "C up", || async {
-        health(&c).await["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| v["server"] == c_addr.as_str() && v["up"] == true)
-    })
-    .await;
+    c.wait_volume(&c_addr, true).await;
     // A fourth volume joins, and a rebalance moves keys onto it.
     let d = Volume::start(Kind::Native, c.tmp.path(), "d");
     let r = http

@@ -324,14 +324,7 @@ async fn repair(c: &mut Cluster, expected: &[&str]) {
             "{key}: writing record visible"
         );
     }
-    let r = http
-        .post(format!("{}/-/admin/verify?repair=1&grace=0s", c.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let last = c.wait_job().await;
-    assert_eq!(last["state"], "done", "{last}");
+    let last = c.repair().await;
     assert_eq!(last["counts"]["failed"], 0, "{last}");
     let left = writing_records(c);
     assert!(left.is_empty(), "intents left after repair: {left:?}");
@@ -954,14 +947,7 @@ async fn index_crash_during_delete() {
             assert_eq!(r.status(), StatusCode::NO_CONTENT, "{key}: retried DELETE");
         } else {
             c.wait_all_up().await;
-            let r = http
-                .post(format!("{}/-/admin/verify?repair=1&grace=0s", c.url))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::ACCEPTED);
-            let last = c.wait_job().await;
-            assert_eq!(last["state"], "done", "{last}");
+            let last = c.repair().await;
             assert_eq!(last["counts"]["deletes_finished"], 1, "{last}");
         }
         assert_eq!(c.health().await["keys"]["deleting"], 0);

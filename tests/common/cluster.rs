@@ -389,6 +389,20 @@ impl Cluster {
         }
     }
 
+    /// Runs an online `verify --repair` with no grace period and waits for it; returns
+    /// the finished job's status (asserted done).
+    pub async fn repair(&self) -> serde_json::Value {
+        let r = client()
+            .post(format!("{}/-/admin/verify?repair=1&grace=0s", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+        let last = self.wait_job().await;
+        assert_eq!(last["state"], "done", "{last}");
+        last
+    }
+
     /// `GET /-/health` of the index server.
     pub async fn health(&self) -> serde_json::Value {
         get_json(format!("{}/-/health", self.url)).await
