@@ -211,6 +211,9 @@ pub struct ServerArgs {
     /// Safety: write quorum, auth, TLS, rate limit, timeouts.
     #[command(flatten)]
     pub safety: crate::server::SafetyArgs,
+    /// Index cluster: node id, peers, read consistency.
+    #[command(flatten)]
+    pub cluster: crate::raft::ClusterArgs,
 }
 
 /// Options of `hoard volume`.

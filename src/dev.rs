@@ -62,8 +62,9 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         voltimeout: std::time::Duration::from_secs(1),
         verbose,
         safety: crate::server::SafetyConfig::default(),
+        cluster: None,
     };
-    let started = crate::server::start(cfg, &args.data.join("index"))?;
+    let started = crate::server::start(cfg, &args.data.join("index")).await?;
     eprintln!(
         "hoard dev: ready on http://{host}:{} (volumes {}), data in {}",
         args.port,

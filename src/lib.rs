@@ -28,6 +28,7 @@ pub mod key;
 pub mod net;
 pub mod ops;
 pub mod placement;
+pub mod raft;
 pub mod ratelimit;
 pub mod replica;
 pub mod server;

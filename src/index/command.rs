@@ -8,7 +8,7 @@ use super::record::{Record, State};
 
 /// One atomic change to the index. Times are supplied by the proposer, never read inside
 /// [`apply`], so applying is deterministic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Record the intent to write `key` to `volumes`. Rejected with
     /// [`Rejection::Exists`] when the key is live. Replaces any other record (unlinked,
@@ -120,7 +120,7 @@ impl Command {
 }
 
 /// Why a command was not applied. Nothing was changed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Rejection {
     /// No visible record for the key.
     #[error("key not found")]

@@ -17,12 +17,14 @@ mod command;
 mod counts;
 mod locks;
 mod record;
+mod replicated;
 mod scan;
 
 pub use command::{apply, Applied, Command, RecordMap, Rejection};
 pub use counts::Counts;
 pub use locks::{KeyGuard, KeyLocks};
 pub use record::{DecodeError, Record, State};
+pub use replicated::Replicator;
 pub use scan::{Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
 
 use std::path::{Path, PathBuf};
@@ -67,6 +69,10 @@ pub enum IndexError {
     /// The writer thread is gone (the index is shutting down).
     #[error("index writer stopped")]
     Closed,
+    /// The replicated index could not take or confirm the command now (no leader,
+    /// unreachable peers); it may or may not have been applied.
+    #[error("replicated index: {0}")]
+    Replication(String),
 }
 
 fn store_err<E: Into<redb::Error>>(e: E) -> IndexError {
@@ -87,6 +93,8 @@ pub struct Index {
     recovered: bool,
     writer: mpsc::Sender<Job>,
     writer_thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Set when the index is replicated: commands go through it instead of the writer.
+    replicator: Arc<std::sync::OnceLock<Arc<dyn Replicator>>>,
 }
 
 impl Index {
@@ -130,6 +138,7 @@ impl Index {
             recovered,
             writer: tx,
             writer_thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+            replicator: Arc::default(),
         })
     }
 
@@ -178,9 +187,16 @@ impl Index {
         record
     }
 
-    /// Applies one command durably; see [`Command`] for the semantics.
+    /// Applies one command durably; see [`Command`] for the semantics. When the index
+    /// is replicated, the command goes through the replicated log, and its outcome is
+    /// returned once this node's copy has applied it.
     pub async fn apply(&self, cmd: Command) -> Result<Applied, IndexError> {
         let started = std::time::Instant::now();
+        if let Some(replicator) = self.replicator.get() {
+            let applied = replicator.propose(cmd).await;
+            crate::telemetry::record_index_op("apply", started);
+            return applied;
+        }
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(Job { cmd, reply })

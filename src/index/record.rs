@@ -24,7 +24,7 @@
 //! A record with no stale location is written as version 1 or 2, as before.
 
 /// Where a key is in its life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum State {
     /// Intent recorded, data being written; not visible. Left behind by a crash, repair
     /// rolls it back.
@@ -69,7 +69,7 @@ impl State {
 }
 
 /// What the index knows about one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// Life-cycle state.
     pub state: State,

@@ -23,6 +23,9 @@ struct HealthReport {
     writes_in_flight: usize,
     replicas: usize,
     volumes: Vec<ServerStatus>,
+    /// This member's Raft state, in an index cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raft: Option<crate::raft::RaftStatus>,
 }
 
 /// Body of `GET /-/health/ready`.
@@ -40,6 +43,13 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
         (true, "/-/health") => health(app),
         (true, "/-/health/ready") => ready(app),
         (true, "/-/metrics") => metrics(app),
+        (false, path) if path.starts_with("/-/raft/") => match &app.raft {
+            Some(node) => {
+                let name = path.trim_start_matches("/-/raft/").to_string();
+                crate::raft::api::handle(node, &name, req.into_body()).await
+            }
+            None => ApiError::NotFound.into_response(),
+        },
         (_, path) if path.starts_with(super::admin_ops::PREFIX) => {
             super::admin_ops::handle(app, req).await
         }
@@ -59,6 +69,7 @@ fn health(app: &App) -> Response {
         writes_in_flight: app.locks.len(),
         replicas: app.placement.current().replicas(),
         volumes: app.health.snapshot(),
+        raft: app.raft.as_ref().map(|r| r.status()),
     })
     .into_response()
 }

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub verbose: bool,
     /// Authentication, rate limit, timeouts, TLS towards volumes, write quorum.
     pub safety: SafetyConfig,
+    /// The index cluster this server is a member of; `None`: a single index server.
+    pub cluster: Option<crate::raft::ClusterConfig>,
 }
 
 impl ServerConfig {
@@ -60,6 +62,7 @@ impl ServerConfig {
             voltimeout: args.voltimeout,
             verbose,
             safety: SafetyConfig::from_args(&args.safety, args.placement.replicas)?,
+            cluster: args.cluster.build()?,
         })
     }
 
@@ -91,6 +94,8 @@ pub struct App {
     pub membership: Membership,
     /// Keys with replicas to complete or stale files to delete, for the upkeep worker.
     pub upkeep: crate::ops::upkeep::Queue,
+    /// This server's Raft member, when the index is replicated.
+    pub raft: Option<Arc<crate::raft::RaftNode>>,
 }
 
 impl App {
@@ -140,9 +145,17 @@ impl Started {
     }
 }
 
-/// Opens the index in `db` and builds the server.
-pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started> {
+/// Opens the index in `db` (and joins the index cluster, if configured) and builds the
+/// server.
+pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started> {
     let index = Index::open(db)?;
+    let raft = match &cfg.cluster {
+        Some(cluster) => {
+            let token = cfg.safety.auth.token();
+            Some(crate::raft::RaftNode::start(cluster, db, index.clone(), token).await?)
+        }
+        None => None,
+    };
     let client = VolumeClient::with_options(cfg.voltimeout, cfg.safety.client_options()?)?;
     let configured = cfg.placement.volumes();
     let placement = cfg
@@ -165,6 +178,7 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         jobs: Worker::default(),
         membership,
         upkeep,
+        raft,
     });
     let upkeep = crate::ops::upkeep::spawn(app.ops_ctx(), upkeep_rx);
     let router = crate::http::observe(
@@ -189,7 +203,7 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
     let cfg = ServerConfig::from_args(&args, verbose)?;
     let listener = crate::http::bind(&args.bind, args.port).await?;
     let serve_options = safety::serve_options(&args.safety)?;
-    let started = start(cfg, &args.db)?;
+    let started = start(cfg, &args.db).await?;
     tracing::info!(
         "index server on {} with volumes {}",
         listener.local_addr()?,
@@ -219,6 +233,13 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(key) => key,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+    if reading {
+        // Linearizable reads in an index cluster: this node's copy catches up first.
+        if let Err(e) = app.index.read_barrier().await {
+            return ApiError::from(e).into_response();
+        }
+    }
     let result = match (req.method().clone(), req.uri().query()) {
         (Method::GET, Some(query)) => read::list(&app, key, query).await,
         (Method::GET, None) | (Method::HEAD, _) => read::redirect(&app, &key, req.uri().path()),

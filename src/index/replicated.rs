@@ -1,0 +1,245 @@
+//! What a replicated index needs from the local store: a [`Replicator`] that commands
+//! and linearizable reads go through (implemented by the consensus layer, `crate::raft`,
+//! which sits above this one), and the state-machine side — applying committed commands
+//! with the log position they came from, and exporting or importing the whole index as
+//! a snapshot.
+//!
+//! Applied commands are committed without fsync: the replicated log is durable, and
+//! [`Index::sync`] makes the state durable before a snapshot lets the log be purged.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use redb::{Durability, ReadableDatabase, ReadableTable};
+
+use super::{apply, decode, store_err, Applied, Command, Counts, Index, IndexError, TableMap};
+use super::{KEYS, META};
+
+/// Takes commands into a replicated log and serves linearizable reads.
+pub trait Replicator: Send + Sync + 'static {
+    /// Proposes `cmd`; its outcome, once this node has applied it.
+    fn propose(&self, cmd: Command) -> BoxFuture<'_, Result<Applied, IndexError>>;
+    /// Completes once this node's copy reflects every command acknowledged anywhere
+    /// before the call: a read after it is linearizable.
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), IndexError>>;
+}
+
+/// Values of named `meta` entries, in the order asked (`None`: absent).
+pub type MetaValues = Vec<Option<Vec<u8>>>;
+
+/// Most bytes of one key or record in a snapshot (far above real sizes).
+const MAX_SNAPSHOT_ITEM: u32 = 1 << 20;
+
+impl Index {
+    /// Routes every later [`Index::apply`] through `replicator`. Set once, at start.
+    pub fn replicate_with(&self, replicator: Arc<dyn Replicator>) {
+        if self.replicator.set(replicator).is_err() {
+            tracing::warn!("index replicator set twice; keeping the first");
+        }
+    }
+
+    /// Reads `key` linearizably: after a read barrier when the index is replicated.
+    pub async fn get_linearizable(&self, key: &[u8]) -> Result<Option<super::Record>, IndexError> {
+        self.read_barrier().await?;
+        self.get(key)
+    }
+
+    /// Waits for a read barrier when the index is replicated; at once otherwise.
+    pub async fn read_barrier(&self) -> Result<(), IndexError> {
+        match self.replicator.get() {
+            Some(r) => r.read_barrier().await,
+            None => Ok(()),
+        }
+    }
+
+    /// A value of the index-wide `meta` table (the replicated state's log position…).
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let meta = txn.open_table(META).map_err(store_err)?;
+        Ok(meta.get(name).map_err(store_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Applies committed commands in order (`None`: a log entry without one) in one
+    /// transaction that also stores `state` in `meta`; the outcome of each. Not synced:
+    /// the log is durable. Blocking.
+    pub fn apply_committed(
+        &self,
+        batch: &[Option<Command>],
+        state: &[(&str, Vec<u8>)],
+    ) -> Result<Vec<Option<Applied>>, IndexError> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut txn = self.db.begin_write().map_err(store_err)?;
+        txn.set_durability(Durability::None).map_err(store_err)?;
+        let (results, after) = {
+            let mut table = txn.open_table(KEYS).map_err(store_err)?;
+            let mut map = TableMap {
+                table: &mut table,
+                counts: *counts,
+            };
+            let mut results = Vec::with_capacity(batch.len());
+            for cmd in batch {
+                results.push(match cmd {
+                    Some(cmd) => Some(apply(&mut map, cmd)?),
+                    None => None,
+                });
+            }
+            let after = map.counts;
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            meta.insert(super::COUNTS, after.encode().as_slice())
+                .map_err(store_err)?;
+            for (name, value) in state {
+                meta.insert(*name, value.as_slice()).map_err(store_err)?;
+            }
+            (results, after)
+        };
+        txn.commit().map_err(store_err)?;
+        *counts = after;
+        Ok(results)
+    }
+
+    /// Makes everything applied so far durable (one synced, empty commit). Blocking.
+    pub fn sync(&self) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        txn.commit().map_err(store_err)
+    }
+
+    /// Writes every record to `out` (`u32 key length, key, u32 record length, record`,
+    /// little-endian, key order) from one read transaction, which also reads the `meta`
+    /// values named in `names` (so they describe exactly the records written); the
+    /// number of records and those values. Blocking.
+    pub fn export(
+        &self,
+        out: &mut impl Write,
+        names: &[&str],
+    ) -> Result<(u64, MetaValues), IndexError> {
+        let io = |e: std::io::Error| IndexError::Store(redb::Error::Io(e));
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let meta = txn.open_table(META).map_err(store_err)?;
+        let values = names
+            .iter()
+            .map(|n| Ok(meta.get(*n).map_err(store_err)?.map(|v| v.value().to_vec())))
+            .collect::<Result<Vec<_>, IndexError>>()?;
+        let table = txn.open_table(KEYS).map_err(store_err)?;
+        let mut n = 0;
+        for item in table.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            for part in [k.value(), v.value()] {
+                out.write_all(&(part.len() as u32).to_le_bytes()).map_err(io)?;
+                out.write_all(part).map_err(io)?;
+            }
+            n += 1;
+        }
+        out.flush().map_err(io)?;
+        Ok((n, values))
+    }
+
+    /// Replaces every record with those read from `input` (as written by
+    /// [`Index::export`]) and stores `state` in `meta`, in one synced transaction;
+    /// counts are recomputed. Blocking.
+    pub fn import(&self, input: &mut impl Read, state: &[(&str, Vec<u8>)]) -> Result<u64, IndexError> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = self.db.begin_write().map_err(store_err)?;
+        let mut fresh = Counts::default();
+        let mut n = 0;
+        {
+            txn.delete_table(KEYS).map_err(store_err)?;
+            let mut table = txn.open_table(KEYS).map_err(store_err)?;
+            while let Some(key) = read_item(input)? {
+                let value = read_item(input)?.ok_or_else(|| snapshot_err("record missing"))?;
+                fresh.replace(None, Some(&decode(&key, &value)?));
+                table
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(store_err)?;
+                n += 1;
+            }
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            meta.insert(super::COUNTS, fresh.encode().as_slice())
+                .map_err(store_err)?;
+            for (name, value) in state {
+                meta.insert(*name, value.as_slice()).map_err(store_err)?;
+            }
+        }
+        txn.commit().map_err(store_err)?;
+        *counts = fresh;
+        Ok(n)
+    }
+}
+
+fn snapshot_err(msg: &str) -> IndexError {
+    IndexError::Store(redb::Error::Io(std::io::Error::other(format!(
+        "index snapshot: {msg}"
+    ))))
+}
+
+/// One length-prefixed item; `None` at a clean end of input.
+fn read_item(input: &mut impl Read) -> Result<Option<Vec<u8>>, IndexError> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(IndexError::Store(redb::Error::Io(e))),
+    }
+    let len = u32::from_le_bytes(len);
+    if len > MAX_SNAPSHOT_ITEM {
+        return Err(snapshot_err("item too large"));
+    }
+    let mut item = vec![0; len as usize];
+    input
+        .read_exact(&mut item)
+        .map_err(|_| snapshot_err("truncated"))?;
+    Ok(Some(item))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::State;
+
+    #[tokio::test]
+    async fn export_then_import_restores_records_and_counts() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let source = Index::open(a.path()).unwrap();
+        let begin = |k: &str| {
+            Some(Command::Begin {
+                key: k.as_bytes().to_vec(),
+                volumes: vec!["v:1".into()],
+                now_ms: 1,
+            })
+        };
+        let commit = Some(Command::Commit {
+            key: b"/a".to_vec(),
+            size: 7,
+            md5: None,
+            missing: Vec::new(),
+            now_ms: 2,
+        });
+        let state = [("raft_applied", b"3".to_vec())];
+        let out = source
+            .apply_committed(&[begin("/a"), None, begin("/b"), commit], &state)
+            .unwrap();
+        assert_eq!(out[1], None);
+        assert!(matches!(out[3], Some(Ok(Some(_)))));
+        assert_eq!(source.meta("raft_applied").unwrap().unwrap(), b"3");
+        let mut file = Vec::new();
+        let (n, meta) = source.export(&mut file, &["raft_applied", "nope"]).unwrap();
+        assert_eq!((n, meta), (2, vec![Some(b"3".to_vec()), None]));
+
+        let target = Index::open(b.path()).unwrap();
+        target.apply_committed(&[begin("/old")], &[]).unwrap();
+        let n = target
+            .import(&mut file.as_slice(), &[("raft_applied", b"4".to_vec())])
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(target.get(b"/old").unwrap(), None);
+        assert_eq!(target.get(b"/a").unwrap().unwrap().state, State::Live);
+        assert_eq!(target.get(b"/b").unwrap().unwrap().state, State::Writing);
+        let c = target.counts();
+        assert_eq!((c.live, c.writing, c.bytes), (1, 1, 7));
+        assert_eq!(target.meta("raft_applied").unwrap().unwrap(), b"4");
+        // A truncated snapshot is refused, and the index is left as it was.
+        let cut = &file[..file.len() - 3];
+        assert!(target.import(&mut &cut[..], &[]).is_err());
+        assert_eq!(target.counts().live, 1);
+    }
+}

@@ -1,0 +1,69 @@
+//! The `/-/raft/…` endpoints every index cluster member serves: Raft's own RPCs
+//! (`append`, `vote`, `snapshot`), commands forwarded to the leader (`propose`) and
+//! read-index requests (`read-index`). JSON in, JSON out; POST only. Under auth they
+//! need the cluster token like any write.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::RaftNode;
+use crate::index::{Applied, Command};
+
+/// Most bytes of one Raft request (a batch of entries or a snapshot chunk, as JSON).
+const BODY_LIMIT: usize = 64 << 20;
+
+/// The answer to a forwarded command.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum ProposeAnswer {
+    /// Applied at log `index` with this outcome.
+    Applied {
+        /// The command's outcome.
+        applied: Applied,
+        /// Its log index: the proposer waits to have applied it too.
+        index: u64,
+    },
+    /// This node does not lead: the command was not appended.
+    NotLeader,
+    /// Appending or applying failed; the outcome is unknown.
+    Failed(String),
+}
+
+/// Handles `POST /-/raft/{name}` with `body`.
+pub async fn handle(node: &RaftNode, name: &str, body: Body) -> Response {
+    let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("reading body: {e}\n")).into_response(),
+    };
+    macro_rules! parse {
+        () => {
+            match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    return (StatusCode::BAD_REQUEST, format!("bad {name} request: {e}\n"))
+                        .into_response()
+                }
+            }
+        };
+    }
+    match name {
+        "append" => axum::Json(node.raft.append_entries(parse!()).await).into_response(),
+        "vote" => axum::Json(node.raft.vote(parse!()).await).into_response(),
+        "snapshot" => axum::Json(node.raft.install_snapshot(parse!()).await).into_response(),
+        "propose" => {
+            let cmd: Command = parse!();
+            let answer = match node.propose_here(cmd).await {
+                Ok(Some((applied, index))) => ProposeAnswer::Applied { applied, index },
+                Ok(None) => ProposeAnswer::NotLeader,
+                Err(e) => ProposeAnswer::Failed(e.to_string()),
+            };
+            axum::Json(answer).into_response()
+        }
+        "read-index" => {
+            let answer: Result<Option<u64>, String> =
+                node.read_index_here().await.map_err(|e| e.to_string());
+            axum::Json(answer).into_response()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}

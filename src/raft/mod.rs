@@ -1,0 +1,418 @@
+//! The highly available index: 3–5 index servers replicate every index command through
+//! a Raft log (openraft 0.9), so any of them can fail without losing an acknowledged
+//! write.
+//!
+//! Layers, bottom up: [`log_store`] (log and vote, fsynced, in `<db>/raft-log.redb`),
+//! [`state_machine`] (committed commands applied to the index with the same
+//! `index::apply` as a single server; snapshots of the index as files), [`network`]
+//! (JSON over HTTP to peers), [`api`] (the `/-/raft/…` endpoints), and [`RaftNode`]
+//! here, which the index uses as its [`Replicator`]:
+//!
+//! * **Writes**: `Index::apply` proposes the command. On the leader it is appended,
+//!   replicated to a majority, applied, and its outcome returned; on a follower the
+//!   command is forwarded to the leader (`/-/raft/propose`), and the answer waits until
+//!   this node has applied it too, so the caller's next read sees it. A proposal is
+//!   retried only when it certainly was not applied (no leader yet, leader unreachable
+//!   before the request was sent); otherwise its outcome is unknown and the caller
+//!   fails the request (an intent, if any, is left for repair).
+//! * **Reads** are linearizable by default: a read barrier asks the leader for its
+//!   read index (the leader confirms its leadership with a quorum first), then waits
+//!   until this node has applied that far. Concurrent reads share one barrier: a read
+//!   joins the next round that starts after it arrived. `--read-consistency stale`
+//!   skips the barrier.
+//! * **Formation**: every node of a fresh cluster initializes it with the membership of
+//!   `--peers` (openraft allows several nodes to do so with the same membership), so the
+//!   cluster forms once a majority is up; restarted nodes just rejoin.
+
+pub mod api;
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use tokio::sync::oneshot;
+
+use crate::index::{Applied, Command, Index, IndexError, Replicator};
+use network::{CallError, Network, PeerClient};
+
+openraft::declare_raft_types!(
+    /// hoard's Raft types: index commands in, their outcomes out, the index snapshot
+    /// as a file.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = u64,
+        Node = BasicNode,
+        SnapshotData = tokio::fs::File,
+);
+
+/// The outcome of applying one log entry (`None` for entries without a command).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Outcome(pub Option<Applied>);
+
+/// How long a proposal or a read barrier may take before the request fails (no leader
+/// elected meanwhile, or the leader unreachable).
+const WAIT_LIMIT: Duration = Duration::from_secs(10);
+/// Pause between retries while there is no leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// `hoard server` options of an index cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// This server's id in the index cluster (with `--peers`). Never reuse the id of
+    /// another (past) member.
+    #[arg(long, env = "HOARD_NODE_ID", requires = "peers")]
+    pub node_id: Option<u64>,
+    /// Every member of the index cluster as `id=host:port`, comma-separated, this one
+    /// included: the address where each serves its HTTP API (Raft rides on it under
+    /// `/-/raft/`). Without it, the index is not replicated.
+    #[arg(long, env = "HOARD_PEERS", value_delimiter = ',', requires = "node_id")]
+    pub peers: Vec<String>,
+    /// `linearizable` (default): a read sees every write acknowledged before it began,
+    /// on any node. `stale`: reads answer from this node's copy, which may lag.
+    #[arg(long, env = "HOARD_READ_CONSISTENCY", default_value = "linearizable")]
+    pub read_consistency: ReadConsistency,
+}
+
+/// What a read may return in an index cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadConsistency {
+    /// Every read reflects all writes acknowledged before it began.
+    Linearizable,
+    /// Reads answer from the local copy.
+    Stale,
+}
+
+/// A validated cluster configuration.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's id.
+    pub node_id: u64,
+    /// Every member: id → address.
+    pub peers: BTreeMap<u64, String>,
+    /// Read consistency.
+    pub reads: ReadConsistency,
+}
+
+impl ClusterArgs {
+    /// The cluster configuration, or `None` for a single server.
+    pub fn build(&self) -> anyhow::Result<Option<ClusterConfig>> {
+        let Some(node_id) = self.node_id else {
+            return Ok(None);
+        };
+        let mut peers = BTreeMap::new();
+        for p in &self.peers {
+            let (id, addr) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--peers entry {p:?} is not id=host:port"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--peers entry {p:?}: the id is not a number"))?;
+            if peers.insert(id, addr.trim().to_string()).is_some() {
+                anyhow::bail!("--peers names node {id} twice");
+            }
+        }
+        if !peers.contains_key(&node_id) {
+            anyhow::bail!("--peers does not list this node's id {node_id}");
+        }
+        Ok(Some(ClusterConfig {
+            node_id,
+            peers,
+            reads: self.read_consistency,
+        }))
+    }
+}
+
+/// A running member of the index cluster.
+pub struct RaftNode {
+    /// The openraft handle.
+    pub raft: Raft<TypeConfig>,
+    /// This node's id.
+    pub id: u64,
+    /// The configured members.
+    pub peers: BTreeMap<u64, String>,
+    client: PeerClient,
+    reads: ReadConsistency,
+    barrier: Mutex<BarrierState>,
+    /// This node itself, for the background read-index rounds.
+    me: std::sync::Weak<RaftNode>,
+}
+
+/// Reads waiting for the next read-index round, and whether a round is running.
+#[derive(Default)]
+struct BarrierState {
+    running: bool,
+    waiting: Vec<oneshot::Sender<Result<u64, String>>>,
+}
+
+/// Raft timing: heartbeats every 150 ms; an election after 0.75–1.5 s without one.
+fn raft_config() -> anyhow::Result<Config> {
+    let config = Config {
+        cluster_name: "hoard".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 750,
+        election_timeout_max: 1500,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        snapshot_max_chunk_size: 1 << 20,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    Ok(config.validate()?)
+}
+
+impl RaftNode {
+    /// Starts this member: opens the log in `db`, runs Raft over `index`, and forms the
+    /// cluster if it is new. `token` authenticates calls to peers.
+    pub async fn start(
+        cfg: &ClusterConfig,
+        db: &Path,
+        index: Index,
+        token: Option<String>,
+    ) -> anyhow::Result<Arc<RaftNode>> {
+        let log = log_store::LogStore::open(&db.join("raft-log.redb"))?;
+        let sm = state_machine::StateMachine::new(index.clone(), &db.join("snapshots"))?;
+        let client = PeerClient::new(Duration::from_secs(1), token)?;
+        let network = Network {
+            client: client.clone(),
+            peers: cfg.peers.clone(),
+        };
+        let raft = Raft::new(cfg.node_id, Arc::new(raft_config()?), network, log, sm)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
+        let node = Arc::new_cyclic(|me| RaftNode {
+            raft,
+            id: cfg.node_id,
+            peers: cfg.peers.clone(),
+            client,
+            reads: cfg.reads,
+            barrier: Mutex::default(),
+            me: me.clone(),
+        });
+        if !node.raft.is_initialized().await? {
+            let members: BTreeMap<u64, BasicNode> = cfg
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            match node.raft.initialize(members).await {
+                Ok(()) => tracing::info!("formed index cluster {:?}", cfg.peers),
+                Err(e) => tracing::info!("index cluster already formed: {e}"),
+            }
+        }
+        index.replicate_with(node.clone());
+        Ok(node)
+    }
+
+    /// Role, leader, term and log positions, for `/-/health`.
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        RaftStatus {
+            node_id: self.id,
+            role: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+            leader_id: m.current_leader,
+            term: m.current_term,
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+            last_log: m.last_log_index.unwrap_or(0),
+            members: m.membership_config.membership().voter_ids().collect(),
+            read_consistency: match self.reads {
+                ReadConsistency::Linearizable => "linearizable",
+                ReadConsistency::Stale => "stale",
+            },
+        }
+    }
+
+    /// The address of the leader, when one is known.
+    fn leader_addr(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = self.peers.get(&leader).cloned().or_else(|| {
+            m.membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|n| n.addr.clone())
+        })?;
+        Some((leader, addr))
+    }
+
+    /// Waits until this node has applied the log up to `index`.
+    async fn applied_at_least(&self, index: u64) -> Result<(), IndexError> {
+        self.raft
+            .wait(Some(WAIT_LIMIT))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map(|_| ())
+            .map_err(|e| IndexError::Replication(format!("waiting to apply {index}: {e}")))
+    }
+
+    /// Proposes `cmd` on this node if it leads: `None` when another node leads (the
+    /// command was not appended).
+    pub async fn propose_here(&self, cmd: Command) -> Result<Option<(Applied, u64)>, IndexError> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => {
+                let applied = resp
+                    .data
+                    .0
+                    .ok_or_else(|| IndexError::Replication("no outcome for a command".into()))?;
+                Ok(Some((applied, resp.log_id.index)))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
+            Err(e) => Err(IndexError::Replication(e.to_string())),
+        }
+    }
+
+    /// The leader's read index: on the leader, after confirming its leadership with a
+    /// quorum; `None` when this node does not lead.
+    pub async fn read_index_here(&self) -> Result<Option<u64>, IndexError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(Some(read.map_or(0, |l| l.index))),
+            Err(RaftError::APIError(_)) => Ok(None),
+            Err(e) => Err(IndexError::Replication(e.to_string())),
+        }
+    }
+
+    /// One read-index round: from this node if it leads, else from the leader.
+    async fn fetch_read_index(&self) -> Result<u64, IndexError> {
+        let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+        loop {
+            if let Some(index) = self.read_index_here().await? {
+                return Ok(index);
+            }
+            if let Some((leader, addr)) = self.leader_addr().filter(|(l, _)| *l != self.id) {
+                let answer: Result<Result<Option<u64>, String>, CallError> = self
+                    .client
+                    .call(&addr, "read-index", &(), WAIT_LIMIT)
+                    .await;
+                match answer {
+                    Ok(Ok(Some(index))) => return Ok(index),
+                    Ok(Ok(None)) | Err(CallError::Unreachable(_)) => {}
+                    Ok(Err(e)) => return Err(IndexError::Replication(e)),
+                    Err(e) => {
+                        return Err(IndexError::Replication(format!(
+                            "read index from node {leader}: {e}"
+                        )))
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(IndexError::Replication("no leader to confirm a read".into()));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Runs read-index rounds while reads wait, each round answering every read that
+    /// arrived before it started.
+    async fn barrier_rounds(self: Arc<Self>) {
+        loop {
+            let waiting = {
+                let mut state = self.barrier.lock().unwrap_or_else(|p| p.into_inner());
+                if state.waiting.is_empty() {
+                    state.running = false;
+                    return;
+                }
+                std::mem::take(&mut state.waiting)
+            };
+            let result = self.fetch_read_index().await.map_err(|e| e.to_string());
+            for w in waiting {
+                let _ = w.send(result.clone());
+            }
+        }
+    }
+}
+
+/// A member's Raft state, as `/-/health` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RaftStatus {
+    /// This node's id.
+    pub node_id: u64,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: &'static str,
+    /// The leader this node knows of.
+    pub leader_id: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// Index of the last log entry applied to the index.
+    pub last_applied: u64,
+    /// Index of the last log entry stored.
+    pub last_log: u64,
+    /// Voting members.
+    pub members: Vec<u64>,
+    /// `linearizable` or `stale`.
+    pub read_consistency: &'static str,
+}
+
+impl Replicator for RaftNode {
+    fn propose(&self, cmd: Command) -> BoxFuture<'_, Result<Applied, IndexError>> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+            loop {
+                if let Some((applied, _)) = self.propose_here(cmd.clone()).await? {
+                    return Ok(applied);
+                }
+                if let Some((leader, addr)) = self.leader_addr().filter(|(l, _)| *l != self.id) {
+                    let answer: Result<api::ProposeAnswer, CallError> =
+                        self.client.call(&addr, "propose", &cmd, WAIT_LIMIT).await;
+                    match answer {
+                        Ok(api::ProposeAnswer::Applied { applied, index }) => {
+                            self.applied_at_least(index).await?;
+                            return Ok(applied);
+                        }
+                        // Not appended there: safe to try again.
+                        Ok(api::ProposeAnswer::NotLeader) | Err(CallError::Unreachable(_)) => {}
+                        Ok(api::ProposeAnswer::Failed(e)) => {
+                            return Err(IndexError::Replication(e))
+                        }
+                        Err(e) => {
+                            return Err(IndexError::Replication(format!(
+                                "forwarding to leader {leader}, outcome unknown: {e}"
+                            )))
+                        }
+                    }
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(IndexError::Replication("no leader elected".into()));
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        })
+    }
+
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), IndexError>> {
+        Box::pin(async move {
+            if self.reads == ReadConsistency::Stale {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            let start = {
+                let mut state = self.barrier.lock().unwrap_or_else(|p| p.into_inner());
+                state.waiting.push(tx);
+                !std::mem::replace(&mut state.running, true)
+            };
+            if start {
+                if let Some(me) = self.me.upgrade() {
+                    tokio::spawn(me.barrier_rounds());
+                }
+            }
+            let index = rx
+                .await
+                .map_err(|_| IndexError::Replication("read barrier dropped".into()))?
+                .map_err(IndexError::Replication)?;
+            self.applied_at_least(index).await
+        })
+    }
+}

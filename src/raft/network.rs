@@ -1,0 +1,172 @@
+//! Raft RPCs between index servers: JSON over HTTP on each server's own port, under
+//! `/-/raft/…` (served by [`super::api`]). The same client also forwards commands and
+//! read-index requests to the leader.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+
+use super::TypeConfig;
+
+/// HTTP client for peers, with the cluster token when auth is on.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The peer could not be reached (refused, timed out).
+    #[error("peer unreachable: {0}")]
+    Unreachable(reqwest::Error),
+    /// The request or its answer broke.
+    #[error("peer call failed: {0}")]
+    Network(String),
+}
+
+impl PeerClient {
+    /// A client whose connections time out after `connect`.
+    pub fn new(connect: Duration, token: Option<String>) -> anyhow::Result<Self> {
+        crate::tls::install_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .pool_idle_timeout(Duration::from_secs(20))
+            .tcp_nodelay(true)
+            .http1_only()
+            .no_proxy()
+            .build()?;
+        Ok(PeerClient { http, token })
+    }
+
+    /// POSTs `req` as JSON to `http://{addr}/-/raft/{path}` and decodes the answer.
+    pub async fn call<Req, Resp>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Req: serde::Serialize + ?Sized,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let mut builder = self
+            .http
+            .post(format!("http://{addr}/-/raft/{path}"))
+            .timeout(timeout)
+            .json(req);
+        if let Some(t) = &self.token {
+            builder = builder.bearer_auth(t);
+        }
+        let resp = builder.send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                CallError::Unreachable(e)
+            } else {
+                CallError::Network(e.to_string())
+            }
+        })?;
+        if !resp.status().is_success() {
+            return Err(CallError::Network(format!("{addr} answered {}", resp.status())));
+        }
+        resp.json()
+            .await
+            .map_err(|e| CallError::Network(format!("{addr}: {e}")))
+    }
+}
+
+/// Builds a [`Peer`] per target node.
+#[derive(Clone)]
+pub struct Network {
+    /// The client for every peer.
+    pub client: PeerClient,
+    /// This node's own addresses of peers (`--peers`), used before the membership's.
+    pub peers: std::collections::BTreeMap<u64, String>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        Peer {
+            client: self.client.clone(),
+            target,
+            addr: self
+                .peers
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
+        }
+    }
+}
+
+/// The connection to one peer.
+pub struct Peer {
+    client: PeerClient,
+    target: u64,
+    addr: String,
+}
+
+impl Peer {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, E>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let answer: Result<Resp, E> = self
+            .client
+            .call(&self.addr, path, req, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::Network(msg) => {
+                    RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
+                }
+            })?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.rpc("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.rpc("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.rpc("vote", &rpc, &option).await
+    }
+}
