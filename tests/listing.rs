@@ -31,6 +31,7 @@ async fn prefill(db: &Path, volume: &str, keys: &[String]) {
                         key: key.clone(),
                         volumes,
                         now_ms: 1,
+                        owner: 0,
                     };
                     index.apply(begin).await.unwrap().unwrap();
                     let commit = Command::Commit {
@@ -39,6 +40,7 @@ async fn prefill(db: &Path, volume: &str, keys: &[String]) {
                         md5: None,
                         missing: Vec::new(),
                         now_ms: 2,
+                        owner: 0,
                     };
                     index.apply(commit).await.unwrap().unwrap();
                 })

@@ -390,6 +390,7 @@ async fn verify_repairs(kind: Kind) {
             key: intent_key.clone(),
             volumes: intent_loc.clone(),
             now_ms: hoard::index::now_ms(),
+            owner: 0,
         };
         index.apply(begin).await.unwrap().unwrap();
         let delete = IndexCommand::BeginDelete {
@@ -702,6 +703,7 @@ async fn verify_killed_midway() {
                 key: k.clone(),
                 volumes,
                 now_ms: 1,
+                owner: 0,
             };
             index.apply(begin).await.unwrap().unwrap();
         }

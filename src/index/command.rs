@@ -21,6 +21,11 @@ pub enum Command {
         volumes: Vec<String>,
         /// Proposer's clock, unix ms.
         now_ms: u64,
+        /// The write taking the intent (`node id << 32 | process incarnation`; 0 for
+        /// none). An intent owned by another node's write is refused ([`Rejection::Busy`])
+        /// until [`WRITE_LEASE_MS`] after it was taken: two index servers never both
+        /// write one key.
+        owner: u64,
     },
     /// The write reached its quorum: the key becomes live. `missing` lists the target
     /// locations that do not hold the value (a degraded write, `--write-quorum` below
@@ -37,6 +42,8 @@ pub enum Command {
         missing: Vec<String>,
         /// Proposer's clock, unix ms.
         now_ms: u64,
+        /// The write committing: must own the intent.
+        owner: u64,
     },
     /// Repair copied the value of a degraded write to `location`: it is no longer
     /// missing. Requires state `live` or `unlinked`.
@@ -137,6 +144,18 @@ pub enum Rejection {
     /// The record changed since the caller read it.
     #[error("record changed concurrently")]
     Changed,
+    /// Another index server's write holds the key's intent.
+    #[error("another write of this key is in progress")]
+    Busy,
+}
+
+/// How long an intent belongs to the write that took it, for writes from other nodes:
+/// past this, a new write may take it over (its owner is presumed dead).
+pub const WRITE_LEASE_MS: u64 = 3_600_000;
+
+/// The node part of an owner (`node id << 32 | incarnation`).
+pub fn owner_node(owner: u64) -> u64 {
+    owner >> 32
 }
 
 /// Result of applying one command: the record as it was before, or why nothing changed.
@@ -162,10 +181,19 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
     let state = prev.as_ref().map(|r| r.state);
     let next = match cmd {
         Command::Begin {
-            volumes, now_ms, ..
+            volumes,
+            now_ms,
+            owner,
+            ..
         } => {
             if state == Some(State::Live) {
                 return Ok(Err(Rejection::Exists));
+            }
+            if let Some(r) = prev.as_ref().filter(|r| r.state == State::Writing) {
+                let other_node = r.owner != 0 && owner_node(r.owner) != owner_node(*owner);
+                if other_node && *now_ms < r.changed_ms.saturating_add(WRITE_LEASE_MS) {
+                    return Ok(Err(Rejection::Busy));
+                }
             }
             let stale = prev
                 .as_ref()
@@ -184,6 +212,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 changed_ms: *now_ms,
                 missing: Vec::new(),
                 stale,
+                owner: *owner,
             }
         }
         Command::Commit {
@@ -191,14 +220,19 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             md5,
             missing,
             now_ms,
+            owner,
             ..
         } => match (&prev, state) {
+            (Some(r), Some(State::Writing)) if r.owner != *owner => {
+                return Ok(Err(Rejection::Changed))
+            }
             (Some(r), Some(State::Writing)) => Record {
                 state: State::Live,
                 size: *size,
                 md5: *md5,
                 changed_ms: *now_ms,
                 missing: missing.clone(),
+                owner: 0,
                 ..r.clone()
             },
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
@@ -335,6 +369,7 @@ mod tests {
             key: b"/k".to_vec(),
             volumes: vec!["a:1".into()],
             now_ms: 1,
+            owner: 0,
         }
     }
     fn commit() -> Command {
@@ -344,6 +379,7 @@ mod tests {
             md5: Some([7; 16]),
             missing: Vec::new(),
             now_ms: 2,
+            owner: 0,
         }
     }
     fn state(m: &BTreeMap<Vec<u8>, Record>) -> Option<State> {
@@ -438,6 +474,7 @@ mod tests {
                 md5: None,
                 missing: Vec::new(),
                 now_ms: 2,
+                owner: 0,
             },
         )
         .unwrap();
@@ -455,6 +492,7 @@ mod tests {
             key: b"/k".to_vec(),
             volumes: vec!["a:1".into(), "b:2".into(), "c:3".into()],
             now_ms: 1,
+            owner: 0,
         };
         let degraded = Command::Commit {
             key: b"/k".to_vec(),
@@ -462,6 +500,7 @@ mod tests {
             md5: None,
             missing: vec!["b:2".into()],
             now_ms: 2,
+            owner: 0,
         };
         let done = |loc: &str| Command::Completed {
             key: b"/k".to_vec(),
@@ -494,6 +533,7 @@ mod tests {
             key: b"/k".to_vec(),
             volumes: vols.iter().map(|v| v.to_string()).collect(),
             now_ms,
+            owner: 0,
         };
         // An unlinked value on a:1, b:2; the placement is now b:2, c:3.
         run(&mut m, begin_on(&["a:1", "b:2"], 1)).unwrap();
@@ -532,6 +572,40 @@ mod tests {
         run(&mut m, del).unwrap();
         run(&mut m, begin_on(&["c:3"], 7)).unwrap();
         assert_eq!(m[&b"/k"[..]].stale, ["d:4"]);
+    }
+
+    #[test]
+    fn an_intent_belongs_to_its_write() {
+        let mut m = BTreeMap::new();
+        let (node1, node1_later, node2) = (1 << 32 | 7, 1 << 32 | 8, 2 << 32 | 9);
+        let begin = |owner, now_ms| Command::Begin {
+            key: b"/k".to_vec(),
+            volumes: vec!["a:1".into()],
+            now_ms,
+            owner,
+        };
+        let commit = |owner| Command::Commit {
+            key: b"/k".to_vec(),
+            size: 3,
+            md5: None,
+            missing: Vec::new(),
+            now_ms: 20,
+            owner,
+        };
+        run(&mut m, begin(node1, 10)).unwrap();
+        assert_eq!(m[&b"/k"[..]].owner, node1);
+        // Another node's write is refused while the intent is fresh…
+        assert_eq!(run(&mut m, begin(node2, 11)), Err(Rejection::Busy));
+        // …but the same node (a restarted process) may take it over.
+        run(&mut m, begin(node1_later, 12)).unwrap();
+        // Only the owner commits.
+        assert_eq!(run(&mut m, commit(node1)), Err(Rejection::Changed));
+        // Past the lease, another node takes the abandoned intent over.
+        run(&mut m, begin(node2, 12 + WRITE_LEASE_MS)).unwrap();
+        assert_eq!(run(&mut m, commit(node1_later)), Err(Rejection::Changed));
+        run(&mut m, commit(node2)).unwrap();
+        let r = &m[&b"/k"[..]];
+        assert_eq!((r.state, r.owner), (State::Live, 0));
     }
 
     #[test]

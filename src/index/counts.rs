@@ -96,6 +96,7 @@ mod tests {
             changed_ms: 0,
             missing: Vec::new(),
             stale: Vec::new(),
+            owner: 0,
         }
     }
 

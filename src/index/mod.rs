@@ -422,6 +422,7 @@ mod tests {
                             key: key.clone(),
                             volumes: vec!["a:1".into()],
                             now_ms: 1,
+                            owner: 0,
                         })
                         .await
                         .unwrap()
@@ -434,6 +435,7 @@ mod tests {
                                 md5: None,
                                 missing: Vec::new(),
                                 now_ms: 2,
+                                owner: 0,
                             })
                             .await
                             .unwrap()
@@ -518,6 +520,7 @@ mod tests {
             key: key.to_vec(),
             volumes: vec!["a:1".into()],
             now_ms: 1,
+            owner: 0,
         };
         let mut answers = Vec::new();
         let mut batch: Vec<Job> = [&b"/one"[..], b"/bad", b"/two"]

@@ -22,6 +22,10 @@
 //! unfinished or interrupted record after the placement changed). They are never
 //! served, and are deleted before the record can go away ([`Record::all_locations`]).
 //! A record with no stale location is written as version 1 or 2, as before.
+//!
+//! Version 4 (only for `writing` records in an index cluster) is version 3 — both lists
+//! possibly empty — followed by `u64 owner`: the write that holds the intent, so that
+//! index servers never both write one key.
 
 /// Where a key is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -87,6 +91,8 @@ pub struct Record {
     /// Locations outside `volumes` that may hold bytes of an older value of this key:
     /// never served, deleted by the write path or the upkeep worker (`Cleaned`).
     pub stale: Vec<String>,
+    /// While `writing`: the write holding the intent (see `Command::Begin`); 0 = none.
+    pub owner: u64,
 }
 
 /// A stored record could not be decoded.
@@ -99,6 +105,8 @@ const VERSION: u8 = 1;
 const VERSION_MISSING: u8 = 2;
 /// Version 2 plus the stale locations.
 const VERSION_STALE: u8 = 3;
+/// Version 3 plus the owner of an intent.
+const VERSION_OWNER: u8 = 4;
 
 impl Record {
     /// The md5 as lower-case hex, if known.
@@ -139,10 +147,11 @@ impl Record {
             .collect();
         let mut out =
             Vec::with_capacity(38 + self.volumes.iter().map(|v| v.len() + 2).sum::<usize>());
-        let version = match (missing.is_empty(), self.stale.is_empty()) {
-            (_, false) => VERSION_STALE,
-            (false, true) => VERSION_MISSING,
-            (true, true) => VERSION,
+        let version = match (missing.is_empty(), self.stale.is_empty(), self.owner) {
+            (_, _, 1..) => VERSION_OWNER,
+            (_, false, 0) => VERSION_STALE,
+            (false, true, 0) => VERSION_MISSING,
+            (true, true, 0) => VERSION,
         };
         out.push(version);
         out.push(self.state.to_byte());
@@ -160,8 +169,11 @@ impl Record {
             out.push(missing.len() as u8);
             out.extend_from_slice(&missing);
         }
-        if version == VERSION_STALE {
+        if version >= VERSION_STALE {
             put_locations(&mut out, &self.stale);
+        }
+        if version == VERSION_OWNER {
+            out.extend_from_slice(&self.owner.to_le_bytes());
         }
         out
     }
@@ -170,7 +182,7 @@ impl Record {
     /// without decoding or checking the rest; listings filter on it.
     pub fn peek_state(b: &[u8]) -> Result<State, DecodeError> {
         match b {
-            [VERSION | VERSION_MISSING, state, ..] => {
+            [VERSION..=VERSION_OWNER, state, ..] => {
                 State::from_byte(*state).ok_or(DecodeError("unknown state"))
             }
             [_, _, ..] => Err(DecodeError("unknown version")),
@@ -181,7 +193,7 @@ impl Record {
     /// Parses a record written by [`Record::encode`].
     pub fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
         let version = take(&mut b, 1)?[0];
-        if !(VERSION..=VERSION_STALE).contains(&version) {
+        if !(VERSION..=VERSION_OWNER).contains(&version) {
             return Err(DecodeError("unknown version"));
         }
         let state = State::from_byte(take(&mut b, 1)?[0]).ok_or(DecodeError("unknown state"))?;
@@ -206,14 +218,23 @@ impl Record {
                 return Err(DecodeError("version 2 without missing replicas"));
             }
         }
-        let stale = if version == VERSION_STALE {
+        let stale = if version >= VERSION_STALE {
             let stale = take_locations(&mut b)?;
-            if stale.is_empty() {
+            if stale.is_empty() && version == VERSION_STALE {
                 return Err(DecodeError("version 3 without stale locations"));
             }
             stale
         } else {
             Vec::new()
+        };
+        let owner = if version == VERSION_OWNER {
+            let owner = u64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
+            if owner == 0 {
+                return Err(DecodeError("version 4 without an owner"));
+            }
+            owner
+        } else {
+            0
         };
         if !b.is_empty() {
             return Err(DecodeError("trailing bytes"));
@@ -226,6 +247,7 @@ impl Record {
             changed_ms,
             missing,
             stale,
+            owner,
         })
     }
 }
@@ -275,6 +297,7 @@ mod tests {
             changed_ms: 0x0102,
             missing: Vec::new(),
             stale: Vec::new(),
+            owner: 0,
         }
     }
 
@@ -350,6 +373,24 @@ mod tests {
     }
 
     #[test]
+    fn known_encoding_with_owner() {
+        let mut r = sample();
+        r.state = State::Writing;
+        r.owner = 0x0102;
+        let mut want = r.clone();
+        want.owner = 0;
+        let mut want = want.encode();
+        want[0] = 4;
+        want.extend([0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(r.encode(), want);
+        assert_eq!(Record::decode(&want), Ok(r));
+        let mut zero = want.clone();
+        let n = zero.len();
+        zero[n - 8..].fill(0);
+        assert!(Record::decode(&zero).is_err());
+    }
+
+    #[test]
     fn round_trips() {
         let mut r = sample();
         assert_eq!(Record::decode(&r.encode()), Ok(r.clone()));
@@ -371,6 +412,13 @@ mod tests {
             r.state = state;
             assert_eq!(Record::peek_state(&r.encode()), Ok(state));
             r.missing = vec!["b:2".into()];
+            assert_eq!(Record::peek_state(&r.encode()), Ok(state));
+            // Every version: stale locations (3), an owner (4).
+            r.stale = vec!["c:3".into()];
+            assert_eq!(r.encode()[0], 3);
+            assert_eq!(Record::peek_state(&r.encode()), Ok(state));
+            r.owner = 5;
+            assert_eq!(r.encode()[0], 4);
             assert_eq!(Record::peek_state(&r.encode()), Ok(state));
         }
         assert_eq!(

@@ -57,7 +57,10 @@ impl Index {
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, IndexError> {
         let txn = self.db.begin_read().map_err(store_err)?;
         let meta = txn.open_table(META).map_err(store_err)?;
-        Ok(meta.get(name).map_err(store_err)?.map(|v| v.value().to_vec()))
+        Ok(meta
+            .get(name)
+            .map_err(store_err)?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Applies committed commands in order (`None`: a log entry without one) in one
@@ -125,7 +128,8 @@ impl Index {
         for item in table.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
             for part in [k.value(), v.value()] {
-                out.write_all(&(part.len() as u32).to_le_bytes()).map_err(io)?;
+                out.write_all(&(part.len() as u32).to_le_bytes())
+                    .map_err(io)?;
                 out.write_all(part).map_err(io)?;
             }
             n += 1;
@@ -137,7 +141,11 @@ impl Index {
     /// Replaces every record with those read from `input` (as written by
     /// [`Index::export`]) and stores `state` in `meta`, in one synced transaction;
     /// counts are recomputed. Blocking.
-    pub fn import(&self, input: &mut impl Read, state: &[(&str, Vec<u8>)]) -> Result<u64, IndexError> {
+    pub fn import(
+        &self,
+        input: &mut impl Read,
+        state: &[(&str, Vec<u8>)],
+    ) -> Result<u64, IndexError> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write().map_err(store_err)?;
         let mut fresh = Counts::default();
@@ -205,6 +213,7 @@ mod tests {
                 key: k.as_bytes().to_vec(),
                 volumes: vec!["v:1".into()],
                 now_ms: 1,
+                owner: 0,
             })
         };
         let commit = Some(Command::Commit {
@@ -213,6 +222,7 @@ mod tests {
             md5: None,
             missing: Vec::new(),
             now_ms: 2,
+            owner: 0,
         });
         let state = [("raft_applied", b"3".to_vec())];
         let out = source

@@ -106,6 +106,7 @@ mod tests {
                     key: key.clone(),
                     volumes: vec!["a:1".into()],
                     now_ms: 1,
+                    owner: 0,
                 },
                 Command::Commit {
                     key: key.clone(),
@@ -113,6 +114,7 @@ mod tests {
                     md5: None,
                     missing: Vec::new(),
                     now_ms: 2,
+                    owner: 0,
                 },
             ];
             for cmd in cmds {

@@ -175,6 +175,7 @@ pub async fn run(
                     key: key.clone(),
                     volumes: rebuilt.volumes,
                     now_ms: seen.mtime_ms,
+                    owner: 0,
                 };
                 index.apply(begin).await?.map_err(|r| {
                     OpsError::Invalid(format!("writing {}: {r}", super::show(&key)))
@@ -185,6 +186,7 @@ pub async fn run(
                     md5,
                     missing: Vec::new(),
                     now_ms: seen.mtime_ms,
+                    owner: 0,
                 };
                 index
                     .apply(commit)

@@ -40,7 +40,10 @@ pub async fn handle(node: &RaftNode, name: &str, body: Body) -> Response {
             match serde_json::from_slice(&bytes) {
                 Ok(v) => v,
                 Err(e) => {
-                    return (StatusCode::BAD_REQUEST, format!("bad {name} request: {e}\n"))
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("bad {name} request: {e}\n"),
+                    )
                         .into_response()
                 }
             }

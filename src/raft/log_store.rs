@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogId, StorageError, StorageIOError, Vote};
+use openraft::{
+    AnyError, Entry, LogId, OptionalSend, RaftLogId, StorageError, StorageIOError, Vote,
+};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::TypeConfig;
@@ -59,7 +61,10 @@ impl LogStore {
             .map_err(|e| StorageError::from(err(e)))
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(db: &Database, name: &str) -> Result<Option<T>, AnyError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        db: &Database,
+        name: &str,
+    ) -> Result<Option<T>, AnyError> {
         let txn = db.begin_read().map_err(io_err)?;
         let meta = txn.open_table(META).map_err(io_err)?;
         let Some(v) = meta.get(name).map_err(io_err)? else {

@@ -116,6 +116,9 @@ impl ClusterArgs {
                 .trim()
                 .parse()
                 .map_err(|_| anyhow::anyhow!("--peers entry {p:?}: the id is not a number"))?;
+            if id > u64::from(u32::MAX) {
+                anyhow::bail!("--peers entry {p:?}: node ids go up to {}", u32::MAX);
+            }
             if peers.insert(id, addr.trim().to_string()).is_some() {
                 anyhow::bail!("--peers names node {id} twice");
             }
@@ -293,10 +296,8 @@ impl RaftNode {
                 return Ok(index);
             }
             if let Some((leader, addr)) = self.leader_addr().filter(|(l, _)| *l != self.id) {
-                let answer: Result<Result<Option<u64>, String>, CallError> = self
-                    .client
-                    .call(&addr, "read-index", &(), WAIT_LIMIT)
-                    .await;
+                let answer: Result<Result<Option<u64>, String>, CallError> =
+                    self.client.call(&addr, "read-index", &(), WAIT_LIMIT).await;
                 match answer {
                     Ok(Ok(Some(index))) => return Ok(index),
                     Ok(Ok(None)) | Err(CallError::Unreachable(_)) => {}
@@ -309,7 +310,9 @@ impl RaftNode {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(IndexError::Replication("no leader to confirm a read".into()));
+                return Err(IndexError::Replication(
+                    "no leader to confirm a read".into(),
+                ));
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }

@@ -76,7 +76,10 @@ impl PeerClient {
             }
         })?;
         if !resp.status().is_success() {
-            return Err(CallError::Network(format!("{addr} answered {}", resp.status())));
+            return Err(CallError::Network(format!(
+                "{addr} answered {}",
+                resp.status()
+            )));
         }
         resp.json()
             .await

@@ -96,6 +96,9 @@ pub struct App {
     pub upkeep: crate::ops::upkeep::Queue,
     /// This server's Raft member, when the index is replicated.
     pub raft: Option<Arc<crate::raft::RaftNode>>,
+    /// Owner of this process's write intents: `node id << 32 | incarnation` (a random
+    /// number drawn at start), see `Command::Begin`.
+    pub owner: u64,
 }
 
 impl App {
@@ -149,6 +152,7 @@ impl Started {
 /// server.
 pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started> {
     let index = Index::open(db)?;
+    let cfg_node = cfg.cluster.as_ref().map_or(0, |c| c.node_id);
     let raft = match &cfg.cluster {
         Some(cluster) => {
             let token = cfg.safety.auth.token();
@@ -179,6 +183,7 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         membership,
         upkeep,
         raft,
+        owner: (cfg_node << 32) | u64::from(fastrand::u32(1..)),
     });
     let upkeep = crate::ops::upkeep::spawn(app.ops_ctx(), upkeep_rx);
     let router = crate::http::observe(

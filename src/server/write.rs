@@ -95,9 +95,11 @@ pub async fn put(app: Arc<App>, key: Vec<u8>, req: Request) -> Result<Response, 
             key: key.clone(),
             volumes: volumes.clone(),
             now_ms: now_ms(),
+            owner: app.owner,
         };
         app.index.apply(begin).await?.map_err(|r| match r {
             Rejection::Exists => ApiError::Forbidden("key exists: DELETE it first"),
+            Rejection::Busy => ApiError::Conflict,
             other => ApiError::BadRequest(other.to_string()),
         })?;
         match write_replicas(&app, &key, &volumes, quorum, stream, len).await {
@@ -190,6 +192,7 @@ async fn commit(
         md5: uploaded.md5,
         missing,
         now_ms: now,
+        owner: app.owner,
     };
     let failure = match app.index.apply(commit).await {
         Ok(Ok(_)) => None,
@@ -263,7 +266,8 @@ where
 /// store the value).
 async fn roll_back(app: &App, key: &[u8]) {
     let intent = match app.index.get(key) {
-        Ok(Some(r)) if r.state == State::Writing => r,
+        // Only our own intent: another write may have taken the key over.
+        Ok(Some(r)) if r.state == State::Writing && r.owner == app.owner => r,
         Ok(_) => return,
         Err(e) => {
             tracing::warn!("rolling back {}: {e}; left for repair", show(key));

@@ -186,6 +186,7 @@ mod tests {
                 key: key.clone(),
                 volumes: vec!["a:1".into()],
                 now_ms: 1,
+                owner: 0,
             };
             index.apply(begin).await.unwrap().unwrap();
             let commit = Command::Commit {
@@ -194,6 +195,7 @@ mod tests {
                 md5: None,
                 missing: Vec::new(),
                 now_ms: 2,
+                owner: 0,
             };
             index.apply(commit).await.unwrap().unwrap();
             if i % 4 == 1 {
