@@ -2,13 +2,14 @@
 //!
 //! Request paths, top-down: [`dispatch`] decodes the key and picks a handler by method —
 //! [`read`] (GET/HEAD redirect, `?list`, `?unlinked`), [`write`] (PUT, DELETE, UNLINK),
-//! or [`admin`] for paths under `/-/` (operations: [`admin_ops`]).
+//! or [`admin`] for paths under `/-/` (operations: [`admin_ops`], the dashboard: [`ui`]).
 
 mod admin;
 mod admin_ops;
 mod error;
 mod read;
 mod safety;
+pub mod ui;
 mod write;
 
 pub use error::ApiError;
@@ -91,6 +92,8 @@ pub struct App {
     pub membership: Membership,
     /// Keys with replicas to complete or stale files to delete, for the upkeep worker.
     pub upkeep: crate::ops::upkeep::Queue,
+    /// The dashboard's chart samples (bounded ring).
+    pub series: ui::series::Series,
 }
 
 impl App {
@@ -114,6 +117,7 @@ pub struct Started {
     pub router: axum::Router,
     prober: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 impl Started {
@@ -121,6 +125,7 @@ impl Started {
     /// own tasks, and closes the index durably. Call after serving ended.
     pub async fn shutdown(mut self, grace: Duration) {
         self.prober.abort();
+        self.sampler.abort();
         self.app.jobs.abort();
         self.upkeep.abort();
         // The worker holds an index handle: it must be gone before the index closes.
@@ -165,8 +170,10 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         jobs: Worker::default(),
         membership,
         upkeep,
+        series: ui::series::Series::default(),
     });
     let upkeep = crate::ops::upkeep::spawn(app.ops_ctx(), upkeep_rx);
+    let sampler = ui::series::spawn(Arc::downgrade(&app));
     let router = crate::http::observe(
         safety.layers(
             axum::Router::new()
@@ -181,6 +188,7 @@ pub fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<Started>
         router,
         prober,
         upkeep,
+        sampler,
     })
 }
 
