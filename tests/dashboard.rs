@@ -34,13 +34,18 @@ fn key(i: usize) -> String {
     format!("/dash/key-{i:03}")
 }
 
-/// PUTs keys `0..n` (values of 1–4 KiB).
+/// Size of key `i`'s value: 1–4 KiB.
+fn size(i: usize) -> usize {
+    1024 + (i * 37) % 3072
+}
+
+/// PUTs keys `0..n` (values of [`size`]).
 async fn populate(c: &Cluster, n: usize) {
     let http = client();
     let statuses: Vec<StatusCode> = stream::iter(0..n)
         .map(|i| {
             let (http, url) = (http.clone(), format!("{}{}", c.url, key(i)));
-            let body = vec![b'a' + (i % 26) as u8; 1024 + (i * 37) % 3072];
+            let body = vec![b'a' + (i % 26) as u8; size(i)];
             async move { http.put(url).body(body).send().await.unwrap().status() }
         })
         .buffer_unordered(16)
@@ -167,7 +172,8 @@ async fn dashboard_in_a_browser() {
         ),
     )
     .await;
-    let chosen = key(30);
+    let chosen_i = 30;
+    let chosen = key(chosen_i);
     b.click(&format!("#key-list-items button[data-key=\"{chosen}\"]"))
         .await;
     let head = client()
@@ -176,7 +182,7 @@ async fn dashboard_in_a_browser() {
         .await
         .unwrap();
     let md5 = head.headers()["content-md5"].to_str().unwrap().to_owned();
-    let size = 1024 + (30 * 37) % 3072;
+    let size = size(chosen_i);
     let record = b
         .wait_js(
             "the chosen key's record",
@@ -223,9 +229,11 @@ async fn dashboard_in_a_browser() {
         .wait_js("the rebalance in progress", WAIT, progress_js)
         .await;
     assert_eq!(first[1], KEYS, "total keys of the job: {first}");
-    b.screenshot("desktop").await;
+    b.screenshot("desktop-rebalance").await;
     b.emulate(Some((390, 844))).await;
-    b.screenshot("phone").await;
+    b.js("document.getElementById('jobs-h').closest('section').scrollIntoView(); return null;")
+        .await;
+    b.screenshot("phone-rebalance").await;
     b.emulate(None).await;
     let later = b
         .wait_js(
@@ -286,10 +294,14 @@ async fn dashboard_in_a_browser() {
             assert_eq!(card[1], "up", "only the stopped volume is down: {others}");
         }
     }
+    b.js("window.scrollTo(0, 0); return null;").await;
     b.screenshot("desktop-volume-down").await;
     b.emulate(Some((390, 844))).await;
+    b.js("window.scrollTo(0, 0); return null;").await;
     b.screenshot("phone-volume-down").await;
     b.emulate(None).await;
+    b.screenshot_full("desktop-full", 1400).await;
+    b.screenshot_full("phone-full", 390).await;
     eprintln!(
         "volume shown down {took:?} after it stopped; screenshots in {}",
         shots.display()

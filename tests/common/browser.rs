@@ -42,6 +42,8 @@ pub struct Browser {
     driver: Proc,
     /// Where screenshots go.
     pub shots: PathBuf,
+    /// The viewport asked for (the window also has room for browser chrome).
+    size: (u32, u32),
 }
 
 impl Browser {
@@ -101,12 +103,15 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no session id in {created}"))
             .to_owned();
-        Browser {
+        let browser = Browser {
             http,
             session: format!("{base}/session/{id}"),
             driver,
             shots: shots.to_path_buf(),
-        }
+            size: (width, height),
+        };
+        browser.emulate(None).await;
+        browser
     }
 
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
@@ -198,13 +203,37 @@ impl Browser {
         .await;
     }
 
-    /// Emulates a `width`×`height` screen (a phone: `mobile`), or restores the window
-    /// with `None` — through the DevTools protocol, which has no minimum window size.
+    /// Emulates a phone's `width`×`height` screen (device pixel ratio 2), or with
+    /// `None` the desktop viewport asked for at start — through the DevTools protocol,
+    /// which sets the viewport exactly and has no minimum window size.
     pub async fn emulate(&self, screen: Option<(u32, u32)>) {
+        let (w, h) = self.size;
+        self.metrics(Some(
+            screen.map_or((w, h, 1, false), |(w, h)| (w, h, 2, true)),
+        ))
+        .await;
+    }
+
+    /// Saves the whole page, not only the window, at `width` CSS pixels.
+    pub async fn screenshot_full(&self, name: &str, width: u32) -> PathBuf {
+        self.metrics(Some((width, 1000, 1, false))).await;
+        let height = self
+            .js("return document.documentElement.scrollHeight;")
+            .await
+            .as_u64()
+            .unwrap_or(1000) as u32;
+        self.metrics(Some((width, height, 1, false))).await;
+        self.js("window.scrollTo(0, 0); return null;").await;
+        let path = self.screenshot(name).await;
+        self.emulate(None).await;
+        path
+    }
+
+    async fn metrics(&self, screen: Option<(u32, u32, u32, bool)>) {
         let body = match screen {
-            Some((width, height)) => json!({
+            Some((width, height, scale, mobile)) => json!({
                 "cmd": "Emulation.setDeviceMetricsOverride",
-                "params": {"width": width, "height": height, "deviceScaleFactor": 2, "mobile": true},
+                "params": {"width": width, "height": height, "deviceScaleFactor": scale, "mobile": mobile},
             }),
             None => json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}}),
         };

@@ -269,8 +269,9 @@ function renderJobs(o) {
     const c = run.counts;
     const done = jobDone(run);
     const pct = c.total > 0 ? Math.min(100, (done / c.total) * 100) : 0;
-    const rate = run.elapsed_s > 0 ? done / run.elapsed_s : 0;
+    const rate = run.elapsed_s >= 1 ? done / run.elapsed_s : null;
     const eta = c.total > 0 && rate > 0 ? (c.total - done) / rate : null;
+    const perS = run.elapsed_s >= 1;
     const bar = h('div', { class: 'bar', role: 'progressbar', 'aria-valuenow': pct.toFixed(0), 'aria-valuemin': 0, 'aria-valuemax': 100 }, h('span'));
     bar.firstChild.style.width = pct.toFixed(1) + '%';
     cur.replaceChildren(h('div', { class: 'job running', id: 'job-running', data: { kind: run.kind, state: run.state, done, total: c.total } },
@@ -279,7 +280,7 @@ function renderJobs(o) {
       h('div', { class: 'job-line' },
         h('span', { id: 'job-progress-text', text: `${fmtCount(done)} / ${c.total ? fmtCount(c.total) : '?'} keys (${pct.toFixed(0)}%)` }),
         h('span', { text: `${fmtRate(rate)} keys/s` }),
-        h('span', { text: `${fmtBytes(run.bytes_per_s)}/s` }),
+        h('span', { text: perS ? `${fmtBytes(run.bytes_per_s)}/s` : '— B/s' }),
         h('span', { text: `ETA ${eta === null ? '—' : fmtDuration(eta)}` }),
         h('span', { text: `elapsed ${fmtDuration(run.elapsed_s)}` })),
       counterChips(c)));
@@ -306,7 +307,7 @@ function renderJobs(o) {
       last.error ? h('div', { class: 'message bad', text: last.error }) : null,
       counterChips(last.counts));
   } else {
-    fill(lastEl,h('span', { class: 'muted', text: 'No job has run since the server started.' }));
+    fill(lastEl,h('span', { class: 'muted', text: 'No job has finished since the server started.' }));
   }
   const u = o.upkeep;
   fill($('upkeep'),
@@ -515,7 +516,11 @@ async function pollOverview() {
     renderJobs(o);
     setLive(true);
   } catch (e) {
-    if (e instanceof AuthNeeded) setLive(false, 'This server needs its bearer token to show anything (auth mode all).');
+    if (e instanceof AuthNeeded) {
+      $('health-pill').className = 'pill pill-muted';
+      $('health-pill').textContent = 'token needed';
+      setLive(false, 'This server needs its bearer token to show anything (auth mode all).');
+    }
     else setLive(false, `Cannot reach the index server — ${e.message}. Retrying…`);
   }
   overviewTimer = setTimeout(pollOverview, OVERVIEW_MS);
