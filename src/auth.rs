@@ -2,7 +2,8 @@
 //!
 //! * Clients send `Authorization: Bearer <token>`; the index server checks it in
 //!   constant time. `--auth-mode writes` protects PUT, DELETE and UNLINK (and any other
-//!   non-read method); `all` protects reads too. `/-/health` and `/-/health/ready` are always open (load balancers). A refused
+//!   non-read method); `all` protects reads too. `/-/health` and `/-/health/ready` are always open (load balancers),
+//!   and so is the dashboard page `/-/ui` with its static assets (its data API is not). A refused
 //!   request answers 401 with `WWW-Authenticate: Bearer`.
 //! * Volumes started with the same token accept PUT and DELETE only with that bearer
 //!   token, i.e. only from index servers (whose volume client sends it).
@@ -145,7 +146,7 @@ impl Auth {
 
     /// Whether the index server requires the token for this request.
     pub fn index_requires(&self, method: &Method, path: &str) -> bool {
-        if path == "/-/health" || path == "/-/health/ready" {
+        if path == "/-/health" || path == "/-/health/ready" || crate::server::ui::is_public(path) {
             return false;
         }
         match self.mode {
@@ -297,6 +298,10 @@ mod tests {
         assert!(!a.index_requires(&Method::GET, "/-/health"));
         assert!(!a.index_requires(&Method::GET, "/-/health/ready"));
         assert!(a.index_requires(&Method::GET, "/-/metrics"));
+        assert!(!a.index_requires(&Method::GET, "/-/ui"));
+        assert!(!a.index_requires(&Method::GET, "/-/ui/app.js"));
+        assert!(a.index_requires(&Method::GET, "/-/ui/api/overview"));
+        assert!(w.index_requires(&Method::POST, "/-/ui/api/overview"));
         assert!(w.index_requires(&Method::POST, "/-/admin/verify"));
         assert!(!Auth::default().index_requires(&Method::PUT, "/k"));
     }

@@ -60,6 +60,8 @@ async fn observe_request(
     let start = std::time::Instant::now();
     let method = req.method().clone();
     let path = verbose.then(|| req.uri().path().to_owned());
+    // The dashboard charts the index's client traffic, not its own polling.
+    let tallied = role == "index" && !req.uri().path().starts_with(crate::key::RESERVED_PREFIX);
     let res = next.run(req).await;
     let received = res.extensions().get::<BytesReceived>().map_or(0, |b| b.0);
     let sent = res
@@ -70,6 +72,9 @@ async fn observe_request(
         .unwrap_or(0);
     let status = res.status().as_u16();
     crate::telemetry::record_request(role, method.as_str(), status, start, received, sent);
+    if tallied {
+        crate::telemetry::INDEX_TALLY.record(status, start.elapsed());
+    }
     if let Some(path) = path {
         let bytes = if received > 0 { received } else { sent };
         tracing::info!(

@@ -19,8 +19,9 @@
 //! | `hoard_list_streams` | gauge | |
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -31,6 +32,81 @@ const BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0,
 ];
+
+/// The latency bucket bounds (seconds) shared by every histogram and [`RequestTally`].
+pub fn latency_buckets() -> &'static [f64] {
+    BUCKETS
+}
+
+/// Totals of the index server's client requests (key operations and listings; not the
+/// server's own `/-/` endpoints) since the process started: the same observations as
+/// `hoard_http_requests_total` and `hoard_http_request_duration_seconds`, kept as plain
+/// atomics so the dashboard's sampler reads them without rendering the exposition.
+/// Fixed size: a few counters and one per latency bucket.
+#[derive(Debug)]
+pub struct RequestTally {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    /// Requests per latency bucket: `buckets[i]` counts durations ≤ `BUCKETS[i]` and
+    /// above the previous bound; the last slot counts those above every bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+}
+
+/// A copy of a [`RequestTally`] at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TallySnapshot {
+    /// Requests answered.
+    pub requests: u64,
+    /// Of which server errors (5xx).
+    pub errors: u64,
+    /// Requests per latency bucket (see [`latency_buckets`]; one more slot for
+    /// durations above the last bound).
+    pub buckets: [u64; BUCKETS.len() + 1],
+}
+
+impl RequestTally {
+    /// An empty tally.
+    pub const fn new() -> Self {
+        RequestTally {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            buckets: [const { AtomicU64::new(0) }; BUCKETS.len() + 1],
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = elapsed.as_secs_f64();
+        let slot = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The totals now.
+    pub fn snapshot(&self) -> TallySnapshot {
+        TallySnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Default for RequestTally {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The index server's client requests, for the dashboard's charts (one per process: in
+/// `hoard dev` only the index counts here, not its volumes).
+pub static INDEX_TALLY: RequestTally = RequestTally::new();
 
 /// Installs the process-wide recorder (once; later calls are no-ops).
 pub fn init() {
@@ -344,6 +420,20 @@ mod tests {
     fn status_labels() {
         assert_eq!(status_label(302).as_ref(), "302");
         assert_eq!(status_label(418).as_ref(), "418");
+    }
+
+    #[test]
+    fn tally_buckets() {
+        let t = RequestTally::new();
+        t.record(200, Duration::from_micros(50));
+        t.record(503, Duration::from_millis(3));
+        t.record(200, Duration::from_secs(100));
+        let s = t.snapshot();
+        assert_eq!((s.requests, s.errors), (3, 1));
+        assert_eq!(s.buckets[0], 1);
+        assert_eq!(s.buckets[5], 1, "3 ms falls in (2.5 ms, 5 ms]");
+        assert_eq!(s.buckets[BUCKETS.len()], 1);
+        assert_eq!(s.buckets.iter().sum::<u64>(), 3);
     }
 
     #[test]

@@ -239,6 +239,17 @@ impl RaftNode {
         }
     }
 
+    /// On the leader: the last log index each member is known to hold (`None`: not
+    /// yet known). `None` on other members.
+    pub fn replication(&self) -> Option<BTreeMap<u64, Option<u64>>> {
+        let m = self.raft.metrics().borrow().clone();
+        m.replication.map(|r| {
+            r.iter()
+                .map(|(id, matched)| (*id, matched.map(|l| l.index)))
+                .collect()
+        })
+    }
+
     /// The address of the leader, when one is known.
     fn leader_addr(&self) -> Option<(u64, String)> {
         let m = self.raft.metrics().borrow().clone();

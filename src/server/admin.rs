@@ -1,4 +1,5 @@
-//! The server's own endpoints under `/-/`: health, readiness, metrics.
+//! The server's own endpoints under `/-/`: health, readiness, metrics; operations and the
+//! dashboard are routed on to [`super::admin_ops`] and [`super::ui`].
 
 use std::sync::Arc;
 
@@ -50,6 +51,7 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
             }
             None => ApiError::NotFound.into_response(),
         },
+        (_, path) if super::ui::owns(path) => super::ui::handle(app, &req),
         (_, path) if path.starts_with(super::admin_ops::PREFIX) => {
             super::admin_ops::handle(app, req).await
         }

@@ -2,13 +2,14 @@
 //!
 //! Request paths, top-down: [`dispatch`] decodes the key and picks a handler by method —
 //! [`read`] (GET/HEAD redirect, `?list`, `?unlinked`), [`write`] (PUT, DELETE, UNLINK),
-//! or [`admin`] for paths under `/-/` (operations: [`admin_ops`]).
+//! or [`admin`] for paths under `/-/` (operations: [`admin_ops`], the dashboard: [`ui`]).
 
 mod admin;
 mod admin_ops;
 mod error;
 mod read;
 mod safety;
+pub mod ui;
 mod write;
 
 pub use error::ApiError;
@@ -99,6 +100,8 @@ pub struct App {
     /// Owner of this process's write intents: `node id << 32 | incarnation` (a random
     /// number drawn at start), see `Command::Begin`.
     pub owner: u64,
+    /// The dashboard's chart samples (bounded ring).
+    pub series: ui::series::Series,
 }
 
 impl App {
@@ -122,6 +125,7 @@ pub struct Started {
     pub router: axum::Router,
     prober: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 impl Started {
@@ -129,6 +133,7 @@ impl Started {
     /// own tasks, and closes the index durably. Call after serving ended.
     pub async fn shutdown(mut self, grace: Duration) {
         self.prober.abort();
+        self.sampler.abort();
         self.app.jobs.abort();
         self.upkeep.abort();
         // The worker holds an index handle: it must be gone before the index closes.
@@ -184,8 +189,10 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         upkeep,
         raft,
         owner: (cfg_node << 32) | u64::from(fastrand::u32(1..)),
+        series: ui::series::Series::default(),
     });
     let upkeep = crate::ops::upkeep::spawn(app.ops_ctx(), upkeep_rx);
+    let sampler = ui::series::spawn(Arc::downgrade(&app));
     let router = crate::http::observe(
         safety.layers(
             axum::Router::new()
@@ -200,6 +207,7 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         router,
         prober,
         upkeep,
+        sampler,
     })
 }
 

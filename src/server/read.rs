@@ -44,7 +44,7 @@ pub fn redirect(app: &App, key: &[u8], raw_path: &str) -> Result<Response, ApiEr
 
 /// The URL a client is sent to: the volume's scheme, and a signed query when reads need
 /// authentication (`--auth-mode all`).
-fn public_url(app: &App, location: &str, key: &[u8]) -> String {
+pub(super) fn public_url(app: &App, location: &str, key: &[u8]) -> String {
     let url = app.client.scheme_url(&VolumeClient::url(location, key));
     let auth = &app.cfg.safety.auth;
     if !auth.signs_urls() {
@@ -60,7 +60,7 @@ fn public_url(app: &App, location: &str, key: &[u8]) -> String {
 
 /// A random replica that holds the value (not missing after a degraded write) and whose
 /// volume server is up, spreading reads over the copies.
-fn pick_replica<'a>(app: &App, record: &'a Record) -> Option<&'a str> {
+pub(super) fn pick_replica<'a>(app: &App, record: &'a Record) -> Option<&'a str> {
     let up: Vec<&str> = record
         .holders()
         .filter(|v| app.health.is_up(server_of(v)))

@@ -237,6 +237,7 @@ fn spawn_volume(dir: &Path, extra: &[String]) -> HoardProc {
     })
 }
 
+pub mod browser;
 pub mod cluster;
 
 /// Open file descriptors of process `pid`. Panics when `/proc` cannot tell: a check
