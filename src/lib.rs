@@ -31,6 +31,7 @@ pub mod placement;
 pub mod ratelimit;
 pub mod replica;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod volume;
