@@ -33,7 +33,6 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use futures_util::StreamExt;
-use http_body_util::BodyExt;
 
 use super::error::store_status;
 use super::{ApiError, App};
@@ -110,21 +109,22 @@ async fn read_ops(req: Request) -> Result<Vec<(Op, Option<bytes::Bytes>)>, ApiEr
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let (parts, body) = req.into_parts();
+    let mut body = body.into_data_stream();
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        super::write::drain_rejected(&parts.headers, body).await;
         return Err(too_large());
     }
-    let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                ApiError::BadRequest(format!("reading body: {e}"))
-            }
-        })?
-        .to_bytes();
-    let ops: Vec<Op> = serde_json::from_slice(&body).map_err(|e| {
+    let mut buf = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading body: {e}")))?;
+        if buf.len() + chunk.len() > MAX_BODY {
+            super::write::drain_rejected(&parts.headers, body).await;
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let ops: Vec<Op> = serde_json::from_slice(&buf).map_err(|e| {
         ApiError::BadRequest(format!(
             "a batch is a JSON list of {{\"op\": \"get|put|delete|unlink\", \"key\": …}}: {e}"
         ))

@@ -49,7 +49,7 @@ const DRAIN_LIMIT: u64 = 16 << 20;
 /// still sending it gets the error status instead of a broken pipe — what nginx's
 /// lingering close achieves. Clients that sent `Expect: 100-continue` have not sent the
 /// body and are answered at once.
-async fn drain_rejected<S, E>(headers: &HeaderMap, mut body: S)
+pub(super) async fn drain_rejected<S, E>(headers: &HeaderMap, mut body: S)
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
 {
