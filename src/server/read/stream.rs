@@ -197,7 +197,16 @@ mod tests {
         chunk: usize,
         deadline: Option<Instant>,
     ) -> io::Result<(Vec<u8>, usize)> {
-        let range = ListRange::prefix(b"/p/", None);
+        stream_range(index, ListRange::prefix(b"/p/", None), chunk, deadline).await
+    }
+
+    /// Streams the live keys of `range` in chunks of `chunk` records.
+    async fn stream_range(
+        index: &Index,
+        range: ListRange,
+        chunk: usize,
+        deadline: Option<Instant>,
+    ) -> io::Result<(Vec<u8>, usize)> {
         let first = scan(index.clone(), range.clone(), State::Live, chunk, chunk)
             .await
             .unwrap();
@@ -245,6 +254,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(pieces.concat(), br#"{"next":"","keys":[]}"#);
+    }
+
+    #[tokio::test]
+    async fn descending_ranges_stream_in_chunks() {
+        let (_dir, index, live) = index().await;
+        // Keys from the 3rd live one up to (not including) the 3rd from the end.
+        let (from, to) = (live[2].clone(), live[live.len() - 3].clone());
+        let mut expect: Vec<String> = live[2..live.len() - 3]
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        expect.reverse();
+        let expect = serde_json::to_vec(&super::super::ListResponse {
+            next: String::new(),
+            keys: expect,
+        })
+        .unwrap();
+        for chunk in [1, 2, 3, 7, 1000] {
+            let range = ListRange {
+                prefix: b"/p/".to_vec(),
+                start: Some(from.clone()),
+                end: Some(to.clone()),
+                reverse: true,
+            };
+            let (body, _) = stream_range(&index, range, chunk, None).await.unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&body),
+                String::from_utf8_lossy(&expect),
+                "chunk {chunk}"
+            );
+        }
     }
 
     #[tokio::test]
