@@ -14,12 +14,18 @@ use clap::{Args, Parser, Subcommand};
 /// 302 to a volume holding the value; PUT /key streams the body to every replica and
 /// answers 201 once all of them have it.
 ///
-/// Quick start: `hoard dev`, then `curl -L -T file localhost:3000/mykey` and
-/// `curl -L localhost:3000/mykey`.
+/// Quick start: `hoard dev`, then `hoard put mykey file` and `hoard get mykey`
+/// (or `curl -L -T file localhost:3000/mykey` and `curl -L localhost:3000/mykey`).
+///
+/// Client commands (put, get, rm, unlink, ls, stat, cp) talk to the index server at
+/// --url / HOARD_URL (default http://localhost:3000), with --token / HOARD_TOKEN when
+/// it requires one. They exit with status 0 only on success and report errors in one
+/// line, e.g. `hoard: /x: not found`.
 #[derive(Debug, Parser)]
 #[command(name = "hoard", version, propagate_version = true)]
 pub struct Cli {
-    /// Log one line per request (method, key, status, bytes, duration).
+    /// Servers: log one line per request (method, key, status, bytes, duration).
+    /// `hoard cp`: one line per file (copied or skipped) and a summary.
     #[arg(short, long, global = true, env = "HOARD_VERBOSE")]
     pub verbose: bool,
 
@@ -82,6 +88,54 @@ pub enum Command {
     /// Benchmark a running store (started separately) given by --url: thrasher,
     /// get-redirect, large values, and the physical baseline.
     Bench(crate::bench::BenchArgs),
+    /// Store a file (or standard input) under a key.
+    ///
+    /// The value is streamed, never held in memory, to every replica; the command
+    /// succeeds once the server answered 201 (all replicas hold it). A key that exists
+    /// is refused (`hoard rm` it first). A file is sent again to the next --url if a
+    /// server could not be reached; standard input cannot be re-sent. A progress bar
+    /// shows for large files when stderr is a terminal.
+    ///
+    /// Examples: `hoard put /photos/1.jpg 1.jpg`, `tar c dir | hoard put /backups/dir.tar`.
+    Put(crate::client::args::PutArgs),
+    /// Fetch a key's value to standard output or a file.
+    ///
+    /// Asks the index where the value is (its 302), reads it from that replica and
+    /// checks it against the md5 the index recorded. A failed read is retried from
+    /// another replica (from the start, as long as nothing reached standard output).
+    /// With -o, the file appears only once complete and checked.
+    ///
+    /// Examples: `hoard get /photos/1.jpg > 1.jpg`, `hoard get /photos/1.jpg -o 1.jpg`.
+    Get(crate::client::args::GetArgs),
+    /// Delete a key: its value is removed from every replica.
+    ///
+    /// With a server started with --protect, only unlinked keys can be deleted.
+    Rm(crate::client::args::KeyArgs),
+    /// Unlink a key (virtual delete): it disappears from reads and listings (it shows
+    /// in `hoard ls --unlinked`); its files stay until `hoard rm`.
+    Unlink(crate::client::args::KeyArgs),
+    /// List keys, one a line, in bytewise order.
+    ///
+    /// Reads the listing page by page (10,000 keys each), so any number of keys is
+    /// listed in bounded memory.
+    ///
+    /// Examples: `hoard ls /photos/`, `hoard ls --long`, `hoard ls --unlinked`.
+    Ls(crate::client::args::LsArgs),
+    /// Show a key's size, md5, replica volumes and balance (whether its replicas are
+    /// where the current placement puts them).
+    Stat(crate::client::args::KeyArgs),
+    /// Copy a directory tree to a key prefix, or a key prefix to a directory.
+    ///
+    /// If SRC is a local directory, every file under it is stored at DST + its path
+    /// relative to SRC (`hoard cp -r photos /backup/photos/` stores photos/a/b.jpg as
+    /// /backup/photos/a/b.jpg); otherwise SRC is a key prefix and every key under it is
+    /// written to the directory DST (`hoard cp -r /backup/photos/ restored`).
+    ///
+    /// Several files are copied at once (--jobs). Resumable: a file whose copy already
+    /// exists with the same md5 is skipped, so running an interrupted copy again only
+    /// copies what is missing or different; a different copy is replaced. Failed files
+    /// are reported one a line and make the exit status 1. With -v, one line per file.
+    Cp(crate::client::args::CpArgs),
 }
 
 /// Where keys live: the options every command that computes placement shares.
@@ -311,6 +365,7 @@ pub fn main() -> ExitCode {
             Command::Rebalance(args) => crate::ops::offline::rebalance(args).await,
             Command::Verify(args) => crate::ops::offline::verify(args).await,
             Command::Bench(args) => crate::bench::run(args).await,
+            client => crate::client::run(client, verbose).await,
         }
     });
     match result {

@@ -41,7 +41,17 @@ pub fn parse(raw_path: &str) -> Result<Vec<u8>, KeyError> {
         return Err(KeyError::NoLeadingSlash);
     }
     let key: Vec<u8> = percent_decode_str(raw_path).collect();
-    let text = std::str::from_utf8(&key).map_err(|_| KeyError::NotUtf8)?;
+    check(&key)?;
+    Ok(key)
+}
+
+/// Checks a key given as it is (already decoded: the batch API, listings): the rules
+/// [`parse`] applies after percent-decoding.
+pub fn check(key: &[u8]) -> Result<(), KeyError> {
+    if !key.starts_with(b"/") {
+        return Err(KeyError::NoLeadingSlash);
+    }
+    let text = std::str::from_utf8(key).map_err(|_| KeyError::NotUtf8)?;
     if text.chars().any(char::is_control) {
         return Err(KeyError::ControlChar);
     }
@@ -50,11 +60,11 @@ pub fn parse(raw_path: &str) -> Result<Vec<u8>, KeyError> {
     }
     // base64 of up to 189 bytes is at most 252 characters, so only longer keys can
     // produce a file-name segment over 255 bytes; skip the hashing for the rest.
-    let long = key.len() > 189 && key_path(&key).split('/').any(|seg| seg.len() > 255);
+    let long = key.len() > 189 && key_path(key).split('/').any(|seg| seg.len() > 255);
     if key.len() > MAX_KEY_LEN || long {
         return Err(KeyError::TooLong);
     }
-    Ok(key)
+    Ok(())
 }
 
 /// Checks that `key` may be written (PUT, DELETE, UNLINK).

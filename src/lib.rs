@@ -13,6 +13,8 @@
 //! * [`telemetry`] — metrics and logging set-up.
 //! * [`config`] — the optional TOML file behind `--config`.
 //! * [`bench`] — `hoard bench`: load generators that drive a running store.
+//! * [`store`] — the store core every front-end calls: writes, deletes, reads, listings.
+//! * [`client`] — `hoard put|get|rm|unlink|ls|stat|cp`: the HTTP client side.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
 //! * [`net`], [`tls`], [`auth`], [`ratelimit`] — serving connections safely: timeouts,
 //!   limits, TLS, shared-secret authentication and signed URLs, rate limiting.
@@ -20,6 +22,7 @@
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod dev;
 pub mod http;
@@ -32,6 +35,7 @@ pub mod raft;
 pub mod ratelimit;
 pub mod replica;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod volume;

@@ -25,7 +25,7 @@ pub use counts::Counts;
 pub use locks::{KeyGuard, KeyLocks};
 pub use record::{DecodeError, Record, State};
 pub use replicated::Replicator;
-pub use scan::{Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
+pub use scan::{KeyRange, Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

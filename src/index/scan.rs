@@ -39,6 +39,72 @@ pub struct Page {
     pub examined: usize,
 }
 
+/// The keys a listing covers: those starting with `prefix`, from `start` (inclusive)
+/// up to `end` (exclusive), in ascending order or, with `reverse`, descending.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    /// Every key listed starts with this.
+    pub prefix: Vec<u8>,
+    /// Lowest key listed (inclusive); `None` = from the start of the prefix.
+    pub start: Option<Vec<u8>>,
+    /// Keys listed are below this (exclusive); `None` = to the end of the prefix.
+    pub end: Option<Vec<u8>>,
+    /// Highest key first. [`Page::next`] is then where the next page *ends*: pass it
+    /// as `end` (exclusive).
+    pub reverse: bool,
+}
+
+impl KeyRange {
+    /// The keys starting with `prefix`, from `start` on (ascending).
+    pub fn prefix(prefix: &[u8], start: Option<&[u8]>) -> Self {
+        KeyRange {
+            prefix: prefix.to_vec(),
+            start: start.map(<[u8]>::to_vec),
+            end: None,
+            reverse: false,
+        }
+    }
+
+    /// The range that continues this one after a page that returned `next`: its
+    /// `start` (ascending) or its `end` (descending) moves to `next`.
+    pub fn resume(&mut self, next: Vec<u8>) {
+        if self.reverse {
+            self.end = Some(next);
+        } else {
+            self.start = Some(next);
+        }
+    }
+
+    /// Lowest key (inclusive) and upper bound (exclusive; `None` = unbounded) of the
+    /// range; `None` when it is empty.
+    fn bounds(&self) -> Option<(&[u8], Option<Vec<u8>>)> {
+        let low = match &self.start {
+            Some(s) if s.as_slice() > self.prefix.as_slice() => s.as_slice(),
+            _ => self.prefix.as_slice(),
+        };
+        let high = match (prefix_end(&self.prefix), &self.end) {
+            (Some(p), Some(e)) => Some(p.min(e.clone())),
+            (p, e) => p.or_else(|| e.clone()),
+        };
+        match &high {
+            Some(h) if h.as_slice() <= low => None,
+            _ => Some((low, high)),
+        }
+    }
+}
+
+/// The first key after every key starting with `prefix` (`None`: there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 impl Index {
     /// Lists keys starting with `prefix`, from `start` (inclusive) if later than the
     /// prefix, whose record is in state `want`: at most `limit` keys, examining at most
@@ -52,22 +118,55 @@ impl Index {
         limit: usize,
         budget: usize,
     ) -> Result<Page, IndexError> {
+        self.scan_range(&KeyRange::prefix(prefix, start), want, limit, budget)
+    }
+
+    /// Lists the keys of `range` whose record is in state `want`: at most `limit` keys,
+    /// examining at most `budget` records (both at least 1, so every page makes
+    /// progress). Ascending, [`Page::next`] is the next `start` (inclusive); with
+    /// `reverse`, the next `end` (exclusive): the last key examined. Blocking: call
+    /// from a blocking thread.
+    pub fn scan_range(
+        &self,
+        range: &KeyRange,
+        want: State,
+        limit: usize,
+        budget: usize,
+    ) -> Result<Page, IndexError> {
+        use std::ops::Bound;
         let (limit, budget) = (limit.max(1), budget.max(1));
+        let mut page = Page::default();
+        let Some((low, high)) = range.bounds() else {
+            return Ok(page);
+        };
         let txn = self.db.begin_read().map_err(store_err)?;
         let table = txn.open_table(KEYS).map_err(store_err)?;
-        let from = match start {
-            Some(s) if s > prefix => s,
-            _ => prefix,
+        let upper = match &high {
+            Some(h) => Bound::Excluded(h.as_slice()),
+            None => Bound::Unbounded,
         };
-        let mut page = Page::default();
-        for item in table.range(from..).map_err(store_err)? {
+        let items = table
+            .range::<&[u8]>((Bound::Included(low), upper))
+            .map_err(store_err)?;
+        let items: Box<dyn Iterator<Item = _>> = if range.reverse {
+            Box::new(items.rev())
+        } else {
+            Box::new(items)
+        };
+        // Descending, the last key examined: where the next page ends.
+        let mut last: Option<Vec<u8>> = None;
+        for item in items {
             let (k, v) = item.map_err(store_err)?;
             let key = k.value();
-            if !key.starts_with(prefix) {
+            if !key.starts_with(&range.prefix) {
                 break;
             }
             if page.examined == budget {
-                page.next = Some(key.to_vec());
+                page.next = Some(if range.reverse {
+                    last.unwrap_or_default()
+                } else {
+                    key.to_vec()
+                });
                 break;
             }
             page.examined += 1;
@@ -76,11 +175,21 @@ impl Index {
                 source,
             })?;
             if state != want {
+                if range.reverse {
+                    last = Some(key.to_vec());
+                }
                 continue;
             }
             if page.keys.len() == limit {
-                page.next = Some(key.to_vec());
+                page.next = Some(if range.reverse {
+                    last.unwrap_or_default()
+                } else {
+                    key.to_vec()
+                });
                 break;
+            }
+            if range.reverse {
+                last = Some(key.to_vec());
             }
             page.keys.push(key.to_vec());
         }
@@ -192,5 +301,64 @@ mod tests {
                 assert_eq!(got, keys(&expect), "{want:?} {limit} {budget}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn ranges_end_and_reverse() {
+        let (_dir, index) = index_with(20, |i| i % 5 == 4).await;
+        let range = |start: Option<u32>, end: Option<u32>, reverse| KeyRange {
+            prefix: b"/k/".to_vec(),
+            start: start.map(|i| keys(&[i])[0].clone()),
+            end: end.map(|i| keys(&[i])[0].clone()),
+            reverse,
+        };
+        let scan =
+            |r: &KeyRange, limit, budget| index.scan_range(r, State::Live, limit, budget).unwrap();
+        // end is exclusive, ascending and descending.
+        let p = scan(&range(Some(2), Some(7), false), 100, 100);
+        assert_eq!((p.keys, p.next), (keys(&[2, 3, 5, 6]), None));
+        let p = scan(&range(Some(2), Some(7), true), 100, 100);
+        assert_eq!((p.keys, p.next), (keys(&[6, 5, 3, 2]), None));
+        // Descending pages end where the next begins: next is the next `end`.
+        let p = scan(&range(None, None, true), 2, 100);
+        assert_eq!(p.keys, keys(&[18, 17]));
+        assert_eq!(p.next, Some(keys(&[17])[0].clone()));
+        // An empty or inverted range is empty; an end past the prefix is the prefix's.
+        assert_eq!(scan(&range(Some(7), Some(7), false), 5, 5), Page::default());
+        assert_eq!(scan(&range(Some(9), Some(3), true), 5, 5), Page::default());
+        let mut r = range(Some(18), None, false);
+        r.end = Some(b"/l/zzz".to_vec());
+        assert_eq!(scan(&r, 5, 5).keys, keys(&[18]));
+        // Descending paging, cut by limit or budget, visits every key once.
+        for want in [State::Live, State::Unlinked] {
+            for (limit, budget) in [(1, 1), (3, 2), (2, 5), (100, 4)] {
+                let mut r = range(Some(1), Some(19), true);
+                let (mut got, mut pages) = (Vec::new(), 0);
+                loop {
+                    let p = index.scan_range(&r, want, limit, budget).unwrap();
+                    assert!(p.keys.len() <= limit && p.examined <= budget);
+                    got.extend(p.keys);
+                    pages += 1;
+                    assert!(pages <= 20, "no progress");
+                    match p.next {
+                        Some(n) => r.resume(n),
+                        None => break,
+                    }
+                }
+                let expect: Vec<u32> = (1..19)
+                    .rev()
+                    .filter(|&i| (i % 5 == 4) == (want == State::Unlinked))
+                    .collect();
+                assert_eq!(got, keys(&expect), "{want:?} {limit} {budget}");
+            }
+        }
+    }
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"/a"), Some(b"/b".to_vec()));
+        assert_eq!(prefix_end(b"/a\xff\xff"), Some(b"/b".to_vec()));
+        assert_eq!(prefix_end(b"\xff"), None);
+        assert_eq!(prefix_end(b""), None);
     }
 }

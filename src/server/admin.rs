@@ -66,11 +66,11 @@ fn health(app: &App) -> Response {
         version: env!("CARGO_PKG_VERSION"),
         role: "index",
         uptime_seconds: app.started.elapsed().as_secs(),
-        index_recovered: app.index.recovered(),
-        keys: app.index.counts(),
-        writes_in_flight: app.locks.len(),
-        replicas: app.placement.current().replicas(),
-        volumes: app.health.snapshot(),
+        index_recovered: app.store.index.recovered(),
+        keys: app.store.index.counts(),
+        writes_in_flight: app.store.locks.len(),
+        replicas: app.store.placement.current().replicas(),
+        volumes: app.store.health.snapshot(),
         raft: app.raft.as_ref().map(|r| r.status()),
     })
     .into_response()
@@ -78,8 +78,8 @@ fn health(app: &App) -> Response {
 
 /// Ready for traffic when at least `replicas` volume servers are up (so reads work and writes can succeed).
 fn ready(app: &App) -> Response {
-    let replicas = app.placement.current().replicas();
-    let volumes_up = app.health.up_count();
+    let replicas = app.store.placement.current().replicas();
+    let volumes_up = app.store.health.up_count();
     let ready = volumes_up >= replicas;
     let status = if ready {
         StatusCode::OK
@@ -95,7 +95,7 @@ fn ready(app: &App) -> Response {
 }
 
 fn metrics(app: &App) -> Response {
-    let counts = app.index.counts();
+    let counts = app.store.index.counts();
     for (state, n) in [
         ("writing", counts.writing),
         ("live", counts.live),
@@ -105,7 +105,7 @@ fn metrics(app: &App) -> Response {
         metrics::gauge!("hoard_keys", "state" => state).set(n as f64);
     }
     metrics::gauge!("hoard_stored_bytes").set(counts.bytes as f64);
-    metrics::gauge!("hoard_writes_in_flight").set(app.locks.len() as f64);
+    metrics::gauge!("hoard_writes_in_flight").set(app.store.locks.len() as f64);
     job_metrics(app);
     crate::telemetry::response()
 }

@@ -117,7 +117,7 @@ fn concurrency(query: &HashMap<String, String>) -> Result<usize, Failure> {
 
 fn status(app: &App) -> Response {
     let jobs = app.jobs.status();
-    let placement = app.placement.current();
+    let placement = app.store.placement.current();
     axum::Json(json!({
         "running": jobs.running,
         "last": jobs.last,
@@ -133,7 +133,7 @@ fn started(job: &crate::ops::worker::Job) -> Response {
 fn start_rebalance(app: &Arc<App>, query: &HashMap<String, String>) -> Result<Response, Failure> {
     let max_rate = rate(query)?;
     let concurrency = concurrency(query)?;
-    let ctx = app.ops_ctx();
+    let ctx = app.store.ops_ctx();
     let params = json!({ "max_rate": max_rate, "concurrency": concurrency });
     let opts = rebalance::Options {
         concurrency,
@@ -167,7 +167,7 @@ fn start_verify(app: &Arc<App>, query: &HashMap<String, String>) -> Result<Respo
         "max_rate": max_rate,
         "concurrency": concurrency,
     });
-    let ctx = app.ops_ctx();
+    let ctx = app.store.ops_ctx();
     app.jobs
         .start(JobKind::Verify, params, max_rate, move |job| {
             verify::run(ctx, job, opts)
@@ -178,8 +178,8 @@ fn start_verify(app: &Arc<App>, query: &HashMap<String, String>) -> Result<Respo
 
 fn volumes(app: &App) -> Response {
     axum::Json(json!({
-        "volumes": app.placement.current().volumes(),
-        "health": app.health.snapshot(),
+        "volumes": app.store.placement.current().volumes(),
+        "health": app.store.health.snapshot(),
     }))
     .into_response()
 }
@@ -196,10 +196,10 @@ async fn change_volumes(app: &Arc<App>, req: Request) -> Result<Response, Failur
     })?;
     let placement = app
         .membership
-        .change(&app.placement, &app.health, &change)
+        .change(&app.store.placement, &app.store.health, &change)
         .map_err(ops_error)?;
     let job = if change.rebalance {
-        let ctx = app.ops_ctx();
+        let ctx = app.store.ops_ctx();
         let opts = rebalance::Options {
             concurrency: CONCURRENCY,
             delete_delay: DELETE_DELAY,
@@ -219,7 +219,7 @@ async fn change_volumes(app: &Arc<App>, req: Request) -> Result<Response, Failur
 
 /// `REBALANCE /key` (minikeyvalue's): move one key to its placement now.
 pub async fn rebalance_key(app: &App, key: &[u8]) -> Result<Response, ApiError> {
-    match rebalance::one(&app.ops_ctx(), key, DELETE_DELAY).await {
+    match rebalance::one(&app.store.ops_ctx(), key, DELETE_DELAY).await {
         Outcome::Balanced | Outcome::Moved { .. } => Ok(StatusCode::NO_CONTENT.into_response()),
         Outcome::Gone | Outcome::Skipped => Err(ApiError::NotFound),
         Outcome::Busy => Err(ApiError::Conflict),

@@ -1,12 +1,13 @@
-//! The index server's error type and its mapping to HTTP statuses.
+//! The HTTP layer's error type and its mapping to statuses: errors of the store core
+//! ([`StoreError`]) and the few that only HTTP has (an unparsable path or query, an
+//! unknown method, a too large request).
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::index::IndexError;
 use crate::key::KeyError;
-use crate::ops::OpsError;
-use crate::replica::{DeleteError, FanoutError};
+use crate::store::StoreError;
 
 /// Everything a request can fail with. Each variant maps to one status; the message is
 /// the response body (plain text) so clients see why.
@@ -15,36 +16,47 @@ pub enum ApiError {
     /// The path is not an acceptable key.
     #[error("{0}")]
     Key(#[from] KeyError),
-    /// Malformed request (bad query, bad header).
+    /// Malformed request (bad query, bad header, bad body).
     #[error("{0}")]
     BadRequest(String),
-    /// No such (visible) key.
+    /// No such (visible) key or endpoint.
     #[error("not found")]
     NotFound,
-    /// PUT of a key that exists; DELETE of a protected key.
-    #[error("{0}")]
-    Forbidden(&'static str),
-    /// Another write of the same key is in flight.
+    /// Another operation on the same key is in flight.
     #[error("another write of this key is in progress")]
     Conflict,
-    /// PUT without a body.
-    #[error("a PUT needs a non-empty body")]
-    LengthRequired,
     /// Unsupported method.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// The index store failed.
-    #[error("index: {0}")]
-    Index(#[from] IndexError),
-    /// Writing replicas failed because of the client (disconnect, short body).
+    /// The request body (or the work it asks for) is over a limit.
     #[error("{0}")]
-    ClientBody(FanoutError),
-    /// Writing or deleting on a volume failed.
-    #[error("{0}")]
-    Volume(String),
-    /// No replica volume of the key is reachable, or a target volume is down.
-    #[error("{0}")]
-    Unavailable(String),
+    TooLarge(String),
+    /// The store core refused or failed the operation.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<IndexError> for ApiError {
+    fn from(e: IndexError) -> Self {
+        ApiError::Store(StoreError::Index(e))
+    }
+}
+
+/// The HTTP status of a store error — what every front-end over HTTP answers for it.
+pub fn store_status(e: &StoreError) -> StatusCode {
+    match e {
+        StoreError::Key(KeyError::TooLong) => StatusCode::URI_TOO_LONG,
+        StoreError::Key(_) | StoreError::Invalid(_) | StoreError::ClientBody(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        StoreError::NotFound => StatusCode::NOT_FOUND,
+        StoreError::Exists | StoreError::Protected => StatusCode::FORBIDDEN,
+        StoreError::Conflict => StatusCode::CONFLICT,
+        StoreError::Empty => StatusCode::LENGTH_REQUIRED,
+        StoreError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        StoreError::Volume(_) => StatusCode::BAD_GATEWAY,
+        StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 impl ApiError {
@@ -52,39 +64,12 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Key(KeyError::TooLong) => StatusCode::URI_TOO_LONG,
-            ApiError::Key(_) | ApiError::BadRequest(_) | ApiError::ClientBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::Key(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict => StatusCode::CONFLICT,
-            ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Volume(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-impl From<FanoutError> for ApiError {
-    fn from(e: FanoutError) -> Self {
-        match e {
-            FanoutError::Client(_) | FanoutError::Length { .. } => ApiError::ClientBody(e),
-            FanoutError::Replica(_) | FanoutError::Stalled { .. } => {
-                ApiError::Volume(e.to_string())
-            }
-            FanoutError::Down { .. } => ApiError::Unavailable(e.to_string()),
-        }
-    }
-}
-
-impl From<OpsError> for ApiError {
-    fn from(e: OpsError) -> Self {
-        match e {
-            OpsError::Index(e) => ApiError::Index(e),
-            OpsError::Delete(DeleteError::Down { .. }) => ApiError::Unavailable(e.to_string()),
-            other => ApiError::Volume(other.to_string()),
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Store(e) => store_status(e),
         }
     }
 }

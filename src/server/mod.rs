@@ -2,10 +2,13 @@
 //!
 //! Request paths, top-down: [`dispatch`] decodes the key and picks a handler by method —
 //! [`read`] (GET/HEAD redirect, `?list`, `?unlinked`), [`write`] (PUT, DELETE, UNLINK),
-//! or [`admin`] for paths under `/-/` (operations: [`admin_ops`], the dashboard: [`ui`]).
+//! or [`admin`] for paths under `/-/` (operations: [`admin_ops`], the batch API:
+//! [`batch`]). Handlers only translate HTTP to calls on the store core
+//! ([`crate::store::Store`]) and its errors to statuses ([`ApiError`]).
 
 mod admin;
 mod admin_ops;
+mod batch;
 mod error;
 mod read;
 mod safety;
@@ -28,6 +31,7 @@ use crate::ops::membership::Membership;
 use crate::ops::worker::Worker;
 use crate::placement::{Placement, SharedPlacement};
 use crate::replica::{Health, VolumeClient};
+use crate::store::{Store, StoreConfig};
 
 /// Settings of an index server.
 #[derive(Debug, Clone)]
@@ -71,50 +75,34 @@ impl ServerConfig {
     pub fn stall_limit(&self) -> Duration {
         (self.voltimeout * 10).max(Duration::from_secs(10))
     }
+
+    /// The settings of the store core.
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig {
+            protect: self.protect,
+            md5sum: self.md5sum,
+            write_quorum: self.safety.write_quorum,
+            stall_limit: self.stall_limit(),
+        }
+    }
 }
 
 /// Shared state of a running index server.
 pub struct App {
     /// Settings.
     pub cfg: ServerConfig,
-    /// The index.
-    pub index: Index,
-    /// Client for volume servers.
-    pub client: VolumeClient,
-    /// Which volume servers are up.
-    pub health: Arc<Health>,
-    /// Keys with a write in flight.
-    pub locks: KeyLocks,
+    /// The store core every request goes through: index, volumes, placement, locks.
+    pub store: Arc<Store>,
     /// When the server started.
     pub started: Instant,
-    /// The placement in force (volumes can join or leave at runtime).
-    pub placement: Arc<SharedPlacement>,
     /// Runs background operations (rebalance, verify), one at a time.
     pub jobs: Worker,
     /// Records volume registrations.
     pub membership: Membership,
-    /// Keys with replicas to complete or stale files to delete, for the upkeep worker.
-    pub upkeep: crate::ops::upkeep::Queue,
     /// This server's Raft member, when the index is replicated.
     pub raft: Option<Arc<crate::raft::RaftNode>>,
-    /// Owner of this process's write intents: `node id << 32 | incarnation` (a random
-    /// number drawn at start), see `Command::Begin`.
-    pub owner: u64,
     /// The dashboard's chart samples (bounded ring).
     pub series: ui::series::Series,
-}
-
-impl App {
-    /// What a background operation needs, sharing this server's index, locks and health.
-    pub fn ops_ctx(&self) -> crate::ops::Ctx {
-        crate::ops::Ctx {
-            index: self.index.clone(),
-            client: self.client.clone(),
-            placement: Arc::clone(&self.placement),
-            locks: self.locks.clone(),
-            health: Some(Arc::clone(&self.health)),
-        }
-    }
 }
 
 /// A started index server: its state and its background prober.
@@ -140,13 +128,16 @@ impl Started {
         let _ = (&mut self.upkeep).await;
         let Started { app, router, .. } = self;
         drop(router);
+        // Writes running on their own tasks hold the store.
         let deadline = Instant::now() + grace;
-        while Arc::strong_count(&app) > 1 && Instant::now() < deadline {
+        while (Arc::strong_count(&app) > 1 || Arc::strong_count(&app.store) > 1)
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        match Arc::try_unwrap(app) {
-            Ok(app) => app.index.close(),
-            Err(_) => tracing::warn!(
+        match Arc::try_unwrap(app).map(|app| Arc::try_unwrap(app.store)) {
+            Ok(Ok(store)) => store.index.close(),
+            _ => tracing::warn!(
                 "writes still in flight after {grace:?}; their intents are left for repair"
             ),
         }
@@ -176,22 +167,26 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
     let verbose = cfg.verbose;
     let safety = cfg.safety.clone();
     let (upkeep, upkeep_rx) = crate::ops::upkeep::queue();
-    let app = Arc::new(App {
-        cfg,
+    let store = Arc::new(Store {
+        cfg: cfg.store(),
         index,
         client,
         health,
         locks: KeyLocks::default(),
-        started: Instant::now(),
         placement: Arc::new(SharedPlacement::new(placement)),
+        upkeep,
+        owner: (cfg_node << 32) | u64::from(fastrand::u32(1..)),
+    });
+    let upkeep = crate::ops::upkeep::spawn(store.ops_ctx(), upkeep_rx);
+    let app = Arc::new(App {
+        cfg,
+        store,
+        started: Instant::now(),
         jobs: Worker::default(),
         membership,
-        upkeep,
         raft,
-        owner: (cfg_node << 32) | u64::from(fastrand::u32(1..)),
         series: ui::series::Series::default(),
     });
-    let upkeep = crate::ops::upkeep::spawn(app.ops_ctx(), upkeep_rx);
     let sampler = ui::series::spawn(Arc::downgrade(&app));
     let router = crate::http::observe(
         safety.layers(
@@ -239,6 +234,9 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
 /// by method.
 async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let path = req.uri().path();
+    if path == batch::PATH {
+        return batch::handle(&app, req).await;
+    }
     if path.starts_with(crate::key::RESERVED_PREFIX) {
         return admin::handle(&app, req).await;
     }
@@ -249,15 +247,15 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
     if reading {
         // Linearizable reads in an index cluster: this node's copy catches up first.
-        if let Err(e) = app.index.read_barrier().await {
+        if let Err(e) = app.store.index.read_barrier().await {
             return ApiError::from(e).into_response();
         }
     }
     let result = match (req.method().clone(), req.uri().query()) {
         (Method::GET, Some(query)) => read::list(&app, key, query).await,
         (Method::GET, None) | (Method::HEAD, _) => read::redirect(&app, &key, req.uri().path()),
-        (Method::PUT, _) => write::put(app, key, req).await,
-        (Method::DELETE, _) => write::delete(app, key).await,
+        (Method::PUT, _) => write::put(&app, key, req).await,
+        (Method::DELETE, _) => write::delete(&app, key).await,
         (m, _) if m.as_str() == "UNLINK" => write::unlink(&app, key).await,
         (m, _) if m.as_str() == "REBALANCE" => admin_ops::rebalance_key(&app, &key).await,
         _ => Err(ApiError::MethodNotAllowed),

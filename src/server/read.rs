@@ -7,45 +7,40 @@ use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 
 use super::{ApiError, App};
-use crate::index::{Index, Page, Record, State, MAX_PAGE_KEYS, PAGE_BUDGET};
-use crate::placement::server_of;
-use crate::replica::VolumeClient;
+use crate::index::{State, MAX_PAGE_KEYS, PAGE_BUDGET};
+use crate::store::{ListRange, Location, StoreError};
 
 mod stream;
 
 /// GET/HEAD of a key: 302 to a replica on a volume that is up.
 pub fn redirect(app: &App, key: &[u8], raw_path: &str) -> Result<Response, ApiError> {
-    let record = app.index.get(key)?.filter(|r| r.state == State::Live);
-    let Some(record) = record else {
+    let Some(at) = app.store.locate(key)? else {
         return match &app.cfg.fallback {
             Some(fallback) => Ok(found(&format!("http://{fallback}{raw_path}"))),
             None => Err(ApiError::NotFound),
         };
     };
-    let location = pick_replica(app, &record).ok_or_else(|| {
-        ApiError::Unavailable(format!(
-            "no replica volume of this key is up ({})",
-            record.volumes.join(",")
-        ))
-    })?;
-    let mut resp = found(&public_url(app, location, key));
+    let mut resp = found(&public_url(app, &at));
     let headers = resp.headers_mut();
-    if let Some(md5) = record.md5_hex() {
+    if let Some(md5) = at.record.md5_hex() {
         headers.insert("content-md5", header_value(&md5));
     }
-    headers.insert("key-volumes", header_value(&record.volumes.join(",")));
-    let balanced = app.placement.current().locate(key) == record.volumes;
+    headers.insert("key-volumes", header_value(&at.record.volumes.join(",")));
     headers.insert(
         "key-balance",
-        HeaderValue::from_static(if balanced { "balanced" } else { "unbalanced" }),
+        HeaderValue::from_static(if at.balanced {
+            "balanced"
+        } else {
+            "unbalanced"
+        }),
     );
     Ok(resp)
 }
 
 /// The URL a client is sent to: the volume's scheme, and a signed query when reads need
 /// authentication (`--auth-mode all`).
-pub(super) fn public_url(app: &App, location: &str, key: &[u8]) -> String {
-    let url = app.client.scheme_url(&VolumeClient::url(location, key));
+pub(super) fn public_url(app: &App, at: &Location) -> String {
+    let url = at.url.clone();
     let auth = &app.cfg.safety.auth;
     if !auth.signs_urls() {
         return url;
@@ -56,16 +51,6 @@ pub(super) fn public_url(app: &App, location: &str, key: &[u8]) -> String {
         .unwrap_or(url.len());
     let query = auth.signed_query(&url[path_at..], app.cfg.safety.signed_url_ttl);
     format!("{url}?{query}")
-}
-
-/// A random replica that holds the value (not missing after a degraded write) and whose
-/// volume server is up, spreading reads over the copies.
-pub(super) fn pick_replica<'a>(app: &App, record: &'a Record) -> Option<&'a str> {
-    let up: Vec<&str> = record
-        .holders()
-        .filter(|v| app.health.is_up(server_of(v)))
-        .collect();
-    (!up.is_empty()).then(|| up[fastrand::usize(..up.len())])
 }
 
 fn found(location: &str) -> Response {
@@ -82,13 +67,18 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The query of a listing: `list` or `unlinked` first, then `start` and `limit`.
-#[derive(Debug, PartialEq, Eq)]
+/// The query of a listing: `list` or `unlinked` first, then `start`, `end`, `reverse`
+/// and `limit`.
+#[derive(Debug, PartialEq, Eq, Default)]
 pub struct ListQuery {
     /// `?unlinked` rather than `?list`.
     pub unlinked: bool,
     /// First key to consider (inclusive).
     pub start: Option<Vec<u8>>,
+    /// Keys listed are below this one (exclusive).
+    pub end: Option<Vec<u8>>,
+    /// Highest key first; `next` is then the next page's `end`.
+    pub reverse: bool,
     /// Page size, clamped to [`MAX_PAGE_KEYS`]; `None` (no `limit`, or `limit=0` as in
     /// minikeyvalue) = every key, streamed.
     pub limit: Option<usize>,
@@ -98,7 +88,8 @@ impl ListQuery {
     /// Parses a raw query string. The operation is the first parameter, as in
     /// minikeyvalue; values are form-decoded (`+` is a space). A `limit` must be a
     /// non-negative integer (else 400); any larger than [`MAX_PAGE_KEYS`], however
-    /// large, is clamped to it.
+    /// large, is clamped to it. `reverse` takes no value, or `1`/`true`/`0`/`false`;
+    /// unknown parameters are ignored, as minikeyvalue does.
     pub fn parse(query: &str) -> Result<Self, ApiError> {
         let mut params = query.split('&').filter(|p| !p.is_empty()).map(|p| {
             let (name, value) = p.split_once('=').unwrap_or((p, ""));
@@ -117,12 +108,23 @@ impl ListQuery {
         };
         let mut q = ListQuery {
             unlinked,
-            start: None,
-            limit: None,
+            ..ListQuery::default()
         };
         for (name, value) in params {
             match name.as_slice() {
                 b"start" => q.start = Some(value),
+                b"end" => q.end = Some(value),
+                b"reverse" => {
+                    q.reverse = match value.as_slice() {
+                        b"" | b"1" | b"true" => true,
+                        b"0" | b"false" => false,
+                        _ => {
+                            return Err(ApiError::BadRequest(
+                                "reverse takes no value, or 1/true/0/false".into(),
+                            ))
+                        }
+                    }
+                }
                 b"limit" => {
                     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
                         return Err(ApiError::BadRequest(
@@ -160,10 +162,16 @@ pub async fn list(app: &Arc<App>, prefix: Vec<u8>, query: &str) -> Result<Respon
     } else {
         State::Live
     };
-    let Some(limit) = q.limit else {
-        return stream::list_all(app, prefix, q.start, want).await;
+    let range = ListRange {
+        prefix,
+        start: q.start,
+        end: q.end,
+        reverse: q.reverse,
     };
-    let page = scan(app.index.clone(), prefix, q.start, want, limit, PAGE_BUDGET).await?;
+    let Some(limit) = q.limit else {
+        return stream::list_all(app, range, want).await;
+    };
+    let page = app.store.list(range, want, limit, PAGE_BUDGET).await?;
     let text = |k: Vec<u8>| String::from_utf8_lossy(&k).into_owned();
     let body = ListResponse {
         next: page.next.map(text).unwrap_or_default(),
@@ -172,26 +180,10 @@ pub async fn list(app: &Arc<App>, prefix: Vec<u8>, query: &str) -> Result<Respon
     Ok(axum::Json(body).into_response())
 }
 
-/// One [`Index::scan`] on the blocking pool. Its work is bounded by `budget`, so a scan
-/// whose request is gone (timed out, disconnected) ends soon on its own.
-async fn scan(
-    index: Index,
-    prefix: Vec<u8>,
-    start: Option<Vec<u8>>,
-    want: State,
-    limit: usize,
-    budget: usize,
-) -> Result<Page, ApiError> {
-    let page = tokio::task::spawn_blocking(move || {
-        let page = index.scan(&prefix, start.as_deref(), want, limit, budget);
-        if let Ok(p) = &page {
-            crate::telemetry::record_list_scan(p.examined);
-        }
-        page
-    })
-    .await
-    .map_err(|e| ApiError::Unavailable(format!("listing aborted: {e}")))??;
-    Ok(page)
+/// Why a listing could not go on, for a streamed body already under way.
+fn aborted(e: StoreError) -> std::io::Error {
+    tracing::warn!("listing aborted: {e}");
+    std::io::Error::other(e.to_string())
 }
 
 #[cfg(test)]
@@ -200,20 +192,14 @@ mod tests {
 
     #[test]
     fn list_queries() {
-        assert_eq!(
-            ListQuery::parse("list").unwrap(),
-            ListQuery {
-                unlinked: false,
-                start: None,
-                limit: None
-            }
-        );
+        assert_eq!(ListQuery::parse("list").unwrap(), ListQuery::default());
         assert_eq!(
             ListQuery::parse("unlinked&start=/a%20b&limit=10").unwrap(),
             ListQuery {
                 unlinked: true,
                 start: Some(b"/a b".to_vec()),
-                limit: Some(10)
+                limit: Some(10),
+                ..ListQuery::default()
             }
         );
         assert_eq!(ListQuery::parse("list&limit=0").unwrap().limit, None);
@@ -236,8 +222,13 @@ mod tests {
                 .as_deref(),
             Some(&b"/x y"[..])
         );
+        let q = ListQuery::parse("list&start=/a&end=/b%2F&reverse&limit=5").unwrap();
+        assert_eq!((q.end.as_deref(), q.reverse), (Some(&b"/b/"[..]), true));
+        assert!(!ListQuery::parse("list&reverse=0").unwrap().reverse);
+        assert!(ListQuery::parse("list&reverse=true").unwrap().reverse);
         for bad in [
             "",
+            "list&reverse=yes",
             "limit=3&list",
             "foo",
             "list&limit=-1",

@@ -14,7 +14,8 @@
 //!   shutdown is not held up by a slow reader.
 //!
 //! The bytes are those of the buffered listing: `{"next":"","keys":[…]}`, each key
-//! serialised by serde_json as before.
+//! serialised by serde_json as before. A descending listing (`reverse`) is streamed the
+//! same way, each chunk moving the range's `end` down instead of its `start` up.
 
 use std::io;
 use std::sync::{Arc, Weak};
@@ -25,9 +26,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::scan;
+use super::aborted;
 use crate::index::{Index, Page, State, CHUNK_BUDGET};
 use crate::server::{ApiError, App};
+use crate::store::{list as scan, ListRange, Store};
 
 /// Start of the body: an unlimited listing is never cut, so `next` is empty.
 const HEAD: &[u8] = br#"{"next":"","keys":["#;
@@ -39,27 +41,16 @@ type IndexOf = Box<dyn Fn() -> Option<Index> + Send + Sync>;
 
 /// Answers an unlimited listing: reads the first chunk (so an index error is still a
 /// proper status), then streams the rest.
-pub async fn list_all(
-    app: &Arc<App>,
-    prefix: Vec<u8>,
-    start: Option<Vec<u8>>,
-    want: State,
-) -> Result<Response, ApiError> {
+pub async fn list_all(app: &Arc<App>, range: ListRange, want: State) -> Result<Response, ApiError> {
     let timeout = app.cfg.safety.request_timeout;
     let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
-    let index = app.index.clone();
-    let first = scan(
-        index,
-        prefix.clone(),
-        start,
-        want,
-        CHUNK_BUDGET,
-        CHUNK_BUDGET,
-    )
-    .await?;
-    let weak: Weak<App> = Arc::downgrade(app);
-    let index_of: IndexOf = Box::new(move || weak.upgrade().map(|app| app.index.clone()));
-    let listing = Listing::new(index_of, prefix, want, CHUNK_BUDGET, deadline, first);
+    let first = app
+        .store
+        .list(range.clone(), want, CHUNK_BUDGET, CHUNK_BUDGET)
+        .await?;
+    let weak: Weak<Store> = Arc::downgrade(&app.store);
+    let index_of: IndexOf = Box::new(move || weak.upgrade().map(|store| store.index.clone()));
+    let listing = Listing::new(index_of, range, want, CHUNK_BUDGET, deadline, first);
     let body = Body::from_stream(futures_util::stream::try_unfold(listing, Listing::step));
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
@@ -67,7 +58,8 @@ pub async fn list_all(
 /// The state of a streamed listing between two pieces of body.
 struct Listing {
     index_of: IndexOf,
-    prefix: Vec<u8>,
+    /// The range still to list (its `start`, or `end` if descending, moves on).
+    range: ListRange,
     want: State,
     /// Records per chunk.
     chunk: usize,
@@ -75,7 +67,8 @@ struct Listing {
     deadline: Option<Instant>,
     /// The first chunk, read before the response head was sent.
     first: Option<Page>,
-    /// Where the next chunk starts; `None` once the range is exhausted.
+    /// Where the next chunk resumes ([`ListRange::resume`]); `None` once the range is
+    /// exhausted.
     resume: Option<Vec<u8>>,
     /// A key was written (the next one needs a comma).
     any: bool,
@@ -87,7 +80,7 @@ struct Listing {
 impl Listing {
     fn new(
         index_of: IndexOf,
-        prefix: Vec<u8>,
+        range: ListRange,
         want: State,
         chunk: usize,
         deadline: Option<Instant>,
@@ -95,7 +88,7 @@ impl Listing {
     ) -> Self {
         Listing {
             index_of,
-            prefix,
+            range,
             want,
             chunk,
             deadline,
@@ -118,26 +111,17 @@ impl Listing {
             buf.extend_from_slice(HEAD);
             self.take(&mut buf, first)?;
         } else {
-            while let Some(start) = self.resume.take() {
+            while let Some(next) = self.resume.take() {
                 if self.deadline.is_some_and(|d| Instant::now() >= d) {
                     tracing::warn!("listing cut off by --request-timeout");
                     return Err(io::Error::other("listing exceeded the request timeout"));
                 }
                 let index =
                     (self.index_of)().ok_or_else(|| io::Error::other("server shutting down"))?;
-                let page = scan(
-                    index,
-                    self.prefix.clone(),
-                    Some(start),
-                    self.want,
-                    self.chunk,
-                    self.chunk,
-                )
-                .await
-                .map_err(|e| {
-                    tracing::warn!("listing aborted: {e}");
-                    io::Error::other(e.to_string())
-                })?;
+                self.range.resume(next);
+                let page = scan(index, self.range.clone(), self.want, self.chunk, self.chunk)
+                    .await
+                    .map_err(aborted)?;
                 self.take(&mut buf, page)?;
                 if !buf.is_empty() {
                     break;
@@ -215,26 +199,22 @@ mod tests {
         chunk: usize,
         deadline: Option<Instant>,
     ) -> io::Result<(Vec<u8>, usize)> {
-        let first = scan(
-            index.clone(),
-            b"/p/".to_vec(),
-            None,
-            State::Live,
-            chunk,
-            chunk,
-        )
-        .await
-        .unwrap();
+        stream_range(index, ListRange::prefix(b"/p/", None), chunk, deadline).await
+    }
+
+    /// Streams the live keys of `range` in chunks of `chunk` records.
+    async fn stream_range(
+        index: &Index,
+        range: ListRange,
+        chunk: usize,
+        deadline: Option<Instant>,
+    ) -> io::Result<(Vec<u8>, usize)> {
+        let first = scan(index.clone(), range.clone(), State::Live, chunk, chunk)
+            .await
+            .unwrap();
         let idx = index.clone();
         let index_of: IndexOf = Box::new(move || Some(idx.clone()));
-        let listing = Listing::new(
-            index_of,
-            b"/p/".to_vec(),
-            State::Live,
-            chunk,
-            deadline,
-            first,
-        );
+        let listing = Listing::new(index_of, range, State::Live, chunk, deadline, first);
         let pieces: Vec<Bytes> = futures_util::stream::try_unfold(listing, Listing::step)
             .try_collect()
             .await?;
@@ -265,7 +245,7 @@ mod tests {
         // Nothing matched: still a well-formed empty listing.
         let listing = Listing::new(
             Box::new(|| None),
-            b"/none/".to_vec(),
+            ListRange::prefix(b"/none/", None),
             State::Live,
             3,
             None,
@@ -279,6 +259,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn descending_ranges_stream_in_chunks() {
+        let (_dir, index, live) = index().await;
+        // Keys from the 3rd live one up to (not including) the 3rd from the end.
+        let (from, to) = (live[2].clone(), live[live.len() - 3].clone());
+        let mut expect: Vec<String> = live[2..live.len() - 3]
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        expect.reverse();
+        let expect = serde_json::to_vec(&super::super::ListResponse {
+            next: String::new(),
+            keys: expect,
+        })
+        .unwrap();
+        for chunk in [1, 2, 3, 7, 1000] {
+            let range = ListRange {
+                prefix: b"/p/".to_vec(),
+                start: Some(from.clone()),
+                end: Some(to.clone()),
+                reverse: true,
+            };
+            let (body, _) = stream_range(&index, range, chunk, None).await.unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&body),
+                String::from_utf8_lossy(&expect),
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn no_chunk_after_the_deadline_or_shutdown() {
         let (_dir, index, _) = index().await;
         // The first chunk was read before the deadline; the second is refused.
@@ -289,17 +300,11 @@ mod tests {
         let later = Some(Instant::now() + std::time::Duration::from_secs(3600));
         assert!(stream(&index, 3, later).await.is_ok());
         // The server state is gone (shutdown): the stream ends with an error.
-        let first = scan(index.clone(), b"/p/".to_vec(), None, State::Live, 3, 3)
+        let range = ListRange::prefix(b"/p/", None);
+        let first = scan(index.clone(), range.clone(), State::Live, 3, 3)
             .await
             .unwrap();
-        let listing = Listing::new(
-            Box::new(|| None),
-            b"/p/".to_vec(),
-            State::Live,
-            3,
-            None,
-            first,
-        );
+        let listing = Listing::new(Box::new(|| None), range, State::Live, 3, None, first);
         let result: io::Result<Vec<Bytes>> =
             futures_util::stream::try_unfold(listing, Listing::step)
                 .try_collect()

@@ -267,8 +267,9 @@ struct Overview {
 }
 
 fn overview(app: &App, req: &Request) -> Overview {
-    let placement = app.placement.current();
+    let placement = app.store.placement.current();
     let volumes = app
+        .store
         .health
         .snapshot()
         .into_iter()
@@ -290,13 +291,13 @@ fn overview(app: &App, req: &Request) -> Overview {
             AuthMode::All => "all",
         },
         cluster: cluster(app, req),
-        keys: app.index.counts(),
-        writes_in_flight: app.locks.len(),
+        keys: app.store.index.counts(),
+        writes_in_flight: app.store.locks.len(),
         replicas: placement.replicas(),
         volumes,
         jobs: app.jobs.status(),
         upkeep: UpkeepView {
-            running: !app.upkeep.is_closed(),
+            running: !app.store.upkeep.is_closed(),
             queued: None,
         },
     }
@@ -336,14 +337,17 @@ fn key(app: &App, query: &str) -> Result<KeyView, ApiError> {
         .find_map(|p| p.strip_prefix("path="))
         .ok_or_else(|| ApiError::BadRequest("missing ?path=/key".into()))?;
     let key = crate::key::parse(raw)?;
-    let record = app.index.get(&key)?.ok_or(ApiError::NotFound)?;
-    let placement = app.placement.current().locate(&key);
+    let record = app.store.index.get(&key)?.ok_or(ApiError::NotFound)?;
+    let placement = app.store.placement.current().locate(&key);
     let live = record.state == State::Live;
     let download = if !live {
         None
     } else if app.cfg.safety.auth.signs_urls() {
-        super::read::pick_replica(app, &record)
-            .map(|location| super::read::public_url(app, location, &key))
+        app.store
+            .locate(&key)
+            .ok()
+            .flatten()
+            .map(|at| super::read::public_url(app, &at))
     } else {
         Some(raw.to_owned())
     };
@@ -358,7 +362,7 @@ fn key(app: &App, query: &str) -> Result<KeyView, ApiError> {
             .iter()
             .map(|l| ReplicaView {
                 location: l.clone(),
-                up: app.health.is_up(server_of(l)),
+                up: app.store.health.is_up(server_of(l)),
                 holds: !record.missing.contains(l),
             })
             .collect(),

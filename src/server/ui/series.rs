@@ -143,11 +143,11 @@ pub fn spawn(app: Weak<App>) -> tokio::task::JoinHandle<()> {
             let Some(app) = app.upgrade() else {
                 return;
             };
-            let counts = app.index.counts();
+            let counts = app.store.index.counts();
             let gauges = Gauges {
                 live: counts.live,
                 bytes: counts.bytes,
-                volumes_up: app.health.up_count(),
+                volumes_up: app.store.health.up_count(),
             };
             app.series
                 .record(Instant::now(), now_ms(), INDEX_TALLY.snapshot(), gauges);

@@ -1,0 +1,66 @@
+//! Deletes: [`Store::delete`] and the virtual delete [`Store::unlink`].
+//!
+//! DELETE marks the record `deleting` (invisible) before removing files, then drops the
+//! record; an interrupted delete is finished by a retry or by repair. UNLINK is one
+//! index command.
+
+use std::sync::Arc;
+
+use super::write::detached;
+use super::{Store, StoreError};
+use crate::index::{now_ms, Command, Record, Rejection, State};
+use crate::key::check_writable;
+use crate::ops::upkeep::release;
+
+impl Store {
+    /// Removes `key`'s value everywhere, then its record. [`StoreError::NotFound`] if
+    /// absent, [`StoreError::Protected`] with `--protect` unless unlinked first. Once
+    /// the record is marked `deleting`, the rest runs on its own task.
+    pub async fn delete(self: &Arc<Self>, key: Vec<u8>) -> Result<(), StoreError> {
+        check_writable(&key)?;
+        let guard = self.locks.try_lock(&key).ok_or(StoreError::Conflict)?;
+        let begin = Command::BeginDelete {
+            key: key.clone(),
+            protect: self.cfg.protect,
+            now_ms: now_ms(),
+        };
+        let record = match self.index.apply(begin).await? {
+            Ok(Some(record)) => record,
+            Ok(None) | Err(Rejection::NotFound) => return Err(StoreError::NotFound),
+            Err(Rejection::Protected) => return Err(StoreError::Protected),
+            Err(other) => return Err(StoreError::Invalid(other.to_string())),
+        };
+        let deleting = Record {
+            state: State::Deleting,
+            ..record
+        };
+        let store = Arc::clone(self);
+        detached(async move {
+            let _guard = guard;
+            if release(&store.ops_ctx(), &key, &deleting).await? {
+                Ok(())
+            } else {
+                Err(StoreError::Volume(
+                    "the record changed during the delete".into(),
+                ))
+            }
+        })
+        .await
+    }
+
+    /// Virtual delete: the key becomes invisible to reads and `?list` (it shows in
+    /// `?unlinked`), its files stay. [`StoreError::NotFound`] if absent or already
+    /// unlinked.
+    pub async fn unlink(&self, key: Vec<u8>) -> Result<(), StoreError> {
+        check_writable(&key)?;
+        let _guard = self.locks.try_lock(&key).ok_or(StoreError::Conflict)?;
+        let cmd = Command::Unlink {
+            key,
+            now_ms: now_ms(),
+        };
+        match self.index.apply(cmd).await? {
+            Ok(_) => Ok(()),
+            Err(_) => Err(StoreError::NotFound),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The store core: every operation on keys, independent of any protocol.
+//!
+//! Placement, the replica fan-out, the write protocol (intent → settled fan-out →
+//! commit, rollback only when settled, the upkeep queue), reads, deletes and listings
+//! live here and nowhere else. Front-ends — the minikeyvalue HTTP API
+//! ([`crate::server`]), its batch endpoint, and through them the CLI client — only
+//! translate their protocol into calls on [`Store`] and [`StoreError`] back into their
+//! own answers; none of them re-implements a write.
+//!
+//! * [`write`] — [`Store::put`] (the write protocol, with what a crash at each step
+//!   leaves behind).
+//! * [`delete`] — [`Store::delete`], [`Store::unlink`].
+//! * [`read`] — [`Store::locate`] (what a GET needs), [`Store::list`] (bounded scans of
+//!   a key range).
+//!
+//! The index is used only through `Index::apply(Command)`, `Index::get` and the
+//! read-only scans, so it can be replicated underneath without changing this layer.
+
+mod delete;
+mod error;
+mod read;
+mod write;
+
+pub use error::StoreError;
+pub use read::{list, ListRange, Location};
+pub use write::{PutError, Written};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::index::{Index, KeyLocks};
+use crate::ops::upkeep::Queue;
+use crate::placement::SharedPlacement;
+use crate::replica::{Health, VolumeClient};
+
+/// The settings the store core's operations depend on.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// DELETE only after UNLINK (`--protect`).
+    pub protect: bool,
+    /// Hash values on PUT (`--md5sum`).
+    pub md5sum: bool,
+    /// Replicas that must hold a value for a PUT to succeed; `None` = all of them.
+    pub write_quorum: Option<usize>,
+    /// How long a replica may accept no data during a PUT before the write fails.
+    pub stall_limit: Duration,
+}
+
+/// The store core: the index, the volumes and what coordinates writes to them. Shared
+/// as `Arc<Store>`; operations that must finish even if their caller goes away (PUT,
+/// DELETE) run on their own task holding a clone of that `Arc`, so the holder can
+/// wait for them (see [`crate::server::Started::shutdown`]).
+pub struct Store {
+    /// Settings.
+    pub cfg: StoreConfig,
+    /// The index.
+    pub index: Index,
+    /// Client for volume servers.
+    pub client: VolumeClient,
+    /// Which volume servers are up.
+    pub health: Arc<Health>,
+    /// Keys with a write in flight.
+    pub locks: KeyLocks,
+    /// The placement in force (volumes can join or leave at runtime).
+    pub placement: Arc<SharedPlacement>,
+    /// Keys with replicas to complete or stale files to delete, for the upkeep worker.
+    pub upkeep: Queue,
+    /// Owner of this process's write intents: `node id << 32 | incarnation` (a random
+    /// number drawn at start), see `Command::Begin`.
+    pub owner: u64,
+}
+
+impl Store {
+    /// What a background operation needs, sharing this store's index, locks and health.
+    pub fn ops_ctx(&self) -> crate::ops::Ctx {
+        crate::ops::Ctx {
+            index: self.index.clone(),
+            client: self.client.clone(),
+            placement: Arc::clone(&self.placement),
+            locks: self.locks.clone(),
+            health: Some(Arc::clone(&self.health)),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Reads: where a key's value is ([`Store::locate`]) and listings of key ranges
+//! ([`Store::list`]).
+//!
+//! Neither contacts a volume: a GET is answered from one index read and the prober's
+//! view of which volumes are up, and a listing is a bounded scan of the index (see
+//! `index::scan`: at most `limit` keys, at most `budget` records examined, on the
+//! blocking pool, so a scan whose caller has gone ends soon on its own).
+
+use super::{Store, StoreError};
+use crate::index::{Page, Record, State};
+use crate::placement::server_of;
+use crate::replica::VolumeClient;
+
+pub use crate::index::KeyRange as ListRange;
+
+/// Where to read a live key's value.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The key's record: size, md5, replica volumes.
+    pub record: Record,
+    /// A replica holding the value whose volume is up, picked at random to spread
+    /// reads.
+    pub volume: String,
+    /// The value's URL on that volume (with the volumes' scheme; unsigned).
+    pub url: String,
+    /// The record's volumes are those of the placement in force.
+    pub balanced: bool,
+}
+
+impl Store {
+    /// The live record of `key`, or `None` when it is missing, unlinked or not yet
+    /// (or no longer) visible.
+    pub fn record(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        Ok(self.index.get(key)?.filter(|r| r.state == State::Live))
+    }
+
+    /// Where to read `key`: `Ok(None)` when it is not live,
+    /// [`StoreError::Unavailable`] when no volume holding it is up.
+    pub fn locate(&self, key: &[u8]) -> Result<Option<Location>, StoreError> {
+        let Some(record) = self.record(key)? else {
+            return Ok(None);
+        };
+        let up: Vec<&str> = record
+            .holders()
+            .filter(|v| self.health.is_up(server_of(v)))
+            .collect();
+        if up.is_empty() {
+            return Err(StoreError::Unavailable(format!(
+                "no replica volume of this key is up ({})",
+                record.volumes.join(",")
+            )));
+        }
+        let volume = up[fastrand::usize(..up.len())].to_string();
+        let url = self.client.scheme_url(&VolumeClient::url(&volume, key));
+        let balanced = self.placement.current().locate(key) == record.volumes;
+        Ok(Some(Location {
+            record,
+            volume,
+            url,
+            balanced,
+        }))
+    }
+
+    /// One bounded page of the keys of `range` in state `want` (`Live` for `?list`,
+    /// `Unlinked` for `?unlinked`): at most `limit` keys, at most `budget` records
+    /// examined; [`Page::next`] says where to go on. Runs on the blocking pool.
+    pub async fn list(
+        &self,
+        range: ListRange,
+        want: State,
+        limit: usize,
+        budget: usize,
+    ) -> Result<Page, StoreError> {
+        list(self.index.clone(), range, want, limit, budget).await
+    }
+}
+
+/// [`Store::list`] on an index handle alone (a streamed listing holds no store between
+/// its chunks).
+pub async fn list(
+    index: crate::index::Index,
+    range: ListRange,
+    want: State,
+    limit: usize,
+    budget: usize,
+) -> Result<Page, StoreError> {
+    let page = tokio::task::spawn_blocking(move || {
+        let page = index.scan_range(&range, want, limit, budget);
+        if let Ok(p) = &page {
+            crate::telemetry::record_list_scan(p.examined);
+        }
+        page
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("listing aborted: {e}")))??;
+    Ok(page)
+}

@@ -1,0 +1,322 @@
+//! The write protocol: [`Store::put`].
+//!
+//! PUT, and what a crash at each step leaves behind:
+//!
+//! 1. take the key's lock ([`StoreError::Conflict`] if held) and check it is not live
+//!    ([`StoreError::Exists`]); wait for the first body bytes ([`StoreError::Empty`] if
+//!    none); check that enough of its replica volumes are up for the write quorum
+//!    ([`StoreError::Unavailable`]) — nothing is recorded yet;
+//! 2. from here the write runs on its own task, so a caller that goes away (an HTTP
+//!    client disconnecting) cannot cut it short. `Begin`: an intent record (state
+//!    `writing`, target volumes, and as `stale` every other location an older record of
+//!    the key named) is committed to the index — crash after this: a `writing` record,
+//!    invisible to GET and lists; repair rolls it back (deletes every file it names,
+//!    drops the record);
+//! 3. stream the body to every replica at once — crash or failure here: volumes hold at
+//!    most temp files (discarded) or complete files named by the intent record;
+//! 4. `Commit`: the record becomes `live` with size and md5 — only now is the key
+//!    visible, and only now does `put` return [`Written`]. Stale files, and replicas a
+//!    degraded write missed, are then the upkeep worker's (`ops::upkeep`).
+//!
+//! A failed write is rolled back — its files and stale files deleted, then the intent
+//! dropped — only once it is *settled*: every replica request has ended, so no volume
+//! can still rename the value into place after the cleanup (see `replica::fanout`). A
+//! write that cannot be settled (a volume hung holding the whole value), or whose
+//! cleanup fails, leaves its intent for repair. A failed or rejected `Commit` is rolled
+//! back the same way, unless a re-read shows it committed after all.
+//!
+//! While streaming, the fan-out fails the write as soon as the prober sees fewer than
+//! the write quorum of its volumes up, so a hung volume costs a PUT at most
+//! `--voltimeout` + the probe interval. With `--write-quorum` below the replica count,
+//! volumes already down are skipped and replicas failing mid-way are dropped; the key
+//! is committed with them recorded as missing and queued for the upkeep worker.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use super::{Store, StoreError};
+use crate::index::{now_ms, Command, KeyGuard, Rejection, State};
+use crate::key::check_writable;
+use crate::ops::show;
+use crate::ops::upkeep::{needs_upkeep, release};
+use crate::placement::server_of;
+use crate::replica::{put_quorum, FanoutError, Uploaded, VolumeClient, WriteFailed};
+
+/// A value stored by [`Store::put`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes stored.
+    pub size: u64,
+    /// The value's md5, when `--md5sum` is on.
+    pub md5: Option<[u8; 16]>,
+    /// Replica locations that do not hold the value yet (a degraded write); the upkeep
+    /// worker completes them.
+    pub missing: Vec<String>,
+}
+
+/// A failed [`Store::put`].
+#[derive(Debug)]
+pub struct PutError<S> {
+    /// What went wrong.
+    pub error: StoreError,
+    /// The rest of the body, handed back when the write was refused before anything
+    /// was recorded and the body had not been read to its end (at most its first chunk
+    /// was read): a front-end may drain it so its client sees the answer.
+    pub unread: Option<S>,
+}
+
+impl<S> PutError<S> {
+    fn new(error: impl Into<StoreError>) -> Self {
+        PutError {
+            error: error.into(),
+            unread: None,
+        }
+    }
+
+    fn refused(error: StoreError, body: S) -> Self {
+        PutError {
+            error,
+            unread: Some(body),
+        }
+    }
+}
+
+impl Store {
+    /// Stores `body` (a stream of chunks; `len` its length if known in advance, which
+    /// volumes are then told) under `key`, following the write protocol described at
+    /// the top of this module: the value is visible only once every replica (or the
+    /// write quorum) holds it. Memory is bounded by replicas × the fan-out's channel
+    /// depth × chunk size, whatever the value's size.
+    pub async fn put<S, E>(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        mut body: S,
+        len: Option<u64>,
+    ) -> Result<Written, PutError<S>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let guard = match self.admit(&key, len) {
+            Ok(guard) => guard,
+            Err(e) => return Err(PutError::refused(e, body)),
+        };
+
+        // Wait for the first bytes before recording anything, so bodiless requests
+        // (an empty chunked upload) leave no trace.
+        let first = loop {
+            match body.next().await {
+                None => return Err(PutError::new(StoreError::Empty)),
+                Some(Err(e)) => {
+                    return Err(PutError::new(StoreError::Invalid(format!(
+                        "reading body: {e}"
+                    ))))
+                }
+                Some(Ok(chunk)) if chunk.is_empty() => continue,
+                Some(Ok(chunk)) => break chunk,
+            }
+        };
+
+        let volumes = self.placement.current().locate(&key);
+        let quorum = self.cfg.write_quorum.unwrap_or(volumes.len());
+        let down: Vec<&str> = volumes
+            .iter()
+            .map(|v| server_of(v))
+            .filter(|s| !self.health.is_up(s))
+            .collect();
+        if volumes.len() - down.len() < quorum {
+            let e = StoreError::Unavailable(format!("replica volume {} is down", down.join(",")));
+            return Err(PutError::refused(e, body));
+        }
+        let stream = futures_util::stream::iter([Ok(first)]).chain(body);
+        // From the intent on, the write runs on its own task: a caller that goes away
+        // cannot cut it (or its cleanup) short.
+        let store = Arc::clone(self);
+        detached(async move {
+            let _guard = guard;
+            let begin = Command::Begin {
+                key: key.clone(),
+                volumes: volumes.clone(),
+                now_ms: now_ms(),
+                owner: store.owner,
+            };
+            store.index.apply(begin).await?.map_err(|r| match r {
+                Rejection::Exists => StoreError::Exists,
+                // Another index server's write holds the key.
+                Rejection::Busy => StoreError::Conflict,
+                other => StoreError::Invalid(other.to_string()),
+            })?;
+            match store
+                .write_replicas(&key, &volumes, quorum, stream, len)
+                .await
+            {
+                Ok((uploaded, missing)) => store.commit(&key, uploaded, missing).await,
+                Err(WriteFailed { error, settled }) => {
+                    if settled {
+                        store.roll_back(&key).await;
+                    } else {
+                        tracing::warn!(
+                            "write of {} failed and a volume may still store it: intent left for repair",
+                            show(&key)
+                        );
+                    }
+                    Err(error.into())
+                }
+            }
+        })
+        .await
+        .map_err(PutError::new)
+    }
+
+    /// The checks made before any byte of the body is read: key, length, lock,
+    /// existence. The guard holds the key's lock for the rest of the write.
+    fn admit(&self, key: &[u8], len: Option<u64>) -> Result<KeyGuard, StoreError> {
+        check_writable(key)?;
+        if len == Some(0) {
+            return Err(StoreError::Empty);
+        }
+        let guard = self.locks.try_lock(key).ok_or(StoreError::Conflict)?;
+        if self.index.get(key)?.is_some_and(|r| r.state == State::Live) {
+            return Err(StoreError::Exists);
+        }
+        Ok(guard)
+    }
+
+    /// Streams the value to the replica volumes that are up (those already down are
+    /// missing from the start); the value and the locations that do not hold it.
+    async fn write_replicas<S, E>(
+        &self,
+        key: &[u8],
+        volumes: &[String],
+        quorum: usize,
+        stream: S,
+        len: Option<u64>,
+    ) -> Result<(Uploaded, Vec<String>), WriteFailed>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let (live, skipped): (Vec<usize>, Vec<usize>) =
+            (0..volumes.len()).partition(|&i| self.health.is_up(server_of(&volumes[i])));
+        if live.len() < quorum {
+            return Err(WriteFailed {
+                error: FanoutError::Down {
+                    url: "too few replica volumes are up for the write quorum".into(),
+                },
+                settled: true,
+            });
+        }
+        let targets: Vec<String> = live
+            .iter()
+            .map(|&i| VolumeClient::url(&volumes[i], key))
+            .collect();
+        let down = |j: usize| !self.health.is_up(server_of(&volumes[live[j]]));
+        let written = put_quorum(
+            &self.client,
+            &targets,
+            stream,
+            len,
+            self.cfg.md5sum,
+            self.cfg.stall_limit,
+            quorum,
+            &down,
+        )
+        .await?;
+        let missing: Vec<String> = skipped
+            .iter()
+            .copied()
+            .chain(written.missing.iter().map(|&j| live[j]))
+            .map(|i| volumes[i].clone())
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                "degraded write of {}: missing on {}",
+                show(key),
+                missing.join(",")
+            );
+        }
+        Ok((written.uploaded, missing))
+    }
+
+    /// Makes a written value live. If the commit fails, the write is rolled back —
+    /// unless it did commit after all (a storage error after the fact), which a re-read
+    /// tells. Replicas to complete or stale files to delete go to the upkeep worker.
+    async fn commit(
+        &self,
+        key: &[u8],
+        uploaded: Uploaded,
+        missing: Vec<String>,
+    ) -> Result<Written, StoreError> {
+        let now = now_ms();
+        let commit = Command::Commit {
+            key: key.to_vec(),
+            size: uploaded.size,
+            md5: uploaded.md5,
+            missing: missing.clone(),
+            now_ms: now,
+            owner: self.owner,
+        };
+        let failure = match self.index.apply(commit).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(r)) => Some(StoreError::Volume(format!("commit rejected: {r}"))),
+            Err(e) => Some(StoreError::Index(e)),
+        };
+        let committed = match self.index.get(key) {
+            Ok(Some(r)) if r.state == State::Live && r.changed_ms == now => Some(r),
+            _ => None,
+        };
+        match (failure, committed) {
+            (_, Some(record)) => {
+                if needs_upkeep(&record) {
+                    let _ = self.upkeep.send(key.to_vec());
+                }
+                Ok(Written {
+                    size: uploaded.size,
+                    md5: uploaded.md5,
+                    missing,
+                })
+            }
+            (failure, None) => {
+                self.roll_back(key).await;
+                Err(failure.unwrap_or_else(|| StoreError::Volume("commit not recorded".into())))
+            }
+        }
+    }
+
+    /// Removes the files of a failed write — and any stale files its intent names — and
+    /// then the intent. If a volume cannot be cleaned now, the intent stays for repair.
+    /// The caller holds the key's lock, and the write is settled (no replica can still
+    /// store the value).
+    async fn roll_back(&self, key: &[u8]) {
+        let intent = match self.index.get(key) {
+            // Only our own intent: another write may have taken the key over.
+            Ok(Some(r)) if r.state == State::Writing && r.owner == self.owner => r,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!("rolling back {}: {e}; left for repair", show(key));
+                return;
+            }
+        };
+        if let Err(e) = release(&self.ops_ctx(), key, &intent).await {
+            tracing::warn!(
+                "could not clean up failed write of {} ({e}); left for repair",
+                show(key)
+            );
+        }
+    }
+}
+
+/// Runs the rest of a write (or delete) on its own task, so that a caller going away
+/// mid-request cannot cancel the cleanup half-way.
+pub(super) async fn detached<F, T>(work: F) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Volume(format!("write task failed: {e}"))))
+}
