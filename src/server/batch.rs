@@ -197,6 +197,8 @@ async fn one(app: &Arc<App>, op: Op, value: Option<bytes::Bytes>) -> Outcome {
         match op {
             Op::Get { .. } => {
                 crate::key::check_writable(&bytes)?;
+                // Linearizable in an index cluster, like a single GET.
+                app.store.index.read_barrier().await?;
                 let at = app.store.locate(&bytes)?.ok_or(StoreError::NotFound)?;
                 outcome.url = Some(super::read::public_url(app, &at));
                 outcome.size = Some(at.record.size);
