@@ -100,6 +100,14 @@ pub enum Command {
         /// The md5 of the value.
         md5: [u8; 16],
     },
+    /// The volume list in force (replicated with the index in an index cluster, so every
+    /// index server places keys the same way). Stored under [`VOLUMES_META`].
+    SetVolumes {
+        /// The volumes, in the order placement hashes them.
+        volumes: Vec<String>,
+        /// Only when no list was set yet (a member's configured list at first start).
+        if_unset: bool,
+    },
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     Remove {
         /// The key.
@@ -122,6 +130,7 @@ impl Command {
             | Command::Relocate { key, .. }
             | Command::SetMd5 { key, .. }
             | Command::Remove { key, .. } => key,
+            Command::SetVolumes { .. } => b"",
         }
     }
 }
@@ -171,11 +180,26 @@ pub trait RecordMap {
     fn put(&mut self, key: &[u8], record: &Record) -> Result<(), Self::Error>;
     /// Deletes one record.
     fn remove(&mut self, key: &[u8]) -> Result<(), Self::Error>;
+    /// Reads an index-wide value.
+    fn get_meta(&mut self, name: &'static str) -> Result<Option<Vec<u8>>, Self::Error>;
+    /// Writes an index-wide value.
+    fn put_meta(&mut self, name: &'static str, value: Vec<u8>) -> Result<(), Self::Error>;
 }
+
+/// Index-wide value of [`Command::SetVolumes`]: the volume list as JSON.
+pub const VOLUMES_META: &str = "volumes";
 
 /// Applies `cmd` to `map`. The outer `Result` is a storage failure; the inner one is the
 /// command's own outcome.
 pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Error> {
+    if let Command::SetVolumes { volumes, if_unset } = cmd {
+        if *if_unset && map.get_meta(VOLUMES_META)?.is_some() {
+            return Ok(Err(Rejection::Changed));
+        }
+        let json = serde_json::to_vec(volumes).unwrap_or_default();
+        map.put_meta(VOLUMES_META, json)?;
+        return Ok(Ok(None));
+    }
     let key = cmd.key();
     let prev = map.get(key)?;
     let state = prev.as_ref().map(|r| r.state);
@@ -324,6 +348,8 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
             (_, None) => return Ok(Err(Rejection::NotFound)),
         },
+        // Handled above: it changes no record.
+        Command::SetVolumes { .. } => return Ok(Ok(None)),
         Command::Remove { expect, .. } => {
             return match state {
                 Some(s) if s == *expect => {
@@ -356,6 +382,26 @@ mod tests {
         }
         fn remove(&mut self, key: &[u8]) -> Result<(), Infallible> {
             BTreeMap::remove(self, key);
+            Ok(())
+        }
+        fn get_meta(&mut self, name: &'static str) -> Result<Option<Vec<u8>>, Infallible> {
+            let key = [b"\0meta:", name.as_bytes()].concat();
+            Ok(BTreeMap::get(self, &key).map(|r| r.volumes.concat().into_bytes()))
+        }
+        fn put_meta(&mut self, name: &'static str, value: Vec<u8>) -> Result<(), Infallible> {
+            let key = [b"\0meta:", name.as_bytes()].concat();
+            // Kept as a fake record under a key no request can name.
+            let r = Record {
+                state: State::Live,
+                volumes: vec![String::from_utf8_lossy(&value).into_owned()],
+                size: 0,
+                md5: None,
+                changed_ms: 0,
+                missing: Vec::new(),
+                stale: Vec::new(),
+                owner: 0,
+            };
+            self.insert(key, r);
             Ok(())
         }
     }
@@ -606,6 +652,20 @@ mod tests {
         run(&mut m, commit(node2)).unwrap();
         let r = &m[&b"/k"[..]];
         assert_eq!((r.state, r.owner), (State::Live, 0));
+    }
+
+    #[test]
+    fn volume_list_set_once_or_replaced() {
+        let mut m = BTreeMap::new();
+        let set = |v: &str, if_unset| Command::SetVolumes {
+            volumes: vec![v.into()],
+            if_unset,
+        };
+        run(&mut m, set("a:1", true)).unwrap();
+        assert_eq!(run(&mut m, set("b:2", true)), Err(Rejection::Changed));
+        assert_eq!(m.get_meta(VOLUMES_META).unwrap().unwrap(), br#"["a:1"]"#);
+        run(&mut m, set("c:3", false)).unwrap();
+        assert_eq!(m.get_meta(VOLUMES_META).unwrap().unwrap(), br#"["c:3"]"#);
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub struct Index {
     writer_thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Set when the index is replicated: commands go through it instead of the writer.
     replicator: Arc<std::sync::OnceLock<Arc<dyn Replicator>>>,
+    /// The volume list set by `Command::SetVolumes` (`None` until one is).
+    volumes: Arc<tokio::sync::watch::Sender<Option<Vec<String>>>>,
 }
 
 impl Index {
@@ -139,7 +141,9 @@ impl Index {
             writer: tx,
             writer_thread: Arc::new(std::sync::Mutex::new(Some(thread))),
             replicator: Arc::default(),
+            volumes: Arc::new(tokio::sync::watch::channel(None).0),
         })
+        .inspect(Index::refresh_volumes)
     }
 
     /// Waits for queued commands to commit and closes the database. Call it on the last
@@ -197,6 +201,7 @@ impl Index {
             crate::telemetry::record_index_op("apply", started);
             return applied;
         }
+        let sets_volumes = matches!(cmd, Command::SetVolumes { .. });
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(Job { cmd, reply })
@@ -204,7 +209,31 @@ impl Index {
             .map_err(|_| IndexError::Closed)?;
         let applied = rx.await.map_err(|_| IndexError::Closed)?;
         crate::telemetry::record_index_op("apply", started);
+        if sets_volumes {
+            self.refresh_volumes();
+        }
         applied
+    }
+
+    /// The volume list set with `Command::SetVolumes`, as it changes (`None`: never set).
+    pub fn volumes(&self) -> tokio::sync::watch::Receiver<Option<Vec<String>>> {
+        self.volumes.subscribe()
+    }
+
+    /// Re-reads the stored volume list and announces it if it changed.
+    fn refresh_volumes(&self) {
+        let list = match self.meta(command::VOLUMES_META) {
+            Ok(v) => v.and_then(|json| serde_json::from_slice::<Vec<String>>(&json).ok()),
+            Err(e) => {
+                tracing::warn!("reading the volume list: {e}");
+                return;
+            }
+        };
+        self.volumes.send_if_modified(|current| {
+            let changed = *current != list;
+            *current = list;
+            changed
+        });
     }
 
     /// Visits every record in key order, from `start` (exclusive) on, until `visit`
@@ -275,6 +304,10 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
 struct TableMap<'a, 'txn> {
     table: &'a mut redb::Table<'txn, &'static [u8], &'static [u8]>,
     counts: Counts,
+    /// Index-wide values written by the commands, stored with the transaction.
+    meta: Vec<(&'static str, Vec<u8>)>,
+    /// Reads index-wide values not written in this batch.
+    reader: &'a Database,
 }
 
 impl RecordMap for TableMap<'_, '_> {
@@ -293,6 +326,21 @@ impl RecordMap for TableMap<'_, '_> {
             .map(|v| decode(key, v.value()))
             .transpose()?;
         self.counts.replace(old.as_ref(), Some(record));
+        Ok(())
+    }
+    fn get_meta(&mut self, name: &'static str) -> Result<Option<Vec<u8>>, IndexError> {
+        if let Some((_, v)) = self.meta.iter().rev().find(|(n, _)| *n == name) {
+            return Ok(Some(v.clone()));
+        }
+        let txn = self.reader.begin_read().map_err(store_err)?;
+        let meta = txn.open_table(META).map_err(store_err)?;
+        Ok(meta
+            .get(name)
+            .map_err(store_err)?
+            .map(|v| v.value().to_vec()))
+    }
+    fn put_meta(&mut self, name: &'static str, value: Vec<u8>) -> Result<(), IndexError> {
+        self.meta.push((name, value));
         Ok(())
     }
     fn remove(&mut self, key: &[u8]) -> Result<(), IndexError> {
@@ -366,6 +414,8 @@ fn apply_batch(
         let mut map = TableMap {
             table: &mut table,
             counts,
+            meta: Vec::new(),
+            reader: db,
         };
         let results = batch
             .iter()
@@ -375,6 +425,9 @@ fn apply_batch(
         let mut meta = txn.open_table(META).map_err(store_err)?;
         meta.insert(COUNTS, counts.encode().as_slice())
             .map_err(store_err)?;
+        for (name, value) in &map.meta {
+            meta.insert(*name, value.as_slice()).map_err(store_err)?;
+        }
         (results, counts)
     };
     txn.commit().map_err(store_err)?;

@@ -79,6 +79,8 @@ impl Index {
             let mut map = TableMap {
                 table: &mut table,
                 counts: *counts,
+                meta: Vec::new(),
+                reader: &self.db,
             };
             let mut results = Vec::with_capacity(batch.len());
             for cmd in batch {
@@ -91,13 +93,24 @@ impl Index {
             let mut meta = txn.open_table(META).map_err(store_err)?;
             meta.insert(super::COUNTS, after.encode().as_slice())
                 .map_err(store_err)?;
-            for (name, value) in state {
-                meta.insert(*name, value.as_slice()).map_err(store_err)?;
+            for (name, value) in state
+                .iter()
+                .map(|(n, v)| (*n, v))
+                .chain(map.meta.iter().map(|(n, v)| (*n, v)))
+            {
+                meta.insert(name, value.as_slice()).map_err(store_err)?;
             }
             (results, after)
         };
         txn.commit().map_err(store_err)?;
         *counts = after;
+        drop(counts);
+        if batch
+            .iter()
+            .any(|c| matches!(c, Some(Command::SetVolumes { .. })))
+        {
+            self.refresh_volumes();
+        }
         Ok(results)
     }
 
@@ -170,6 +183,8 @@ impl Index {
         }
         txn.commit().map_err(store_err)?;
         *counts = fresh;
+        drop(counts);
+        self.refresh_volumes();
         Ok(n)
     }
 }

@@ -6,6 +6,12 @@
 //! configured list and the list in force. At startup, when `--volumes` is the same set
 //! as the recorded configured list, the recorded list in force is used (so volumes
 //! registered at runtime stay); when `--volumes` changed, the new configuration wins.
+//!
+//! In an index cluster the volume list is part of the replicated state instead
+//! (`Command::SetVolumes`), so every index server places keys alike: a member's
+//! `--volumes` seeds it once, when the cluster has none yet ([`seed`]); registrations
+//! are proposed through the log ([`Membership::change_replicated`]); and each member
+//! puts whatever list the log applies in force ([`follow`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -167,6 +173,89 @@ impl Membership {
             placement.replace(next);
         }
         Ok(placement.current())
+    }
+}
+
+/// Proposes `configured` as the cluster's volume list unless one is set already;
+/// retried until the cluster can take it (it has no leader yet while forming).
+pub fn seed(index: crate::index::Index, configured: Vec<String>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let cmd = crate::index::Command::SetVolumes {
+            volumes: configured,
+            if_unset: true,
+        };
+        loop {
+            match index.apply(cmd.clone()).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::info!("volume list not seeded yet: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Puts every volume list the index applies in force: placement and health probes.
+pub fn follow(
+    index: &crate::index::Index,
+    placement: Arc<SharedPlacement>,
+    health: Arc<Health>,
+) -> tokio::task::JoinHandle<()> {
+    let mut volumes = index.volumes();
+    tokio::spawn(async move {
+        loop {
+            let list = volumes.borrow_and_update().clone();
+            if let Some(list) = list {
+                let current = placement.current();
+                if current.volumes() != list.as_slice() {
+                    match current.with_volumes(list) {
+                        Ok(next) => {
+                            for v in next.volumes() {
+                                health.add(v);
+                            }
+                            tracing::info!("volumes now {}", next.volumes().join(","));
+                            placement.replace(next);
+                        }
+                        Err(e) => tracing::error!("replicated volume list refused: {e}"),
+                    }
+                }
+            }
+            if volumes.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+impl Membership {
+    /// In an index cluster: checks `change` against the placement in force and proposes
+    /// the resulting list through the replicated log; every member then puts it in force
+    /// ([`follow`]). Returns the new list.
+    pub async fn change_replicated(
+        &self,
+        index: &crate::index::Index,
+        placement: &SharedPlacement,
+        health: &Health,
+        change: &Change,
+    ) -> Result<Vec<String>, OpsError> {
+        let current = placement.current();
+        let next = current.with_volumes(change.apply(current.volumes()))?;
+        let cmd = crate::index::Command::SetVolumes {
+            volumes: next.volumes().to_vec(),
+            if_unset: false,
+        };
+        index
+            .apply(cmd)
+            .await?
+            .map_err(|r| OpsError::Invalid(r.to_string()))?;
+        // In force here at once (a rebalance may follow); `follow` does it elsewhere.
+        let list = next.volumes().to_vec();
+        for v in &list {
+            health.add(v);
+        }
+        placement.replace(next);
+        Ok(list)
     }
 }
 

@@ -194,10 +194,23 @@ async fn change_volumes(app: &Arc<App>, req: Request) -> Result<Response, Failur
             &format!("bad membership change: {e}"),
         )
     })?;
-    let placement = app
-        .membership
-        .change(&app.store.placement, &app.store.health, &change)
-        .map_err(ops_error)?;
+    let volumes = if app.raft.is_some() {
+        app.membership
+            .change_replicated(
+                &app.store.index,
+                &app.store.placement,
+                &app.store.health,
+                &change,
+            )
+            .await
+            .map_err(ops_error)?
+    } else {
+        app.membership
+            .change(&app.store.placement, &app.store.health, &change)
+            .map_err(ops_error)?
+            .volumes()
+            .to_vec()
+    };
     let job = if change.rebalance {
         let ctx = app.store.ops_ctx();
         let opts = rebalance::Options {
@@ -214,7 +227,7 @@ async fn change_volumes(app: &Arc<App>, req: Request) -> Result<Response, Failur
     } else {
         None
     };
-    Ok(axum::Json(json!({ "volumes": placement.volumes(), "job": job })).into_response())
+    Ok(axum::Json(json!({ "volumes": volumes, "job": job })).into_response())
 }
 
 /// `REBALANCE /key` (minikeyvalue's): move one key to its placement now.

@@ -135,6 +135,12 @@ impl Started {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // A cluster member stops Raft first: its state machine holds an index handle.
+        if let Some(node) = &app.raft {
+            if let Err(e) = node.raft.shutdown().await {
+                tracing::warn!("stopping Raft: {e}");
+            }
+        }
         match Arc::try_unwrap(app).map(|app| Arc::try_unwrap(app.store)) {
             Ok(Ok(store)) => store.index.close(),
             _ => tracing::warn!(
@@ -158,9 +164,12 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
     };
     let client = VolumeClient::with_options(cfg.voltimeout, cfg.safety.client_options()?)?;
     let configured = cfg.placement.volumes();
-    let placement = cfg
-        .placement
-        .with_volumes(crate::ops::membership::resolve(db, configured))?;
+    // In an index cluster the volume list is replicated state; `--volumes` seeds it.
+    let replicated = raft.as_ref().and_then(|_| index.volumes().borrow().clone());
+    let placement = cfg.placement.with_volumes(match replicated {
+        Some(list) => list,
+        None => crate::ops::membership::resolve(db, configured),
+    })?;
     let membership = Membership::new(db, configured);
     let health = Arc::new(Health::new(placement.volumes()));
     let prober = health.spawn_prober(client.clone());
@@ -178,6 +187,14 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         owner: (cfg_node << 32) | u64::from(fastrand::u32(1..)),
     });
     let upkeep = crate::ops::upkeep::spawn(store.ops_ctx(), upkeep_rx);
+    if raft.is_some() {
+        crate::ops::membership::seed(store.index.clone(), configured.to_vec());
+        crate::ops::membership::follow(
+            &store.index,
+            Arc::clone(&store.placement),
+            Arc::clone(&store.health),
+        );
+    }
     let app = Arc::new(App {
         cfg,
         store,
