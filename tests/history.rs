@@ -468,6 +468,28 @@ fn budget_exhaustion_is_an_error() {
     }
 }
 
+#[test]
+fn many_unknown_deletes_are_cheap() {
+    // Thirty DELETEs of unknown outcome and a few answered operations after them:
+    // interchangeable, so the search does not try their subsets.
+    let mut h = H::new();
+    for c in 0..30 {
+        h.unknown(c, Op::Delete, 0);
+    }
+    h.put(40, 1, 1, 2, Created)
+        .get(41, 3, 4, Absent)
+        .put(40, 2, 5, 6, Created)
+        .get(41, 7, 8, Absent)
+        .put(40, 3, 9, 10, Created)
+        .get(41, 11, 12, Value(3));
+    check(&h.ops, h.start, 10_000).unwrap();
+    h.get(41, 13, 14, Value(2));
+    assert!(matches!(
+        check(&h.ops, h.start, 10_000),
+        Err(Violation::NotLinearizable { .. })
+    ));
+}
+
 /// A random history that is linearizable by construction: every operation takes
 /// effect at a random instant inside its interval, in the order of those instants, on
 /// a simulated register; some answers are then lost (unknown) or refused (failed,

@@ -27,10 +27,13 @@
 //! as never). `Failed` operations and `Unknown` reads constrain nothing and are left
 //! out. Each key's search has a step budget: exhausting it is an error, never a pass.
 //!
-//! Two prunings keep the search small: an operation whose recorded answer leaves the
+//! Three prunings keep the search small: an operation whose recorded answer leaves the
 //! register unchanged (a read, a 403, a 404) is linearized as soon as it may be and
-//! matches, without branching (moving it earlier loses no solution); and an unknown
-//! operation is never linearized where it would change nothing.
+//! matches, without branching (moving it earlier loses no solution); an unknown
+//! operation is never linearized where it would change nothing; and of the unknown
+//! DELETEs that may take effect, only the earliest-invoked one is tried (they are
+//! interchangeable). Unknown PUTs still multiply the search (each carries its own
+//! value), so tests keep their number per key small.
 //!
 //! On a violation the report names the key and a small set of its operations that
 //! cannot be linearized (see [`explain`]): the history is cut at the first answer that
@@ -472,6 +475,7 @@ impl<'a> Searcher<'a> {
             return Some(false);
         }
         let candidates: Vec<usize> = self.candidates(done, min_ret).collect();
+        let mut unknown_delete_tried = false;
         for i in candidates {
             let e = self.entries[i];
             let (ret, next) = apply(state, e.op);
@@ -480,6 +484,14 @@ impl<'a> Searcher<'a> {
                 // An unknown operation that would change nothing here is better left
                 // for later (or never): taking it now only loses options.
                 None if next == state => continue,
+                // Unknown DELETEs already invoked are interchangeable (any of them
+                // stays available later): trying the earliest-invoked one suffices.
+                None if e.op == Op::Delete => {
+                    if unknown_delete_tried {
+                        continue;
+                    }
+                    unknown_delete_tried = true;
+                }
                 _ => {}
             }
             Self::set(done, i, true);

@@ -238,6 +238,7 @@ fn spawn_volume(dir: &Path, extra: &[String]) -> HoardProc {
 }
 
 pub mod cluster;
+pub mod ha;
 pub mod history;
 pub mod proxy;
 
