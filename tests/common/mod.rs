@@ -239,6 +239,9 @@ fn spawn_volume(dir: &Path, extra: &[String]) -> HoardProc {
 
 pub mod browser;
 pub mod cluster;
+pub mod ha;
+pub mod history;
+pub mod proxy;
 
 /// Open file descriptors of process `pid`. Panics when `/proc` cannot tell: a check
 /// against a limit must not pass because nothing was measured.
