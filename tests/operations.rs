@@ -397,6 +397,7 @@ async fn verify_repairs(kind: Kind) {
             key: doomed.clone(),
             protect: false,
             now_ms: 1,
+            owner: 0,
         };
         index.apply(delete).await.unwrap().unwrap();
         index.close();
@@ -712,6 +713,7 @@ async fn verify_killed_midway() {
                 key: k.clone(),
                 protect: false,
                 now_ms: 1,
+                owner: 0,
             };
             index.apply(delete).await.unwrap().unwrap();
         }

@@ -76,6 +76,9 @@ pub enum Command {
         protect: bool,
         /// Proposer's clock, unix ms.
         now_ms: u64,
+        /// The delete taking the key, as for [`Command::Begin`]: an interrupted delete is
+        /// retried by its own node, another node's fresh one is refused (`Busy`).
+        owner: u64,
     },
     /// Move a live or unlinked key to new replica locations (rebalance, repair).
     /// Requires the record to still list `from`, so a concurrent change wins.
@@ -114,6 +117,9 @@ pub enum Command {
         key: Vec<u8>,
         /// The state the caller believes the record is in.
         expect: State,
+        /// The write or delete finishing: must own the record (0: any owner — repair,
+        /// which checked the record itself).
+        owner: u64,
     },
 }
 
@@ -158,13 +164,33 @@ pub enum Rejection {
     Busy,
 }
 
-/// How long an intent belongs to the write that took it, for writes from other nodes:
-/// past this, a new write may take it over (its owner is presumed dead).
-pub const WRITE_LEASE_MS: u64 = 3_600_000;
+/// How long a `writing` intent belongs to the write that took it, against writes and
+/// deletes from other nodes: past this, they may take it over (its owner is presumed
+/// dead). A write that streams for longer than this can lose its key to another node.
+pub const WRITE_LEASE_MS: u64 = 600_000;
+
+/// The same for a `deleting` record: a delete is short (each volume DELETE is bounded),
+/// so another node may retry an interrupted one after a minute.
+pub const DELETE_LEASE_MS: u64 = 60_000;
 
 /// The node part of an owner (`node id << 32 | incarnation`).
 pub fn owner_node(owner: u64) -> u64 {
     owner >> 32
+}
+
+/// True when `prev` is an intent (`writing` or `deleting`) that another node's write
+/// or delete took less than [`WRITE_LEASE_MS`] ago.
+fn held_elsewhere(prev: Option<&Record>, owner: u64, now_ms: u64) -> bool {
+    prev.is_some_and(|r| {
+        matches!(r.state, State::Writing | State::Deleting)
+            && r.owner != 0
+            && owner_node(r.owner) != owner_node(owner)
+            && now_ms
+                < r.changed_ms.saturating_add(match r.state {
+                    State::Deleting => DELETE_LEASE_MS,
+                    _ => WRITE_LEASE_MS,
+                })
+    })
 }
 
 /// Result of applying one command: the record as it was before, or why nothing changed.
@@ -213,11 +239,8 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             if state == Some(State::Live) {
                 return Ok(Err(Rejection::Exists));
             }
-            if let Some(r) = prev.as_ref().filter(|r| r.state == State::Writing) {
-                let other_node = r.owner != 0 && owner_node(r.owner) != owner_node(*owner);
-                if other_node && *now_ms < r.changed_ms.saturating_add(WRITE_LEASE_MS) {
-                    return Ok(Err(Rejection::Busy));
-                }
+            if held_elsewhere(prev.as_ref(), *owner, *now_ms) {
+                return Ok(Err(Rejection::Busy));
             }
             let stale = prev
                 .as_ref()
@@ -296,12 +319,19 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             _ => return Ok(Err(Rejection::NotFound)),
         },
         Command::BeginDelete {
-            protect, now_ms, ..
+            protect,
+            now_ms,
+            owner,
+            ..
         } => match (&prev, state) {
             (Some(_), Some(State::Live)) if *protect => return Ok(Err(Rejection::Protected)),
+            (Some(_), Some(State::Deleting)) if held_elsewhere(prev.as_ref(), *owner, *now_ms) => {
+                return Ok(Err(Rejection::Busy))
+            }
             (Some(r), Some(State::Live | State::Unlinked | State::Deleting)) => Record {
                 state: State::Deleting,
                 changed_ms: *now_ms,
+                owner: *owner,
                 ..r.clone()
             },
             _ => return Ok(Err(Rejection::NotFound)),
@@ -350,14 +380,15 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         },
         // Handled above: it changes no record.
         Command::SetVolumes { .. } => return Ok(Ok(None)),
-        Command::Remove { expect, .. } => {
-            return match state {
-                Some(s) if s == *expect => {
+        Command::Remove { expect, owner, .. } => {
+            return match (&prev, state) {
+                (Some(r), _) if *owner != 0 && r.owner != *owner => Ok(Err(Rejection::Changed)),
+                (_, Some(s)) if s == *expect => {
                     map.remove(key)?;
                     Ok(Ok(prev))
                 }
-                Some(s) => Ok(Err(Rejection::WrongState(s))),
-                None => Ok(Err(Rejection::NotFound)),
+                (_, Some(s)) => Ok(Err(Rejection::WrongState(s))),
+                (_, None) => Ok(Err(Rejection::NotFound)),
             };
         }
     };
@@ -475,6 +506,7 @@ mod tests {
             key: b"/k".to_vec(),
             protect,
             now_ms: 4,
+            owner: 0,
         };
         assert_eq!(run(&mut m, del(false)), Err(Rejection::NotFound));
         run(&mut m, begin()).unwrap();
@@ -487,6 +519,7 @@ mod tests {
         let rm = |expect| Command::Remove {
             key: b"/k".to_vec(),
             expect,
+            owner: 0,
         };
         assert_eq!(
             run(&mut m, rm(State::Writing)),
@@ -614,6 +647,7 @@ mod tests {
             key: b"/k".to_vec(),
             protect: false,
             now_ms: 6,
+            owner: 0,
         };
         run(&mut m, del).unwrap();
         run(&mut m, begin_on(&["c:3"], 7)).unwrap();
@@ -652,6 +686,29 @@ mod tests {
         run(&mut m, commit(node2)).unwrap();
         let r = &m[&b"/k"[..]];
         assert_eq!((r.state, r.owner), (State::Live, 0));
+
+        // Deletes are owned the same way, with a shorter lease.
+        let now = 20 + WRITE_LEASE_MS;
+        let del = |owner, now_ms| Command::BeginDelete {
+            key: b"/k".to_vec(),
+            protect: false,
+            now_ms,
+            owner,
+        };
+        let rm = |owner| Command::Remove {
+            key: b"/k".to_vec(),
+            expect: State::Deleting,
+            owner,
+        };
+        run(&mut m, del(node1, now)).unwrap();
+        assert_eq!(run(&mut m, del(node2, now + 1)), Err(Rejection::Busy));
+        assert_eq!(run(&mut m, begin(node2, now + 1)), Err(Rejection::Busy));
+        assert_eq!(run(&mut m, rm(node2)), Err(Rejection::Changed));
+        run(&mut m, del(node1_later, now + 2)).unwrap(); // its own node retries
+        run(&mut m, del(node2, now + 2 + DELETE_LEASE_MS)).unwrap(); // lease over
+        assert_eq!(run(&mut m, rm(node1_later)), Err(Rejection::Changed));
+        run(&mut m, rm(node2)).unwrap();
+        assert_eq!(state(&m), None);
     }
 
     #[test]

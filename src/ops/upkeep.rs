@@ -232,10 +232,10 @@ async fn clean(ctx: &Ctx, key: &[u8], locations: &[String]) -> bool {
 }
 
 /// Deletes every file `record` names for `key` (its replicas and stale locations),
-/// then drops the record if it is still in `record.state`. The caller holds the key's
-/// lock. If a file cannot be deleted the record stays, still naming it, for a retry or
+/// then drops the record if it is still in `record.state` and still owned by `owner`
+/// (0: whoever owns it). The caller holds the key's lock. If a file cannot be deleted the record stays, still naming it, for a retry or
 /// repair; `Ok(false)` when the record had changed state meanwhile.
-pub async fn release(ctx: &Ctx, key: &[u8], record: &Record) -> Result<bool, OpsError> {
+pub async fn release(ctx: &Ctx, key: &[u8], record: &Record, owner: u64) -> Result<bool, OpsError> {
     delete_files(
         &ctx.client,
         ctx.health.as_deref(),
@@ -246,6 +246,7 @@ pub async fn release(ctx: &Ctx, key: &[u8], record: &Record) -> Result<bool, Ops
     let remove = Command::Remove {
         key: key.to_vec(),
         expect: record.state,
+        owner,
     };
     Ok(ctx.index.apply(remove).await?.is_ok())
 }

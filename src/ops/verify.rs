@@ -150,7 +150,7 @@ async fn drop_record(ctx: &Ctx, key: &[u8], seen: &Record) -> Result<bool, OpsEr
     if ctx.index.get(key)?.as_ref() != Some(seen) {
         return Ok(false);
     }
-    upkeep::release(ctx, key, seen).await
+    upkeep::release(ctx, key, seen, 0).await
 }
 
 async fn inspect(ctx: &Ctx, job: &Job, deep: bool, url: &str, size: u64) -> Replica {

@@ -156,13 +156,13 @@ struct BarrierState {
     waiting: Vec<oneshot::Sender<Result<u64, String>>>,
 }
 
-/// Raft timing: heartbeats every 150 ms; an election after 0.75–1.5 s without one.
+/// Raft timing: heartbeats every 100 ms; an election after 0.5–1 s without one.
 fn raft_config() -> anyhow::Result<Config> {
     let config = Config {
         cluster_name: "hoard".into(),
-        heartbeat_interval: 150,
-        election_timeout_min: 750,
-        election_timeout_max: 1500,
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
         max_in_snapshot_log_to_keep: 1_000,
         snapshot_max_chunk_size: 1 << 20,

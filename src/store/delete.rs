@@ -23,21 +23,31 @@ impl Store {
             key: key.clone(),
             protect: self.cfg.protect,
             now_ms: now_ms(),
+            owner: self.owner,
         };
         let record = match self.index.apply(begin).await? {
             Ok(Some(record)) => record,
             Ok(None) | Err(Rejection::NotFound) => return Err(StoreError::NotFound),
             Err(Rejection::Protected) => return Err(StoreError::Protected),
+            // Another index server's delete or write holds the key.
+            Err(Rejection::Busy) => return Err(StoreError::Conflict),
             Err(other) => return Err(StoreError::Invalid(other.to_string())),
         };
+        // The key was already deleted by a request that could not finish the cleanup:
+        // this one finishes it, and answers 404 like any DELETE of an absent key.
+        let already_deleted = record.state == State::Deleting;
         let deleting = Record {
             state: State::Deleting,
+            owner: self.owner,
             ..record
         };
         let store = Arc::clone(self);
         detached(async move {
             let _guard = guard;
-            if release(&store.ops_ctx(), &key, &deleting).await? {
+            if release(&store.ops_ctx(), &key, &deleting, store.owner).await? {
+                if already_deleted {
+                    return Err(StoreError::NotFound);
+                }
                 Ok(())
             } else {
                 Err(StoreError::Volume(

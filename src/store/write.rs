@@ -41,7 +41,7 @@ use super::{Store, StoreError};
 use crate::index::{now_ms, Command, KeyGuard, Rejection, State};
 use crate::key::check_writable;
 use crate::ops::show;
-use crate::ops::upkeep::{needs_upkeep, release};
+use crate::ops::upkeep::release;
 use crate::placement::server_of;
 use crate::replica::{put_quorum, FanoutError, Uploaded, VolumeClient, WriteFailed};
 
@@ -100,7 +100,7 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let guard = match self.admit(&key, len) {
+        let guard = match self.admit(&key, len).await {
             Ok(guard) => guard,
             Err(e) => return Err(PutError::refused(e, body)),
         };
@@ -173,13 +173,19 @@ impl Store {
 
     /// The checks made before any byte of the body is read: key, length, lock,
     /// existence. The guard holds the key's lock for the rest of the write.
-    fn admit(&self, key: &[u8], len: Option<u64>) -> Result<KeyGuard, StoreError> {
+    async fn admit(&self, key: &[u8], len: Option<u64>) -> Result<KeyGuard, StoreError> {
         check_writable(key)?;
         if len == Some(0) {
             return Err(StoreError::Empty);
         }
         let guard = self.locks.try_lock(key).ok_or(StoreError::Conflict)?;
-        if self.index.get(key)?.is_some_and(|r| r.state == State::Live) {
+        // Linearizable, so a 403 never rests on a stale copy in an index cluster.
+        if self
+            .index
+            .get_linearizable(key)
+            .await?
+            .is_some_and(|r| r.state == State::Live)
+        {
             return Err(StoreError::Exists);
         }
         Ok(guard)
@@ -259,18 +265,24 @@ impl Store {
             now_ms: now,
             owner: self.owner,
         };
-        let failure = match self.index.apply(commit).await {
-            Ok(Ok(_)) => None,
-            Ok(Err(r)) => Some(StoreError::Volume(format!("commit rejected: {r}"))),
-            Err(e) => Some(StoreError::Index(e)),
+        // The previous record says whether stale files are left to delete.
+        let (committed, failure) = match self.index.apply(commit).await {
+            Ok(Ok(prev)) => (Some(prev.is_some_and(|p| !p.stale.is_empty())), None),
+            Ok(Err(r)) => (
+                None,
+                Some(StoreError::Volume(format!("commit rejected: {r}"))),
+            ),
+            // Unknown outcome (storage error, lost leader): look, linearizably.
+            Err(e) => match self.index.get_linearizable(key).await {
+                Ok(Some(r)) if r.state == State::Live && r.changed_ms == now => {
+                    (Some(!r.stale.is_empty()), None)
+                }
+                _ => (None, Some(StoreError::Index(e))),
+            },
         };
-        let committed = match self.index.get(key) {
-            Ok(Some(r)) if r.state == State::Live && r.changed_ms == now => Some(r),
-            _ => None,
-        };
-        match (failure, committed) {
-            (_, Some(record)) => {
-                if needs_upkeep(&record) {
+        match (committed, failure) {
+            (Some(stale), _) => {
+                if stale || !missing.is_empty() {
                     let _ = self.upkeep.send(key.to_vec());
                 }
                 Ok(Written {
@@ -279,7 +291,7 @@ impl Store {
                     missing,
                 })
             }
-            (failure, None) => {
+            (None, failure) => {
                 self.roll_back(key).await;
                 Err(failure.unwrap_or_else(|| StoreError::Volume("commit not recorded".into())))
             }
@@ -291,7 +303,8 @@ impl Store {
     /// The caller holds the key's lock, and the write is settled (no replica can still
     /// store the value).
     async fn roll_back(&self, key: &[u8]) {
-        let intent = match self.index.get(key) {
+        // Linearizable: in an index cluster, this node's copy may lag the leader's.
+        let intent = match self.index.get_linearizable(key).await {
             // Only our own intent: another write may have taken the key over.
             Ok(Some(r)) if r.state == State::Writing && r.owner == self.owner => r,
             Ok(_) => return,
@@ -300,7 +313,7 @@ impl Store {
                 return;
             }
         };
-        if let Err(e) = release(&self.ops_ctx(), key, &intent).await {
+        if let Err(e) = release(&self.ops_ctx(), key, &intent, self.owner).await {
             tracing::warn!(
                 "could not clean up failed write of {} ({e}); left for repair",
                 show(key)
