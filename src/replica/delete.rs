@@ -10,7 +10,7 @@ use crate::placement::server_of;
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteError {
     /// A volume the prober sees down was not tried, or went down meanwhile.
-    #[error("replica volume {server} is down; delete incomplete, retry")]
+    #[error("replica volume {server} is down: its copy stays until a retry or repair removes it")]
     Down {
         /// The volume server.
         server: String,
