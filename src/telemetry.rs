@@ -190,6 +190,23 @@ fn describe() {
     );
     describe_gauge!("hoard_keys", "Keys in the index, by state");
     describe_gauge!(
+        "hoard_raft_term",
+        "Raft term this index cluster member is in"
+    );
+    describe_gauge!("hoard_raft_is_leader", "1 while this member leads");
+    describe_gauge!(
+        "hoard_raft_last_applied",
+        "Index of the last log entry applied to this member's index"
+    );
+    describe_gauge!(
+        "hoard_raft_apply_lag",
+        "On the leader, per member: log entries it has not yet replicated there"
+    );
+    describe_counter!(
+        "hoard_raft_leader_changes_total",
+        "Leaders this member has seen take over (elections won by anyone)"
+    );
+    describe_gauge!(
         "hoard_stored_bytes",
         Unit::Bytes,
         "Bytes of live and unlinked values (one copy)"

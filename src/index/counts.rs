@@ -79,6 +79,67 @@ impl Counts {
     }
 }
 
+/// Replicas held per volume server: keys with a replica there that holds the value
+/// (live or unlinked, not recorded missing) and their bytes. Kept in the index's `meta`
+/// table as `vol:<host:port>` → 16 bytes (keys, bytes; little-endian), changed in the
+/// same transaction as the records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeCounts {
+    /// Keys with a replica there.
+    pub keys: u64,
+    /// Bytes of those replicas.
+    pub bytes: u64,
+}
+
+impl VolumeCounts {
+    /// 16 bytes: keys, bytes.
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.keys.to_le_bytes());
+        out[8..].copy_from_slice(&self.bytes.to_le_bytes());
+        out
+    }
+
+    /// Parses [`VolumeCounts::encode`]'s output; zero if the length is wrong.
+    pub fn decode(b: &[u8]) -> Self {
+        if b.len() != 16 {
+            return Self::default();
+        }
+        let v = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        VolumeCounts {
+            keys: v(0),
+            bytes: v(8),
+        }
+    }
+}
+
+/// Changes of [`VolumeCounts`] over a batch, per volume server: (keys, bytes) deltas.
+pub type VolumeDeltas = std::collections::BTreeMap<String, (i64, i64)>;
+
+/// Accounts in `deltas` for `old` being replaced by `new` (either may be absent).
+pub fn volume_deltas(deltas: &mut VolumeDeltas, old: Option<&Record>, new: Option<&Record>) {
+    for (record, sign) in [(old, -1i64), (new, 1i64)] {
+        let Some(r) = record.filter(|r| holds_data(r.state)) else {
+            continue;
+        };
+        for holder in r.holders() {
+            let d = deltas
+                .entry(crate::placement::server_of(holder).to_string())
+                .or_default();
+            d.0 += sign;
+            d.1 += sign * r.size as i64;
+        }
+    }
+}
+
+/// `current` changed by `delta`, never below zero.
+pub fn apply_delta(current: VolumeCounts, delta: (i64, i64)) -> VolumeCounts {
+    VolumeCounts {
+        keys: current.keys.saturating_add_signed(delta.0),
+        bytes: current.bytes.saturating_add_signed(delta.1),
+    }
+}
+
 fn holds_data(state: State) -> bool {
     matches!(state, State::Live | State::Unlinked)
 }
@@ -115,6 +176,25 @@ mod tests {
         assert_eq!((c.unlinked, c.deleting, c.bytes), (0, 1, 0));
         c.replace(Some(&rec(State::Deleting, 10)), None);
         assert_eq!(c, Counts::default());
+    }
+
+    #[test]
+    fn volume_deltas_follow_holders() {
+        let mut live = rec(State::Live, 10);
+        live.volumes = vec!["a:1/sv01".into(), "b:2".into(), "c:3".into()];
+        live.missing = vec!["c:3".into()];
+        let mut d = VolumeDeltas::new();
+        volume_deltas(&mut d, None, Some(&live));
+        assert_eq!(d["a:1"], (1, 10));
+        assert_eq!(d["b:2"], (1, 10));
+        assert!(!d.contains_key("c:3"), "a missing replica holds nothing");
+        let mut deleting = live.clone();
+        deleting.state = State::Deleting;
+        volume_deltas(&mut d, Some(&live), Some(&deleting));
+        assert_eq!(d["a:1"], (0, 0));
+        let counts = VolumeCounts { keys: 1, bytes: 5 };
+        assert_eq!(VolumeCounts::decode(&counts.encode()), counts);
+        assert_eq!(apply_delta(counts, (-2, -10)), VolumeCounts::default());
     }
 
     #[test]

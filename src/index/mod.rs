@@ -21,7 +21,7 @@ mod replicated;
 mod scan;
 
 pub use command::{apply, Applied, Command, RecordMap, Rejection};
-pub use counts::Counts;
+pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
 pub use record::{DecodeError, Record, State};
 pub use replicated::Replicator;
@@ -167,6 +167,24 @@ impl Index {
         }
     }
 
+    /// Replicas held per volume server (`host:port`), as of the last commit.
+    pub fn volume_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, VolumeCounts>, IndexError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let meta = txn.open_table(META).map_err(store_err)?;
+        let mut out = std::collections::BTreeMap::new();
+        for item in meta
+            .range::<&str>(VOLUME_PREFIX.."vol;")
+            .map_err(store_err)?
+        {
+            let (k, v) = item.map_err(store_err)?;
+            let server = k.value().trim_start_matches(VOLUME_PREFIX).to_string();
+            out.insert(server, VolumeCounts::decode(v.value()));
+        }
+        Ok(out)
+    }
+
     /// Keys per state and bytes stored, as of the last commit.
     pub fn counts(&self) -> Counts {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner())
@@ -275,22 +293,67 @@ fn init_tables(db: &Database) -> Result<Counts, IndexError> {
             .get(COUNTS)
             .map_err(store_err)?
             .and_then(|v| Counts::decode(v.value()));
-        match stored {
-            Some(c) => c,
-            None => {
+        let per_volume = meta.get(VOLUME_COUNTS_KEPT).map_err(store_err)?.is_some();
+        let counts = match stored {
+            Some(c) if per_volume => c,
+            _ => {
+                // A database from before these counters were kept: one scan.
                 let mut c = Counts::default();
+                let mut deltas = counts::VolumeDeltas::new();
                 for item in keys.iter().map_err(store_err)? {
                     let (k, v) = item.map_err(store_err)?;
-                    c.replace(None, Some(&decode(k.value(), v.value())?));
+                    let record = decode(k.value(), v.value())?;
+                    c.replace(None, Some(&record));
+                    counts::volume_deltas(&mut deltas, None, Some(&record));
                 }
                 meta.insert(COUNTS, c.encode().as_slice())
                     .map_err(store_err)?;
+                clear_volume_counts(&mut meta)?;
+                write_volume_deltas(&mut meta, &deltas)?;
+                meta.insert(VOLUME_COUNTS_KEPT, &[1u8][..])
+                    .map_err(store_err)?;
                 c
             }
-        }
+        };
+        counts
     };
     txn.commit().map_err(store_err)?;
     Ok(counts)
+}
+
+/// `meta` entry present once per-volume counters are kept.
+const VOLUME_COUNTS_KEPT: &str = "volume-counts";
+/// Prefix of the per-volume counters in `meta`.
+const VOLUME_PREFIX: &str = "vol:";
+
+type MetaTable<'txn> = redb::Table<'txn, &'static str, &'static [u8]>;
+
+/// Adds `deltas` to the per-volume counters in `meta`.
+fn write_volume_deltas(
+    meta: &mut MetaTable<'_>,
+    deltas: &counts::VolumeDeltas,
+) -> Result<(), IndexError> {
+    for (server, delta) in deltas {
+        if *delta == (0, 0) {
+            continue;
+        }
+        let name = format!("{VOLUME_PREFIX}{server}");
+        let current = meta
+            .get(name.as_str())
+            .map_err(store_err)?
+            .map(|v| VolumeCounts::decode(v.value()))
+            .unwrap_or_default();
+        let next = counts::apply_delta(current, *delta);
+        meta.insert(name.as_str(), next.encode().as_slice())
+            .map_err(store_err)?;
+    }
+    Ok(())
+}
+
+/// Removes every per-volume counter from `meta`.
+fn clear_volume_counts(meta: &mut MetaTable<'_>) -> Result<(), IndexError> {
+    meta.retain_in::<&str, _>(VOLUME_PREFIX.."vol;", |_, _| false)
+        .map_err(store_err)
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
@@ -308,6 +371,8 @@ struct TableMap<'a, 'txn> {
     meta: Vec<(&'static str, Vec<u8>)>,
     /// Reads index-wide values not written in this batch.
     reader: &'a Database,
+    /// Changes of the per-volume counters.
+    volumes: counts::VolumeDeltas,
 }
 
 impl RecordMap for TableMap<'_, '_> {
@@ -326,6 +391,7 @@ impl RecordMap for TableMap<'_, '_> {
             .map(|v| decode(key, v.value()))
             .transpose()?;
         self.counts.replace(old.as_ref(), Some(record));
+        counts::volume_deltas(&mut self.volumes, old.as_ref(), Some(record));
         Ok(())
     }
     fn get_meta(&mut self, name: &'static str) -> Result<Option<Vec<u8>>, IndexError> {
@@ -351,6 +417,7 @@ impl RecordMap for TableMap<'_, '_> {
             .map(|v| decode(key, v.value()))
             .transpose()?;
         self.counts.replace(old.as_ref(), None);
+        counts::volume_deltas(&mut self.volumes, old.as_ref(), None);
         Ok(())
     }
 }
@@ -416,6 +483,7 @@ fn apply_batch(
             counts,
             meta: Vec::new(),
             reader: db,
+            volumes: counts::VolumeDeltas::new(),
         };
         let results = batch
             .iter()
@@ -428,6 +496,7 @@ fn apply_batch(
         for (name, value) in &map.meta {
             meta.insert(*name, value.as_slice()).map_err(store_err)?;
         }
+        write_volume_deltas(&mut meta, &map.volumes)?;
         (results, counts)
     };
     txn.commit().map_err(store_err)?;
@@ -598,5 +667,55 @@ mod tests {
         assert_eq!(index.get(b"/one").unwrap().unwrap().state, State::Writing);
         assert_eq!(index.get(b"/two").unwrap().unwrap().state, State::Writing);
         assert_eq!(index.counts().writing, 2);
+    }
+
+    #[tokio::test]
+    async fn replicas_are_counted_per_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let key = b"/v".to_vec();
+        let run = |cmd| {
+            let index = index.clone();
+            async move { index.apply(cmd).await.unwrap().unwrap() }
+        };
+        run(Command::Begin {
+            key: key.clone(),
+            volumes: vec!["a:1/sv03".into(), "b:2".into()],
+            now_ms: 1,
+            owner: 0,
+        })
+        .await;
+        assert!(
+            index.volume_counts().unwrap().is_empty(),
+            "intents hold nothing"
+        );
+        run(Command::Commit {
+            key: key.clone(),
+            size: 10,
+            md5: None,
+            missing: vec!["b:2".into()],
+            now_ms: 2,
+            owner: 0,
+        })
+        .await;
+        let held = index.volume_counts().unwrap();
+        assert_eq!(held["a:1"], VolumeCounts { keys: 1, bytes: 10 });
+        assert_eq!(held.get("b:2").copied().unwrap_or_default().keys, 0);
+        run(Command::Completed {
+            key: key.clone(),
+            location: "b:2".into(),
+        })
+        .await;
+        assert_eq!(index.volume_counts().unwrap()["b:2"].keys, 1);
+        run(Command::BeginDelete {
+            key,
+            protect: false,
+            now_ms: 3,
+            owner: 0,
+        })
+        .await;
+        let held = index.volume_counts().unwrap();
+        assert_eq!(held["a:1"], VolumeCounts::default());
+        assert_eq!(held["b:2"], VolumeCounts::default());
     }
 }

@@ -81,6 +81,7 @@ impl Index {
                 counts: *counts,
                 meta: Vec::new(),
                 reader: &self.db,
+                volumes: super::counts::VolumeDeltas::new(),
             };
             let mut results = Vec::with_capacity(batch.len());
             for cmd in batch {
@@ -162,13 +163,16 @@ impl Index {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write().map_err(store_err)?;
         let mut fresh = Counts::default();
+        let mut volumes = super::counts::VolumeDeltas::new();
         let mut n = 0;
         {
             txn.delete_table(KEYS).map_err(store_err)?;
             let mut table = txn.open_table(KEYS).map_err(store_err)?;
             while let Some(key) = read_item(input)? {
                 let value = read_item(input)?.ok_or_else(|| snapshot_err("record missing"))?;
-                fresh.replace(None, Some(&decode(&key, &value)?));
+                let record = decode(&key, &value)?;
+                fresh.replace(None, Some(&record));
+                super::counts::volume_deltas(&mut volumes, None, Some(&record));
                 table
                     .insert(key.as_slice(), value.as_slice())
                     .map_err(store_err)?;
@@ -177,6 +181,8 @@ impl Index {
             let mut meta = txn.open_table(META).map_err(store_err)?;
             meta.insert(super::COUNTS, fresh.encode().as_slice())
                 .map_err(store_err)?;
+            super::clear_volume_counts(&mut meta)?;
+            super::write_volume_deltas(&mut meta, &volumes)?;
             for (name, value) in state {
                 meta.insert(*name, value.as_slice()).map_err(store_err)?;
             }

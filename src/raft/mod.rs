@@ -212,6 +212,7 @@ impl RaftNode {
             }
         }
         index.replicate_with(node.clone());
+        tokio::spawn(export_metrics(node.raft.metrics()));
         Ok(node)
     }
 
@@ -345,6 +346,38 @@ impl RaftNode {
             for w in waiting {
                 let _ = w.send(result.clone());
             }
+        }
+    }
+}
+
+/// Keeps the Raft gauges of `/-/metrics` current, and counts leader changes, until Raft
+/// stops.
+async fn export_metrics(
+    mut rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+) {
+    let mut leader = None;
+    loop {
+        let m = rx.borrow_and_update().clone();
+        metrics::gauge!("hoard_raft_term").set(m.current_term as f64);
+        metrics::gauge!("hoard_raft_is_leader")
+            .set(f64::from(u8::from(m.state == ServerState::Leader)));
+        metrics::gauge!("hoard_raft_last_applied")
+            .set(m.last_applied.map_or(0, |l| l.index) as f64);
+        if let Some(progress) = &m.replication {
+            let last = m.last_log_index.unwrap_or(0);
+            for (id, matched) in progress {
+                let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
+                metrics::gauge!("hoard_raft_apply_lag", "member" => id.to_string()).set(lag as f64);
+            }
+        }
+        if m.current_leader.is_some() && m.current_leader != leader {
+            if leader.is_some() {
+                metrics::counter!("hoard_raft_leader_changes_total").increment(1);
+            }
+            leader = m.current_leader;
+        }
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -235,9 +235,9 @@ struct VolumeView {
     in_placement: bool,
     /// Failure zone; `None` until zones exist.
     zone: Option<String>,
-    /// Keys with a replica here; `None`: not counted per volume yet.
+    /// Keys with a replica here (kept exactly by the index); `None`: unreadable.
     keys: Option<u64>,
-    /// Bytes of those replicas; `None`: not counted per volume yet.
+    /// Bytes of those replicas.
     bytes: Option<u64>,
 }
 
@@ -268,17 +268,21 @@ struct Overview {
 
 fn overview(app: &App, req: &Request) -> Overview {
     let placement = app.store.placement.current();
+    let held = app.store.index.volume_counts().unwrap_or_default();
     let volumes = app
         .store
         .health
         .snapshot()
         .into_iter()
-        .map(|status| VolumeView {
-            in_placement: placement.volumes().contains(&status.server),
-            status,
-            zone: None,
-            keys: None,
-            bytes: None,
+        .map(|status| {
+            let held = held.get(&status.server).copied();
+            VolumeView {
+                in_placement: placement.volumes().contains(&status.server),
+                status,
+                zone: None,
+                keys: held.map(|h| h.keys),
+                bytes: held.map(|h| h.bytes),
+            }
         })
         .collect();
     Overview {
