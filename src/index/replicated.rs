@@ -39,6 +39,11 @@ impl Index {
         }
     }
 
+    /// True when commands go through a replicated log (an index cluster).
+    pub fn is_replicated(&self) -> bool {
+        self.replicator.get().is_some()
+    }
+
     /// Reads `key` linearizably: after a read barrier when the index is replicated.
     pub async fn get_linearizable(&self, key: &[u8]) -> Result<Option<super::Record>, IndexError> {
         self.read_barrier().await?;

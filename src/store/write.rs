@@ -100,7 +100,7 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let guard = match self.admit(&key, len).await {
+        let guard = match self.admit(&key, len) {
             Ok(guard) => guard,
             Err(e) => return Err(PutError::refused(e, body)),
         };
@@ -173,18 +173,20 @@ impl Store {
 
     /// The checks made before any byte of the body is read: key, length, lock,
     /// existence. The guard holds the key's lock for the rest of the write.
-    async fn admit(&self, key: &[u8], len: Option<u64>) -> Result<KeyGuard, StoreError> {
+    fn admit(&self, key: &[u8], len: Option<u64>) -> Result<KeyGuard, StoreError> {
         check_writable(key)?;
         if len == Some(0) {
             return Err(StoreError::Empty);
         }
         let guard = self.locks.try_lock(key).ok_or(StoreError::Conflict)?;
-        // Linearizable, so a 403 never rests on a stale copy in an index cluster.
-        if self
-            .index
-            .get_linearizable(key)
-            .await?
-            .is_some_and(|r| r.state == State::Live)
+        // An early 403, before the body is read. In an index cluster this node's copy
+        // may be stale, and confirming it would cost a read barrier per PUT: there
+        // `Begin` alone decides, through the log (403 after the first body chunk).
+        if !self.index.is_replicated()
+            && self
+                .index
+                .get(key)?
+                .is_some_and(|r| r.state == State::Live)
         {
             return Err(StoreError::Exists);
         }
