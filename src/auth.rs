@@ -240,9 +240,16 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// Index-server middleware: 401 unless the request is allowed by the policy.
 pub async fn index_guard(State(auth): State<Auth>, req: Request, next: Next) -> Response {
     if auth.index_requires(req.method(), req.uri().path()) && !auth.bearer_ok(req.headers()) {
-        return AuthError::Unauthorized.into_response();
+        return refuse(req).await;
     }
     next.run(req).await
+}
+
+/// 401, after reading (a bounded part of) the body the client may still be sending.
+async fn refuse(req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    crate::http::drain_rejected(&parts.headers, body.into_data_stream()).await;
+    AuthError::Unauthorized.into_response()
 }
 
 /// Volume middleware: in modes `writes` and `all`, writes need the bearer token; in
@@ -254,7 +261,7 @@ pub async fn volume_guard(State(auth): State<Auth>, req: Request, next: Next) ->
             && (auth.mode != AuthMode::All
                 || auth.signature_ok(req.uri().path(), req.uri().query()));
         if !allowed {
-            return AuthError::Unauthorized.into_response();
+            return refuse(req).await;
         }
     }
     next.run(req).await

@@ -85,3 +85,30 @@ async fn observe_request(
     }
     res
 }
+
+/// Most of a rejected body read and discarded so the client sees the status.
+const DRAIN_LIMIT: u64 = 16 << 20;
+
+/// Reads and discards (a bounded amount of) a rejected upload's body, so that a client
+/// still sending it gets the error status instead of a broken pipe — what nginx's
+/// lingering close achieves. Clients that sent `Expect: 100-continue` have not sent the
+/// body and are answered at once.
+pub async fn drain_rejected<S, E>(headers: &axum::http::HeaderMap, mut body: S)
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    use futures_util::StreamExt;
+    if headers.contains_key(axum::http::header::EXPECT) {
+        return;
+    }
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len() as u64;
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+}

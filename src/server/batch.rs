@@ -112,14 +112,14 @@ async fn read_ops(req: Request) -> Result<Vec<(Op, Option<bytes::Bytes>)>, ApiEr
     let (parts, body) = req.into_parts();
     let mut body = body.into_data_stream();
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        super::write::drain_rejected(&parts.headers, body).await;
+        crate::http::drain_rejected(&parts.headers, body).await;
         return Err(too_large());
     }
     let mut buf = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading body: {e}")))?;
         if buf.len() + chunk.len() > MAX_BODY {
-            super::write::drain_rejected(&parts.headers, body).await;
+            crate::http::drain_rejected(&parts.headers, body).await;
             return Err(too_large());
         }
         buf.extend_from_slice(&chunk);

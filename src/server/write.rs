@@ -10,7 +10,6 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 
 use super::{ApiError, App};
 use crate::store::PutError;
@@ -22,7 +21,7 @@ pub async fn put(app: &Arc<App>, key: Vec<u8>, req: Request) -> Result<Response,
     let len = match content_length(&parts.headers) {
         Ok(len) => len,
         Err(e) => {
-            drain_rejected(&parts.headers, body).await;
+            crate::http::drain_rejected(&parts.headers, body).await;
             return Err(e);
         }
     };
@@ -35,37 +34,11 @@ pub async fn put(app: &Arc<App>, key: Vec<u8>, req: Request) -> Result<Response,
         }
         Err(PutError { error, unread }) => {
             if let Some(body) = unread {
-                drain_rejected(&parts.headers, body).await;
+                crate::http::drain_rejected(&parts.headers, body).await;
             }
             Err(error.into())
         }
     }
-}
-
-/// Most of a rejected body read and discarded so the client sees the status.
-const DRAIN_LIMIT: u64 = 16 << 20;
-
-/// Reads and discards (a bounded amount of) a rejected upload's body, so that a client
-/// still sending it gets the error status instead of a broken pipe — what nginx's
-/// lingering close achieves. Clients that sent `Expect: 100-continue` have not sent the
-/// body and are answered at once.
-pub(super) async fn drain_rejected<S, E>(headers: &HeaderMap, mut body: S)
-where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-{
-    if headers.contains_key(header::EXPECT) {
-        return;
-    }
-    let drain = async {
-        let mut seen = 0u64;
-        while let Some(Ok(chunk)) = body.next().await {
-            seen += chunk.len() as u64;
-            if seen > DRAIN_LIMIT {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
 
 /// DELETE /key: remove the value everywhere; 204, or 404 if absent.

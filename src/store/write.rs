@@ -183,10 +183,7 @@ impl Store {
         // may be stale, and confirming it would cost a read barrier per PUT: there
         // `Begin` alone decides, through the log (403 after the first body chunk).
         if !self.index.is_replicated()
-            && self
-                .index
-                .get(key)?
-                .is_some_and(|r| r.state == State::Live)
+            && self.index.get(key)?.is_some_and(|r| r.state == State::Live)
         {
             return Err(StoreError::Exists);
         }
