@@ -1,0 +1,346 @@
+//! Unit tests of `command.rs`.
+use super::*;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+impl RecordMap for BTreeMap<Vec<u8>, Record> {
+    type Error = Infallible;
+    fn get(&mut self, key: &[u8]) -> Result<Option<Record>, Infallible> {
+        Ok(BTreeMap::get(self, key).cloned())
+    }
+    fn put(&mut self, key: &[u8], record: &Record) -> Result<(), Infallible> {
+        self.insert(key.to_vec(), record.clone());
+        Ok(())
+    }
+    fn remove(&mut self, key: &[u8]) -> Result<(), Infallible> {
+        BTreeMap::remove(self, key);
+        Ok(())
+    }
+    fn get_meta(&mut self, name: &'static str) -> Result<Option<Vec<u8>>, Infallible> {
+        let key = [b"\0meta:", name.as_bytes()].concat();
+        Ok(BTreeMap::get(self, &key).map(|r| r.volumes.concat().into_bytes()))
+    }
+    fn put_meta(&mut self, name: &'static str, value: Vec<u8>) -> Result<(), Infallible> {
+        let key = [b"\0meta:", name.as_bytes()].concat();
+        // Kept as a fake record under a key no request can name.
+        let r = Record {
+            state: State::Live,
+            volumes: vec![String::from_utf8_lossy(&value).into_owned()],
+            size: 0,
+            md5: None,
+            changed_ms: 0,
+            missing: Vec::new(),
+            stale: Vec::new(),
+            owner: 0,
+        };
+        self.insert(key, r);
+        Ok(())
+    }
+}
+
+fn run(m: &mut BTreeMap<Vec<u8>, Record>, cmd: Command) -> Applied {
+    apply(m, &cmd).unwrap()
+}
+
+fn begin() -> Command {
+    Command::Begin {
+        key: b"/k".to_vec(),
+        volumes: vec!["a:1".into()],
+        now_ms: 1,
+        owner: 0,
+    }
+}
+fn commit() -> Command {
+    Command::Commit {
+        key: b"/k".to_vec(),
+        size: 3,
+        md5: Some([7; 16]),
+        missing: Vec::new(),
+        now_ms: 2,
+        owner: 0,
+    }
+}
+fn state(m: &BTreeMap<Vec<u8>, Record>) -> Option<State> {
+    m.get(&b"/k"[..]).map(|r| r.state)
+}
+
+#[test]
+fn write_life_cycle() {
+    let mut m = BTreeMap::new();
+    assert_eq!(run(&mut m, begin()), Ok(None));
+    assert_eq!(state(&m), Some(State::Writing));
+    assert!(run(&mut m, commit()).is_ok());
+    let r = m.get(&b"/k"[..]).unwrap();
+    assert_eq!(
+        (r.state, r.size, r.md5, r.changed_ms),
+        (State::Live, 3, Some([7; 16]), 2)
+    );
+    assert_eq!(run(&mut m, begin()), Err(Rejection::Exists));
+    assert_eq!(
+        run(&mut m, commit()),
+        Err(Rejection::WrongState(State::Live))
+    );
+}
+
+#[test]
+fn unlink_then_overwrite() {
+    let mut m = BTreeMap::new();
+    let unlink = Command::Unlink {
+        key: b"/k".to_vec(),
+        now_ms: 3,
+    };
+    assert_eq!(run(&mut m, unlink.clone()), Err(Rejection::NotFound));
+    run(&mut m, begin()).unwrap();
+    assert_eq!(run(&mut m, unlink.clone()), Err(Rejection::NotFound));
+    run(&mut m, commit()).unwrap();
+    run(&mut m, unlink.clone()).unwrap();
+    assert_eq!(state(&m), Some(State::Unlinked));
+    assert_eq!(run(&mut m, unlink), Err(Rejection::NotFound));
+    run(&mut m, begin()).unwrap();
+    assert_eq!(state(&m), Some(State::Writing));
+}
+
+#[test]
+fn delete_and_protect() {
+    let mut m = BTreeMap::new();
+    let del = |protect| Command::BeginDelete {
+        key: b"/k".to_vec(),
+        protect,
+        now_ms: 4,
+        owner: 0,
+    };
+    assert_eq!(run(&mut m, del(false)), Err(Rejection::NotFound));
+    run(&mut m, begin()).unwrap();
+    assert_eq!(run(&mut m, del(false)), Err(Rejection::NotFound));
+    run(&mut m, commit()).unwrap();
+    assert_eq!(run(&mut m, del(true)), Err(Rejection::Protected));
+    run(&mut m, del(false)).unwrap();
+    assert_eq!(state(&m), Some(State::Deleting));
+    run(&mut m, del(true)).unwrap(); // a retry of an interrupted delete
+    let rm = |expect| Command::Remove {
+        key: b"/k".to_vec(),
+        expect,
+        owner: 0,
+    };
+    assert_eq!(
+        run(&mut m, rm(State::Writing)),
+        Err(Rejection::WrongState(State::Deleting))
+    );
+    run(&mut m, rm(State::Deleting)).unwrap();
+    assert_eq!(state(&m), None);
+    assert_eq!(run(&mut m, rm(State::Deleting)), Err(Rejection::NotFound));
+}
+
+#[test]
+fn set_md5_requires_the_same_value() {
+    let mut m = BTreeMap::new();
+    let set = |changed_ms, md5| Command::SetMd5 {
+        key: b"/k".to_vec(),
+        changed_ms,
+        size: 3,
+        md5,
+    };
+    assert_eq!(run(&mut m, set(2, [1; 16])), Err(Rejection::NotFound));
+    run(&mut m, begin()).unwrap();
+    assert_eq!(
+        run(&mut m, set(1, [1; 16])),
+        Err(Rejection::WrongState(State::Writing))
+    );
+    run(
+        &mut m,
+        Command::Commit {
+            key: b"/k".to_vec(),
+            size: 3,
+            md5: None,
+            missing: Vec::new(),
+            now_ms: 2,
+            owner: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(run(&mut m, set(1, [1; 16])), Err(Rejection::Changed));
+    run(&mut m, set(2, [1; 16])).unwrap();
+    assert_eq!(m[&b"/k"[..]].md5, Some([1; 16]));
+    run(&mut m, set(2, [1; 16])).unwrap(); // idempotent
+    assert_eq!(run(&mut m, set(2, [2; 16])), Err(Rejection::Changed));
+}
+
+#[test]
+fn degraded_write_then_completed() {
+    let mut m = BTreeMap::new();
+    let begin3 = Command::Begin {
+        key: b"/k".to_vec(),
+        volumes: vec!["a:1".into(), "b:2".into(), "c:3".into()],
+        now_ms: 1,
+        owner: 0,
+    };
+    let degraded = Command::Commit {
+        key: b"/k".to_vec(),
+        size: 3,
+        md5: None,
+        missing: vec!["b:2".into()],
+        now_ms: 2,
+        owner: 0,
+    };
+    let done = |loc: &str| Command::Completed {
+        key: b"/k".to_vec(),
+        location: loc.into(),
+    };
+    assert_eq!(run(&mut m, done("b:2")), Err(Rejection::NotFound));
+    run(&mut m, begin3).unwrap();
+    assert_eq!(
+        run(&mut m, done("b:2")),
+        Err(Rejection::WrongState(State::Writing))
+    );
+    run(&mut m, degraded.clone()).unwrap();
+    let r = &m[&b"/k"[..]];
+    assert_eq!(
+        (r.state, r.missing.clone()),
+        (State::Live, vec!["b:2".into()])
+    );
+    assert_eq!(
+        run(&mut m, degraded),
+        Err(Rejection::WrongState(State::Live))
+    );
+    run(&mut m, done("b:2")).unwrap();
+    assert!(m[&b"/k"[..]].missing.is_empty());
+}
+
+#[test]
+fn replaced_records_keep_their_locations_as_stale() {
+    let mut m = BTreeMap::new();
+    let begin_on = |vols: &[&str], now_ms| Command::Begin {
+        key: b"/k".to_vec(),
+        volumes: vols.iter().map(|v| v.to_string()).collect(),
+        now_ms,
+        owner: 0,
+    };
+    // An unlinked value on a:1, b:2; the placement is now b:2, c:3.
+    run(&mut m, begin_on(&["a:1", "b:2"], 1)).unwrap();
+    run(&mut m, commit()).unwrap();
+    let unlink = Command::Unlink {
+        key: b"/k".to_vec(),
+        now_ms: 3,
+    };
+    run(&mut m, unlink).unwrap();
+    run(&mut m, begin_on(&["b:2", "c:3"], 4)).unwrap();
+    let r = &m[&b"/k"[..]];
+    assert_eq!(
+        (r.state, r.stale.clone()),
+        (State::Writing, vec!["a:1".into()])
+    );
+    // An abandoned intent replaced again on d:4: nothing is forgotten.
+    run(&mut m, begin_on(&["d:4"], 5)).unwrap();
+    let r = &m[&b"/k"[..]];
+    assert_eq!(r.stale, ["b:2", "c:3", "a:1"]);
+    assert_eq!(r.all_locations(), ["d:4", "b:2", "c:3", "a:1"]);
+    // A commit keeps them; Cleaned drops those deleted.
+    run(&mut m, commit()).unwrap();
+    assert_eq!(m[&b"/k"[..]].stale.len(), 3);
+    let cleaned = Command::Cleaned {
+        key: b"/k".to_vec(),
+        locations: vec!["a:1".into(), "b:2".into()],
+    };
+    run(&mut m, cleaned).unwrap();
+    assert_eq!(m[&b"/k"[..]].stale, ["c:3"]);
+    // An interrupted delete replaced by a write, placement back on c:3.
+    let del = Command::BeginDelete {
+        key: b"/k".to_vec(),
+        protect: false,
+        now_ms: 6,
+        owner: 0,
+    };
+    run(&mut m, del).unwrap();
+    run(&mut m, begin_on(&["c:3"], 7)).unwrap();
+    assert_eq!(m[&b"/k"[..]].stale, ["d:4"]);
+}
+
+#[test]
+fn an_intent_belongs_to_its_write() {
+    let mut m = BTreeMap::new();
+    let (node1, node1_later, node2) = (1 << 32 | 7, 1 << 32 | 8, 2 << 32 | 9);
+    let begin = |owner, now_ms| Command::Begin {
+        key: b"/k".to_vec(),
+        volumes: vec!["a:1".into()],
+        now_ms,
+        owner,
+    };
+    let commit = |owner| Command::Commit {
+        key: b"/k".to_vec(),
+        size: 3,
+        md5: None,
+        missing: Vec::new(),
+        now_ms: 20,
+        owner,
+    };
+    run(&mut m, begin(node1, 10)).unwrap();
+    assert_eq!(m[&b"/k"[..]].owner, node1);
+    // Another node's write is refused while the intent is fresh…
+    assert_eq!(run(&mut m, begin(node2, 11)), Err(Rejection::Busy));
+    // …but the same node (a restarted process) may take it over.
+    run(&mut m, begin(node1_later, 12)).unwrap();
+    // Only the owner commits.
+    assert_eq!(run(&mut m, commit(node1)), Err(Rejection::Changed));
+    // Past the lease, another node takes the abandoned intent over.
+    run(&mut m, begin(node2, 12 + WRITE_LEASE_MS)).unwrap();
+    assert_eq!(run(&mut m, commit(node1_later)), Err(Rejection::Changed));
+    run(&mut m, commit(node2)).unwrap();
+    let r = &m[&b"/k"[..]];
+    assert_eq!((r.state, r.owner), (State::Live, 0));
+
+    // Deletes are owned the same way, with a shorter lease.
+    let now = 20 + WRITE_LEASE_MS;
+    let del = |owner, now_ms| Command::BeginDelete {
+        key: b"/k".to_vec(),
+        protect: false,
+        now_ms,
+        owner,
+    };
+    let rm = |owner| Command::Remove {
+        key: b"/k".to_vec(),
+        expect: State::Deleting,
+        owner,
+    };
+    run(&mut m, del(node1, now)).unwrap();
+    assert_eq!(run(&mut m, del(node2, now + 1)), Err(Rejection::Busy));
+    assert_eq!(run(&mut m, begin(node2, now + 1)), Err(Rejection::Busy));
+    assert_eq!(run(&mut m, rm(node2)), Err(Rejection::Changed));
+    run(&mut m, del(node1_later, now + 2)).unwrap(); // its own node retries
+    run(&mut m, del(node2, now + 2 + DELETE_LEASE_MS)).unwrap(); // lease over
+    assert_eq!(run(&mut m, rm(node1_later)), Err(Rejection::Changed));
+    run(&mut m, rm(node2)).unwrap();
+    assert_eq!(state(&m), None);
+}
+
+#[test]
+fn volume_list_set_once_or_replaced() {
+    let mut m = BTreeMap::new();
+    let set = |v: &str, if_unset| Command::SetVolumes {
+        volumes: vec![v.into()],
+        if_unset,
+    };
+    run(&mut m, set("a:1", true)).unwrap();
+    assert_eq!(run(&mut m, set("b:2", true)), Err(Rejection::Changed));
+    assert_eq!(m.get_meta(VOLUMES_META).unwrap().unwrap(), br#"["a:1"]"#);
+    run(&mut m, set("c:3", false)).unwrap();
+    assert_eq!(m.get_meta(VOLUMES_META).unwrap().unwrap(), br#"["c:3"]"#);
+}
+
+#[test]
+fn relocate_requires_unchanged_volumes() {
+    let mut m = BTreeMap::new();
+    run(&mut m, begin()).unwrap();
+    let reloc = |from: &str| Command::Relocate {
+        key: b"/k".to_vec(),
+        from: vec![from.into()],
+        to: vec!["b:2".into()],
+    };
+    assert_eq!(
+        run(&mut m, reloc("a:1")),
+        Err(Rejection::WrongState(State::Writing))
+    );
+    run(&mut m, commit()).unwrap();
+    assert_eq!(run(&mut m, reloc("z:9")), Err(Rejection::Changed));
+    run(&mut m, reloc("a:1")).unwrap();
+    assert_eq!(m[&b"/k"[..]].volumes, ["b:2"]);
+}

@@ -1,0 +1,192 @@
+//! Unit tests of `mod.rs`.
+use super::*;
+
+#[tokio::test]
+async fn commands_are_durable_and_listed_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let index = Index::open(dir.path()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..100u32 {
+            let index = index.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("/k/{i:03}").into_bytes();
+                index
+                    .apply(Command::Begin {
+                        key: key.clone(),
+                        volumes: vec!["a:1".into()],
+                        now_ms: 1,
+                        owner: 0,
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if i % 2 == 0 {
+                    index
+                        .apply(Command::Commit {
+                            key,
+                            size: i.into(),
+                            md5: None,
+                            missing: Vec::new(),
+                            now_ms: 2,
+                            owner: 0,
+                        })
+                        .await
+                        .unwrap()
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        index.close();
+    }
+    let index = Index::open(dir.path()).unwrap();
+    let live = State::Live;
+    let page = index.scan(b"/k/", None, live, 3, 10).unwrap();
+    assert_eq!(page.keys, [b"/k/000", b"/k/002", b"/k/004"]);
+    assert_eq!(page.next.as_deref(), Some(&b"/k/006"[..]));
+    let page = index.scan(b"/k/", Some(b"/k/095"), live, 10, 10).unwrap();
+    assert_eq!(page.keys, [b"/k/096", b"/k/098"]);
+    assert_eq!(page.next, None);
+    assert_eq!(index.get(b"/k/042").unwrap().unwrap().size, 42);
+    assert_eq!(index.get(b"/k/043").unwrap().unwrap().state, State::Writing);
+    let c = index.counts();
+    assert_eq!(
+        (c.live, c.writing, c.bytes),
+        (50, 50, (0..100).step_by(2).sum())
+    );
+    assert!(!index.recovered());
+}
+
+#[test]
+fn clean_shutdown_is_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    // A new index was not "recovered"; a cleanly closed one neither.
+    let index = Index::open(dir.path()).unwrap();
+    assert!(!index.recovered());
+    index.close();
+    assert!(dir.path().join(CLEAN_MARKER).exists());
+    let index = Index::open(dir.path()).unwrap();
+    assert!(!index.recovered());
+    assert!(!dir.path().join(CLEAN_MARKER).exists());
+    // Dropped without close (as after kill -9): the next open says so. (The writer
+    // thread lets go of the file shortly after the last handle is dropped.)
+    drop(index);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let index = loop {
+        match Index::open(dir.path()) {
+            Ok(index) => break index,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(matches!(
+                    e,
+                    IndexError::Open {
+                        source: redb::Error::DatabaseAlreadyOpen,
+                        ..
+                    }
+                ));
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(index.recovered());
+    index.close();
+    assert!(!Index::open(dir.path()).unwrap().recovered());
+}
+
+/// One command that cannot be applied (here: its stored record is corrupt) fails
+/// alone; the others of its batch commit.
+#[test]
+fn a_failing_command_does_not_fail_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    {
+        let txn = index.db.begin_write().unwrap();
+        txn.open_table(KEYS)
+            .unwrap()
+            .insert(&b"/bad"[..], &b"garbage"[..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let begin = |key: &[u8]| Command::Begin {
+        key: key.to_vec(),
+        volumes: vec!["a:1".into()],
+        now_ms: 1,
+        owner: 0,
+    };
+    let mut answers = Vec::new();
+    let mut batch: Vec<Job> = [&b"/one"[..], b"/bad", b"/two"]
+        .into_iter()
+        .map(|key| {
+            let (reply, rx) = oneshot::channel();
+            answers.push(rx);
+            Job {
+                cmd: begin(key),
+                reply,
+            }
+        })
+        .collect();
+    commit_batch(&index.db, &index.counts, &mut batch);
+    let answers: Vec<_> = answers
+        .into_iter()
+        .map(|mut rx| rx.try_recv().unwrap())
+        .collect();
+    assert!(matches!(answers[0], Ok(Ok(None))));
+    assert!(matches!(answers[1], Err(IndexError::Corrupt { .. })));
+    assert!(matches!(answers[2], Ok(Ok(None))));
+    assert_eq!(index.get(b"/one").unwrap().unwrap().state, State::Writing);
+    assert_eq!(index.get(b"/two").unwrap().unwrap().state, State::Writing);
+    assert_eq!(index.counts().writing, 2);
+}
+
+#[tokio::test]
+async fn replicas_are_counted_per_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let key = b"/v".to_vec();
+    let run = |cmd| {
+        let index = index.clone();
+        async move { index.apply(cmd).await.unwrap().unwrap() }
+    };
+    run(Command::Begin {
+        key: key.clone(),
+        volumes: vec!["a:1/sv03".into(), "b:2".into()],
+        now_ms: 1,
+        owner: 0,
+    })
+    .await;
+    assert!(
+        index.volume_counts().unwrap().is_empty(),
+        "intents hold nothing"
+    );
+    run(Command::Commit {
+        key: key.clone(),
+        size: 10,
+        md5: None,
+        missing: vec!["b:2".into()],
+        now_ms: 2,
+        owner: 0,
+    })
+    .await;
+    let held = index.volume_counts().unwrap();
+    assert_eq!(held["a:1"], VolumeCounts { keys: 1, bytes: 10 });
+    assert_eq!(held.get("b:2").copied().unwrap_or_default().keys, 0);
+    run(Command::Completed {
+        key: key.clone(),
+        location: "b:2".into(),
+    })
+    .await;
+    assert_eq!(index.volume_counts().unwrap()["b:2"].keys, 1);
+    run(Command::BeginDelete {
+        key,
+        protect: false,
+        now_ms: 3,
+        owner: 0,
+    })
+    .await;
+    let held = index.volume_counts().unwrap();
+    assert_eq!(held["a:1"], VolumeCounts::default());
+    assert_eq!(held["b:2"], VolumeCounts::default());
+}
