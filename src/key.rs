@@ -4,7 +4,7 @@
 //! hoard additionally refuses keys that cannot be stored safely or listed as JSON.
 
 use crate::placement::key_path;
-use percent_encoding::percent_decode_str;
+use percent_encoding::{percent_decode_str, AsciiSet, CONTROLS};
 
 /// Longest key accepted, in bytes after decoding.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -34,6 +34,27 @@ pub enum KeyError {
     #[error("'/' and paths under /-/ are reserved and cannot be written")]
     Reserved,
 }
+
+/// Characters escaped when a key or file name is put into a URL path: everything a URL
+/// parser would reinterpret (`?`, `#`, `%`, `\`, `;`, …), controls and spaces; `/`
+/// stays. Decoding (`parse`) gives the same bytes back.
+pub const URL_PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|')
+    .add(b'[')
+    .add(b']')
+    .add(b';');
 
 /// Decodes a raw (still percent-encoded) request path into a key.
 pub fn parse(raw_path: &str) -> Result<Vec<u8>, KeyError> {

@@ -357,6 +357,28 @@ fn slow_body(chunks: u64, every: Duration) -> reqwest::Body {
     reqwest::Body::wrap_stream(body)
 }
 
+/// Starts a PUT of `chunks` × 64 KiB at `url`, one chunk per `every` (with a
+/// Content-Length when `sized`), then waits until the index holds its intent; the
+/// upload's outcome when it ends.
+async fn slow_put(
+    c: &Cluster,
+    url: String,
+    chunks: u64,
+    every: Duration,
+    sized: bool,
+) -> tokio::task::JoinHandle<Result<StatusCode, reqwest::Error>> {
+    let body = slow_body(chunks, every);
+    let upload = tokio::spawn(async move {
+        let mut req = client().put(url);
+        if sized {
+            req = req.header("content-length", chunks * (64 << 10));
+        }
+        req.body(body).send().await.map(|r| r.status())
+    });
+    wait_writing(c).await;
+    upload
+}
+
 /// Waits until the index holds the intent of a write in flight.
 async fn wait_writing(c: &Cluster) {
     c.wait_health("an upload in flight", |h| {
@@ -374,17 +396,7 @@ async fn sigterm_during_large_put_lets_it_complete() {
     let chunks = 512u64;
     let len = chunks * (64 << 10);
     let url = format!("{}/slow", c.url);
-    let body = slow_body(chunks, Duration::from_millis(2));
-    let upload = tokio::spawn(async move {
-        client()
-            .put(url)
-            .header("content-length", len)
-            .body(body)
-            .send()
-            .await
-            .map(|r| r.status())
-    });
-    wait_writing(&c).await;
+    let upload = slow_put(&c, url, chunks, Duration::from_millis(2), true).await;
     assert!(
         c.index.terminate(),
         "index did not exit cleanly:\n{}",
@@ -420,16 +432,7 @@ async fn sigterm_cuts_off_upload_beyond_grace() {
     let mut c = Cluster::start(Kind::Native, 3, &["--shutdown-grace", "1s"]);
     // 64 KiB every 50 ms for up to 60 s: far beyond the grace.
     let url = format!("{}/cut", c.url);
-    let body = slow_body(1200, Duration::from_millis(50));
-    let upload = tokio::spawn(async move {
-        client()
-            .put(url)
-            .body(body)
-            .send()
-            .await
-            .map(|r| r.status())
-    });
-    wait_writing(&c).await;
+    let upload = slow_put(&c, url, 1200, Duration::from_millis(50), false).await;
     assert!(
         c.index.terminate(),
         "index did not exit after the grace:\n{}",

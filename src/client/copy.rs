@@ -127,22 +127,33 @@ pub async fn upload(
     let files = walk(dir, prefix)?;
     let pb = files_bar(files.len() as u64);
     let mut report = Report::default();
-    let mut done = futures_util::stream::iter(files)
+    let done = futures_util::stream::iter(files)
         .map(|(path, key)| async move {
             let result = upload_one(client, &path, &key).await;
             (key, result)
         })
         .buffer_unordered(jobs.max(1));
-    while let Some((key, result)) = done.next().await {
-        report.add(&key, result, verbose);
-        if let Some(pb) = &pb {
-            pb.inc(1);
-        }
-    }
+    collect(done, &mut report, pb.as_ref(), verbose).await;
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
     Ok(report)
+}
+
+/// Adds each file's outcome to `report` as the copies finish, advancing the bar.
+async fn collect(
+    done: impl futures_util::Stream<Item = (String, Result<Done, ClientError>)>,
+    report: &mut Report,
+    pb: Option<&indicatif::ProgressBar>,
+    verbose: bool,
+) {
+    let mut done = std::pin::pin!(done);
+    while let Some((key, result)) = done.next().await {
+        report.add(&key, result, verbose);
+        if let Some(pb) = pb {
+            pb.inc(1);
+        }
+    }
 }
 
 async fn upload_one(client: &Client, path: &Path, key: &str) -> Result<Done, ClientError> {
@@ -193,18 +204,13 @@ pub async fn download(
         if let Some(pb) = &pb {
             pb.inc_length(keys.len() as u64);
         }
-        let mut done = futures_util::stream::iter(keys)
+        let done = futures_util::stream::iter(keys)
             .map(|key| async move {
                 let result = download_one(client, prefix, dir, &key).await;
                 (key, result)
             })
             .buffer_unordered(jobs.max(1));
-        while let Some((key, result)) = done.next().await {
-            report.add(&key, result, verbose);
-            if let Some(pb) = &pb {
-                pb.inc(1);
-            }
-        }
+        collect(done, &mut report, pb.as_ref(), verbose).await;
         match next {
             Some(n) => start = Some(n),
             None => break,

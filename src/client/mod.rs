@@ -19,7 +19,7 @@ pub mod transfer;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
@@ -29,25 +29,6 @@ pub use args::run;
 pub const ATTEMPTS: usize = 3;
 /// Keys per listing page requested.
 const PAGE: usize = 10_000;
-
-/// Characters escaped in the path of a key's URL: everything a URL parser would
-/// reinterpret (`?`, `#`, `%`, `\`, …), controls and spaces; `/` stays.
-const PATH: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'|')
-    .add(b'[')
-    .add(b']');
 
 /// Why a client operation failed; displayed as one line naming what failed.
 #[derive(Debug, thiserror::Error)]
@@ -326,7 +307,7 @@ pub fn normalize_key(key: &str) -> String {
 
 /// The URL path of `key`, percent-encoded so the server decodes it back to `key`.
 pub fn key_path(key: &str) -> String {
-    utf8_percent_encode(key, PATH).to_string()
+    utf8_percent_encode(key, crate::key::URL_PATH).to_string()
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {

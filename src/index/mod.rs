@@ -527,3 +527,36 @@ pub fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// Helpers for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Command, Index};
+
+    /// Writes `key` as a live one-byte value on `a:1` (intent, then commit), unlinked
+    /// after that when `unlinked`.
+    pub(crate) async fn put_live(index: &Index, key: &[u8], unlinked: bool) {
+        let begin = Command::Begin {
+            key: key.to_vec(),
+            volumes: vec!["a:1".into()],
+            now_ms: 1,
+            owner: 0,
+        };
+        let commit = Command::Commit {
+            key: key.to_vec(),
+            size: 1,
+            md5: None,
+            missing: Vec::new(),
+            now_ms: 2,
+            owner: 0,
+        };
+        let unlink = Command::Unlink {
+            key: key.to_vec(),
+            now_ms: 3,
+        };
+        let cmds = [Some(begin), Some(commit), unlinked.then_some(unlink)];
+        for cmd in cmds.into_iter().flatten() {
+            index.apply(cmd).await.unwrap().unwrap();
+        }
+    }
+}

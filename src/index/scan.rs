@@ -200,7 +200,6 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Command;
 
     /// An index with keys `/k/000`…`/k/(n-1)`: live, except unlinked where `unlinked`
     /// says so; plus `/l/x` outside the prefix.
@@ -209,30 +208,7 @@ mod tests {
         let index = Index::open(dir.path()).unwrap();
         let keys = (0..n).map(|i| (format!("/k/{i:03}"), unlinked(i)));
         for (key, unlink) in keys.chain([("/l/x".to_string(), false)]) {
-            let key = key.into_bytes();
-            let cmds = [
-                Command::Begin {
-                    key: key.clone(),
-                    volumes: vec!["a:1".into()],
-                    now_ms: 1,
-                    owner: 0,
-                },
-                Command::Commit {
-                    key: key.clone(),
-                    size: 1,
-                    md5: None,
-                    missing: Vec::new(),
-                    now_ms: 2,
-                    owner: 0,
-                },
-            ];
-            for cmd in cmds {
-                index.apply(cmd).await.unwrap().unwrap();
-            }
-            if unlink {
-                let cmd = Command::Unlink { key, now_ms: 3 };
-                index.apply(cmd).await.unwrap().unwrap();
-            }
+            crate::index::testing::put_live(&index, key.as_bytes(), unlink).await;
         }
         (dir, index)
     }

@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
 
 use super::OpsError;
@@ -31,25 +31,6 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Attempts per listing before the volume's walk fails.
 const ATTEMPTS: u32 = 3;
-
-/// Characters escaped in listing URLs (none occur in base64 or hex names).
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'?')
-    .add(b'<')
-    .add(b'>')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'|')
-    .add(b'[')
-    .add(b']')
-    .add(b';');
 
 /// One entry of a JSON directory listing.
 #[derive(Debug, Clone, Deserialize)]
@@ -242,7 +223,11 @@ pub async fn walk(
             let child = |level: Level, sub: &str| Dir {
                 server: dir.server,
                 sub: sub.to_string(),
-                path: format!("{}{}/", dir.path, utf8_percent_encode(&entry.name, SEGMENT)),
+                path: format!(
+                    "{}{}/",
+                    dir.path,
+                    utf8_percent_encode(&entry.name, crate::key::URL_PATH)
+                ),
                 level,
             };
             let next = match &dir.level {

@@ -153,7 +153,6 @@ impl Listing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Command;
     use futures_util::TryStreamExt;
 
     /// Keys of odd bytes (quote, backslash, control, non-UTF-8), some unlinked.
@@ -166,26 +165,8 @@ mod tests {
             if i == 7 {
                 key.push(0xff);
             }
-            let begin = Command::Begin {
-                key: key.clone(),
-                volumes: vec!["a:1".into()],
-                now_ms: 1,
-                owner: 0,
-            };
-            index.apply(begin).await.unwrap().unwrap();
-            let commit = Command::Commit {
-                key: key.clone(),
-                size: 1,
-                md5: None,
-                missing: Vec::new(),
-                now_ms: 2,
-                owner: 0,
-            };
-            index.apply(commit).await.unwrap().unwrap();
-            if i % 4 == 1 {
-                let unlink = Command::Unlink { key, now_ms: 3 };
-                index.apply(unlink).await.unwrap().unwrap();
-            } else {
+            crate::index::testing::put_live(&index, &key, i % 4 == 1).await;
+            if i % 4 != 1 {
                 live.push(key);
             }
         }
