@@ -32,6 +32,7 @@ async fn prefill(db: &Path, volume: &str, keys: &[String]) {
                         volumes,
                         now_ms: 1,
                         owner: 0,
+                        replace: false,
                     };
                     index.apply(begin).await.unwrap().unwrap();
                     let commit = Command::Commit {

@@ -391,6 +391,7 @@ async fn verify_repairs(kind: Kind) {
             volumes: intent_loc.clone(),
             now_ms: hoard::index::now_ms(),
             owner: 0,
+            replace: false,
         };
         index.apply(begin).await.unwrap().unwrap();
         let delete = IndexCommand::BeginDelete {
@@ -705,6 +706,7 @@ async fn verify_killed_midway() {
                 volumes,
                 now_ms: 1,
                 owner: 0,
+                replace: false,
             };
             index.apply(begin).await.unwrap().unwrap();
         }

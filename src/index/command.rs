@@ -11,9 +11,10 @@ use super::record::{Record, State};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Record the intent to write `key` to `volumes`. Rejected with
-    /// [`Rejection::Exists`] when the key is live. Replaces any other record (unlinked,
-    /// an abandoned intent, an interrupted delete), keeping every location it named that
-    /// is not a target as `stale`, so no file is forgotten.
+    /// [`Rejection::Exists`] when the key is live, unless `replace`. Replaces any other
+    /// record (unlinked, an abandoned intent, an interrupted delete — or, with
+    /// `replace`, a live value), keeping every location it named that is not a target
+    /// as `stale`, so no file is forgotten.
     Begin {
         /// The key.
         key: Vec<u8>,
@@ -26,6 +27,11 @@ pub enum Command {
         /// until [`WRITE_LEASE_MS`] after it was taken: two index servers never both
         /// write one key.
         owner: u64,
+        /// Overwrite a live value (S3 and minivault semantics; minikeyvalue's PUT
+        /// refuses). The old value stops being visible at once: its files share the
+        /// new value's paths, so from here on they are being overwritten.
+        #[serde(default)]
+        replace: bool,
     },
     /// The write reached its quorum: the key becomes live. `missing` lists the target
     /// locations that do not hold the value (a degraded write, `--write-quorum` below
@@ -234,9 +240,10 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             volumes,
             now_ms,
             owner,
+            replace,
             ..
         } => {
-            if state == Some(State::Live) {
+            if state == Some(State::Live) && !replace {
                 return Ok(Err(Rejection::Exists));
             }
             if held_elsewhere(prev.as_ref(), *owner, *now_ms) {

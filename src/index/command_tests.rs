@@ -48,6 +48,7 @@ fn begin() -> Command {
         volumes: vec!["a:1".into()],
         now_ms: 1,
         owner: 0,
+        replace: false,
     }
 }
 fn commit() -> Command {
@@ -173,6 +174,7 @@ fn degraded_write_then_completed() {
         volumes: vec!["a:1".into(), "b:2".into(), "c:3".into()],
         now_ms: 1,
         owner: 0,
+        replace: false,
     };
     let degraded = Command::Commit {
         key: b"/k".to_vec(),
@@ -214,6 +216,7 @@ fn replaced_records_keep_their_locations_as_stale() {
         volumes: vols.iter().map(|v| v.to_string()).collect(),
         now_ms,
         owner: 0,
+        replace: false,
     };
     // An unlinked value on a:1, b:2; the placement is now b:2, c:3.
     run(&mut m, begin_on(&["a:1", "b:2"], 1)).unwrap();
@@ -264,6 +267,7 @@ fn an_intent_belongs_to_its_write() {
         volumes: vec!["a:1".into()],
         now_ms,
         owner,
+        replace: false,
     };
     let commit = |owner| Command::Commit {
         key: b"/k".to_vec(),
@@ -343,4 +347,26 @@ fn relocate_requires_unchanged_volumes() {
     assert_eq!(run(&mut m, reloc("z:9")), Err(Rejection::Changed));
     run(&mut m, reloc("a:1")).unwrap();
     assert_eq!(m[&b"/k"[..]].volumes, ["b:2"]);
+}
+
+#[test]
+fn replace_overwrites_a_live_value_keeping_its_other_locations_stale() {
+    let mut m = BTreeMap::new();
+    run(&mut m, begin()).unwrap();
+    run(&mut m, commit()).unwrap();
+    let replace = Command::Begin {
+        key: b"/k".to_vec(),
+        volumes: vec!["b:1".into()],
+        now_ms: 3,
+        owner: 0,
+        replace: true,
+    };
+    let prev = run(&mut m, replace).unwrap().unwrap();
+    assert_eq!(prev.state, State::Live);
+    let r = m.get(&b"/k"[..]).unwrap();
+    assert_eq!(r.state, State::Writing);
+    assert_eq!(r.volumes, vec!["b:1".to_string()]);
+    assert_eq!(r.stale, vec!["a:1".to_string()]);
+    assert!(run(&mut m, commit()).is_ok());
+    assert_eq!(state(&m), Some(State::Live));
 }

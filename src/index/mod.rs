@@ -541,6 +541,7 @@ pub(crate) mod testing {
             volumes: vec!["a:1".into()],
             now_ms: 1,
             owner: 0,
+            replace: false,
         };
         let commit = Command::Commit {
             key: key.to_vec(),

@@ -240,6 +240,7 @@ mod tests {
                 volumes: vec!["v:1".into()],
                 now_ms: 1,
                 owner: 0,
+                replace: false,
             })
         };
         let commit = Some(Command::Commit {

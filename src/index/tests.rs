@@ -17,6 +17,7 @@ async fn commands_are_durable_and_listed_in_order() {
                         volumes: vec!["a:1".into()],
                         now_ms: 1,
                         owner: 0,
+                        replace: false,
                     })
                     .await
                     .unwrap()
@@ -115,6 +116,7 @@ fn a_failing_command_does_not_fail_its_batch() {
         volumes: vec!["a:1".into()],
         now_ms: 1,
         owner: 0,
+        replace: false,
     };
     let mut answers = Vec::new();
     let mut batch: Vec<Job> = [&b"/one"[..], b"/bad", b"/two"]
@@ -155,6 +157,7 @@ async fn replicas_are_counted_per_volume() {
         volumes: vec!["a:1/sv03".into(), "b:2".into()],
         now_ms: 1,
         owner: 0,
+        replace: false,
     })
     .await;
     assert!(

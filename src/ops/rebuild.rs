@@ -176,6 +176,7 @@ pub async fn run(
                     volumes: rebuilt.volumes,
                     now_ms: seen.mtime_ms,
                     owner: 0,
+                    replace: false,
                 };
                 index.apply(begin).await?.map_err(|r| {
                     OpsError::Invalid(format!("writing {}: {r}", super::show(&key)))

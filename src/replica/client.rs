@@ -249,6 +249,27 @@ impl VolumeClient {
         Ok(resp)
     }
 
+    /// Starts a streaming GET of `url`, of the byte range `range` (an HTTP `Range`
+    /// value such as `bytes=0-99`) when given: the volume must then answer 206, so a
+    /// volume that ignores ranges is never mistaken for one that honoured it.
+    pub async fn get_range(
+        &self,
+        url: &str,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, VolumeError> {
+        let mut req = self.request(reqwest::Method::GET, url);
+        if let Some(r) = range {
+            req = req.header(reqwest::header::RANGE, r);
+        }
+        let resp = req.send().await.map_err(|source| transport(url, source))?;
+        expect(
+            url,
+            resp.status(),
+            if range.is_some() { &[206] } else { &[200] },
+        )?;
+        Ok(resp)
+    }
+
     /// A request that must be answered within `--voltimeout` (probes, HEAD).
     async fn small(
         &self,

@@ -10,6 +10,8 @@
 //! * [`write`] — [`Store::put`] (the write protocol, with what a crash at each step
 //!   leaves behind).
 //! * [`delete`] — [`Store::delete`], [`Store::unlink`].
+//! * [`get`] — [`Store::open`]: a value's bytes streamed through the index server, for
+//!   front-ends whose clients do not follow redirects.
 //! * [`read`] — [`Store::locate`] (what a GET needs), [`Store::list`] (bounded scans of
 //!   a key range).
 //!
@@ -18,12 +20,14 @@
 
 mod delete;
 mod error;
+mod get;
 mod read;
 mod write;
 
 pub use error::StoreError;
+pub use get::Opened;
 pub use read::{list, ListRange, Location};
-pub use write::{PutError, Written};
+pub use write::{PutError, PutOptions, Written};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -84,23 +84,49 @@ impl<S> PutError<S> {
     }
 }
 
+/// How [`Store::put_with`] treats an existing value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Overwrite a live value instead of refusing with [`StoreError::Exists`] (S3 and
+    /// minivault semantics). The old value is invisible from the moment the intent is
+    /// recorded (its files are overwritten in place); if the new write then fails, the
+    /// key is left absent, never half-written.
+    pub replace: bool,
+}
+
 impl Store {
-    /// Stores `body` (a stream of chunks; `len` its length if known in advance, which
-    /// volumes are then told) under `key`, following the write protocol described at
-    /// the top of this module: the value is visible only once every replica (or the
-    /// write quorum) holds it. Memory is bounded by replicas × the fan-out's channel
-    /// depth × chunk size, whatever the value's size.
+    /// Stores `body` under `key` with minikeyvalue's semantics (a live key is refused);
+    /// see [`Store::put_with`].
     pub async fn put<S, E>(
         self: &Arc<Self>,
         key: Vec<u8>,
-        mut body: S,
+        body: S,
         len: Option<u64>,
     ) -> Result<Written, PutError<S>>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let guard = match self.admit(&key, len) {
+        self.put_with(key, body, len, PutOptions::default()).await
+    }
+
+    /// Stores `body` (a stream of chunks; `len` its length if known in advance, which
+    /// volumes are then told) under `key`, following the write protocol described at
+    /// the top of this module: the value is visible only once every replica (or the
+    /// write quorum) holds it. Memory is bounded by replicas × the fan-out's channel
+    /// depth × chunk size, whatever the value's size.
+    pub async fn put_with<S, E>(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        mut body: S,
+        len: Option<u64>,
+        opts: PutOptions,
+    ) -> Result<Written, PutError<S>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let guard = match self.admit(&key, len, opts) {
             Ok(guard) => guard,
             Err(e) => return Err(PutError::refused(e, body)),
         };
@@ -142,6 +168,7 @@ impl Store {
                 volumes: volumes.clone(),
                 now_ms: now_ms(),
                 owner: store.owner,
+                replace: opts.replace,
             };
             store.index.apply(begin).await?.map_err(|r| match r {
                 Rejection::Exists => StoreError::Exists,
@@ -173,7 +200,12 @@ impl Store {
 
     /// The checks made before any byte of the body is read: key, length, lock,
     /// existence. The guard holds the key's lock for the rest of the write.
-    fn admit(&self, key: &[u8], len: Option<u64>) -> Result<KeyGuard, StoreError> {
+    fn admit(
+        &self,
+        key: &[u8],
+        len: Option<u64>,
+        opts: PutOptions,
+    ) -> Result<KeyGuard, StoreError> {
         check_writable(key)?;
         if len == Some(0) {
             return Err(StoreError::Empty);
@@ -182,7 +214,8 @@ impl Store {
         // An early 403, before the body is read. In an index cluster this node's copy
         // may be stale, and confirming it would cost a read barrier per PUT: there
         // `Begin` alone decides, through the log (403 after the first body chunk).
-        if !self.index.is_replicated()
+        if !opts.replace
+            && !self.index.is_replicated()
             && self.index.get(key)?.is_some_and(|r| r.state == State::Live)
         {
             return Err(StoreError::Exists);
