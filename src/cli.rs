@@ -136,6 +136,13 @@ pub enum Command {
     /// copies what is missing or different; a different copy is replaced. Failed files
     /// are reported one a line and make the exit status 1. With -v, one line per file.
     Cp(crate::client::args::CpArgs),
+    /// Show or change the members of an index cluster (servers run with --peers).
+    ///
+    /// `hoard cluster status` lists the members, the leader and how far each member
+    /// has the log; `hoard cluster add ID=HOST:PORT` adds a server started with
+    /// `--node-id ID --join` once it has caught up; `hoard cluster remove ID` removes a
+    /// member (alive or dead) and retires its id. Any member takes the request.
+    Cluster(crate::client::cluster::ClusterArgs),
 }
 
 /// Where keys live: the options every command that computes placement shares.

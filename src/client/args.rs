@@ -33,7 +33,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn client(&self) -> Result<Client, ClientError> {
+    pub(super) fn client(&self) -> Result<Client, ClientError> {
         Client::new(&self.urls, self.token.clone())
     }
 }
@@ -264,6 +264,7 @@ pub async fn run(cmd: crate::cli::Command, verbose: bool) -> anyhow::Result<()> 
         Command::Stat(a) => stat(a).await,
         Command::Ls(a) => ls(a).await,
         Command::Cp(a) => cp(a, verbose).await,
+        Command::Cluster(a) => super::cluster::run(a).await,
         _ => anyhow::bail!("not a client command"),
     }
 }

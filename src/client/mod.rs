@@ -6,6 +6,7 @@
 //! * [`copy`] — `cp -r` in both directions: parallel, resumable (md5 compared).
 //! * [`args`] — the subcommands' options and help text; [`run`] runs one.
 //! * [`transfer`] — streaming files in and out, md5 on the way, progress bars.
+//! * [`cluster`] — `hoard cluster status|add|remove` (index cluster membership).
 //!
 //! Retry policy: a request that failed to connect is tried on the next `--url` (nothing
 //! was accepted, so this holds for writes too); reads (GET, HEAD, listings) are also
@@ -13,6 +14,7 @@
 //! never repeated once a server may have received them.
 
 pub mod args;
+pub mod cluster;
 pub mod copy;
 pub mod transfer;
 

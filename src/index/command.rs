@@ -117,6 +117,13 @@ pub enum Command {
         /// Only when no list was set yet (a member's configured list at first start).
         if_unset: bool,
     },
+    /// Index cluster node `id` left the cluster for good: its id may never be given to
+    /// another member (a node that lost its disk must come back under a new id, or it
+    /// could vote twice in one term). Stored under [`RETIRED_META`].
+    RetireMember {
+        /// The node id.
+        id: u64,
+    },
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     Remove {
         /// The key.
@@ -142,7 +149,7 @@ impl Command {
             | Command::Relocate { key, .. }
             | Command::SetMd5 { key, .. }
             | Command::Remove { key, .. } => key,
-            Command::SetVolumes { .. } => b"",
+            Command::SetVolumes { .. } | Command::RetireMember { .. } => b"",
         }
     }
 }
@@ -221,6 +228,15 @@ pub trait RecordMap {
 /// Index-wide value of [`Command::SetVolumes`]: the volume list as JSON.
 pub const VOLUMES_META: &str = "volumes";
 
+/// Meta entry holding the ids of retired index cluster members, a JSON list.
+pub const RETIRED_META: &str = "retired-members";
+
+/// The retired member ids stored under [`RETIRED_META`] (empty when none or unreadable).
+pub fn retired_members(json: Option<&[u8]>) -> Vec<u64> {
+    json.and_then(|j| serde_json::from_slice(j).ok())
+        .unwrap_or_default()
+}
+
 /// Applies `cmd` to `map`. The outer `Result` is a storage failure; the inner one is the
 /// command's own outcome.
 pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Error> {
@@ -230,6 +246,16 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         }
         let json = serde_json::to_vec(volumes).unwrap_or_default();
         map.put_meta(VOLUMES_META, json)?;
+        return Ok(Ok(None));
+    }
+    if let Command::RetireMember { id } = cmd {
+        let mut retired = retired_members(map.get_meta(RETIRED_META)?.as_deref());
+        if !retired.contains(id) {
+            retired.push(*id);
+            retired.sort_unstable();
+        }
+        let json = serde_json::to_vec(&retired).unwrap_or_default();
+        map.put_meta(RETIRED_META, json)?;
         return Ok(Ok(None));
     }
     let key = cmd.key();
@@ -386,7 +412,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             (_, None) => return Ok(Err(Rejection::NotFound)),
         },
         // Handled above: it changes no record.
-        Command::SetVolumes { .. } => return Ok(Ok(None)),
+        Command::SetVolumes { .. } | Command::RetireMember { .. } => return Ok(Ok(None)),
         Command::Remove { expect, owner, .. } => {
             return match (&prev, state) {
                 (Some(r), _) if *owner != 0 && r.owner != *owner => Ok(Err(Rejection::Changed)),

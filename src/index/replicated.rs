@@ -68,6 +68,12 @@ impl Index {
             .map(|v| v.value().to_vec()))
     }
 
+    /// Ids of index cluster members removed for good (`Command::RetireMember`).
+    pub fn retired_members(&self) -> Result<Vec<u64>, IndexError> {
+        let json = self.meta(super::command::RETIRED_META)?;
+        Ok(super::command::retired_members(json.as_deref()))
+    }
+
     /// Applies committed commands in order (`None`: a log entry without one) in one
     /// transaction that also stores `state` in `meta`; the outcome of each. Not synced:
     /// the log is durable. Blocking.

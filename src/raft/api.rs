@@ -1,6 +1,7 @@
 //! The `/-/raft/…` endpoints every index cluster member serves: Raft's own RPCs
-//! (`append`, `vote`, `snapshot`), commands forwarded to the leader (`propose`) and
-//! read-index requests (`read-index`). JSON in, JSON out; POST only. Under auth they
+//! (`append`, `vote`, `snapshot`), commands forwarded to the leader (`propose`),
+//! membership changes forwarded to it (`members`) and read-index requests
+//! (`read-index`). JSON in, JSON out; POST only. Under auth they
 //! need the cluster token like any write.
 
 use axum::body::Body;
@@ -59,6 +60,16 @@ pub async fn handle(node: &RaftNode, name: &str, body: Body) -> Response {
                 Ok(Some((applied, index))) => ProposeAnswer::Applied { applied, index },
                 Ok(None) => ProposeAnswer::NotLeader,
                 Err(e) => ProposeAnswer::Failed(e.to_string()),
+            };
+            axum::Json(answer).into_response()
+        }
+        "members" => {
+            use super::members::{MemberAnswer, MembersError};
+            let answer = match node.change_members_here(parse!()).await {
+                Ok(Some(voters)) => MemberAnswer::Done(voters),
+                Ok(None) => MemberAnswer::NotLeader,
+                Err(MembersError::Refused(e)) => MemberAnswer::Refused(e),
+                Err(MembersError::Failed(e)) => MemberAnswer::Failed(e),
             };
             axum::Json(answer).into_response()
         }

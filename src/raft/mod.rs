@@ -22,10 +22,12 @@
 //!   skips the barrier.
 //! * **Formation**: every node of a fresh cluster initializes it with the membership of
 //!   `--peers` (openraft allows several nodes to do so with the same membership), so the
-//!   cluster forms once a majority is up; restarted nodes just rejoin.
+//!   cluster forms once a majority is up; restarted nodes just rejoin. A node started
+//!   with `--join` does not: it waits to be added ([`members`]: online add and remove).
 
 pub mod api;
 pub mod log_store;
+pub mod members;
 pub mod network;
 pub mod state_machine;
 
@@ -79,6 +81,17 @@ pub struct ClusterArgs {
     /// on any node. `stale`: reads answer from this node's copy, which may lag.
     #[arg(long, env = "HOARD_READ_CONSISTENCY", default_value = "linearizable")]
     pub read_consistency: ReadConsistency,
+    /// Join an index cluster that already runs instead of forming one: this node waits
+    /// with an empty log until a member adds it (`hoard cluster add ID=HOST:PORT`).
+    /// Use it for every node added after the cluster formed, including a replacement
+    /// for a node that lost its disk (under a new --node-id).
+    #[arg(long, env = "HOARD_JOIN", requires = "node_id")]
+    pub join: bool,
+    /// Snapshot the index after this many log entries (the log before a snapshot is
+    /// then dropped; a member that is that far behind catches up from the snapshot).
+    #[arg(long, env = "HOARD_SNAPSHOT_EVERY", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
 }
 
 /// What a read may return in an index cluster.
@@ -99,6 +112,10 @@ pub struct ClusterConfig {
     pub peers: BTreeMap<u64, String>,
     /// Read consistency.
     pub reads: ReadConsistency,
+    /// Wait to be added instead of forming a cluster (`--join`).
+    pub join: bool,
+    /// Log entries between snapshots.
+    pub snapshot_every: u64,
 }
 
 impl ClusterArgs {
@@ -130,6 +147,8 @@ impl ClusterArgs {
             node_id,
             peers,
             reads: self.read_consistency,
+            join: self.join,
+            snapshot_every: self.snapshot_every,
         }))
     }
 }
@@ -143,6 +162,8 @@ pub struct RaftNode {
     /// The configured members.
     pub peers: BTreeMap<u64, String>,
     client: PeerClient,
+    /// The index this node replicates (for the retired member ids).
+    index: Index,
     reads: ReadConsistency,
     barrier: Mutex<BarrierState>,
     /// This node itself, for the background read-index rounds.
@@ -157,14 +178,14 @@ struct BarrierState {
 }
 
 /// Raft timing: heartbeats every 100 ms; an election after 0.5–1 s without one.
-fn raft_config() -> anyhow::Result<Config> {
+fn raft_config(snapshot_every: u64) -> anyhow::Result<Config> {
     let config = Config {
         cluster_name: "hoard".into(),
         heartbeat_interval: 100,
         election_timeout_min: 500,
         election_timeout_max: 1000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: snapshot_every.min(1_000),
         snapshot_max_chunk_size: 1 << 20,
         install_snapshot_timeout: 10_000,
         ..Default::default()
@@ -188,19 +209,34 @@ impl RaftNode {
             client: client.clone(),
             peers: cfg.peers.clone(),
         };
-        let raft = Raft::new(cfg.node_id, Arc::new(raft_config()?), network, log, sm)
-            .await
-            .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(raft_config(cfg.snapshot_every)?),
+            network,
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
         let node = Arc::new_cyclic(|me| RaftNode {
             raft,
             id: cfg.node_id,
             peers: cfg.peers.clone(),
             client,
+            index: index.clone(),
             reads: cfg.reads,
             barrier: Mutex::default(),
             me: me.clone(),
         });
-        if !node.raft.is_initialized().await? {
+        if cfg.join {
+            if !node.raft.is_initialized().await? {
+                tracing::info!(
+                    "node {} waits to be added to an index cluster (`hoard cluster add {}=<this address>` on a member)",
+                    cfg.node_id,
+                    cfg.node_id
+                );
+            }
+        } else if !node.raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = cfg
                 .peers
                 .iter()

@@ -1,5 +1,6 @@
-//! The server's own endpoints under `/-/`: health, readiness, metrics; operations and the
-//! dashboard are routed on to [`super::admin_ops`] and [`super::ui`].
+//! The server's own endpoints under `/-/`: health, readiness, metrics; operations,
+//! index cluster membership and the dashboard are routed on to [`super::admin_ops`],
+//! [`super::admin_cluster`] and [`super::ui`].
 
 use std::sync::Arc;
 
@@ -51,6 +52,9 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
             }
             None => ApiError::NotFound.into_response(),
         },
+        (_, path) if super::admin_cluster::owns(path) => {
+            super::admin_cluster::handle(app, req).await
+        }
         (_, path) if super::ui::owns(path) => super::ui::handle(app, &req),
         (_, path) if path.starts_with(super::admin_ops::PREFIX) => {
             super::admin_ops::handle(app, req).await

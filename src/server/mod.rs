@@ -7,6 +7,7 @@
 //! ([`crate::store::Store`]) and its errors to statuses ([`ApiError`]).
 
 mod admin;
+mod admin_cluster;
 mod admin_ops;
 mod batch;
 mod error;

@@ -244,6 +244,47 @@ impl IndexCluster {
         }
     }
 
+    /// Starts a new index server `id` with `--join` on a fresh port and database over
+    /// the same volumes (with `extra` flags); waits until it listens. It is not a
+    /// member until added (`hoard cluster add`).
+    pub fn start_joining(&mut self, id: u64, extra: &[&str]) {
+        assert!(!self.nodes.contains_key(&id), "node {id} exists");
+        let port = free_port();
+        let db = self.tmp.path().join(format!("db{id}"));
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|v| v.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cmd: Vec<String> = vec![
+            hoard_bin().into(),
+            "server".into(),
+            "--node-id".into(),
+            id.to_string(),
+            "--peers".into(),
+            format!("{id}=127.0.0.1:{port}"),
+            "--join".into(),
+            "--db".into(),
+            db.display().to_string(),
+            "--volumes".into(),
+            volumes,
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+        ];
+        cmd.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::spawn(cmd, self.tmp.path().join(format!("node{id}.log")));
+        wait_listening(&format!("127.0.0.1:{port}"));
+        self.nodes.insert(id, IndexNode { id, port, db, proc });
+    }
+
+    /// Forgets node `id` (after killing it): later waits and samples leave it out.
+    pub fn forget(&mut self, id: u64) -> IndexNode {
+        self.nodes.remove(&id).expect("no such node")
+    }
+
     /// Node ids.
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.keys().copied().collect()
