@@ -124,6 +124,19 @@ pub enum Command {
         /// The node id.
         id: u64,
     },
+    /// The cluster's background job (rebalance, verify): its record (JSON, opaque
+    /// here) stored under [`JOB_META`], and who runs it under [`JOB_OWNER_META`].
+    /// Applied only if the current owner is `expect` (`""`: no job running), else
+    /// [`Rejection::Changed`]: starting a job, a leader taking over a dead leader's job
+    /// and progress reports can never overwrite each other.
+    SetJob {
+        /// The job record.
+        record: String,
+        /// The owner from now on (`"{job id}/{node id}"`; `""` once the job ended).
+        owner: String,
+        /// The owner this change expects.
+        expect: String,
+    },
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     Remove {
         /// The key.
@@ -149,7 +162,9 @@ impl Command {
             | Command::Relocate { key, .. }
             | Command::SetMd5 { key, .. }
             | Command::Remove { key, .. } => key,
-            Command::SetVolumes { .. } | Command::RetireMember { .. } => b"",
+            Command::SetVolumes { .. } | Command::RetireMember { .. } | Command::SetJob { .. } => {
+                b""
+            }
         }
     }
 }
@@ -228,6 +243,16 @@ pub trait RecordMap {
 /// Index-wide value of [`Command::SetVolumes`]: the volume list as JSON.
 pub const VOLUMES_META: &str = "volumes";
 
+/// The meta entries that are replicated state (set by commands), carried by Raft
+/// snapshots along with the records.
+pub const REPLICATED_META: &[&str] = &[VOLUMES_META, JOB_META, JOB_OWNER_META, RETIRED_META];
+
+/// Meta entry holding the cluster's background job record (see `Command::SetJob`).
+pub const JOB_META: &str = "job";
+
+/// Meta entry naming who runs the cluster's background job (`""`: nobody).
+pub const JOB_OWNER_META: &str = "job-owner";
+
 /// Meta entry holding the ids of retired index cluster members, a JSON list.
 pub const RETIRED_META: &str = "retired-members";
 
@@ -246,6 +271,20 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         }
         let json = serde_json::to_vec(volumes).unwrap_or_default();
         map.put_meta(VOLUMES_META, json)?;
+        return Ok(Ok(None));
+    }
+    if let Command::SetJob {
+        record,
+        owner,
+        expect,
+    } = cmd
+    {
+        let current = map.get_meta(JOB_OWNER_META)?.unwrap_or_default();
+        if current != expect.as_bytes() {
+            return Ok(Err(Rejection::Changed));
+        }
+        map.put_meta(JOB_OWNER_META, owner.clone().into_bytes())?;
+        map.put_meta(JOB_META, record.clone().into_bytes())?;
         return Ok(Ok(None));
     }
     if let Command::RetireMember { id } = cmd {
@@ -412,7 +451,9 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             (_, None) => return Ok(Err(Rejection::NotFound)),
         },
         // Handled above: it changes no record.
-        Command::SetVolumes { .. } | Command::RetireMember { .. } => return Ok(Ok(None)),
+        Command::SetVolumes { .. } | Command::RetireMember { .. } | Command::SetJob { .. } => {
+            return Ok(Ok(None))
+        }
         Command::Remove { expect, owner, .. } => {
             return match (&prev, state) {
                 (Some(r), _) if *owner != 0 && r.owner != *owner => Ok(Err(Rejection::Changed)),

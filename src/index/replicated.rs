@@ -68,6 +68,15 @@ impl Index {
             .map(|v| v.value().to_vec()))
     }
 
+    /// The cluster's background job: its record (JSON) and its owner (`""`: none
+    /// running), as set by `Command::SetJob`.
+    pub fn job(&self) -> Result<(Option<String>, String), IndexError> {
+        let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let record = text(self.meta(super::command::JOB_META)?);
+        let owner = text(self.meta(super::command::JOB_OWNER_META)?).unwrap_or_default();
+        Ok((record, owner))
+    }
+
     /// Ids of index cluster members removed for good (`Command::RetireMember`).
     pub fn retired_members(&self) -> Result<Vec<u64>, IndexError> {
         let json = self.meta(super::command::RETIRED_META)?;
@@ -135,7 +144,9 @@ impl Index {
     /// Writes every record to `out` (`u32 key length, key, u32 record length, record`,
     /// little-endian, key order) from one read transaction, which also reads the `meta`
     /// values named in `names` (so they describe exactly the records written); the
-    /// number of records and those values. Blocking.
+    /// number of records and those values. The replicated meta entries (volume list,
+    /// job, retired members) come first, as items whose key is [`SNAPSHOT_META`] + the
+    /// entry's name (no record key starts with a NUL byte). Blocking.
     pub fn export(
         &self,
         out: &mut impl Write,
@@ -148,6 +159,16 @@ impl Index {
             .iter()
             .map(|n| Ok(meta.get(*n).map_err(store_err)?.map(|v| v.value().to_vec())))
             .collect::<Result<Vec<_>, IndexError>>()?;
+        for name in super::command::REPLICATED_META {
+            if let Some(v) = meta.get(*name).map_err(store_err)? {
+                let key = [SNAPSHOT_META, name.as_bytes()].concat();
+                for part in [key.as_slice(), v.value()] {
+                    out.write_all(&(part.len() as u32).to_le_bytes())
+                        .map_err(io)?;
+                    out.write_all(part).map_err(io)?;
+                }
+            }
+        }
         let table = txn.open_table(KEYS).map_err(store_err)?;
         let mut n = 0;
         for item in table.iter().map_err(store_err)? {
@@ -179,8 +200,18 @@ impl Index {
         {
             txn.delete_table(KEYS).map_err(store_err)?;
             let mut table = txn.open_table(KEYS).map_err(store_err)?;
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            for name in super::command::REPLICATED_META {
+                meta.remove(*name).map_err(store_err)?;
+            }
             while let Some(key) = read_item(input)? {
                 let value = read_item(input)?.ok_or_else(|| snapshot_err("record missing"))?;
+                if let Some(name) = key.strip_prefix(SNAPSHOT_META) {
+                    let name = std::str::from_utf8(name)
+                        .map_err(|_| snapshot_err("meta name not UTF-8"))?;
+                    meta.insert(name, value.as_slice()).map_err(store_err)?;
+                    continue;
+                }
                 let record = decode(&key, &value)?;
                 fresh.replace(None, Some(&record));
                 super::counts::volume_deltas(&mut volumes, None, Some(&record));
@@ -189,7 +220,6 @@ impl Index {
                     .map_err(store_err)?;
                 n += 1;
             }
-            let mut meta = txn.open_table(META).map_err(store_err)?;
             meta.insert(super::COUNTS, fresh.encode().as_slice())
                 .map_err(store_err)?;
             super::clear_volume_counts(&mut meta)?;
@@ -205,6 +235,9 @@ impl Index {
         Ok(n)
     }
 }
+
+/// Key prefix of a meta entry in a snapshot (see [`Index::export`]).
+const SNAPSHOT_META: &[u8] = b"\0meta:";
 
 fn snapshot_err(msg: &str) -> IndexError {
     IndexError::Store(redb::Error::Io(std::io::Error::other(format!(
@@ -258,8 +291,9 @@ mod tests {
             owner: 0,
         });
         let state = [("raft_applied", b"3".to_vec())];
+        let retire = Some(Command::RetireMember { id: 3 });
         let out = source
-            .apply_committed(&[begin("/a"), None, begin("/b"), commit], &state)
+            .apply_committed(&[begin("/a"), None, begin("/b"), commit, retire], &state)
             .unwrap();
         assert_eq!(out[1], None);
         assert!(matches!(out[3], Some(Ok(Some(_)))));
@@ -269,7 +303,15 @@ mod tests {
         assert_eq!((n, meta), (2, vec![Some(b"3".to_vec()), None]));
 
         let target = Index::open(b.path()).unwrap();
-        target.apply_committed(&[begin("/old")], &[]).unwrap();
+        let job = Command::SetJob {
+            record: "{}".into(),
+            owner: "1/1".into(),
+            expect: String::new(),
+        };
+        target
+            .apply_committed(&[begin("/old"), Some(job)], &[])
+            .unwrap();
+        assert_eq!(target.job().unwrap().1, "1/1");
         let n = target
             .import(&mut file.as_slice(), &[("raft_applied", b"4".to_vec())])
             .unwrap();
@@ -280,6 +322,9 @@ mod tests {
         let c = target.counts();
         assert_eq!((c.live, c.writing, c.bytes), (1, 1, 7));
         assert_eq!(target.meta("raft_applied").unwrap().unwrap(), b"4");
+        // Replicated meta entries travel with the records; others are dropped.
+        assert_eq!(target.retired_members().unwrap(), vec![3]);
+        assert_eq!(target.job().unwrap(), (None, String::new()));
         // A truncated snapshot is refused, and the index is left as it was.
         let cut = &file[..file.len() - 3];
         assert!(target.import(&mut &cut[..], &[]).is_err());

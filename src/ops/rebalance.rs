@@ -261,7 +261,8 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
         }
     };
 
-    let mut after: Option<Vec<u8>> = None;
+    // A job taken over from another index server goes on where that one got to.
+    let mut after: Option<Vec<u8>> = job.cursor();
     let mut busy: Vec<Vec<u8>> = Vec::new();
     while !job.is_cancelled() {
         let (index, from) = (ctx.index.clone(), after.clone());
@@ -292,6 +293,9 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
                 .filter(|(_, o)| *o == Outcome::Busy)
                 .map(|(k, _)| k),
         );
+        if let Some(done) = &after {
+            job.set_cursor(done);
+        }
     }
     for round in 1..=BUSY_ROUNDS {
         if busy.is_empty() || job.is_cancelled() {

@@ -81,7 +81,8 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
     let total = count_keys(&ctx.index);
     job.progress.total.store(total, Relaxed);
     let mut servers: BTreeSet<String> = ctx.placement.current().volumes().iter().cloned().collect();
-    let mut after: Option<Vec<u8>> = None;
+    // A job taken over from another index server goes on where that one got to.
+    let mut after: Option<Vec<u8>> = job.cursor();
     while !job.is_cancelled() {
         let (index, from) = (ctx.index.clone(), after.clone());
         let chunk = blocking(move || next_chunk(&index, from.as_deref(), CHUNK)).await?;
@@ -102,6 +103,9 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
                 }
             })
             .await;
+        if let Some(done) = &after {
+            job.set_cursor(done);
+        }
     }
     if job.is_cancelled() {
         return Ok(());

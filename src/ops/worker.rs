@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::OpsError;
 use crate::index::now_ms;
 
 /// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
     /// Reconstruct the index from the volumes' listings.
@@ -44,7 +44,8 @@ macro_rules! counters {
         }
 
         /// A copy of [`Progress`] at one instant.
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
         pub struct Counts {
             $($(#[$doc])* pub $name: u64,)*
         }
@@ -53,6 +54,11 @@ macro_rules! counters {
             /// Reads every counter.
             pub fn snapshot(&self) -> Counts {
                 Counts { $($name: self.$name.load(Relaxed),)* }
+            }
+
+            /// Counters that start from `c` (a job resumed elsewhere).
+            pub fn from_counts(c: &Counts) -> Progress {
+                Progress { $($name: AtomicU64::new(c.$name),)* }
             }
         }
     };
@@ -111,7 +117,7 @@ pub fn inc(counter: &AtomicU64) {
 }
 
 /// A speed limit: keys per second or bytes per second.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rate {
     /// Keys worked on (moved, verified) per second.
@@ -194,7 +200,7 @@ impl Throttle {
 }
 
 /// How a job ended, or that it is still running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Still working.
@@ -232,6 +238,9 @@ pub struct JobStatus {
     pub eta_s: Option<f64>,
     /// Why it failed.
     pub error: Option<String>,
+    /// In an index cluster: the member running it (the leader).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<u64>,
 }
 
 /// One running (or finished) job: its counters, throttle and cancel flag.
@@ -248,22 +257,64 @@ pub struct Job {
     started: Instant,
     started_ms: u64,
     end: Mutex<Option<(JobState, Duration, Option<String>)>>,
+    /// Every key up to this one (inclusive) is done: where a resumed job goes on.
+    cursor: Mutex<Option<Vec<u8>>>,
 }
 
 impl Job {
     /// A new job, not yet started anywhere.
     pub fn new(id: u64, kind: JobKind, params: serde_json::Value, rate: Option<Rate>) -> Arc<Job> {
+        Self::resumed(id, kind, params, rate, &Resume::default())
+    }
+
+    /// A job that goes on from `resume` (counters, start time, cursor).
+    fn resumed(
+        id: u64,
+        kind: JobKind,
+        params: serde_json::Value,
+        rate: Option<Rate>,
+        resume: &Resume,
+    ) -> Arc<Job> {
+        let now = now_ms();
+        let started_ms = resume.started_ms.unwrap_or(now);
+        let before = Duration::from_millis(now.saturating_sub(started_ms));
         Arc::new(Job {
             id,
             kind,
             params,
-            progress: Progress::default(),
+            progress: Progress::from_counts(&resume.counts),
             throttle: Throttle::new(rate),
             cancel: AtomicBool::new(false),
-            started: Instant::now(),
-            started_ms: now_ms(),
+            started: Instant::now()
+                .checked_sub(before)
+                .unwrap_or_else(Instant::now),
+            started_ms,
             end: Mutex::new(None),
+            cursor: Mutex::new(resume.cursor.clone()),
         })
+    }
+
+    /// The job's number.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Records that every key up to `key` (inclusive) is done.
+    pub fn set_cursor(&self, key: &[u8]) {
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.to_vec());
+    }
+
+    /// The last key known done, if any.
+    pub fn cursor(&self) -> Option<Vec<u8>> {
+        self.cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the job has ended.
+    pub fn has_ended(&self) -> bool {
+        self.end.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
     /// What the job does.
@@ -314,8 +365,22 @@ impl Job {
             bytes_per_s: counts.bytes as f64 / secs,
             eta_s,
             error,
+            node: None,
         }
     }
+}
+
+/// Where a job taken over from another server goes on from (see `server::jobs`).
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// The cluster-wide job number to keep.
+    pub id: Option<u64>,
+    /// Counters so far.
+    pub counts: Counts,
+    /// When it first started (unix ms).
+    pub started_ms: Option<u64>,
+    /// Every key up to this one is done.
+    pub cursor: Option<Vec<u8>>,
 }
 
 /// What `GET /-/admin/status` reports about jobs.
@@ -366,13 +431,33 @@ impl Worker {
         F: FnOnce(Arc<Job>) -> Fut,
         Fut: std::future::Future<Output = Result<(), OpsError>> + Send + 'static,
     {
+        self.start_from(kind, params, rate, &Resume::default(), work)
+    }
+
+    /// Like [`Worker::start`], going on from `resume` (its id, counters, cursor).
+    pub fn start_from<F, Fut>(
+        &self,
+        kind: JobKind,
+        params: serde_json::Value,
+        rate: Option<Rate>,
+        resume: &Resume,
+        work: F,
+    ) -> Result<Arc<Job>, OpsError>
+    where
+        F: FnOnce(Arc<Job>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), OpsError>> + Send + 'static,
+    {
         let mut slots = self.slots();
         slots.settle();
         if let Some((job, _)) = &slots.current {
             return Err(OpsError::Busy(job.kind().name()));
         }
-        slots.next_id += 1;
-        let job = Job::new(slots.next_id, kind, params, rate);
+        let id = match resume.id {
+            Some(id) => id,
+            None => slots.next_id + 1,
+        };
+        slots.next_id = slots.next_id.max(id);
+        let job = Job::resumed(id, kind, params, rate, resume);
         let fut = work(Arc::clone(&job));
         let running = Arc::clone(&job);
         let handle = tokio::spawn(async move {
@@ -409,6 +494,16 @@ impl Worker {
         if let Some((job, handle)) = self.slots().current.take() {
             job.cancel();
             handle.abort();
+        }
+    }
+
+    /// The running job, or else the last one.
+    pub fn latest(&self) -> Option<Arc<Job>> {
+        let mut slots = self.slots();
+        slots.settle();
+        match &slots.current {
+            Some((job, _)) => Some(Arc::clone(job)),
+            None => slots.last.clone(),
         }
     }
 

@@ -287,8 +287,13 @@ impl RaftNode {
         })
     }
 
-    /// The address of the leader, when one is known.
-    fn leader_addr(&self) -> Option<(u64, String)> {
+    /// Whether this member leads now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The leader's id and address, when one is known.
+    pub fn leader_addr(&self) -> Option<(u64, String)> {
         let m = self.raft.metrics().borrow().clone();
         let leader = m.current_leader?;
         let addr = self.peers.get(&leader).cloned().or_else(|| {

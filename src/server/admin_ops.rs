@@ -19,11 +19,15 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::jobs::{self, JobParams, JobsError};
 use super::{ApiError, App};
 use crate::ops::membership::Change;
 use crate::ops::rebalance::{self, Outcome};
 use crate::ops::worker::{JobKind, Rate};
-use crate::ops::{verify, OpsError};
+
+/// Longest wait for the leader to answer a forwarded request.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::ops::OpsError;
 
 /// Paths handled here.
 pub const PREFIX: &str = "/-/admin/";
@@ -45,14 +49,28 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
             Ok(q) => q,
             Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()).into_response(),
         };
-    let path = &req.uri().path()[PREFIX.len()..];
+    let path = req.uri().path()[PREFIX.len()..].to_string();
+    let path = path.as_str();
+    // In an index cluster, jobs run on the leader: a follower passes these on.
+    let on_leader = matches!(path, "rebalance" | "verify" | "cancel" | "volumes");
+    if req.method() == Method::POST
+        && on_leader
+        && app.raft.as_ref().is_some_and(|n| !n.is_leader())
+    {
+        return forward_to_leader(app, req).await;
+    }
     let result = match (req.method().clone(), path) {
-        (Method::GET, "status") => Ok(status(app)),
-        (Method::POST, "rebalance") => start_rebalance(app, &query),
-        (Method::POST, "verify") => start_verify(app, &query),
-        (Method::POST, "cancel") => {
-            Ok(axum::Json(json!({ "cancelled": app.jobs.cancel() })).into_response())
-        }
+        (Method::GET, "status") => match app.store.index.read_barrier().await {
+            // In an index cluster: the job record as of now, not as of this member's lag.
+            Ok(()) => Ok(status(app)),
+            Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+        },
+        (Method::POST, "rebalance") => start_rebalance(app, &query).await,
+        (Method::POST, "verify") => start_verify(app, &query).await,
+        (Method::POST, "cancel") => match jobs::cancel(app).await {
+            Ok(cancelled) => Ok(axum::Json(json!({ "cancelled": cancelled })).into_response()),
+            Err(e) => Err(jobs_error(e)),
+        },
         (Method::GET, "volumes") => Ok(volumes(app)),
         (Method::POST, "volumes") => change_volumes(app, req).await,
         (_, "status" | "rebalance" | "verify" | "cancel" | "volumes") => {
@@ -86,6 +104,75 @@ fn ops_error(e: OpsError) -> Failure {
     error(status, &e.to_string())
 }
 
+fn jobs_error(e: JobsError) -> Failure {
+    match e {
+        JobsError::NotLeader => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the leader changed meanwhile; try again",
+        ),
+        JobsError::Ops(e) => ops_error(e),
+    }
+}
+
+/// Passes a job or membership request on to the index cluster's leader and answers
+/// with its answer (503 when no leader is known or it cannot be reached).
+async fn forward_to_leader(app: &App, req: Request) -> Response {
+    let Some((leader, addr)) = app.raft.as_ref().and_then(|n| n.leader_addr()) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no index cluster leader right now; try again",
+        )
+        .into_response();
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, &format!("reading body: {e}")).into_response()
+        }
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(FORWARD_TIMEOUT)
+        .build();
+    let mut call = match client {
+        Ok(c) => c.post(format!("http://{addr}{path}")).body(body),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()).into_response(),
+    };
+    if let Some(token) = app.cfg.safety.auth.token() {
+        call = call.bearer_auth(token);
+    }
+    match call.send().await {
+        Ok(resp) => {
+            let status =
+                StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            match resp.bytes().await {
+                Ok(bytes) => (
+                    status,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    bytes,
+                )
+                    .into_response(),
+                Err(e) => error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("reading the leader's answer: {e}"),
+                )
+                .into_response(),
+            }
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("forwarding to leader {leader} at {addr}: {e}"),
+        )
+        .into_response(),
+    }
+}
+
 fn flag(query: &HashMap<String, String>, name: &str) -> bool {
     query
         .get(name)
@@ -116,7 +203,7 @@ fn concurrency(query: &HashMap<String, String>) -> Result<usize, Failure> {
 }
 
 fn status(app: &App) -> Response {
-    let jobs = app.jobs.status();
+    let jobs = jobs::status(app);
     let placement = app.store.placement.current();
     axum::Json(json!({
         "running": jobs.running,
@@ -126,54 +213,46 @@ fn status(app: &App) -> Response {
     .into_response()
 }
 
-fn started(job: &crate::ops::worker::Job) -> Response {
-    (StatusCode::ACCEPTED, axum::Json(job.status())).into_response()
+fn started(status: crate::ops::worker::JobStatus) -> Response {
+    (StatusCode::ACCEPTED, axum::Json(status)).into_response()
 }
 
-fn start_rebalance(app: &Arc<App>, query: &HashMap<String, String>) -> Result<Response, Failure> {
-    let max_rate = rate(query)?;
-    let concurrency = concurrency(query)?;
-    let ctx = app.store.ops_ctx();
-    let params = json!({ "max_rate": max_rate, "concurrency": concurrency });
-    let opts = rebalance::Options {
-        concurrency,
-        delete_delay: DELETE_DELAY,
+async fn start_rebalance(
+    app: &Arc<App>,
+    query: &HashMap<String, String>,
+) -> Result<Response, Failure> {
+    let params = JobParams {
+        max_rate: rate(query)?,
+        concurrency: concurrency(query)?,
+        repair: false,
+        deep: false,
+        grace_s: 0.0,
     };
-    app.jobs
-        .start(JobKind::Rebalance, params, max_rate, move |job| {
-            rebalance::run(ctx, job, opts)
-        })
-        .map(|job| started(&job))
-        .map_err(ops_error)
+    jobs::start(app, JobKind::Rebalance, params)
+        .await
+        .map(started)
+        .map_err(jobs_error)
 }
 
-fn start_verify(app: &Arc<App>, query: &HashMap<String, String>) -> Result<Response, Failure> {
-    let max_rate = rate(query)?;
-    let concurrency = concurrency(query)?;
+async fn start_verify(
+    app: &Arc<App>,
+    query: &HashMap<String, String>,
+) -> Result<Response, Failure> {
     let grace = match query.get("grace") {
         None => Duration::from_secs(3600),
         Some(g) => crate::cli::parse_duration(g).map_err(|e| error(StatusCode::BAD_REQUEST, &e))?,
     };
-    let opts = verify::Options {
+    let params = JobParams {
+        max_rate: rate(query)?,
+        concurrency: concurrency(query)?,
         repair: flag(query, "repair"),
         deep: flag(query, "deep"),
-        grace,
-        concurrency,
+        grace_s: grace.as_secs_f64(),
     };
-    let params = json!({
-        "repair": opts.repair,
-        "deep": opts.deep,
-        "grace_s": grace.as_secs_f64(),
-        "max_rate": max_rate,
-        "concurrency": concurrency,
-    });
-    let ctx = app.store.ops_ctx();
-    app.jobs
-        .start(JobKind::Verify, params, max_rate, move |job| {
-            verify::run(ctx, job, opts)
-        })
-        .map(|job| started(&job))
-        .map_err(ops_error)
+    jobs::start(app, JobKind::Verify, params)
+        .await
+        .map(started)
+        .map_err(jobs_error)
 }
 
 fn volumes(app: &App) -> Response {
@@ -212,18 +291,18 @@ async fn change_volumes(app: &Arc<App>, req: Request) -> Result<Response, Failur
             .to_vec()
     };
     let job = if change.rebalance {
-        let ctx = app.store.ops_ctx();
-        let opts = rebalance::Options {
+        let params = JobParams {
+            max_rate: None,
             concurrency: CONCURRENCY,
-            delete_delay: DELETE_DELAY,
+            repair: false,
+            deep: false,
+            grace_s: 0.0,
         };
-        let job = app
-            .jobs
-            .start(JobKind::Rebalance, json!({}), None, move |job| {
-                rebalance::run(ctx, job, opts)
-            })
-            .map_err(ops_error)?;
-        Some(job.status())
+        Some(
+            jobs::start(app, JobKind::Rebalance, params)
+                .await
+                .map_err(jobs_error)?,
+        )
     } else {
         None
     };

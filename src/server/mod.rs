@@ -11,6 +11,7 @@ mod admin_cluster;
 mod admin_ops;
 mod batch;
 mod error;
+mod jobs;
 mod read;
 mod safety;
 pub mod ui;
@@ -115,6 +116,8 @@ pub struct Started {
     prober: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
     sampler: tokio::task::JoinHandle<()>,
+    /// In an index cluster: keeps the cluster's job running on the leader.
+    supervisor: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Started {
@@ -123,6 +126,9 @@ impl Started {
     pub async fn shutdown(mut self, grace: Duration) {
         self.prober.abort();
         self.sampler.abort();
+        if let Some(s) = &self.supervisor {
+            s.abort();
+        }
         self.app.jobs.abort();
         self.upkeep.abort();
         // The worker holds an index handle: it must be gone before the index closes.
@@ -206,6 +212,10 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         series: ui::series::Series::default(),
     });
     let sampler = ui::series::spawn(Arc::downgrade(&app));
+    let supervisor = app
+        .raft
+        .is_some()
+        .then(|| tokio::spawn(jobs::supervise(Arc::downgrade(&app))));
     let router = crate::http::observe(
         safety.layers(
             axum::Router::new()
@@ -221,6 +231,7 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         prober,
         upkeep,
         sampler,
+        supervisor,
     })
 }
 

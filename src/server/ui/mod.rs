@@ -299,7 +299,7 @@ fn overview(app: &App, req: &Request) -> Overview {
         writes_in_flight: app.store.locks.len(),
         replicas: placement.replicas(),
         volumes,
-        jobs: app.jobs.status(),
+        jobs: crate::server::jobs::status(app),
         upkeep: UpkeepView {
             running: !app.store.upkeep.is_closed(),
             queued: None,
