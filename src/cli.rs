@@ -58,7 +58,7 @@ pub enum Command {
     /// is kept under --data and survives restarts. Same code paths as a cluster.
     Dev(DevArgs),
     /// Run an index server in front of a set of volume servers.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run a native volume server storing files under --dir.
     ///
     /// Speaks the same HTTP as the stock nginx WebDAV volume minikeyvalue uses: PUT
@@ -365,7 +365,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => crate::dev::run(args, verbose).await,
-            Command::Server(args) => crate::server::run(args, verbose).await,
+            Command::Server(args) => crate::server::run(*args, verbose).await,
             Command::Volume(args) => crate::volume::run(args, verbose).await,
             Command::Rebuild(args) => crate::ops::offline::rebuild(args).await,
             Command::Rebalance(args) => crate::ops::offline::rebalance(args).await,

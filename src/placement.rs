@@ -93,8 +93,7 @@ pub fn join_spec(name: &str, zone: Option<&str>) -> String {
 /// Whether `z` is a valid zone label: 1-64 letters, digits, `.`, `_` or `-`.
 pub fn valid_zone(z: &str) -> bool {
     (1..=64).contains(&z.len())
-        && z
-            .bytes()
+        && z.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
@@ -531,9 +530,21 @@ mod tests {
         let all = zoned(&SIX.map(|(p, _)| (p, "")), 6);
         let p = zoned(&SIX, 3);
         let cases: &[(&str, [u16; 6], [u16; 3])] = &[
-            ("/wehave", [3001, 3002, 3006, 3005, 3004, 3003], [3001, 3006, 3004]),
-            ("/hello", [3004, 3003, 3006, 3005, 3001, 3002], [3004, 3006, 3001]),
-            ("/a/b c", [3002, 3005, 3001, 3006, 3004, 3003], [3002, 3005, 3004]),
+            (
+                "/wehave",
+                [3001, 3002, 3006, 3005, 3004, 3003],
+                [3001, 3006, 3004],
+            ),
+            (
+                "/hello",
+                [3004, 3003, 3006, 3005, 3001, 3002],
+                [3004, 3006, 3001],
+            ),
+            (
+                "/a/b c",
+                [3002, 3005, 3001, 3006, 3004, 3003],
+                [3002, 3005, 3004],
+            ),
         ];
         let names = |ports: &[u16]| -> Vec<String> {
             ports.iter().map(|p| format!("localhost:{p}")).collect()
@@ -554,7 +565,16 @@ mod tests {
     fn zoned_sets_span_every_zone_they_can() {
         let p = zoned(&SIX, 3);
         let two = zoned(&SIX[..4], 3);
-        let mixed = zoned(&[(3001, "a"), (3002, "a"), (3003, "a"), (3004, ""), (3005, "")], 3);
+        let mixed = zoned(
+            &[
+                (3001, "a"),
+                (3002, "a"),
+                (3003, "a"),
+                (3004, ""),
+                (3005, ""),
+            ],
+            3,
+        );
         for key in keys(10_000) {
             let set = p.locate(&key);
             assert_eq!(p.spread(&set), 3, "{set:?}");
@@ -585,7 +605,8 @@ mod tests {
     /// moves at most one replica of any key.
     #[test]
     fn adding_volumes_moves_only_onto_them() {
-        let cases: &[(&[(u16, &str)], &[(u16, &str)])] = &[
+        type Volumes<'a> = &'a [(u16, &'a str)];
+        let cases: &[(Volumes, Volumes)] = &[
             (&SIX, &[(3007, "a")]),
             (&SIX, &[(3007, "d")]),
             (&SIX[..4], &[(3005, "c"), (3006, "c")]), // a new zone: 2 → 3 zones
@@ -604,12 +625,20 @@ mod tests {
             for key in keys(10_000) {
                 let (a, b) = (old.locate(&key), new.locate(&key));
                 let gained: Vec<&String> = b.iter().filter(|v| !a.contains(v)).collect();
-                assert!(gained.iter().all(|v| new_names.contains(v)), "{a:?} → {b:?}");
+                assert!(
+                    gained.iter().all(|v| new_names.contains(v)),
+                    "{a:?} → {b:?}"
+                );
                 moved += gained.len();
             }
             // The replicas the added volumes now hold are exactly the ones that moved.
             let held: usize = keys(10_000)
-                .map(|k| new.locate(&k).iter().filter(|v| new_names.contains(v)).count())
+                .map(|k| {
+                    new.locate(&k)
+                        .iter()
+                        .filter(|v| new_names.contains(v))
+                        .count()
+                })
                 .sum();
             assert_eq!(moved, held, "{added:?}");
             println!("adding {added:?} to {before:?}: {moved} of 30000 replicas moved");
