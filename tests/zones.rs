@@ -298,3 +298,71 @@ async fn labelling_zones_then_verify_repairs_the_spread() {
     let again = job(&c, "verify").await;
     assert_eq!(count(&again, "unspread"), 0, "{again}");
 }
+
+/// In an index cluster the labels travel with the replicated volume list: labelled on
+/// one member, every member shows the zones and places keys alike (same replicas,
+/// spanning the 3 zones, balanced on each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_cluster_replicates_zones() {
+    use common::ha::{IndexCluster, Links};
+    let c = IndexCluster::start(3, 6, Links::Direct, &[]);
+    c.leader().await;
+    let labels = ["z1", "z1", "z2", "z2", "z3", "z3"];
+    let zones = zone_map(&c.volumes.iter().zip(labels).collect::<Vec<_>>());
+    let labelled: Vec<String> = c
+        .volumes
+        .iter()
+        .zip(labels)
+        .map(|(v, z)| format!("{}@{z}", v.addr))
+        .collect();
+    let ids = c.ids();
+    let r = client()
+        .post(format!("{}/-/admin/volumes", c.url(ids[1])))
+        .json(&serde_json::json!({ "add": labelled }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    // Every member puts the labelled list in force.
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    for &id in &ids {
+        loop {
+            let admin = common::cluster::get_json(format!("{}/-/admin/volumes", c.url(id))).await;
+            if admin["zones"].as_object().map(|z| z.len()) == Some(6) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id}: {admin}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let http = client();
+    for i in 0..KEYS / 4 {
+        let r = http
+            .put(format!("{}{}", c.url(ids[0]), key(i)))
+            .body(value(i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "PUT {}", key(i));
+        let mut seen = BTreeSet::new();
+        for &id in &ids {
+            let r = http
+                .head(format!("{}{}", c.url(id), key(i)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::FOUND, "node {id}: {}", key(i));
+            assert_eq!(r.headers()["key-balance"], "balanced", "node {id}");
+            seen.insert(r.headers()["key-volumes"].to_str().unwrap().to_string());
+        }
+        assert_eq!(seen.len(), 1, "members disagree: {seen:?}");
+        let servers: Vec<String> = seen
+            .into_iter()
+            .next()
+            .unwrap()
+            .split(',')
+            .map(|loc| loc.split('/').next().unwrap().to_string())
+            .collect();
+        assert_eq!(zones_of(&servers, &zones).len(), 3, "{servers:?}");
+    }
+}

@@ -179,6 +179,11 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         Some(list) => list,
         None => crate::ops::membership::resolve(db, configured),
     })?;
+    if let Some(zone) = cfg.zone.as_deref() {
+        if !placement.zone_labels().contains(&zone) {
+            tracing::warn!("--zone {zone}: no volume is in this zone; reads use any zone");
+        }
+    }
     let membership = Membership::new(db, configured);
     let health = Arc::new(Health::new(placement.volumes()));
     let prober = health.spawn_prober(client.clone());
