@@ -173,6 +173,24 @@ async fn three_zones_spread_and_survive_a_zone() {
         (z2["zone"].as_str(), z2["up"].as_u64()),
         (Some("z2"), Some(0))
     );
+    let metrics = client()
+        .get(format!("{}/-/metrics", c.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "hoard_zone_volumes_up{zone=\"z2\"} 0",
+        "hoard_zone_volumes_up{zone=\"z1\"} 2",
+        "hoard_zone_volumes{zone=\"z2\"} 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
     for i in 0..KEYS {
         let (_, _, location) = locate(&c, &key(i)).await;
         let host = location.split('/').nth(2).unwrap();

@@ -157,8 +157,28 @@ fn metrics(app: &App) -> Response {
     }
     metrics::gauge!("hoard_stored_bytes").set(counts.bytes as f64);
     metrics::gauge!("hoard_writes_in_flight").set(app.store.locks.len() as f64);
+    zone_metrics(app);
     job_metrics(app);
     crate::telemetry::response()
+}
+
+/// Per zone of the placement in force: `hoard_zone_volumes{zone}` and
+/// `hoard_zone_volumes_up{zone}`.
+fn zone_metrics(app: &App) {
+    let placement = app.store.placement.current();
+    for zone in placement.zone_labels() {
+        let members = placement
+            .volumes()
+            .iter()
+            .filter(|v| placement.zone_of(v) == Some(zone));
+        let up = members
+            .clone()
+            .filter(|v| app.store.health.is_up(v))
+            .count();
+        let label = zone.to_string();
+        metrics::gauge!("hoard_zone_volumes", "zone" => label.clone()).set(members.count() as f64);
+        metrics::gauge!("hoard_zone_volumes_up", "zone" => label).set(up as f64);
+    }
 }
 
 /// Progress of the running background job, or of the last one: every counter of
