@@ -58,7 +58,7 @@ pub enum Command {
     /// is kept under --data and survives restarts. Same code paths as a cluster.
     Dev(DevArgs),
     /// Run an index server in front of a set of volume servers.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run a native volume server storing files under --dir.
     ///
     /// Speaks the same HTTP as the stock nginx WebDAV volume minikeyvalue uses: PUT
@@ -148,8 +148,10 @@ pub enum Command {
 /// Where keys live: the options every command that computes placement shares.
 #[derive(Debug, Args, Clone)]
 pub struct PlacementArgs {
-    /// Volume servers, comma separated host:port. Their names take part in placement:
-    /// list them exactly as before (order does not matter).
+    /// Volume servers, comma separated host:port, each optionally with a failure zone
+    /// (host:port@zone): a key's replicas then go to distinct zones. The host:port
+    /// names take part in placement: list them exactly as before (order does not
+    /// matter); zone labels do not.
     #[arg(long, env = "HOARD_VOLUMES", value_delimiter = ',', required = true)]
     pub volumes: Vec<String>,
     /// Copies of each value.
@@ -269,6 +271,10 @@ pub struct ServerArgs {
     /// Timeout for connecting to and probing a volume server (e.g. 1s, 500ms).
     #[arg(long, env = "HOARD_VOLTIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub voltimeout: Duration,
+    /// This index server's zone: GETs redirect to a replica in this zone when one is
+    /// up, else to any other.
+    #[arg(long, env = "HOARD_ZONE")]
+    pub zone: Option<String>,
     /// Safety: write quorum, auth, TLS, rate limit, timeouts.
     #[command(flatten)]
     pub safety: crate::server::SafetyArgs,
@@ -366,7 +372,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => crate::dev::run(args, verbose).await,
-            Command::Server(args) => crate::server::run(args, verbose).await,
+            Command::Server(args) => crate::server::run(*args, verbose).await,
             Command::Volume(args) => crate::volume::run(args, verbose).await,
             Command::Rebuild(args) => crate::ops::offline::rebuild(args).await,
             Command::Rebalance(args) => crate::ops::offline::rebalance(args).await,

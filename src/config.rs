@@ -137,7 +137,7 @@ mod tests {
 
     fn server(cli: Cli) -> crate::cli::ServerArgs {
         match cli.command {
-            Command::Server(a) => a,
+            Command::Server(a) => *a,
             other => panic!("{other:?}"),
         }
     }

@@ -63,6 +63,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         verbose,
         safety: crate::server::SafetyConfig::default(),
         cluster: None,
+        zone: None,
     };
     let started = crate::server::start(cfg, &args.data.join("index")).await?;
     eprintln!(

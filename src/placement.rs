@@ -10,6 +10,17 @@
 //!   big-endian u32 of score bytes 12..16, modulo `subvolumes`, as two uppercase hex digits.
 //! * **File path** — `/%02x/%02x/<base64 std padded of the key>`, the two bytes being
 //!   `md5(key)[0..2]`. The base64 may contain `/` (deeper directories) and `+`.
+//!
+//! **Zones** (failure domains). A volume may be listed as `host:port@zone`; only the
+//! `host:port` name is hashed, so labelling volumes never changes their scores. When at
+//! least one volume has a zone, the replica set is picked from the same rendezvous
+//! order in passes: the first pass takes, in score order, each volume whose zone holds
+//! no replica yet; if fewer than `replicas` were found (fewer zones than replicas), the
+//! next pass allows a second replica per zone, and so on. The winners are returned in
+//! score order. A volume without a zone counts as a zone of its own, so with no zones
+//! at all the first pass takes the top `replicas` volumes: exactly minikeyvalue's set.
+//! Adding a volume only ever moves replicas *onto* it (it wins its zone's slot, or its
+//! zone's slot in the set), which is the least movement any placement can do.
 
 use std::sync::{Arc, RwLock};
 
@@ -19,7 +30,14 @@ use md5::{Digest, Md5};
 /// The placement policy: the configured volume list and how many copies to keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
+    /// `host:port` names (what placement hashes).
     volumes: Vec<String>,
+    /// The zone of each volume, if labelled.
+    zones: Vec<Option<String>>,
+    /// A dense zone number per volume; an unlabelled volume is a zone of its own.
+    zone_ids: Vec<usize>,
+    /// How many distinct zones (unlabelled volumes counted one each).
+    zone_count: usize,
     replicas: usize,
     subvolumes: u32,
 }
@@ -50,12 +68,40 @@ pub enum PlacementError {
     /// A volume string is empty or is not `host:port`.
     #[error("volume {0:?} is not of the form host:port")]
     BadVolume(String),
+    /// A zone label (`host:port@zone`) is empty or has characters other than
+    /// letters, digits, `.`, `_` and `-`.
+    #[error("volume {0:?}: a zone is 1-64 letters, digits, '.', '_' or '-'")]
+    BadZone(String),
+}
+
+/// Splits a volume spec `host:port[@zone]` into its name and zone.
+pub fn split_spec(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once('@') {
+        Some((name, zone)) => (name, Some(zone)),
+        None => (spec, None),
+    }
+}
+
+/// Joins a volume name and optional zone into the spec `host:port[@zone]`.
+pub fn join_spec(name: &str, zone: Option<&str>) -> String {
+    match zone {
+        Some(z) => format!("{name}@{z}"),
+        None => name.to_string(),
+    }
+}
+
+/// Whether `z` is a valid zone label: 1-64 letters, digits, `.`, `_` or `-`.
+pub fn valid_zone(z: &str) -> bool {
+    (1..=64).contains(&z.len())
+        && z.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl Placement {
-    /// Builds a placement, checking that it can always produce `replicas` locations.
+    /// Builds a placement from volume specs (`host:port` or `host:port@zone`), checking
+    /// that it can always produce `replicas` locations.
     pub fn new(
-        volumes: Vec<String>,
+        specs: Vec<String>,
         replicas: usize,
         subvolumes: u32,
     ) -> Result<Self, PlacementError> {
@@ -68,13 +114,21 @@ impl Placement {
         if !(1..=256).contains(&subvolumes) {
             return Err(PlacementError::BadSubvolumes(subvolumes));
         }
-        for (i, v) in volumes.iter().enumerate() {
+        let mut volumes = Vec::with_capacity(specs.len());
+        let mut zones = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let (v, zone) = split_spec(spec);
             if !is_host_port(v) {
-                return Err(PlacementError::BadVolume(v.clone()));
+                return Err(PlacementError::BadVolume(spec.clone()));
             }
-            if volumes[..i].contains(v) {
-                return Err(PlacementError::DuplicateVolume(v.clone()));
+            if zone.is_some_and(|z| !valid_zone(z)) {
+                return Err(PlacementError::BadZone(spec.clone()));
             }
+            if volumes.iter().any(|seen: &String| seen == v) {
+                return Err(PlacementError::DuplicateVolume(v.to_string()));
+            }
+            volumes.push(v.to_string());
+            zones.push(zone.map(str::to_string));
         }
         if volumes.len() < replicas {
             return Err(PlacementError::TooFewVolumes {
@@ -82,8 +136,28 @@ impl Placement {
                 volumes: volumes.len(),
             });
         }
+        // Dense zone numbers: one per label, and one per unlabelled volume.
+        let mut labels: Vec<(&str, usize)> = Vec::new();
+        let mut zone_ids = Vec::with_capacity(volumes.len());
+        let mut zone_count = 0;
+        for zone in &zones {
+            let known = zone
+                .as_deref()
+                .and_then(|z| labels.iter().find(|(l, _)| *l == z).map(|&(_, id)| id));
+            let id = known.unwrap_or_else(|| {
+                if let Some(z) = zone.as_deref() {
+                    labels.push((z, zone_count));
+                }
+                zone_count += 1;
+                zone_count - 1
+            });
+            zone_ids.push(id);
+        }
         Ok(Placement {
             volumes,
+            zones,
+            zone_ids,
+            zone_count,
             replicas,
             subvolumes,
         })
@@ -104,37 +178,124 @@ impl Placement {
         self.subvolumes
     }
 
-    /// The same policy over another volume list (same replicas and subvolumes).
+    /// The same policy over another volume list (specs; same replicas and subvolumes).
     pub fn with_volumes(&self, volumes: Vec<String>) -> Result<Self, PlacementError> {
         Placement::new(volumes, self.replicas, self.subvolumes)
     }
 
+    /// The volume specs, `host:port` or `host:port@zone`, in configuration order: what
+    /// membership records and replicates.
+    pub fn specs(&self) -> Vec<String> {
+        self.volumes
+            .iter()
+            .zip(&self.zones)
+            .map(|(v, z)| join_spec(v, z.as_deref()))
+            .collect()
+    }
+
+    /// Whether any volume is labelled with a zone.
+    pub fn zoned(&self) -> bool {
+        self.zones.iter().any(Option::is_some)
+    }
+
+    /// The zone of volume server `server` (`host:port`), if it is in this placement and
+    /// labelled.
+    pub fn zone_of(&self, server: &str) -> Option<&str> {
+        let i = self.volumes.iter().position(|v| v == server)?;
+        self.zones[i].as_deref()
+    }
+
+    /// The distinct zone labels, sorted.
+    pub fn zone_labels(&self) -> Vec<&str> {
+        let mut labels: Vec<&str> = self.zones.iter().flatten().map(String::as_str).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        labels
+    }
+
+    /// How many distinct zones `locations` (`host:port[/svXX]`) span. A volume without a
+    /// zone, or not in this placement, counts as a zone of its own.
+    pub fn spread(&self, locations: &[String]) -> usize {
+        let mut seen: Vec<Result<usize, &str>> = Vec::with_capacity(locations.len());
+        for loc in locations {
+            let server = server_of(loc);
+            let zone = match self.volumes.iter().position(|v| v == server) {
+                Some(i) => Ok(self.zone_ids[i]),
+                None => Err(server),
+            };
+            if !seen.contains(&zone) {
+                seen.push(zone);
+            }
+        }
+        seen.len()
+    }
+
+    /// The most zones a key's replica set can span: `min(replicas, zones)`.
+    pub fn best_spread(&self) -> usize {
+        self.replicas.min(self.zone_count)
+    }
+
     /// The replica locations of `key`, best first: `host:port` or `host:port/svXX`.
     pub fn locate(&self, key: &[u8]) -> Vec<String> {
-        let mut scored: Vec<([u8; 16], &str)> = self
+        let mut scored: Vec<([u8; 16], usize)> = self
             .volumes
             .iter()
-            .map(|v| {
+            .enumerate()
+            .map(|(i, v)| {
                 let mut h = Md5::new();
                 h.update(key);
                 h.update(v.as_bytes());
-                (h.finalize().into(), v.as_str())
+                (h.finalize().into(), i)
             })
             .collect();
         // Descending by score; `sort_by` is stable, like Go's sort.Stable.
         scored.sort_by_key(|&(score, _)| std::cmp::Reverse(score));
+        if self.zone_count < self.volumes.len() {
+            scored = self.spread_out(scored);
+        } else {
+            scored.truncate(self.replicas);
+        }
         scored
             .into_iter()
-            .take(self.replicas)
-            .map(|(score, v)| {
+            .map(|(score, i)| {
+                let v = &self.volumes[i];
                 if self.subvolumes == 1 {
-                    v.to_string()
+                    v.clone()
                 } else {
                     let sv = u32::from_be_bytes([score[12], score[13], score[14], score[15]])
                         % self.subvolumes;
                     format!("{v}/sv{sv:02X}")
                 }
             })
+            .collect()
+    }
+
+    /// Picks `replicas` of the volumes in rendezvous order (`ranked`, best first), at
+    /// most one per zone in the first pass, two in the next, …; returns them in
+    /// rendezvous order.
+    fn spread_out(&self, ranked: Vec<([u8; 16], usize)>) -> Vec<([u8; 16], usize)> {
+        let mut per_zone = vec![0usize; self.zone_count];
+        let mut taken = vec![false; ranked.len()];
+        let mut picked = 0;
+        let mut cap = 1;
+        while picked < self.replicas {
+            for (pos, &(_, i)) in ranked.iter().enumerate() {
+                if picked == self.replicas {
+                    break;
+                }
+                let zone = self.zone_ids[i];
+                if !taken[pos] && per_zone[zone] < cap {
+                    taken[pos] = true;
+                    per_zone[zone] += 1;
+                    picked += 1;
+                }
+            }
+            cap += 1;
+        }
+        ranked
+            .into_iter()
+            .zip(taken)
+            .filter_map(|(r, t)| t.then_some(r))
             .collect()
     }
 }
@@ -200,120 +361,4 @@ fn is_host_port(v: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn five(subvolumes: u32) -> Placement {
-        let volumes = (3001..=3005).map(|p| format!("localhost:{p}")).collect();
-        Placement::new(volumes, 3, subvolumes).unwrap()
-    }
-
-    /// The vectors from minikeyvalue-compatible placement (issue 2).
-    #[test]
-    fn known_vectors() {
-        let p = five(10);
-        let cases: &[(&str, [&str; 3], &str)] = &[
-            (
-                "/wehave",
-                [
-                    "localhost:3001/sv07",
-                    "localhost:3002/sv04",
-                    "localhost:3005/sv01",
-                ],
-                "/60/08/L3dlaGF2ZQ==",
-            ),
-            (
-                "/a/b c",
-                [
-                    "localhost:3002/sv07",
-                    "localhost:3005/sv09",
-                    "localhost:3001/sv00",
-                ],
-                "/d0/b6/L2EvYiBj",
-            ),
-            (
-                "/hello",
-                [
-                    "localhost:3004/sv07",
-                    "localhost:3003/sv04",
-                    "localhost:3005/sv07",
-                ],
-                "/3e/d1/L2hlbGxv",
-            ),
-            (
-                "/ünï",
-                [
-                    "localhost:3002/sv09",
-                    "localhost:3005/sv08",
-                    "localhost:3003/sv01",
-                ],
-                "/45/7f/L8O8bsOv",
-            ),
-            (
-                "/???>>>",
-                [
-                    "localhost:3005/sv07",
-                    "localhost:3001/sv06",
-                    "localhost:3004/sv00",
-                ],
-                "/84/5b/Lz8/Pz4+Pg==",
-            ),
-        ];
-        for (key, volumes, path) in cases {
-            assert_eq!(p.locate(key.as_bytes()), volumes.to_vec(), "{key}");
-            assert_eq!(key_path(key.as_bytes()), *path, "{key}");
-            assert_eq!(key_from_path(path).as_deref(), Some(key.as_bytes()));
-        }
-    }
-
-    #[test]
-    fn no_subvolumes() {
-        assert_eq!(
-            five(1).locate(b"/wehave"),
-            ["localhost:3001", "localhost:3002", "localhost:3005"]
-        );
-    }
-
-    #[test]
-    fn rejects_bad_settings() {
-        let v = |n: u16| (1..=n).map(|p| format!("h:{p}")).collect::<Vec<_>>();
-        assert_eq!(
-            Placement::new(v(2), 3, 10),
-            Err(PlacementError::TooFewVolumes {
-                replicas: 3,
-                volumes: 2
-            })
-        );
-        assert_eq!(Placement::new(v(3), 0, 10), Err(PlacementError::NoReplicas));
-        assert_eq!(
-            Placement::new(v(3), 3, 0),
-            Err(PlacementError::BadSubvolumes(0))
-        );
-        assert!(matches!(
-            Placement::new(vec!["h:1".into(), "h:1".into()], 1, 1),
-            Err(PlacementError::DuplicateVolume(_))
-        ));
-        for bad in ["", "host", "host:", ":80", "h:0", "h:99999", "a/b:1"] {
-            assert!(
-                matches!(
-                    Placement::new(vec![bad.into()], 1, 1),
-                    Err(PlacementError::BadVolume(_))
-                ),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn key_from_path_rejects_foreign_files() {
-        assert_eq!(key_from_path("/00/00/L2hlbGxv"), None); // wrong hash dirs
-        assert_eq!(key_from_path("/3e/d1/not base64!"), None);
-        assert_eq!(key_from_path("body_temp"), None);
-    }
-
-    #[test]
-    fn server_of_strips_subvolume() {
-        assert_eq!(server_of("localhost:3001/sv07"), "localhost:3001");
-        assert_eq!(server_of("localhost:3001"), "localhost:3001");
-    }
-}
+mod tests;

@@ -12,6 +12,11 @@
 //! `--volumes` seeds it once, when the cluster has none yet ([`seed`]); registrations
 //! are proposed through the log ([`Membership::change_replicated`]); and each member
 //! puts whatever list the log applies in force ([`follow`]).
+//!
+//! Lists are of volume specs, `host:port` or `host:port@zone` (see
+//! [`crate::placement`]), in both `volumes.json` and the replicated list, so lists
+//! recorded before zones existed read as volumes without a zone. Changes match volumes
+//! by `host:port`: adding `h:1@b` when `h:1@a` is listed moves it to zone `b`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::OpsError;
-use crate::placement::{Placement, SharedPlacement};
+use crate::placement::{split_spec, Placement, SharedPlacement};
 use crate::replica::Health;
 
 /// Name of the membership file inside the index directory.
@@ -97,7 +102,9 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 /// Body of `POST /-/admin/volumes`: replace the list, and/or add or remove volumes.
 ///
 /// `{"volumes": ["h:1","h:2","h:3"]}`, `{"add": "h:4"}`, `{"remove": ["h:2"]}`; with
-/// `"rebalance": true` a rebalance starts right after.
+/// `"rebalance": true` a rebalance starts right after. Volumes may carry a zone
+/// (`"h:4@rack2"`); adding a listed volume with a zone relabels it; removing matches
+/// by `host:port`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Change {
@@ -118,13 +125,16 @@ pub struct Change {
 impl Change {
     /// The list that results from applying the change to `current`.
     pub fn apply(&self, current: &[String]) -> Vec<String> {
+        let name = |spec: &str| split_spec(spec).0.to_string();
         let mut list = self.volumes.clone().unwrap_or_else(|| current.to_vec());
         for v in &self.add {
-            if !list.contains(v) {
-                list.push(v.clone());
+            match list.iter_mut().find(|s| name(s) == name(v)) {
+                Some(listed) if split_spec(v).1.is_some() => *listed = v.clone(),
+                Some(_) => {}
+                None => list.push(v.clone()),
             }
         }
-        list.retain(|v| !self.remove.contains(v));
+        list.retain(|v| !self.remove.iter().any(|r| name(r) == name(v)));
         list
     }
 }
@@ -157,19 +167,19 @@ impl Membership {
     ) -> Result<Arc<Placement>, OpsError> {
         let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = placement.current();
-        let next = current.with_volumes(change.apply(current.volumes()))?;
-        if next.volumes() != current.volumes() {
+        let next = current.with_volumes(change.apply(&current.specs()))?;
+        if next.specs() != current.specs() {
             store(
                 &self.path,
                 &Stored {
                     configured: self.configured.clone(),
-                    current: next.volumes().to_vec(),
+                    current: next.specs(),
                 },
             )?;
             for v in next.volumes() {
                 health.add(v);
             }
-            tracing::info!("volumes now {}", next.volumes().join(","));
+            tracing::info!("volumes now {}", next.specs().join(","));
             placement.replace(next);
         }
         Ok(placement.current())
@@ -208,13 +218,13 @@ pub fn follow(
             let list = volumes.borrow_and_update().clone();
             if let Some(list) = list {
                 let current = placement.current();
-                if current.volumes() != list.as_slice() {
+                if current.specs() != list {
                     match current.with_volumes(list) {
                         Ok(next) => {
                             for v in next.volumes() {
                                 health.add(v);
                             }
-                            tracing::info!("volumes now {}", next.volumes().join(","));
+                            tracing::info!("volumes now {}", next.specs().join(","));
                             placement.replace(next);
                         }
                         Err(e) => tracing::error!("replicated volume list refused: {e}"),
@@ -231,7 +241,7 @@ pub fn follow(
 impl Membership {
     /// In an index cluster: checks `change` against the placement in force and proposes
     /// the resulting list through the replicated log; every member then puts it in force
-    /// ([`follow`]). Returns the new list.
+    /// ([`follow`]). Returns the new list (`host:port` names).
     pub async fn change_replicated(
         &self,
         index: &crate::index::Index,
@@ -240,9 +250,9 @@ impl Membership {
         change: &Change,
     ) -> Result<Vec<String>, OpsError> {
         let current = placement.current();
-        let next = current.with_volumes(change.apply(current.volumes()))?;
+        let next = current.with_volumes(change.apply(&current.specs()))?;
         let cmd = crate::index::Command::SetVolumes {
-            volumes: next.volumes().to_vec(),
+            volumes: next.specs(),
             if_unset: false,
         };
         index
@@ -277,6 +287,39 @@ mod tests {
         let c: Change = serde_json::from_str(r#"{"volumes": ["h:7"]}"#).unwrap();
         assert_eq!(c.apply(&v(&["h:1"])), v(&["h:7"]));
         assert!(serde_json::from_str::<Change>(r#"{"nope": 1}"#).is_err());
+        // Zones: adding with a zone relabels, without one keeps it; remove by name.
+        let c: Change = serde_json::from_str(r#"{"add": ["h:1@b", "h:3@c"]}"#).unwrap();
+        assert_eq!(
+            c.apply(&v(&["h:1@a", "h:2@a"])),
+            v(&["h:1@b", "h:2@a", "h:3@c"])
+        );
+        let c: Change = serde_json::from_str(r#"{"add": "h:1", "remove": "h:2"}"#).unwrap();
+        assert_eq!(c.apply(&v(&["h:1@a", "h:2@a"])), v(&["h:1@a"]));
+    }
+
+    #[test]
+    fn zones_are_recorded_and_old_files_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file written before zones: plain names.
+        std::fs::write(
+            dir.path().join(FILE),
+            r#"{"configured":["h:1","h:2","h:3"],"current":["h:1","h:2","h:3","h:4"]}"#,
+        )
+        .unwrap();
+        let configured = v(&["h:1", "h:2", "h:3"]);
+        let current = resolve(dir.path(), &configured);
+        assert_eq!(current, v(&["h:1", "h:2", "h:3", "h:4"]));
+        let placement = SharedPlacement::new(Placement::new(current.clone(), 3, 1).unwrap());
+        let health = Health::new(&current);
+        let m = Membership::new(dir.path(), &configured);
+        let change: Change = serde_json::from_str(r#"{"add": ["h:4@b", "h:1@a"]}"#).unwrap();
+        let now = m.change(&placement, &health, &change).unwrap();
+        assert_eq!(now.zone_of("h:4"), Some("b"));
+        assert_eq!(now.volumes(), v(&["h:1", "h:2", "h:3", "h:4"]).as_slice());
+        assert_eq!(
+            resolve(dir.path(), &configured),
+            v(&["h:1@a", "h:2", "h:3", "h:4@b"])
+        );
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //!   delete whatever replica files exist, then `Remove { expect: Writing }`.
 //! * `deleting` (an interrupted DELETE): with `repair`, delete the files, then
 //!   `Remove { expect: Deleting }`.
+//! * With zones: a key whose replicas span fewer zones than the placement can give
+//!   (`min(replicas, zones)`) is counted `unspread`; with `repair`, once its replicas
+//!   are all good, it is moved to its placement exactly as a rebalance moves it
+//!   ([`super::rebalance::one`]; the old copies go after a short delay, or as orphans).
 //!
 //! Every repair holds the key's lock and first re-reads the record, acting only if it
 //! is the version that was checked. What a kill -9 at each step leaves behind:
@@ -75,6 +79,10 @@ enum Replica {
 
 /// How long a repair waits for a key's lock while requests hold it.
 pub const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How long the old replicas of a key moved to restore zone spread stay (readers may
+/// hold redirects to them).
+const SPREAD_DELETE_DELAY: Duration = Duration::from_secs(5);
 
 /// Verifies every record, then collects orphans; updates `job`'s counters.
 pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError> {
@@ -281,6 +289,9 @@ async fn check_replicas(
             }
         }
     }
+    if unanimous {
+        spread(ctx, job, opts, key, &record).await;
+    }
     if !opts.repair || missing + corrupt == 0 {
         return Ok(());
     }
@@ -330,6 +341,32 @@ async fn check_replicas(
         }
     }
     Ok(())
+}
+
+/// Counts a key whose replicas span fewer zones than they could and, repairing, moves
+/// it to its placement.
+async fn spread(ctx: &Ctx, job: &Job, opts: &Options, key: &[u8], record: &Record) {
+    let placement = ctx.placement.current();
+    if !placement.zoned() || placement.spread(&record.volumes) >= placement.best_spread() {
+        return;
+    }
+    let p = &job.progress;
+    inc(&p.unspread);
+    if !opts.repair {
+        return;
+    }
+    match super::rebalance::one(ctx, key, SPREAD_DELETE_DELAY).await {
+        super::rebalance::Outcome::Moved { bytes, .. } => {
+            inc(&p.moved);
+            p.bytes.fetch_add(bytes, Relaxed);
+        }
+        super::rebalance::Outcome::Failed(why) => {
+            inc(&p.failed);
+            tracing::warn!("restoring the zone spread of {}: {why}", show(key));
+        }
+        super::rebalance::Outcome::Busy => inc(&p.busy),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -109,6 +109,9 @@ counters! {
     orphans_deleted,
     /// Old replicas a rebalance could not delete (left as orphans for verify).
     cleanup_failed,
+    /// Keys whose replicas span fewer zones than the placement allows (verify; with
+    /// `--repair` they are moved to their placement, counted in `moved`).
+    unspread,
 }
 
 /// Adds one to `counter`.

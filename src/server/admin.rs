@@ -24,10 +24,36 @@ struct HealthReport {
     keys: Counts,
     writes_in_flight: usize,
     replicas: usize,
-    volumes: Vec<ServerStatus>,
+    volumes: Vec<VolumeHealth>,
+    /// This index server's zone (`--zone`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
+    /// Per zone, when volumes have zones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    zones: Vec<ZoneHealth>,
     /// This member's Raft state, in an index cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     raft: Option<crate::raft::RaftStatus>,
+}
+
+/// One volume server in `GET /-/health`.
+#[derive(serde::Serialize)]
+struct VolumeHealth {
+    #[serde(flatten)]
+    status: ServerStatus,
+    /// Its zone in the placement in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
+}
+
+/// One zone in `GET /-/health`.
+#[derive(serde::Serialize)]
+struct ZoneHealth {
+    zone: String,
+    /// Volumes of the placement in this zone.
+    volumes: usize,
+    /// Of which up.
+    up: usize,
 }
 
 /// Body of `GET /-/health/ready`.
@@ -65,6 +91,29 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
 }
 
 fn health(app: &App) -> Response {
+    let placement = app.store.placement.current();
+    let volumes: Vec<VolumeHealth> = app
+        .store
+        .health
+        .snapshot()
+        .into_iter()
+        .map(|status| VolumeHealth {
+            zone: placement.zone_of(&status.server).map(str::to_string),
+            status,
+        })
+        .collect();
+    let zones = placement
+        .zone_labels()
+        .into_iter()
+        .map(|zone| {
+            let members = volumes.iter().filter(|v| v.zone.as_deref() == Some(zone));
+            ZoneHealth {
+                zone: zone.to_string(),
+                volumes: members.clone().count(),
+                up: members.filter(|v| v.status.up).count(),
+            }
+        })
+        .collect();
     axum::Json(HealthReport {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
@@ -73,8 +122,10 @@ fn health(app: &App) -> Response {
         index_recovered: app.store.index.recovered(),
         keys: app.store.index.counts(),
         writes_in_flight: app.store.locks.len(),
-        replicas: app.store.placement.current().replicas(),
-        volumes: app.store.health.snapshot(),
+        replicas: placement.replicas(),
+        volumes,
+        zone: app.cfg.zone.clone(),
+        zones,
         raft: app.raft.as_ref().map(|r| r.status()),
     })
     .into_response()
@@ -110,8 +161,28 @@ fn metrics(app: &App) -> Response {
     }
     metrics::gauge!("hoard_stored_bytes").set(counts.bytes as f64);
     metrics::gauge!("hoard_writes_in_flight").set(app.store.locks.len() as f64);
+    zone_metrics(app);
     job_metrics(app);
     crate::telemetry::response()
+}
+
+/// Per zone of the placement in force: `hoard_zone_volumes{zone}` and
+/// `hoard_zone_volumes_up{zone}`.
+fn zone_metrics(app: &App) {
+    let placement = app.store.placement.current();
+    for zone in placement.zone_labels() {
+        let members = placement
+            .volumes()
+            .iter()
+            .filter(|v| placement.zone_of(v) == Some(zone));
+        let up = members
+            .clone()
+            .filter(|v| app.store.health.is_up(v))
+            .count();
+        let label = zone.to_string();
+        metrics::gauge!("hoard_zone_volumes", "zone" => label.clone()).set(members.count() as f64);
+        metrics::gauge!("hoard_zone_volumes_up", "zone" => label).set(up as f64);
+    }
 }
 
 /// Progress of the running background job, or of the last one: every counter of

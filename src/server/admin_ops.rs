@@ -256,11 +256,22 @@ async fn start_verify(
 }
 
 fn volumes(app: &App) -> Response {
+    let placement = app.store.placement.current();
     axum::Json(json!({
-        "volumes": app.store.placement.current().volumes(),
+        "volumes": placement.volumes(),
+        "zones": zones(&placement),
         "health": app.store.health.snapshot(),
     }))
     .into_response()
+}
+
+/// `{"host:port": "zone"}` for every volume with a zone.
+fn zones(placement: &crate::placement::Placement) -> serde_json::Map<String, serde_json::Value> {
+    placement
+        .volumes()
+        .iter()
+        .filter_map(|v| Some((v.clone(), placement.zone_of(v)?.into())))
+        .collect()
 }
 
 async fn change_volumes(app: &Arc<App>, req: Request) -> Result<Response, Failure> {
@@ -306,7 +317,8 @@ async fn change_volumes(app: &Arc<App>, req: Request) -> Result<Response, Failur
     } else {
         None
     };
-    Ok(axum::Json(json!({ "volumes": volumes, "job": job })).into_response())
+    let zones = zones(&app.store.placement.current());
+    Ok(axum::Json(json!({ "volumes": volumes, "zones": zones, "job": job })).into_response())
 }
 
 /// `REBALANCE /key` (minikeyvalue's): move one key to its placement now.

@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub safety: SafetyConfig,
     /// The index cluster this server is a member of; `None`: a single index server.
     pub cluster: Option<crate::raft::ClusterConfig>,
+    /// This server's zone (`--zone`): reads prefer replicas there.
+    pub zone: Option<String>,
 }
 
 impl ServerConfig {
@@ -70,6 +72,12 @@ impl ServerConfig {
             verbose,
             safety: SafetyConfig::from_args(&args.safety, args.placement.replicas)?,
             cluster: args.cluster.build()?,
+            zone: match &args.zone {
+                Some(z) if !crate::placement::valid_zone(z) => {
+                    anyhow::bail!("--zone {z:?}: a zone is 1-64 letters, digits, '.', '_' or '-'")
+                }
+                z => z.clone(),
+            },
         })
     }
 
@@ -85,6 +93,7 @@ impl ServerConfig {
             md5sum: self.md5sum,
             write_quorum: self.safety.write_quorum,
             stall_limit: self.stall_limit(),
+            zone: self.zone.clone(),
         }
     }
 }
@@ -170,13 +179,18 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         None => None,
     };
     let client = VolumeClient::with_options(cfg.voltimeout, cfg.safety.client_options()?)?;
-    let configured = cfg.placement.volumes();
+    let configured = &cfg.placement.specs();
     // In an index cluster the volume list is replicated state; `--volumes` seeds it.
     let replicated = raft.as_ref().and_then(|_| index.volumes().borrow().clone());
     let placement = cfg.placement.with_volumes(match replicated {
         Some(list) => list,
         None => crate::ops::membership::resolve(db, configured),
     })?;
+    if let Some(zone) = cfg.zone.as_deref() {
+        if !placement.zone_labels().contains(&zone) {
+            tracing::warn!("--zone {zone}: no volume is in this zone; reads use any zone");
+        }
+    }
     let membership = Membership::new(db, configured);
     let health = Arc::new(Health::new(placement.volumes()));
     let prober = health.spawn_prober(client.clone());

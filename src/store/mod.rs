@@ -48,6 +48,8 @@ pub struct StoreConfig {
     pub write_quorum: Option<usize>,
     /// How long a replica may accept no data during a PUT before the write fails.
     pub stall_limit: Duration,
+    /// The index server's zone: [`Store::locate`] prefers replicas there.
+    pub zone: Option<String>,
 }
 
 /// The store core: the index, the volumes and what coordinates writes to them. Shared

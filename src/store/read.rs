@@ -19,7 +19,7 @@ pub struct Location {
     /// The key's record: size, md5, replica volumes.
     pub record: Record,
     /// A replica holding the value whose volume is up, picked at random to spread
-    /// reads.
+    /// reads (among those in the index server's zone, when any is up).
     pub volume: String,
     /// The value's URL on that volume (with the volumes' scheme; unsigned).
     pub url: String,
@@ -50,9 +50,19 @@ impl Store {
                 record.volumes.join(",")
             )));
         }
-        let volume = up[fastrand::usize(..up.len())].to_string();
+        let placement = self.placement.current();
+        let near: Vec<&str> = match self.cfg.zone.as_deref() {
+            Some(zone) => up
+                .iter()
+                .copied()
+                .filter(|v| placement.zone_of(server_of(v)) == Some(zone))
+                .collect(),
+            None => Vec::new(),
+        };
+        let pool = if near.is_empty() { &up } else { &near };
+        let volume = pool[fastrand::usize(..pool.len())].to_string();
         let url = self.client.scheme_url(&VolumeClient::url(&volume, key));
-        let balanced = self.placement.current().locate(key) == record.volumes;
+        let balanced = placement.locate(key) == record.volumes;
         Ok(Some(Location {
             record,
             volume,

@@ -233,7 +233,7 @@ struct VolumeView {
     status: ServerStatus,
     /// In the placement in force (a volume that left stays listed until rebalanced).
     in_placement: bool,
-    /// Failure zone; `None` until zones exist.
+    /// Failure zone (`host:port@zone`); `None`: not labelled.
     zone: Option<String>,
     /// Keys with a replica here (kept exactly by the index); `None`: unreadable.
     keys: Option<u64>,
@@ -278,8 +278,8 @@ fn overview(app: &App, req: &Request) -> Overview {
             let held = held.get(&status.server).copied();
             VolumeView {
                 in_placement: placement.volumes().contains(&status.server),
+                zone: placement.zone_of(&status.server).map(str::to_string),
                 status,
-                zone: None,
                 keys: held.map(|h| h.keys),
                 bytes: held.map(|h| h.bytes),
             }

@@ -178,8 +178,12 @@ function renderStats(o) {
 
 function renderVolumes(o) {
   const down = o.volumes.filter((v) => !v.up).length;
-  $('volumes-note').textContent = `${o.volumes.length} servers · ${down ? `${down} down` : 'all up'} · replicas ${o.replicas}`;
-  $('volumes').replaceChildren(...o.volumes.map((v) => volumeCard(v, o.now_ms)));
+  const zones = new Set(o.volumes.map((v) => v.zone).filter(Boolean));
+  const zoneNote = zones.size ? ` · ${zones.size} zones` : '';
+  $('volumes-note').textContent = `${o.volumes.length} servers${zoneNote} · ${down ? `${down} down` : 'all up'} · replicas ${o.replicas}`;
+  // With zones, the cards are grouped by zone (stable: servers keep their order inside).
+  const shown = zones.size ? [...o.volumes].sort((a, b) => (a.zone || '').localeCompare(b.zone || '')) : o.volumes;
+  $('volumes').replaceChildren(...shown.map((v) => volumeCard(v, o.now_ms)));
 }
 
 function volumeCard(v, now) {
@@ -210,7 +214,7 @@ function volumeCard(v, now) {
   if (v.keys !== null && v.keys !== undefined) extra.push(`${fmtCount(v.keys)} keys`);
   if (v.bytes !== null && v.bytes !== undefined) extra.push(fmtBytes(v.bytes));
   if (!v.in_placement) extra.push('left the placement: keys move off at the next rebalance');
-  return h('article', { class: cls.join(' '), data: { volume: v.server, state: v.up ? 'up' : 'down' } },
+  return h('article', { class: cls.join(' '), data: { volume: v.server, state: v.up ? 'up' : 'down', ...(v.zone ? { zone: v.zone } : {}) } },
     h('div', { class: 'volume-head' }, h('span', { class: 'volume-name', title: v.server, text: v.server }), badge),
     h('div', { class: 'seen', text: seen }),
     disk,
