@@ -5,7 +5,8 @@
 //! index server opens a replica itself and hands back a stream of its body, so memory
 //! stays bounded by hyper's buffers whatever the value's size.
 //!
-//! Replicas are tried in random order among the holders whose volume is up; a replica
+//! Replicas are tried in random order among the holders whose volume is up (those in
+//! the server's own `--zone` first); a replica
 //! that fails *before* its first byte (refused, 404, 5xx) is skipped and the next one
 //! tried. Once bytes flow, a failure ends the stream with an error (the caller aborts
 //! its response: a client never sees a short body presented as complete).
@@ -67,6 +68,11 @@ impl Store {
             .filter(|v| self.health.is_up(server_of(v)))
             .collect();
         fastrand::shuffle(&mut up);
+        // Replicas in this server's zone (`--zone`) first.
+        if let Some(zone) = self.cfg.zone.as_deref() {
+            let placement = self.placement.current();
+            up.sort_by_key(|v| placement.zone_of(server_of(v)) != Some(zone));
+        }
         let mut last = format!(
             "no replica volume of this key is up ({})",
             record.volumes.join(",")
