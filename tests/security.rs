@@ -553,3 +553,88 @@ async fn degraded_write_survives_hung_volume() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// An index cluster whose members serve HTTPS (and need a token) talks to itself over
+/// HTTPS with the token: it elects a leader, a PUT on a follower is forwarded to the
+/// leader, and a linearizable GET on the third member sees it (its read barrier asks
+/// the leader over HTTPS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_cluster_members_talk_tls_and_token() {
+    use common::ha::{IndexCluster, Links};
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path());
+    let (ca_s, cert_s, key_s) = (
+        ca.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let c = IndexCluster::start(
+        3,
+        3,
+        Links::Direct,
+        &[
+            "--tls-cert",
+            &cert_s,
+            "--tls-key",
+            &key_s,
+            "--tls-ca",
+            &ca_s,
+            "--auth-token",
+            TOKEN,
+        ],
+    );
+    hoard::tls::install_provider();
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let https = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()])
+        .build()
+        .unwrap();
+    let url = |id: u64| format!("https://127.0.0.1:{}", c.nodes[&id].port);
+    // A leader, as every member sees it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let mut leaders = Vec::new();
+        for id in 1..=3 {
+            if let Ok(r) = https.get(format!("{}/-/health", url(id))).send().await {
+                if let Ok(h) = r.json::<serde_json::Value>().await {
+                    leaders.push(h["raft"]["leader_id"].as_u64());
+                }
+            }
+        }
+        if leaders.len() == 3 && leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]) {
+            break leaders[0].unwrap();
+        }
+        assert!(Instant::now() < deadline, "no leader over TLS: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let other = (1..=3).find(|&i| i != leader && i != follower).unwrap();
+    // The volumes must be seen up before a PUT can succeed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = https
+            .put(format!("{}/over-tls", url(follower)))
+            .header("authorization", bearer(TOKEN))
+            .body("replicated over tls")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::CREATED {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PUT on a follower: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = https
+        .get(format!("{}/over-tls", url(other)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+}

@@ -116,6 +116,10 @@ pub struct ClusterConfig {
     pub join: bool,
     /// Log entries between snapshots.
     pub snapshot_every: u64,
+    /// Members serve HTTPS (`--tls-cert`): peers are called over it.
+    pub https: bool,
+    /// Trust roots for peers' certificates (`--tls-ca`).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ClusterArgs {
@@ -149,6 +153,8 @@ impl ClusterArgs {
             reads: self.read_consistency,
             join: self.join,
             snapshot_every: self.snapshot_every,
+            https: false,
+            tls_ca: None,
         }))
     }
 }
@@ -204,7 +210,11 @@ impl RaftNode {
     ) -> anyhow::Result<Arc<RaftNode>> {
         let log = log_store::LogStore::open(&db.join("raft-log.redb"))?;
         let sm = state_machine::StateMachine::new(index.clone(), &db.join("snapshots"))?;
-        let client = PeerClient::new(Duration::from_secs(1), token)?;
+        let ca = match &cfg.tls_ca {
+            Some(path) => crate::tls::ca_certificates(path)?,
+            None => Vec::new(),
+        };
+        let client = PeerClient::new(Duration::from_secs(1), token, cfg.https, ca)?;
         let network = Network {
             client: client.clone(),
             peers: cfg.peers.clone(),
@@ -285,6 +295,11 @@ impl RaftNode {
                 .map(|(id, matched)| (*id, matched.map(|l| l.index)))
                 .collect()
         })
+    }
+
+    /// The client this member calls its peers with (scheme, trust roots, token).
+    pub fn peer_client(&self) -> &PeerClient {
+        &self.client
     }
 
     /// Whether this member leads now.

@@ -16,11 +16,12 @@ use openraft::BasicNode;
 
 use super::TypeConfig;
 
-/// HTTP client for peers, with the cluster token when auth is on.
+/// HTTP(S) client for peers, with the cluster token when auth is on.
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
     token: Option<String>,
+    scheme: &'static str,
 }
 
 /// Why a call to a peer failed.
@@ -35,20 +36,44 @@ pub enum CallError {
 }
 
 impl PeerClient {
-    /// A client whose connections time out after `connect`.
-    pub fn new(connect: Duration, token: Option<String>) -> anyhow::Result<Self> {
+    /// A client whose connections time out after `connect`; over HTTPS when `https`,
+    /// trusting only `ca` when it is not empty.
+    pub fn new(
+        connect: Duration,
+        token: Option<String>,
+        https: bool,
+        ca: Vec<reqwest::Certificate>,
+    ) -> anyhow::Result<Self> {
         crate::tls::install_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(connect)
             .pool_idle_timeout(Duration::from_secs(20))
             .tcp_nodelay(true)
             .http1_only()
             .no_proxy()
-            .build()?;
-        Ok(PeerClient { http, token })
+            .redirect(reqwest::redirect::Policy::none());
+        if !ca.is_empty() {
+            builder = builder.tls_certs_only(ca);
+        }
+        Ok(PeerClient {
+            http: builder.build()?,
+            token,
+            scheme: if https { "https" } else { "http" },
+        })
     }
 
-    /// POSTs `req` as JSON to `http://{addr}/-/raft/{path}` and decodes the answer.
+    /// A POST of `path_and_query` on the member at `addr`, with the cluster token.
+    pub fn post(&self, addr: &str, path_and_query: &str) -> reqwest::RequestBuilder {
+        let builder = self
+            .http
+            .post(format!("{}://{addr}{path_and_query}", self.scheme));
+        match &self.token {
+            Some(t) => builder.bearer_auth(t),
+            None => builder,
+        }
+    }
+
+    /// POSTs `req` as JSON to `/-/raft/{path}` on `addr` and decodes the answer.
     pub async fn call<Req, Resp>(
         &self,
         addr: &str,
@@ -60,14 +85,10 @@ impl PeerClient {
         Req: serde::Serialize + ?Sized,
         Resp: serde::de::DeserializeOwned,
     {
-        let mut builder = self
-            .http
-            .post(format!("http://{addr}/-/raft/{path}"))
+        let builder = self
+            .post(addr, &format!("/-/raft/{path}"))
             .timeout(timeout)
             .json(req);
-        if let Some(t) = &self.token {
-            builder = builder.bearer_auth(t);
-        }
         let resp = builder.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
                 CallError::Unreachable(e)

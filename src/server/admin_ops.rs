@@ -117,7 +117,10 @@ fn jobs_error(e: JobsError) -> Failure {
 /// Passes a job or membership request on to the index cluster's leader and answers
 /// with its answer (503 when no leader is known or it cannot be reached).
 async fn forward_to_leader(app: &App, req: Request) -> Response {
-    let Some((leader, addr)) = app.raft.as_ref().and_then(|n| n.leader_addr()) else {
+    let Some(node) = &app.raft else {
+        return error(StatusCode::BAD_REQUEST, "not an index cluster member").into_response();
+    };
+    let Some((leader, addr)) = node.leader_addr() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no index cluster leader right now; try again",
@@ -135,18 +138,11 @@ async fn forward_to_leader(app: &App, req: Request) -> Response {
             return error(StatusCode::BAD_REQUEST, &format!("reading body: {e}")).into_response()
         }
     };
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
+    let call = node
+        .peer_client()
+        .post(&addr, &path)
         .timeout(FORWARD_TIMEOUT)
-        .build();
-    let mut call = match client {
-        Ok(c) => c.post(format!("http://{addr}{path}")).body(body),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()).into_response(),
-    };
-    if let Some(token) = app.cfg.safety.auth.token() {
-        call = call.bearer_auth(token);
-    }
+        .body(body);
     match call.send().await {
         Ok(resp) => {
             let status =

@@ -71,7 +71,13 @@ impl ServerConfig {
             voltimeout: args.voltimeout,
             verbose,
             safety: SafetyConfig::from_args(&args.safety, args.placement.replicas)?,
-            cluster: args.cluster.build()?,
+            cluster: args.cluster.build()?.map(|mut c| {
+                // Members talk to each other as clients do: HTTPS when the server
+                // serves it, trusting --tls-ca.
+                c.https = args.safety.listen.tls_cert.is_some();
+                c.tls_ca = args.safety.tls_ca.clone();
+                c
+            }),
             zone: match &args.zone {
                 Some(z) if !crate::placement::valid_zone(z) => {
                     anyhow::bail!("--zone {z:?}: a zone is 1-64 letters, digits, '.', '_' or '-'")
