@@ -62,6 +62,10 @@ pub struct Outcome(pub Option<Applied>);
 /// How long a proposal or a read barrier may take before the request fails (no leader
 /// elected meanwhile, or the leader unreachable).
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
+/// How long after a quorum acknowledged it the leader answers linearizable reads from
+/// its own log without asking the quorum again (its lease is `election_timeout_max`,
+/// 1 s; see [`RaftNode::lease_read_index`]).
+const LEASE_READ: Duration = Duration::from_millis(400);
 /// Pause between retries while there is no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -172,6 +176,9 @@ pub struct RaftNode {
     index: Index,
     reads: ReadConsistency,
     barrier: Mutex<BarrierState>,
+    /// While leading: when a quorum last acknowledged this leader, and in which term
+    /// (kept by [`export_metrics`], which sees every metrics change).
+    lease: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
     /// This node itself, for the background read-index rounds.
     me: std::sync::Weak<RaftNode>,
 }
@@ -236,6 +243,7 @@ impl RaftNode {
             index: index.clone(),
             reads: cfg.reads,
             barrier: Mutex::default(),
+            lease: Arc::default(),
             me: me.clone(),
         });
         if cfg.join {
@@ -258,7 +266,7 @@ impl RaftNode {
             }
         }
         index.replicate_with(node.clone());
-        tokio::spawn(export_metrics(node.raft.metrics()));
+        tokio::spawn(export_metrics(node.raft.metrics(), Arc::clone(&node.lease)));
         Ok(node)
     }
 
@@ -347,13 +355,35 @@ impl RaftNode {
     }
 
     /// The leader's read index: on the leader, after confirming its leadership with a
-    /// quorum; `None` when this node does not lead.
+    /// quorum (or within its lease, see [`RaftNode::lease_read_index`]); `None` when
+    /// this node does not lead.
     pub async fn read_index_here(&self) -> Result<Option<u64>, IndexError> {
+        if let Some(index) = self.lease_read_index() {
+            metrics::counter!("hoard_raft_read_index_total", "by" => "lease").increment(1);
+            return Ok(Some(index));
+        }
+        metrics::counter!("hoard_raft_read_index_total", "by" => "quorum").increment(1);
         match self.raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(Some(read.map_or(0, |l| l.index))),
             Err(RaftError::APIError(_)) => Ok(None),
             Err(e) => Err(IndexError::Replication(e.to_string())),
         }
+    }
+
+    /// The read index without a round trip, while the leader's lease holds: a quorum
+    /// acknowledged this leader less than [`LEASE_READ`] ago, in its current term.
+    /// openraft's followers refuse to vote for anyone else for `election_timeout_max`
+    /// (1 s) after a heartbeat of a leader, so no other leader can exist, and so commit
+    /// anything, until a full second after that acknowledgment: every write
+    /// acknowledged before now is in this leader's log, and the read waits until it has
+    /// applied its whole log. The margin (1 s − [`LEASE_READ`]) covers clock drift and
+    /// a heartbeat's time in flight.
+    fn lease_read_index(&self) -> Option<u64> {
+        let (at, term) = (*self.lease.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
+        (m.state == ServerState::Leader && m.current_term == term && at.elapsed() < LEASE_READ)
+            .then(|| m.last_log_index.unwrap_or(0))
     }
 
     /// One read-index round: from this node if it leads, else from the leader.
@@ -410,10 +440,22 @@ impl RaftNode {
 /// stops.
 async fn export_metrics(
     mut rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    lease: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
 ) {
     let mut leader = None;
     loop {
         let m = rx.borrow_and_update().clone();
+        {
+            // The instant a quorum last acknowledged this leader: openraft measures
+            // `millis_since_quorum_ack` from when the acknowledged heartbeat was sent.
+            let ack = match (m.state, m.millis_since_quorum_ack) {
+                (ServerState::Leader, Some(ms)) => std::time::Instant::now()
+                    .checked_sub(Duration::from_millis(ms))
+                    .map(|at| (at, m.current_term)),
+                _ => None,
+            };
+            *lease.lock().unwrap_or_else(|p| p.into_inner()) = ack;
+        }
         metrics::gauge!("hoard_raft_term").set(m.current_term as f64);
         metrics::gauge!("hoard_raft_is_leader")
             .set(f64::from(u8::from(m.state == ServerState::Leader)));
