@@ -64,6 +64,7 @@ pub async fn put(
     };
     let (first, more) = next_chunk(&mut body).await?;
     let mut bytes = first.len() as u64;
+    let rename_delay = root.rename_delay().is_some();
     let (root, parents, name) = (root.clone(), parents.to_vec(), name.to_string());
     if !more {
         let store = move || {
@@ -73,8 +74,9 @@ pub async fn put(
             Ok(PutOutcome { created, bytes })
         };
         // Without fsync every step is a page-cache operation of microseconds: run
-        // them here, as nginx does, instead of paying two thread hand-offs.
-        return match fsync {
+        // them here, as nginx does, instead of paying two thread hand-offs. (Not with
+        // the test hook that sleeps before the rename.)
+        return match fsync || rename_delay {
             true => blocking(store).await,
             false => store(),
         };
