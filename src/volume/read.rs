@@ -120,8 +120,16 @@ fn small_file(root: &Root, path: &VolumePath, req: &Request) -> Result<Option<Re
         res = res.header(header::CONTENT_LENGTH, meta.len());
         Body::empty()
     } else {
-        let mut data = Vec::with_capacity(meta.len() as usize);
-        file.by_ref().take(SMALL_FILE).read_to_end(&mut data).map_err(io)?;
+        // One read for the whole file (read_to_end would add one to see the end).
+        let mut data = vec![0; meta.len() as usize];
+        let mut filled = 0;
+        while filled < data.len() {
+            match file.read(&mut data[filled..]).map_err(io)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        data.truncate(filled);
         res = res.header(header::CONTENT_LENGTH, data.len());
         Body::from(data)
     };

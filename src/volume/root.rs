@@ -164,9 +164,14 @@ impl Root {
         let mut path = self.path.clone();
         path.extend(&parents[..existing]);
         let mut created = Vec::new();
-        for name in &parents[existing..] {
+        for (i, name) in parents.iter().enumerate().skip(existing) {
             let made = beneath::mkdir_in(&dir, name).ok()?;
-            dir = beneath::open_dir_in(&dir, name).ok()?;
+            if i + 1 < parents.len() {
+                dir = beneath::open_dir_in(&dir, name).ok()?;
+            } else if !made {
+                // Someone else made it meanwhile: check it is a real directory.
+                beneath::open_dir_in(&dir, name).ok()?;
+            }
             path.push(name);
             if made {
                 created.push(path.clone());
