@@ -6,6 +6,9 @@
 #     `thrasher`, built from geohot/minikeyvalue's public source; hoard never contains it).
 #   env: HOARD=target/release/hoard  KEYS=5000 (rebuild/rebalance population)
 #        WRK_SECONDS=5  BIG=256MB  SETUPS="mkv nginx native-nofsync native dev"
+#        HOARD_BEFORE=/path/to/an/older/hoard: a set-up named `NAME:before` (e.g.
+#        `native-nofsync:before`) runs that binary's servers instead, for before/after in
+#        one run (the load generators and limits always use HOARD).
 #
 # Set-ups, each started fresh, index on 127.0.0.1:3000 (minikeyvalue's thrasher only talks
 # to localhost:3000), 5 volumes, 3 replicas, 10 subvolumes:
@@ -89,9 +92,12 @@ stop() {
   for p in "${VPORTS[@]}"; do wait_gone "$p"; done
 }
 
+# The hoard binary of set-up $1 (HOARD, or HOARD_BEFORE for `NAME:before`).
+bin_of() { case $1 in *:before|*:before.ops) realpath "${HOARD_BEFORE:?set HOARD_BEFORE for $1}" ;; *) echo "$HOARD" ;; esac; }
+
 # Starts 5 volumes of KIND (nginx | native | native-nofsync) over $WORK/$2/volN; sets VPIDS.
 start_volumes() {
-  local kind=$1 base=$WORK/$2 i
+  local kind=$1 base=$WORK/$2 i bin; bin=$(bin_of "$2")
   VPIDS=()
   for i in 0 1 2 3 4; do
     local dir=$base/vol$i port=${VPORTS[$i]}
@@ -104,8 +110,8 @@ start_volumes() {
             -e "s|@PORT@|$port|g" -e "s|@ROOT@|$dir|g" \
             scripts/nginx-volume.conf > "$base/nginx$i/nginx.conf"
         /usr/sbin/nginx -e stderr -p "$base/nginx$i" -c "$base/nginx$i/nginx.conf" 2>>"$WORK/volumes.log" & ;;
-      native) "$HOARD" volume --dir "$dir" --port "$port" --bind 127.0.0.1 2>>"$WORK/volumes.log" & ;;
-      native-nofsync) "$HOARD" volume --dir "$dir" --port "$port" --bind 127.0.0.1 --fsync=false 2>>"$WORK/volumes.log" & ;;
+      native) "$bin" volume --dir "$dir" --port "$port" --bind 127.0.0.1 2>>"$WORK/volumes.log" & ;;
+      native-nofsync) "$bin" volume --dir "$dir" --port "$port" --bind 127.0.0.1 --fsync=false 2>>"$WORK/volumes.log" & ;;
     esac
     VPIDS+=($!); PIDS+=($!)
   done
@@ -114,19 +120,19 @@ start_volumes() {
 
 # Starts the index of set-up $1 over $WORK/$1; sets IPID (and VPIDS).
 start_setup() {
-  local s=$1
-  case $s in
+  local s=$1 bin; bin=$(bin_of "$s")
+  case ${s%:before} in
     mkv) start_volumes nginx "$s"
          "$MKV/mkv" -port $PORT -volumes "$VOLS" -db "$WORK/$s/db" server >"$WORK/$s.log" 2>&1 & ;;
     nginx|native|native-nofsync)
-         start_volumes "$([ "$s" = nginx ] && echo nginx || echo "$s")" "$s"
-         "$HOARD" server --port $PORT --bind 127.0.0.1 --db "$WORK/$s/db" --volumes "$VOLS" >"$WORK/$s.log" 2>&1 & ;;
+         start_volumes "${s%:before}" "$s"
+         "$bin" server --port $PORT --bind 127.0.0.1 --db "$WORK/$s/db" --volumes "$VOLS" >"$WORK/$s.log" 2>&1 & ;;
     dev) VPIDS=()
-         "$HOARD" dev --port $PORT --bind 127.0.0.1 --data "$WORK/$s/data" >"$WORK/$s.log" 2>&1 & ;;
+         "$bin" dev --port $PORT --bind 127.0.0.1 --data "$WORK/$s/data" >"$WORK/$s.log" 2>&1 & ;;
   esac
   IPID=$!; PIDS+=($!)
   wait_port $PORT
-  [ "$s" = dev ] && for p in 3001 3002 3003; do wait_port "$p"; done
+  if [ "${s%:before}" = dev ]; then for p in 3001 3002 3003; do wait_port "$p"; done; fi
   sleep 0.5
 }
 
@@ -135,7 +141,13 @@ thrasher() {
   local s=$1 i0 v0 out cpu
   i0=$(ticks "$IPID"); v0=$(ticks "${VPIDS[@]}")
   log "$s: thrasher"
-  out=$( { TIMEFORMAT='%U %S'; time (cd "$WORK" && "$MKV/thrasher") > "$WORK/thrasher-$s.txt" 2>&1; } 2>&1 ) || true
+  # The thrasher's own CPU (user and system seconds) from its rusage.
+  out=$(cd "$WORK" && python3 -c '
+import resource, subprocess, sys
+with open(sys.argv[2], "w") as f:
+    subprocess.run([sys.argv[1]], stdout=f, stderr=subprocess.STDOUT)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.ru_utime, r.ru_stime)' "$MKV/thrasher" "$WORK/thrasher-$s.txt")
   local rate; rate=$(sed -n 's/^thats \([0-9.]*\)\/sec.*/\1/p' "$WORK/thrasher-$s.txt")
   [ -n "$rate" ] || { log "$s: thrasher FAILED: $(tail -3 "$WORK/thrasher-$s.txt")"; rate=0; }
   record "$s" "thrasher ops/s" "$rate"
@@ -214,27 +226,29 @@ EOF
 
 # Offline rebuild (5 volumes) and rebalance (5 -> 3) of a fresh population.
 ops() {
-  local s=$1 t0 t1 t2
+  local s=$1 t0 t1 t2 bin; bin=$(bin_of "$s")
   stop "$IPID" "${VPIDS[@]}"
-  rm -rf "${WORK:?}/$s"
-  local kind=nginx; [ "$s" = native-nofsync ] && kind=native-nofsync
+  # A fresh set of directories (removing the old trees can take minutes).
+  s=$s.ops
+  local kind=nginx; [ "${s%%[:.]*}" = native-nofsync ] && kind=native-nofsync
   start_volumes "$kind" "$s"
   populate "$s"
-  [ "$s" = mkv ] || volume_listing "$s"
+  [ "$s" = mkv.ops ] || volume_listing "$s"
   log "$s: rebuild + rebalance of $KEYS keys"
   t0=$(date +%s.%N)
-  if [ "$s" = mkv ]; then
+  if [ "$s" = mkv.ops ]; then
     "$MKV/mkv" -volumes "$VOLS" -db "$WORK/$s/db" rebuild >"$WORK/rebuild-$s.log" 2>&1
     t1=$(date +%s.%N)
     "$MKV/mkv" -volumes "$THREE" -db "$WORK/$s/db" rebalance >"$WORK/rebalance-$s.log" 2>&1
   else
-    "$HOARD" rebuild --volumes "$VOLS" --db "$WORK/$s/db" >"$WORK/rebuild-$s.log" 2>&1
+    "$bin" rebuild --volumes "$VOLS" --db "$WORK/$s/db" >"$WORK/rebuild-$s.log" 2>&1
     t1=$(date +%s.%N)
-    "$HOARD" rebalance --volumes "$THREE" --db "$WORK/$s/db" >"$WORK/rebalance-$s.log" 2>&1
+    "$bin" rebalance --volumes "$THREE" --db "$WORK/$s/db" >"$WORK/rebalance-$s.log" 2>&1
   fi
   t2=$(date +%s.%N)
   local left; left=$(find "$WORK/$s"/vol[34] -type f | wc -l)
   [ "$left" = 0 ] || log "$s: $left files left on the removed volumes after rebalance"
+  s=${s%.ops}
   record "$s" "rebuild files/s ($((KEYS * 3)) files)" "$(python3 -c "print(round($KEYS * 3 / ($t1 - $t0)))")"
   record "$s" "rebalance 5→3 of $KEYS keys, s" "$(python3 -c "print(round($t2 - $t1, 2))")"
   stop "${VPIDS[@]}"
@@ -260,7 +274,7 @@ EOF
   record limits "bare responder: server CPU µs/req" "$(us_per $(( $(ticks "$pid") - t0 )) "$n")"
   stop "$pid"
   log "limits: small files"
-  "$HOARD" bench baseline --dir "$WORK" --disk-size 16MB --fsync-count 50 --small-files 20000 --json \
+  "$HOARD" bench baseline --dir "$WORK" --disk-size 16MB --fsync-count 50 --small-files 5000 --json \
     > "$WORK/baseline.json"
   python3 - "$WORK/baseline.json" >> "$RESULTS" <<'EOF'
 import json, sys
@@ -272,6 +286,7 @@ print("limits\t4 KiB append + fdatasync per s\t%d" % r["fsync"]["per_sec"])
 EOF
 }
 
+for p in $PORT "${VPORTS[@]}" 3001 3002 3003; do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && { echo "port $p is in use" >&2; exit 1; }; done
 : > "$RESULTS"
 log "hoard: $HOARD; minikeyvalue: $MKV; $(nproc) cores"
 limits
@@ -282,8 +297,8 @@ for s in $SETUPS; do
   wrk_case "$s" existing /wrk-key
   wrk_case "$s" missing /wrk-missing
   big "$s"
-  case $s in nginx|native|native-nofsync) volume_direct "$s" ;; esac
-  case $s in
+  case ${s%:before} in nginx|native|native-nofsync) volume_direct "$s" ;; esac
+  case ${s%:before} in
     mkv|nginx|native-nofsync) ops "$s" ;;
     *) stop "$IPID" "${VPIDS[@]}" ;;
   esac
@@ -297,7 +312,8 @@ for line in open(sys.argv[1]):
     rows.setdefault(metric, {})[s] = value
 names = {"mkv": "minikeyvalue / nginx", "nginx": "hoard / nginx", "native-nofsync": "hoard / native --fsync=false",
          "native": "hoard / native (fsync)", "dev": "hoard dev (fsync)"}
-print("| metric | " + " | ".join(names.get(s, s) for s in order) + " |")
+name = lambda s: names.get(s, s) if not s.endswith(":before") else names.get(s[:-7], s[:-7]) + " (before)"
+print("| metric | " + " | ".join(name(s) for s in order) + " |")
 print("|---|" + "---|" * len(order))
 for metric, vals in rows.items():
     if "limits" in vals:

@@ -101,12 +101,20 @@ async fn check_put_get_head_and_replace(f: &Fixture) {
     let plain = f.get("/k").await;
     let ranged = f.get_range("/k", "bytes=0-").await;
     assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
-    for h in [header::ETAG, header::LAST_MODIFIED, header::CONTENT_TYPE, header::ACCEPT_RANGES] {
+    for h in [
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::CONTENT_TYPE,
+        header::ACCEPT_RANGES,
+    ] {
         assert_eq!(plain.headers().get(&h), ranged.headers().get(&h), "{h}");
     }
     let etag = plain.headers()[header::ETAG].clone();
     let cond = f.http.get(f.url("/k")).header(header::IF_NONE_MATCH, etag);
-    assert_eq!(cond.send().await.unwrap().status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        cond.send().await.unwrap().status(),
+        StatusCode::NOT_MODIFIED
+    );
 }
 
 #[tokio::test]
@@ -223,11 +231,17 @@ async fn check_delete(f: &Fixture) {
     // beside) the answer: gone at once, and nothing stays in the temp directory.
     let big = vec![7u8; 3 << 20];
     assert_eq!(f.put("/d/big", big).await, StatusCode::CREATED);
-    assert_eq!(del("/d/big").await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        del("/d/big").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(f.get("/d/big").await.status(), StatusCode::NOT_FOUND);
     let deadline = Instant::now() + Duration::from_secs(10);
     while f.temp_files() > 0 {
-        assert!(Instant::now() < deadline, "the deleted file stays in the temp directory");
+        assert!(
+            Instant::now() < deadline,
+            "the deleted file stays in the temp directory"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -55,7 +55,8 @@ fn run(base: &Path, count: u32) -> anyhow::Result<SmallFiles> {
     let names: Vec<_> = (0..count).map(|i| tmp.join(format!("f{i}"))).collect();
     let t = Instant::now();
     for n in &names {
-        let mut f = std::fs::File::create(n).with_context(|| format!("creating {}", n.display()))?;
+        let mut f =
+            std::fs::File::create(n).with_context(|| format!("creating {}", n.display()))?;
         f.write_all(b"value-0123456789")?;
     }
     let create = t.elapsed().as_secs_f64();

@@ -228,7 +228,10 @@ async fn one_key(s: &Shared, i: usize, h: &mut Hists) -> anyhow::Result<()> {
         true => {
             let h = (s.seed ^ i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let (sv, a, b) = (h % 10, (h >> 8) & 0xff, (h >> 16) & 0xff);
-            format!("{}/sv{sv:02X}/{a:02x}/{b:02x}/thrasher-{}-{i}", s.base, s.run)
+            format!(
+                "{}/sv{sv:02X}/{a:02x}/{b:02x}/thrasher-{}-{i}",
+                s.base, s.run
+            )
         }
     };
     let value = Bytes::from(data::small_value(s.seed ^ i as u64, s.value_size));

@@ -254,7 +254,11 @@ async fn only_invisible_changes_skip_the_fsync() {
     ];
     for (what, cmd, durable) in steps {
         let applied = index.apply(cmd.clone()).await.unwrap();
-        assert_eq!(needs_durability(&cmd, &applied), durable, "{what}: {applied:?}");
+        assert_eq!(
+            needs_durability(&cmd, &applied),
+            durable,
+            "{what}: {applied:?}"
+        );
     }
     let remove_live = Command::Remove {
         key: b"/live".to_vec(),
@@ -264,6 +268,9 @@ async fn only_invisible_changes_skip_the_fsync() {
     crate::index::testing::put_live(&index, b"/live", false).await;
     let applied = index.apply(remove_live.clone()).await.unwrap();
     assert!(applied.is_ok(), "{applied:?}");
-    assert!(needs_durability(&remove_live, &applied), "remove of a live record");
+    assert!(
+        needs_durability(&remove_live, &applied),
+        "remove of a live record"
+    );
     index.close();
 }

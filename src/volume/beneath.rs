@@ -139,11 +139,23 @@ mod tests {
         std::fs::write(root.join("a/b/f"), b"x").unwrap();
         std::os::unix::fs::symlink(root.join("a"), root.join("link")).unwrap();
         let fd = RootFd::open(&root).unwrap();
-        assert!(matches!(fd.resolve(b"a/b/f", libc::O_RDONLY), Resolved::Open(_)));
+        assert!(matches!(
+            fd.resolve(b"a/b/f", libc::O_RDONLY),
+            Resolved::Open(_)
+        ));
         assert!(matches!(fd.resolve(b"", libc::O_PATH), Resolved::Open(_)));
-        assert!(matches!(fd.resolve(b"a/x/f", libc::O_RDONLY), Resolved::Missing));
-        assert!(matches!(fd.resolve(b"link/b/f", libc::O_RDONLY), Resolved::Slow));
-        assert!(matches!(fd.resolve(b"../root/a", libc::O_PATH), Resolved::Slow));
+        assert!(matches!(
+            fd.resolve(b"a/x/f", libc::O_RDONLY),
+            Resolved::Missing
+        ));
+        assert!(matches!(
+            fd.resolve(b"link/b/f", libc::O_RDONLY),
+            Resolved::Slow
+        ));
+        assert!(matches!(
+            fd.resolve(b"../root/a", libc::O_PATH),
+            Resolved::Slow
+        ));
         assert!(matches!(
             fd.resolve(b"a/b/f", libc::O_PATH | libc::O_DIRECTORY),
             Resolved::Slow

@@ -79,7 +79,11 @@ fn redirect_to_dir(req: &Request) -> Response {
 /// The fast path: a plain GET/HEAD of a regular file of at most [`SMALL_FILE`] bytes
 /// whose name has no extension (so its type is `application/octet-stream`, as
 /// `ServeFile` would guess), reached without symlinks. `None`: take the general path.
-fn small_file(root: &Root, path: &VolumePath, req: &Request) -> Result<Option<Response>, VolumeError> {
+fn small_file(
+    root: &Root,
+    path: &VolumePath,
+    req: &Request,
+) -> Result<Option<Response>, VolumeError> {
     use std::io::Read as _;
     const CONDITIONS: [header::HeaderName; 6] = [
         header::RANGE,
@@ -113,7 +117,12 @@ fn small_file(root: &Root, path: &VolumePath, req: &Request) -> Result<Option<Re
         res = res.header(header::LAST_MODIFIED, httpdate::fmt_http_date(m));
     }
     if let Some(d) = modified.and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()) {
-        let etag = format!("\"{:x}.{:08x}-{:x}\"", d.as_secs(), d.subsec_nanos(), meta.len());
+        let etag = format!(
+            "\"{:x}.{:08x}-{:x}\"",
+            d.as_secs(),
+            d.subsec_nanos(),
+            meta.len()
+        );
         res = res.header(header::ETAG, etag);
     }
     let body = if req.method() == axum::http::Method::HEAD {

@@ -90,7 +90,10 @@ impl Root {
     /// root. Returns the canonical path. Blocking.
     pub fn existing(&self, path: &VolumePath) -> Result<PathBuf, VolumeError> {
         let relative = path.relative();
-        match self.fd.resolve(relative.as_os_str().as_bytes(), libc::O_PATH) {
+        match self
+            .fd
+            .resolve(relative.as_os_str().as_bytes(), libc::O_PATH)
+        {
             Resolved::Open(_) if relative.as_os_str().is_empty() => Ok(self.path.clone()),
             Resolved::Open(_) => Ok(self.path.join(relative)),
             Resolved::Missing => Err(VolumeError::NotFound),

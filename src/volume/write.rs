@@ -157,12 +157,12 @@ impl Upload {
             std::thread::sleep(delay);
         }
         let (temp, target) = (&mut self.temp, &self.target);
-        let created = self
-            .ticket
-            .finish(|| temp.rename_to(target))
-            .ok_or(VolumeError::Conflict(
-                "upload cancelled by a later DELETE or PUT of the path",
-            ))??;
+        let created =
+            self.ticket
+                .finish(|| temp.rename_to(target))
+                .ok_or(VolumeError::Conflict(
+                    "upload cancelled by a later DELETE or PUT of the path",
+                ))??;
         if fsync {
             let mut dirs: Vec<&Path> = self
                 .created_dirs
@@ -258,7 +258,12 @@ impl TempFile {
             Ok(m) if m.is_dir() => return Err(VolumeError::Conflict("the path is a directory")),
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(VolumeError::io(format!("inspecting {}", target.display()), e)),
+            Err(e) => {
+                return Err(VolumeError::io(
+                    format!("inspecting {}", target.display()),
+                    e,
+                ))
+            }
         };
         match std::fs::rename(&self.path, target) {
             Ok(()) => {
