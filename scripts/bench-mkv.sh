@@ -187,8 +187,9 @@ volume_listing() {
   t0=$(ticks "$pid")
   wrk -t1 -c8 -d"${WRK_SECONDS}s" "http://127.0.0.1:${VPORTS[0]}/sv00/" > "$WORK/wrk-$s-listing.txt"
   n=$(sed -n 's/^[[:space:]]*\([0-9]*\) requests in.*/\1/p' "$WORK/wrk-$s-listing.txt")
+  local rps; rps=$(sed -n 's/^Requests\/sec:[[:space:]]*\([0-9.]*\)/\1/p' "$WORK/wrk-$s-listing.txt" | cut -d. -f1)
   s=${s%.ops}
-  record "$s" "one volume: listing of /sv00/ req/s" "$(sed -n 's/^Requests\/sec:[[:space:]]*\([0-9.]*\)/\1/p' "$WORK/wrk-$s-listing.txt" | cut -d. -f1)"
+  record "$s" "one volume: listing of /sv00/ req/s" "$rps"
   record "$s" "one volume: listing CPU µs/request" "$(us_per $(( $(ticks "$pid") - t0 )) "$n")"
 }
 
