@@ -17,8 +17,14 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
+        Self::with(&[])
+    }
+
+    /// A volume started with `extra` arguments, e.g. `--fsync=false` (which takes the
+    /// inline small-request paths).
+    fn with(extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let vol = VolumeProc::start(&tmp.path().join("vol"));
+        let vol = VolumeProc::start_with(&tmp.path().join("vol"), extra);
         hoard::tls::install_provider();
         let http = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -60,9 +66,17 @@ impl Fixture {
     }
 }
 
+/// Both ways a volume writes: with fsync (on the blocking pool) and without (inline).
+const FSYNC_MODES: [&[&str]; 2] = [&[], &["--fsync=false"]];
+
 #[tokio::test]
 async fn put_get_head_and_replace() {
-    let f = Fixture::new();
+    for extra in FSYNC_MODES {
+        check_put_get_head_and_replace(&Fixture::with(extra)).await;
+    }
+}
+
+async fn check_put_get_head_and_replace(f: &Fixture) {
     assert_eq!(f.put("/k", "hello").await, StatusCode::CREATED);
     let res = f.get("/k").await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -81,6 +95,26 @@ async fn put_get_head_and_replace() {
     assert_eq!(f.get("/empty").await.bytes().await.unwrap(), "");
     assert_eq!(f.get("/missing").await.status(), StatusCode::NOT_FOUND);
     assert_eq!(f.temp_files(), 0);
+
+    // A plain GET of a small file is answered by the fast path, a conditional or
+    // ranged one by ServeFile: same validators, and they work across the two.
+    let plain = f.get("/k").await;
+    let ranged = f.get_range("/k", "bytes=0-").await;
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    for h in [
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::CONTENT_TYPE,
+        header::ACCEPT_RANGES,
+    ] {
+        assert_eq!(plain.headers().get(&h), ranged.headers().get(&h), "{h}");
+    }
+    let etag = plain.headers()[header::ETAG].clone();
+    let cond = f.http.get(f.url("/k")).header(header::IF_NONE_MATCH, etag);
+    assert_eq!(
+        cond.send().await.unwrap().status(),
+        StatusCode::NOT_MODIFIED
+    );
 }
 
 #[tokio::test]
@@ -103,7 +137,12 @@ async fn ranges() {
 
 #[tokio::test]
 async fn nested_paths_are_created() {
-    let f = Fixture::new();
+    for extra in FSYNC_MODES {
+        check_nested_paths_are_created(&Fixture::with(extra)).await;
+    }
+}
+
+async fn check_nested_paths_are_created(f: &Fixture) {
     assert_eq!(f.put("/ab/cd/L2Eb+/x==", "v").await, StatusCode::CREATED);
     assert_eq!(
         std::fs::read(f.dir().join("ab/cd/L2Eb+/x==")).unwrap(),
@@ -169,7 +208,12 @@ async fn interrupted_upload_is_never_visible() {
 
 #[tokio::test]
 async fn delete() {
-    let f = Fixture::new();
+    for extra in FSYNC_MODES {
+        check_delete(&Fixture::with(extra)).await;
+    }
+}
+
+async fn check_delete(f: &Fixture) {
     assert_eq!(f.put("/d/k", "x").await, StatusCode::CREATED);
     let del = |p: &str| f.http.delete(f.url(p)).send();
     assert_eq!(del("/d/k").await.unwrap().status(), StatusCode::NO_CONTENT);
@@ -182,6 +226,24 @@ async fn delete() {
     assert_eq!(del("/d").await.unwrap().status(), StatusCode::CONFLICT);
     assert_eq!(del("/d/").await.unwrap().status(), StatusCode::CONFLICT);
     assert!(f.dir().join("d").is_dir());
+
+    // A large file is moved out of the way and unlinked after (or, without fsync,
+    // beside) the answer: gone at once, and nothing stays in the temp directory.
+    let big = vec![7u8; 3 << 20];
+    assert_eq!(f.put("/d/big", big).await, StatusCode::CREATED);
+    assert_eq!(
+        del("/d/big").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(f.get("/d/big").await.status(), StatusCode::NOT_FOUND);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.temp_files() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted file stays in the temp directory"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -286,7 +348,12 @@ async fn unsafe_paths_are_refused() {
 #[cfg(unix)]
 #[tokio::test]
 async fn symlinks_leaving_the_root_are_forbidden() {
-    let f = Fixture::new();
+    for extra in FSYNC_MODES {
+        check_symlinks_leaving_the_root_are_forbidden(&Fixture::with(extra)).await;
+    }
+}
+
+async fn check_symlinks_leaving_the_root_are_forbidden(f: &Fixture) {
     let outside = f.tmp.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("secret"), "s").unwrap();
@@ -303,11 +370,27 @@ async fn symlinks_leaving_the_root_are_forbidden() {
         0,
         "escaping link is not listed"
     );
+
+    // A symlink that stays inside is followed (the general path, not the fast one).
+    std::fs::create_dir(f.dir().join("real")).unwrap();
+    std::os::unix::fs::symlink(f.dir().join("real"), f.dir().join("in")).unwrap();
+    assert_eq!(f.put("/in/x", "inside").await, StatusCode::CREATED);
+    assert_eq!(f.put("/in/sub/y", "deeper").await, StatusCode::CREATED);
+    assert_eq!(std::fs::read(f.dir().join("real/x")).unwrap(), b"inside");
+    assert_eq!(f.get("/in/sub/y").await.bytes().await.unwrap(), "deeper");
+    let del = f.http.delete(f.url("/in/x")).send().await.unwrap();
+    assert_eq!(del.status(), StatusCode::NO_CONTENT);
+    assert!(!f.dir().join("real/x").exists());
 }
 
 #[tokio::test]
 async fn conflicts_and_methods() {
-    let f = Fixture::new();
+    for extra in FSYNC_MODES {
+        check_conflicts_and_methods(&Fixture::with(extra)).await;
+    }
+}
+
+async fn check_conflicts_and_methods(f: &Fixture) {
     assert_eq!(f.put("/file", "x").await, StatusCode::CREATED);
     assert_eq!(f.put("/file/below", "x").await, StatusCode::CONFLICT);
     assert_eq!(f.put("/dir/", "x").await, StatusCode::CONFLICT);

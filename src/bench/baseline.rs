@@ -1,7 +1,9 @@
 //! `hoard bench baseline`: the physical limits the store's numbers are compared with —
 //! PUT/GET of the `large` sizes straight to one volume server (no index, one copy), and
 //! the raw disk under `--dir`: sequential writes ended by one fdatasync (what
-//! `dd bs=1M conv=fdatasync` measures), and small appends each followed by fdatasync.
+//! `dd bs=1M conv=fdatasync` measures), small appends each followed by fdatasync, and
+//! (with `--small-files N`) raw small-file create / rename / unlink / mkdir rates
+//! ([`super::files`]).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,10 @@ pub struct BaselineArgs {
     /// Size of each small append.
     #[arg(long, default_value = "4KB", value_parser = parse_size)]
     pub fsync_size: u64,
+    /// Also measure raw small-file create / rename / unlink / mkdir rates under --dir
+    /// over this many files (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub small_files: u32,
     /// Output format.
     #[command(flatten)]
     pub output: Output,
@@ -73,6 +79,7 @@ struct Report {
     transfers: Vec<Transfer>,
     disk: Option<DiskWrite>,
     fsync: Option<FsyncRate>,
+    small_files: Option<super::files::SmallFiles>,
     errors: u64,
     first_error: Option<String>,
 }
@@ -98,19 +105,23 @@ pub async fn run(args: BaselineArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let (mut disk, mut fsync) = (None, None);
+    let (mut disk, mut fsync, mut small_files) = (None, None, None);
     if let (Some(dir), None) = (args.dir.clone(), &first_error) {
         let (size, count, small) = (args.disk_size, args.fsync_count, args.fsync_size);
+        let files = args.small_files;
         let measured = tokio::task::spawn_blocking(move || {
             let d = disk_write(&dir, size)?;
             let f = fsync_rate(&dir, count, small)?;
-            anyhow::Ok((d, f))
+            let s = (files > 0)
+                .then(|| super::files::measure(&dir, files))
+                .transpose()?;
+            anyhow::Ok((d, f, s))
         })
         .await
         .context("the disk measurement panicked")
         .and_then(|r| r);
         match measured {
-            Ok((d, f)) => (disk, fsync) = (Some(d), Some(f)),
+            Ok((d, f, s)) => (disk, fsync, small_files) = (Some(d), Some(f), s),
             Err(e) => first_error = Some(format!("{e:#}")),
         }
     }
@@ -120,6 +131,7 @@ pub async fn run(args: BaselineArgs) -> anyhow::Result<()> {
         transfers,
         disk,
         fsync,
+        small_files,
         errors: u64::from(first_error.is_some()),
         first_error,
     };
@@ -237,6 +249,17 @@ fn table(r: &Report) -> Table {
             l[1],
             l[2],
             l[3]
+        ));
+    }
+    if let Some(s) = &r.small_files {
+        t.note(format!(
+            "{} small files, one thread, no fsync: create+write+close {}/s, rename {}/s, \
+             unlink {}/s, mkdir {}/s",
+            s.count,
+            rate(s.create_write_close_per_sec),
+            rate(s.rename_per_sec),
+            rate(s.unlink_per_sec),
+            rate(s.mkdir_per_sec)
         ));
     }
     if let Some(d) = &r.disk {

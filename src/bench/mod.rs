@@ -14,6 +14,7 @@
 pub mod baseline;
 pub mod closed_loop;
 pub mod data;
+pub mod files;
 pub mod large;
 pub mod redirect;
 pub mod report;

@@ -1,6 +1,10 @@
 //! minikeyvalue's thrasher: each of N keys goes through PUT → GET (following the
 //! redirect, comparing the bytes) → DELETE, with C workers pulling keys from a shared
 //! counter. One op is one key's whole triple; the first failure stops the run.
+//!
+//! With `--volume`, `--url` is a volume server (nginx or `hoard volume`) driven
+//! directly: PUT, GET (200), DELETE of file paths laid out as the index lays them out
+//! (`/svNN/xx/yy/name`, new directories included) — the volume's share of the work.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,6 +34,9 @@ pub struct ThrasherArgs {
     /// Size of each value (e.g. 32, 4KB).
     #[arg(long, default_value = "32", value_parser = parse_size)]
     pub value_size: u64,
+    /// `--url` is a volume server: PUT/GET/DELETE files on it directly.
+    #[arg(long)]
+    pub volume: bool,
     /// Output format.
     #[command(flatten)]
     pub output: Output,
@@ -91,6 +98,7 @@ struct Shared {
     seed: u64,
     keys: usize,
     value_size: usize,
+    volume: bool,
     next: AtomicUsize,
     failed: AtomicBool,
 }
@@ -114,6 +122,7 @@ pub async fn run(args: ThrasherArgs) -> anyhow::Result<()> {
         seed: fastrand::u64(..),
         keys: args.keys,
         value_size,
+        volume: args.volume,
         next: AtomicUsize::new(0),
         failed: AtomicBool::new(false),
     });
@@ -214,7 +223,17 @@ async fn worker(s: Arc<Shared>) -> WorkerResult {
 
 /// PUT, GET through the redirect (compared), DELETE of key number `i`.
 async fn one_key(s: &Shared, i: usize, h: &mut Hists) -> anyhow::Result<()> {
-    let url = format!("{}/bench-thrasher-{}-{i}", s.base, s.run);
+    let url = match s.volume {
+        false => format!("{}/bench-thrasher-{}-{i}", s.base, s.run),
+        true => {
+            let h = (s.seed ^ i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let (sv, a, b) = (h % 10, (h >> 8) & 0xff, (h >> 16) & 0xff);
+            format!(
+                "{}/sv{sv:02X}/{a:02x}/{b:02x}/thrasher-{}-{i}",
+                s.base, s.run
+            )
+        }
+    };
     let value = Bytes::from(data::small_value(s.seed ^ i as u64, s.value_size));
 
     let t = Instant::now();
@@ -223,26 +242,10 @@ async fn one_key(s: &Shared, i: usize, h: &mut Hists) -> anyhow::Result<()> {
     ensure!(status.is_success(), "PUT {url}: {status}");
     h.put.record(t.elapsed());
 
-    let t = Instant::now();
-    let resp = s
-        .client
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    ensure!(
-        resp.status().is_redirection(),
-        "GET {url}: {} instead of a redirect",
-        resp.status()
-    );
-    let location = resp
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .with_context(|| format!("GET {url}: redirect without a Location"))?
-        .to_string();
-    drop(resp.bytes().await);
-    h.get_redirect.record(t.elapsed());
+    let location = match s.volume {
+        true => url.clone(),
+        false => redirect(s, &url, h).await?,
+    };
 
     let t = Instant::now();
     let resp = s
@@ -274,6 +277,31 @@ async fn one_key(s: &Shared, i: usize, h: &mut Hists) -> anyhow::Result<()> {
     ensure!(status.is_success(), "DELETE {url}: {status}");
     h.delete.record(t.elapsed());
     Ok(())
+}
+
+/// GET of `url` on the index: the Location of its redirect.
+async fn redirect(s: &Shared, url: &str, h: &mut Hists) -> anyhow::Result<String> {
+    let t = Instant::now();
+    let resp = s
+        .client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    ensure!(
+        resp.status().is_redirection(),
+        "GET {url}: {} instead of a redirect",
+        resp.status()
+    );
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .with_context(|| format!("GET {url}: redirect without a Location"))?
+        .to_string();
+    drop(resp.bytes().await);
+    h.get_redirect.record(t.elapsed());
+    Ok(location)
 }
 
 /// The status of a response whose (small) body is read and discarded, so the

@@ -4,7 +4,11 @@
 //! writer). Writes are [`Command`]s sent to one writer thread, which drains everything
 //! queued, applies the batch in order inside one write transaction, commits (one fsync
 //! for the batch — group commit), then answers each caller. A caller's command is
-//! durable when its answer arrives. If a batch's transaction fails, its commands are
+//! durable when its answer arrives — except the commands whose loss on a crash only
+//! leaves what repair and verify already clean up ([`needs_durability`]): a batch made
+//! only of those commits without fsync, and becomes durable with the next durable
+//! commit (redb persists a non-durable commit together with the durable one that
+//! follows). If a batch's transaction fails, its commands are
 //! retried one per transaction, so a command that cannot be applied (a corrupt record,
 //! a storage error) fails alone and the others still commit.
 //!
@@ -476,7 +480,7 @@ fn apply_batch(
     let mut txn = db.begin_write().map_err(store_err)?;
     // Persist allocator state with each commit so reopening after a crash is fast.
     txn.set_quick_repair(true);
-    let (results, counts) = {
+    let (results, counts, durable) = {
         let mut table = txn.open_table(KEYS).map_err(store_err)?;
         let mut map = TableMap {
             table: &mut table,
@@ -489,6 +493,10 @@ fn apply_batch(
             .iter()
             .map(|job| apply(&mut map, &job.cmd))
             .collect::<Result<Vec<_>, _>>()?;
+        let durable = batch
+            .iter()
+            .zip(&results)
+            .any(|(job, applied)| needs_durability(&job.cmd, applied));
         let counts = map.counts;
         let mut meta = txn.open_table(META).map_err(store_err)?;
         meta.insert(COUNTS, counts.encode().as_slice())
@@ -497,10 +505,45 @@ fn apply_batch(
             meta.insert(*name, value.as_slice()).map_err(store_err)?;
         }
         write_volume_deltas(&mut meta, &map.volumes)?;
-        (results, counts)
+        (results, counts, durable)
     };
+    if !durable {
+        txn.set_durability(redb::Durability::None)
+            .map_err(store_err)?;
+    }
     txn.commit().map_err(store_err)?;
     Ok((results, counts))
+}
+
+/// False for a command whose effect may be lost in a crash: one that changed nothing
+/// (rejected), and one that moves a key between states no reader sees — absent, a
+/// `writing` intent, a `deleting` record:
+///
+/// * `Begin` of an absent key or over an abandoned intent or interrupted delete. If it
+///   is lost, the files its write uploaded have no record (verify collects orphans), or
+///   the older intent comes back (repair rolls it back or finishes the delete). The
+///   `Commit` that makes the value visible is durable, and makes this `Begin` durable
+///   with it. A `Begin` over a live (`replace`) or unlinked value stays durable: its
+///   write overwrites that value's files, which the record must not point to.
+/// * `Remove` of a `writing` or `deleting` record (the end of a delete or of a rolled
+///   back write), after its files were deleted. If it is lost, the record comes back in
+///   that state, still invisible, and repair deletes the (already gone) files again
+///   and drops it.
+///
+/// Everything else — `Commit`, `BeginDelete` (it must be durable before any file is
+/// deleted), `Unlink`, relocations, … — is durable when answered. The replicated index
+/// does not use this writer: there the log's fsync decides.
+fn needs_durability(cmd: &Command, applied: &Applied) -> bool {
+    let invisible = |prev: &Option<Record>| {
+        prev.as_ref()
+            .is_none_or(|r| matches!(r.state, State::Writing | State::Deleting))
+    };
+    match (cmd, applied) {
+        (_, Err(_)) => false,
+        (Command::Begin { .. }, Ok(prev)) => !invisible(prev),
+        (Command::Remove { .. }, Ok(prev)) => !invisible(prev),
+        _ => true,
+    }
 }
 
 /// Removes the clean-shutdown marker (durably) before the index is used.

@@ -193,3 +193,84 @@ async fn replicas_are_counted_per_volume() {
     assert_eq!(held["a:1"], VolumeCounts::default());
     assert_eq!(held["b:2"], VolumeCounts::default());
 }
+
+/// Which steps of a key's life are fsynced when answered (`needs_durability`): only the
+/// ones that change what a reader sees, or whose loss would let a record name files
+/// being overwritten.
+#[tokio::test]
+async fn only_invisible_changes_skip_the_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let key = b"/k".to_vec();
+    let begin = |replace| Command::Begin {
+        key: key.clone(),
+        volumes: vec!["a:1".into()],
+        now_ms: 1,
+        owner: 0,
+        replace,
+    };
+    let commit = Command::Commit {
+        key: key.clone(),
+        size: 1,
+        md5: None,
+        missing: Vec::new(),
+        now_ms: 2,
+        owner: 0,
+    };
+    let remove = Command::Remove {
+        key: key.clone(),
+        expect: State::Deleting,
+        owner: 0,
+    };
+    let steps = [
+        ("begin of an absent key", begin(false), false),
+        ("begin over an intent", begin(false), false),
+        ("commit", commit.clone(), true),
+        ("refused begin over a live value", begin(false), false),
+        ("begin replacing a live value", begin(true), true),
+        ("commit of the replacement", commit.clone(), true),
+        (
+            "unlink",
+            Command::Unlink {
+                key: key.clone(),
+                now_ms: 3,
+            },
+            true,
+        ),
+        ("begin over an unlinked value", begin(false), true),
+        ("commit over it", commit.clone(), true),
+        (
+            "begin delete",
+            Command::BeginDelete {
+                key: key.clone(),
+                protect: false,
+                now_ms: 4,
+                owner: 0,
+            },
+            true,
+        ),
+        ("remove of the deleting record", remove.clone(), false),
+        ("refused remove of an absent key", remove, false),
+    ];
+    for (what, cmd, durable) in steps {
+        let applied = index.apply(cmd.clone()).await.unwrap();
+        assert_eq!(
+            needs_durability(&cmd, &applied),
+            durable,
+            "{what}: {applied:?}"
+        );
+    }
+    let remove_live = Command::Remove {
+        key: b"/live".to_vec(),
+        expect: State::Live,
+        owner: 0,
+    };
+    crate::index::testing::put_live(&index, b"/live", false).await;
+    let applied = index.apply(remove_live.clone()).await.unwrap();
+    assert!(applied.is_ok(), "{applied:?}");
+    assert!(
+        needs_durability(&remove_live, &applied),
+        "remove of a live record"
+    );
+    index.close();
+}

@@ -270,20 +270,30 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
         let Some((last, _)) = chunk.last() else { break };
         after = Some(last.clone());
         let placement = ctx.placement.current();
-        // Balanced keys and intents need no lock and no I/O.
+        // Balanced keys and intents need no lock and no I/O. A key counts as scanned
+        // once it is dealt with, so `scanned` (and the ETA computed from it) follows
+        // the moves instead of running a chunk ahead.
         let mut todo = Vec::new();
         for (key, record) in chunk {
-            inc(&job.progress.scanned);
             if !matches!(record.state, State::Live | State::Unlinked) {
                 inc(&job.progress.skipped);
+                inc(&job.progress.scanned);
             } else if record.volumes == placement.locate(&key) {
                 inc(&job.progress.ok);
+                inc(&job.progress.scanned);
             } else {
                 todo.push(key);
             }
         }
         let outcomes: Vec<_> = stream::iter(todo)
-            .map(&handle)
+            .map(|key| {
+                let moved = handle(key);
+                async {
+                    let outcome = moved.await;
+                    inc(&job.progress.scanned);
+                    outcome
+                }
+            })
             .buffer_unordered(concurrency)
             .collect()
             .await;

@@ -12,6 +12,7 @@
 //! | other methods | 405 |
 //! | unsafe path ([`path`]) | 400; a symlink leading outside the root ([`root`]) → 403 |
 
+pub mod beneath;
 pub mod delete;
 pub mod error;
 pub mod inflight;

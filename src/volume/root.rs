@@ -9,12 +9,14 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::beneath::{self, Resolved, RootFd};
 use super::error::VolumeError;
 use super::inflight::InFlight;
 use super::path::VolumePath;
@@ -27,6 +29,8 @@ pub const TEMP_DIR: &str = ".hoard-tmp";
 #[derive(Debug, Clone)]
 pub struct Root {
     path: PathBuf,
+    /// The root held open, for the one-syscall path checks ([`beneath`]).
+    fd: Arc<RootFd>,
     inflight: Arc<InFlight>,
     rename_delay: Option<Duration>,
 }
@@ -37,8 +41,10 @@ impl Root {
     pub fn prepare(dir: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+        let fd = RootFd::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let root = Self {
             path,
+            fd: Arc::new(fd),
             inflight: Arc::default(),
             rename_delay: None,
         };
@@ -83,14 +89,40 @@ impl Root {
     /// Resolves an existing file or directory, following symlinks that stay inside the
     /// root. Returns the canonical path. Blocking.
     pub fn existing(&self, path: &VolumePath) -> Result<PathBuf, VolumeError> {
-        self.confine(&self.path.join(path.relative()))
+        let relative = path.relative();
+        match self
+            .fd
+            .resolve(relative.as_os_str().as_bytes(), libc::O_PATH)
+        {
+            Resolved::Open(_) if relative.as_os_str().is_empty() => Ok(self.path.clone()),
+            Resolved::Open(_) => Ok(self.path.join(relative)),
+            Resolved::Missing => Err(VolumeError::NotFound),
+            Resolved::Slow => self.confine(&self.path.join(relative)),
+        }
+    }
+
+    /// Opens an existing file for reading when no symlink is on its way (the common
+    /// case, one syscall); `Ok(None)` sends the caller to [`Root::existing`]. Blocking.
+    pub fn open_plain(&self, path: &VolumePath) -> Result<Option<fs::File>, VolumeError> {
+        let relative = path.relative();
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+        match self.fd.resolve(relative.as_os_str().as_bytes(), flags) {
+            Resolved::Open(fd) => Ok(Some(fs::File::from(fd))),
+            Resolved::Missing => Err(VolumeError::NotFound),
+            Resolved::Slow => Ok(None),
+        }
     }
 
     /// Resolves the directory holding `parents` (which must exist) and joins `name`
     /// without following it: for removing an entry. Blocking.
     pub fn entry(&self, parents: &[String], name: &str) -> Result<PathBuf, VolumeError> {
         let dir: PathBuf = parents.iter().collect();
-        Ok(self.confine(&self.path.join(dir))?.join(name))
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        match self.fd.resolve(dir.as_os_str().as_bytes(), flags) {
+            Resolved::Open(_) => Ok(self.path.join(dir).join(name)),
+            Resolved::Missing => Err(VolumeError::NotFound),
+            Resolved::Slow => Ok(self.confine(&self.path.join(dir))?.join(name)),
+        }
     }
 
     /// Makes sure the directories `parents` exist, creating missing ones one at a time
@@ -98,6 +130,9 @@ impl Root {
     /// Returns the canonical directory and the directories created (outermost first).
     /// Blocking.
     pub fn make_dirs(&self, parents: &[String]) -> Result<(PathBuf, Vec<PathBuf>), VolumeError> {
+        if let Some(done) = self.make_dirs_fast(parents) {
+            return Ok(done);
+        }
         let mut dir = self.path.clone();
         let mut created = Vec::new();
         for name in parents {
@@ -112,6 +147,40 @@ impl Root {
             };
         }
         Ok((dir, created))
+    }
+
+    /// [`Root::make_dirs`] without a symlink on the way: finds the deepest existing
+    /// directory with one `openat2` per level tried (one in all when the directory
+    /// exists), then creates the rest with `mkdirat` under it. `None` when anything is
+    /// unusual (a symlink, a file in the way, an error): the general path decides.
+    fn make_dirs_fast(&self, parents: &[String]) -> Option<(PathBuf, Vec<PathBuf>)> {
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        let mut existing = parents.len();
+        let mut dir = loop {
+            let relative: PathBuf = parents[..existing].iter().collect();
+            match self.fd.resolve(relative.as_os_str().as_bytes(), flags) {
+                Resolved::Open(fd) => break fd,
+                Resolved::Missing if existing > 0 => existing -= 1,
+                _ => return None,
+            }
+        };
+        let mut path = self.path.clone();
+        path.extend(&parents[..existing]);
+        let mut created = Vec::new();
+        for (i, name) in parents.iter().enumerate().skip(existing) {
+            let made = beneath::mkdir_in(&dir, name).ok()?;
+            if i + 1 < parents.len() {
+                dir = beneath::open_dir_in(&dir, name).ok()?;
+            } else if !made {
+                // Someone else made it meanwhile: check it is a real directory.
+                beneath::open_dir_in(&dir, name).ok()?;
+            }
+            path.push(name);
+            if made {
+                created.push(path.clone());
+            }
+        }
+        Some((path, created))
     }
 
     /// One level of [`Root::make_dirs`]: `next`'s parent is canonical and inside the
