@@ -99,13 +99,10 @@ impl Index {
             let mut meta = txn.open_table(META).map_err(store_err)?;
             meta.insert(super::COUNTS, after.encode().as_slice())
                 .map_err(store_err)?;
-            for (name, value) in state
-                .iter()
-                .map(|(n, v)| (*n, v))
-                .chain(map.meta.iter().map(|(n, v)| (*n, v)))
-            {
-                meta.insert(name, value.as_slice()).map_err(store_err)?;
+            for (name, value) in state {
+                meta.insert(*name, value.as_slice()).map_err(store_err)?;
             }
+            super::write_meta(&mut meta, &map.meta)?;
             (results, after)
         };
         txn.commit().map_err(store_err)?;
@@ -153,6 +150,25 @@ impl Index {
             }
             n += 1;
         }
+        // Front-ends' entries (`Command::SetFrontend`) follow the records, as items
+        // whose key is a NUL byte and the entry's name (no record key starts so).
+        let prefix = super::command::FRONTEND_META_PREFIX;
+        for item in meta
+            .range::<&str>(prefix..)
+            .map_err(store_err)?
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(k, _)| k.value().starts_with(prefix))
+            })
+        {
+            let (k, v) = item.map_err(store_err)?;
+            let key = [b"\0", k.value().as_bytes()].concat();
+            for part in [key.as_slice(), v.value()] {
+                out.write_all(&(part.len() as u32).to_le_bytes())
+                    .map_err(io)?;
+                out.write_all(part).map_err(io)?;
+            }
+        }
         out.flush().map_err(io)?;
         Ok((n, values))
     }
@@ -170,11 +186,20 @@ impl Index {
         let mut fresh = Counts::default();
         let mut volumes = super::counts::VolumeDeltas::new();
         let mut n = 0;
+        let mut frontend = Vec::new();
         {
             txn.delete_table(KEYS).map_err(store_err)?;
             let mut table = txn.open_table(KEYS).map_err(store_err)?;
             while let Some(key) = read_item(input)? {
                 let value = read_item(input)?.ok_or_else(|| snapshot_err("record missing"))?;
+                if let Some(name) = key.strip_prefix(b"\0") {
+                    let name = String::from_utf8(name.to_vec())
+                        .ok()
+                        .filter(|n| n.starts_with(super::command::FRONTEND_META_PREFIX))
+                        .ok_or_else(|| snapshot_err("bad front-end entry name"))?;
+                    frontend.push((name, Some(value)));
+                    continue;
+                }
                 let record = decode(&key, &value)?;
                 fresh.replace(None, Some(&record));
                 super::counts::volume_deltas(&mut volumes, None, Some(&record));
@@ -191,6 +216,10 @@ impl Index {
             for (name, value) in state {
                 meta.insert(*name, value.as_slice()).map_err(store_err)?;
             }
+            let prefix = super::command::FRONTEND_META_PREFIX;
+            meta.retain_in::<&str, _>(prefix.., |k, _| !k.starts_with(prefix))
+                .map_err(store_err)?;
+            super::write_meta(&mut meta, &frontend)?;
         }
         txn.commit().map_err(store_err)?;
         *counts = fresh;
@@ -250,6 +279,7 @@ mod tests {
             missing: Vec::new(),
             now_ms: 2,
             owner: 0,
+            meta: Vec::new(),
         });
         let state = [("raft_applied", b"3".to_vec())];
         let out = source
