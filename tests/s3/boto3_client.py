@@ -279,9 +279,33 @@ def auth():
     s3.delete_bucket(Bucket="auth")
 
 
-CHECKS = {"objects": buckets_and_objects, "listing": listing, "multipart": multipart, "auth": auth}
+def restart_before():
+    """Half an upload, before the index server restarts."""
+    s3.create_bucket(Bucket="rst")
+    up = s3.create_multipart_upload(Bucket="rst", Key="across", Metadata={"phase": "one"})["UploadId"]
+    p1 = s3.upload_part(Bucket="rst", Key="across", UploadId=up, PartNumber=1, Body=b"1" * (5 << 20))
+    with open(os.path.join(WORK, "upload"), "w") as f:
+        f.write(f"{up} {p1['ETag']}")
 
-for name in sys.argv[4:] or CHECKS:
+
+def restart_after():
+    """The same upload, finished after the restart."""
+    with open(os.path.join(WORK, "upload")) as f:
+        up, e1 = f.read().split()
+    assert "rst" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="rst")["Uploads"]] == [up]
+    p2 = s3.upload_part(Bucket="rst", Key="across", UploadId=up, PartNumber=2, Body=b"2")
+    parts = {"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": p2["ETag"]}]}
+    s3.complete_multipart_upload(Bucket="rst", Key="across", UploadId=up, MultipartUpload=parts)
+    got = s3.get_object(Bucket="rst", Key="across")
+    assert got["Body"].read() == b"1" * (5 << 20) + b"2"
+    assert got["Metadata"] == {"phase": "one"}
+
+
+CHECKS = {"objects": buckets_and_objects, "listing": listing, "multipart": multipart, "auth": auth,
+          "restart_before": restart_before, "restart_after": restart_after}
+
+for name in sys.argv[4:] or ["objects", "listing", "multipart", "auth"]:
     t = time.time()
     CHECKS[name]()
     print(f"boto3 {name}: ok ({time.time() - t:.1f}s)", flush=True)
