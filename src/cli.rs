@@ -50,6 +50,8 @@ pub struct Cli {
 }
 
 /// The roles the binary can run.
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a complete store in one process: an index server and three local volumes.

@@ -81,7 +81,9 @@ fn run(cmd: &mut Command) -> Output {
         // only trips clients up (rclone refuses its plain-HTTP transport with one).
         .env_remove("AWS_CA_BUNDLE")
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed? scripts/test.sh installs it): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {cmd:?} (is it installed? scripts/test.sh installs it): {e}")
+        });
     assert!(
         out.status.success(),
         "{cmd:?} failed:\n--- stdout\n{}\n--- stderr\n{}",
@@ -111,7 +113,11 @@ fn boto3_against_dev() {
 #[test]
 fn boto3_against_server_over_native_volumes() {
     let (cluster, ep) = server();
-    boto3(&ep, cluster.tmp.path(), &["objects", "listing", "multipart", "auth"]);
+    boto3(
+        &ep,
+        cluster.tmp.path(),
+        &["objects", "listing", "multipart", "auth"],
+    );
 }
 
 /// Buckets and multipart uploads are index state: they survive a restart of the index
@@ -127,7 +133,9 @@ fn upload_state_survives_an_index_restart() {
 }
 
 fn aws(ep: &Endpoint, args: &[&str]) -> String {
-    let out = run(Command::new("aws").args(["--endpoint-url", &ep.s3]).args(args));
+    let out = run(Command::new("aws")
+        .args(["--endpoint-url", &ep.s3])
+        .args(args));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -137,7 +145,11 @@ fn tree(root: &Path, files: usize, large: usize) -> std::path::PathBuf {
     for i in 0..files {
         let sub = dir.join(format!("d{}", i % 3)).join(format!("e{}", i % 2));
         std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(sub.join(format!("f{i}.txt")), format!("file {i}\n").repeat(i + 1)).unwrap();
+        std::fs::write(
+            sub.join(format!("f{i}.txt")),
+            format!("file {i}\n").repeat(i + 1),
+        )
+        .unwrap();
     }
     let big: Vec<u8> = (0..large).map(|_| fastrand::u8(..)).collect();
     std::fs::write(dir.join("big.bin"), big).unwrap();
@@ -169,14 +181,51 @@ fn aws_cli_cp_sync_ls_rm() {
     // 20 MB: `aws s3 cp` uploads it in parts (8 MB threshold).
     let src = tree(work, 12, 20 << 20);
     aws(&ep, &["s3", "mb", "s3://cli"]);
-    aws(&ep, &["s3", "cp", &src.join("big.bin").display().to_string(), "s3://cli/one/big.bin"]);
-    let etag = aws(&ep, &["s3api", "head-object", "--bucket", "cli", "--key", "one/big.bin", "--query", "ETag"]);
-    assert!(etag.contains("-3"), "a 20 MB aws s3 cp is a 3-part upload: {etag}");
+    aws(
+        &ep,
+        &[
+            "s3",
+            "cp",
+            &src.join("big.bin").display().to_string(),
+            "s3://cli/one/big.bin",
+        ],
+    );
+    let etag = aws(
+        &ep,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "cli",
+            "--key",
+            "one/big.bin",
+            "--query",
+            "ETag",
+        ],
+    );
+    assert!(
+        etag.contains("-3"),
+        "a 20 MB aws s3 cp is a 3-part upload: {etag}"
+    );
     let back = work.join("big.back");
-    aws(&ep, &["s3", "cp", "s3://cli/one/big.bin", &back.display().to_string()]);
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(src.join("big.bin")).unwrap());
+    aws(
+        &ep,
+        &[
+            "s3",
+            "cp",
+            "s3://cli/one/big.bin",
+            &back.display().to_string(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(src.join("big.bin")).unwrap()
+    );
 
-    aws(&ep, &["s3", "sync", &src.display().to_string(), "s3://cli/tree"]);
+    aws(
+        &ep,
+        &["s3", "sync", &src.display().to_string(), "s3://cli/tree"],
+    );
     let listing = aws(&ep, &["s3", "ls", "--recursive", "s3://cli/tree/"]);
     assert_eq!(listing.lines().count(), 13, "{listing}");
     let top = aws(&ep, &["s3", "ls", "s3://cli/tree/"]);
@@ -184,25 +233,80 @@ fn aws_cli_cp_sync_ls_rm() {
         assert!(top.contains(want), "{want} missing from {top}");
     }
     // A second sync has nothing to do; a changed file is sent again.
-    assert_eq!(aws(&ep, &["s3", "sync", &src.display().to_string(), "s3://cli/tree"]), "");
-    std::fs::write(src.join("d0/e0/f0.txt"), "changed, and longer than before\n").unwrap();
-    let again = aws(&ep, &["s3", "sync", &src.display().to_string(), "s3://cli/tree"]);
+    assert_eq!(
+        aws(
+            &ep,
+            &["s3", "sync", &src.display().to_string(), "s3://cli/tree"]
+        ),
+        ""
+    );
+    std::fs::write(
+        src.join("d0/e0/f0.txt"),
+        "changed, and longer than before\n",
+    )
+    .unwrap();
+    let again = aws(
+        &ep,
+        &["s3", "sync", &src.display().to_string(), "s3://cli/tree"],
+    );
     assert!(again.contains("f0.txt"), "{again}");
     let down = work.join("down");
-    aws(&ep, &["s3", "sync", "s3://cli/tree", &down.display().to_string()]);
+    aws(
+        &ep,
+        &["s3", "sync", "s3://cli/tree", &down.display().to_string()],
+    );
     assert_eq!(contents(&down), contents(&src));
 
     // s3api: put and get with metadata.
-    aws(&ep, &[
-        "s3api", "put-object", "--bucket", "cli", "--key", "api.txt", "--body",
-        &src.join("d1/e1/f1.txt").display().to_string(), "--content-type", "text/x-api",
-        "--metadata", "origin=cli",
-    ]);
-    let head = aws(&ep, &["s3api", "head-object", "--bucket", "cli", "--key", "api.txt"]);
-    assert!(head.contains("text/x-api") && head.contains("\"origin\": \"cli\""), "{head}");
+    aws(
+        &ep,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "cli",
+            "--key",
+            "api.txt",
+            "--body",
+            &src.join("d1/e1/f1.txt").display().to_string(),
+            "--content-type",
+            "text/x-api",
+            "--metadata",
+            "origin=cli",
+        ],
+    );
+    let head = aws(
+        &ep,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "cli",
+            "--key",
+            "api.txt",
+        ],
+    );
+    assert!(
+        head.contains("text/x-api") && head.contains("\"origin\": \"cli\""),
+        "{head}"
+    );
     let got = work.join("api.txt");
-    aws(&ep, &["s3api", "get-object", "--bucket", "cli", "--key", "api.txt", &got.display().to_string()]);
-    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(src.join("d1/e1/f1.txt")).unwrap());
+    aws(
+        &ep,
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "cli",
+            "--key",
+            "api.txt",
+            &got.display().to_string(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(src.join("d1/e1/f1.txt")).unwrap()
+    );
 
     aws(&ep, &["s3", "rm", "--recursive", "s3://cli/"]);
     assert_eq!(aws(&ep, &["s3", "ls", "--recursive", "s3://cli/"]), "");
@@ -221,7 +325,14 @@ fn s3cmd_and_rclone_copy_sync_list() {
     let s3cmd = |args: &[&str]| -> String {
         let out = run(Command::new("s3cmd")
             .args(["--no-ssl", "--host", host, "--host-bucket", host])
-            .args(["--access_key", ACCESS, "--secret_key", SECRET, "--region", "us-east-1"])
+            .args([
+                "--access_key",
+                ACCESS,
+                "--secret_key",
+                SECRET,
+                "--region",
+                "us-east-1",
+            ])
             .args(["--config", "/dev/null"])
             .args(args));
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -238,8 +349,19 @@ fn s3cmd_and_rclone_copy_sync_list() {
     let rclone = |args: &[&str]| -> String {
         let out = run(Command::new("rclone")
             .args(["--config", "/dev/null", "--s3-provider", "Other"])
-            .args(["--s3-access-key-id", ACCESS, "--s3-secret-access-key", SECRET])
-            .args(["--s3-endpoint", &ep.s3, "--s3-force-path-style=true", "--s3-region", "us-east-1"])
+            .args([
+                "--s3-access-key-id",
+                ACCESS,
+                "--s3-secret-access-key",
+                SECRET,
+            ])
+            .args([
+                "--s3-endpoint",
+                &ep.s3,
+                "--s3-force-path-style=true",
+                "--s3-region",
+                "us-east-1",
+            ])
             .args(args));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };

@@ -282,6 +282,16 @@ mod tests {
             meta: Vec::new(),
         });
         let state = [("raft_applied", b"3".to_vec())];
+        let frontend = |name: &str, value: &str| {
+            Some(Command::SetFrontend {
+                name: name.into(),
+                value: Some(value.as_bytes().to_vec()),
+                if_absent: true,
+            })
+        };
+        source
+            .apply_committed(&[frontend("s3/bucket/kept", "1")], &[])
+            .unwrap();
         let out = source
             .apply_committed(&[begin("/a"), None, begin("/b"), commit], &state)
             .unwrap();
@@ -293,7 +303,9 @@ mod tests {
         assert_eq!((n, meta), (2, vec![Some(b"3".to_vec()), None]));
 
         let target = Index::open(b.path()).unwrap();
-        target.apply_committed(&[begin("/old")], &[]).unwrap();
+        target
+            .apply_committed(&[begin("/old"), frontend("s3/bucket/gone", "2")], &[])
+            .unwrap();
         let n = target
             .import(&mut file.as_slice(), &[("raft_applied", b"4".to_vec())])
             .unwrap();
@@ -304,6 +316,9 @@ mod tests {
         let c = target.counts();
         assert_eq!((c.live, c.writing, c.bytes), (1, 1, 7));
         assert_eq!(target.meta("raft_applied").unwrap().unwrap(), b"4");
+        // Front-end entries travel with the snapshot and replace the target's.
+        assert_eq!(target.frontend("s3/bucket/kept").unwrap().unwrap(), b"1");
+        assert_eq!(target.frontend("s3/bucket/gone").unwrap(), None);
         // A truncated snapshot is refused, and the index is left as it was.
         let cut = &file[..file.len() - 3];
         assert!(target.import(&mut &cut[..], &[]).is_err());
