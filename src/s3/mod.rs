@@ -122,13 +122,41 @@ pub fn router(
 /// A request with neither `Content-Length` nor `Transfer-Encoding` has no body (HTTP/1.1)
 /// — said explicitly, since the server's body wrappers hide the size hint s3s relies on
 /// to tell so (it refuses bodies of unknown length).
-async fn bodiless(req: axum::extract::Request) -> axum::extract::Request {
-    use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+///
+/// POST bodies are XML documents (DeleteObjects, CompleteMultipartUpload): one declared
+/// larger than [`MAX_XML`] is refused here, before anything buffers it.
+async fn bodiless(
+    req: axum::extract::Request,
+) -> Result<axum::extract::Request, axum::response::Response> {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+    use axum::response::IntoResponse as _;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if req.method() == axum::http::Method::POST && declared.is_some_and(|n| n > MAX_XML as u64) {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>MaxMessageLengthExceeded</Code>\
+             <Message>XML documents are at most {MAX_XML} bytes</Message></Error>"
+        );
+        // Read (a bounded part of) the body first, so the client sees the answer.
+        let (parts, body) = req.into_parts();
+        crate::http::drain_rejected(&parts.headers, body.into_data_stream()).await;
+        let mut res = (axum::http::StatusCode::BAD_REQUEST, xml).into_response();
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/xml"),
+        );
+        return Err(res);
+    }
     if req.headers().contains_key(CONTENT_LENGTH) || req.headers().contains_key(TRANSFER_ENCODING) {
-        return req;
+        return Ok(req);
     }
     let (parts, _) = req.into_parts();
-    axum::extract::Request::from_parts(parts, axum::body::Body::empty())
+    Ok(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::empty(),
+    ))
 }
 
 /// Serves the S3 API on `listener` until `shutdown`.
