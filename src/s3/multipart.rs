@@ -13,6 +13,9 @@
 //!   the object's metadata, drops the upload entry and deletes the parts. While it
 //!   copies, the answer's body sends whitespace so clients do not time out.
 //! * AbortMultipartUpload drops the entry and deletes the parts.
+//! * While a Complete runs, the upload is held (`s3/completing/<id>`, with a lease):
+//!   another Complete, an Abort or an UploadPart of it gets `OperationAborted`, since
+//!   changing the parts mid-copy could leave the object absent or corrupt.
 
 use std::sync::Arc;
 
@@ -57,6 +60,48 @@ fn part_key(id: &str, n: i32) -> Vec<u8> {
 
 fn parts_of(id: &str) -> Vec<u8> {
     format!("{PARTS_PREFIX}{id}/").into_bytes()
+}
+
+/// How long a CompleteMultipartUpload holds its upload against another Complete, an
+/// Abort or an UploadPart; past this (the completing server died), a retry takes over.
+const COMPLETING_LEASE_MS: u64 = 15 * 60 * 1000;
+
+fn completing(id: &str) -> String {
+    format!("s3/completing/{id}")
+}
+
+/// `OperationAborted` while a CompleteMultipartUpload of upload `id` runs: changing or
+/// deleting its parts then could lose the object being written.
+fn check_not_completing(store: &Store, id: &str) -> S3Result<()> {
+    let held = store.frontend(&completing(id)).map_err(store_error)?;
+    match held.and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok()) {
+        Some(since) if crate::index::now_ms() < since.saturating_add(COMPLETING_LEASE_MS) => Err(
+            s3_error!(OperationAborted, "this upload is being completed"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Takes upload `id` for a CompleteMultipartUpload (see [`check_not_completing`]).
+async fn take_for_completion(store: &Store, id: &str) -> S3Result<()> {
+    check_not_completing(store, id)?;
+    let now = crate::index::now_ms().to_string().into_bytes();
+    // A stale hold (its server died) is dropped first; then only one taker wins.
+    if store
+        .frontend(&completing(id))
+        .map_err(store_error)?
+        .is_some()
+    {
+        let _ = store.set_frontend(completing(id), None, false).await;
+    }
+    match store.set_frontend(completing(id), Some(now), true).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::Exists) => Err(s3_error!(
+            OperationAborted,
+            "this upload is being completed"
+        )),
+        Err(e) => Err(store_error(e)),
+    }
 }
 
 /// The upload's entry, or `NoSuchUpload`.
@@ -125,6 +170,7 @@ pub async fn upload_part(
     let input = req.input;
     require(store, &input.bucket)?;
     find(store, &input.bucket, &input.key, &input.upload_id)?;
+    check_not_completing(store, &input.upload_id)?;
     if !(1..=MAX_PARTS).contains(&input.part_number) {
         return Err(s3_error!(
             InvalidArgument,
@@ -287,6 +333,7 @@ pub async fn abort(
     let input = req.input;
     require(store, &input.bucket)?;
     find(store, &input.bucket, &input.key, &input.upload_id)?;
+    check_not_completing(store, &input.upload_id)?;
     match store
         .set_frontend(
             entry(&input.bucket, &input.key, &input.upload_id),
@@ -370,6 +417,7 @@ pub async fn complete(
         ..upload.meta
     };
     let (bucket, object) = (input.bucket.clone(), input.key.clone());
+    take_for_completion(store, &id).await?;
     let store = Arc::clone(store);
     // The copy runs on its own task: a client going away cannot cut it short.
     let work = tokio::spawn(async move {
@@ -384,7 +432,11 @@ pub async fn complete(
             })
             .try_flatten()
             .boxed();
-        write(&store, key, body, Some(total), meta).await?;
+        let written = write(&store, key, body, Some(total), meta).await;
+        if written.is_err() {
+            let _ = store.set_frontend(completing(&id), None, false).await;
+        }
+        written?;
         match store
             .set_frontend(entry(&bucket, &object, &id), None, false)
             .await
@@ -393,6 +445,7 @@ pub async fn complete(
             Err(e) => tracing::warn!("dropping completed upload {id}: {e}"),
         }
         delete_parts(&store, &id).await;
+        let _ = store.set_frontend(completing(&id), None, false).await;
         Ok(CompleteMultipartUploadOutput {
             bucket: Some(bucket.clone()),
             key: Some(object.clone()),
