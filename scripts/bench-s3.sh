@@ -41,20 +41,22 @@ t=$( { /usr/bin/time -f %e dd if="$src" of="$work/dd.bin" bs=1M conv=fsync statu
 echo "physical: dd write+fsync of one copy to the volumes' disk: $(mbps "$t") MB/s (a PUT writes 3 copies)"
 rm -f "$work/dd.bin"
 
-run() { # name, curl args… → prints MB/s per run
-  local name=$1; shift
-  local out=""
-  for i in $(seq "$RUNS"); do
-    local t
-    t=$(curl -sS -f -o /dev/null -w '%{time_total}' "${@//\{i\}/$i}")
-    out="$out $(mbps "$t")"
-  done
-  echo "$name MB/s:$out"
-}
-run "native PUT" -T "$src" "$native/bench/native-{i}"
-run "S3 PUT    " "${SIGN[@]}" -T "$src" "$s3/bench/s3-{i}"
-run "native GET" -L "$native/bench/native-{i}"
-run "S3 GET    " "${SIGN[@]}" "$s3/bench/s3-{i}"
+# One run = native PUT, S3 PUT, native GET, S3 GET of the same bytes, then both keys
+# deleted (disk space stays at 2 objects × 3 replicas).
+mb() { curl -sS -f -o /dev/null -w '%{time_total}' "$@"; }
+declare -A res
+for i in $(seq "$RUNS"); do
+  res[npu]+=" $(mbps "$(mb -T "$src" "$native/bench/native-$i")")"
+  res[spu]+=" $(mbps "$(mb "${SIGN[@]}" -T "$src" "$s3/bench/s3-$i")")"
+  res[nge]+=" $(mbps "$(mb -L "$native/bench/native-$i")")"
+  res[sge]+=" $(mbps "$(mb "${SIGN[@]}" "$s3/bench/s3-$i")")"
+  curl -sS -f -o /dev/null -X DELETE "$native/bench/native-$i"
+  curl -sS -f -o /dev/null -X DELETE "$native/bench/s3-$i"
+done
+echo "native PUT MB/s:${res[npu]}"
+echo "S3 PUT     MB/s:${res[spu]}"
+echo "native GET MB/s:${res[nge]}"
+echo "S3 GET     MB/s:${res[sge]}"
 echo "peak RSS of hoard dev (index + 3 volumes): $(grep VmHWM /proc/$pid/status | awk '{print $2/1024 " MiB"}')"
 
 echo "== listing $KEYS keys, pages of 1000"
