@@ -12,11 +12,25 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# Real S3 clients for tests/s3.rs: s3cmd and rclone from Debian, curl for presigned
+# URLs, Python for boto3 and aws-cli (from PyPI, below).
+command -v s3cmd >/dev/null 2>&1 || missing+=(s3cmd)
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# boto3 and aws-cli from PyPI when missing (Debian's python refuses a system-wide pip
+# install without --break-system-packages; a user install is enough).
+if ! python3 -c 'import boto3' >/dev/null 2>&1 || ! command -v aws >/dev/null 2>&1; then
+  echo "== installing boto3 awscli (pip)"
+  python3 -m pip install -q --user boto3 awscli 2>/dev/null \
+    || python3 -m pip install -q --user --break-system-packages boto3 awscli
+  export PATH="$HOME/.local/bin:$PATH"
 fi
 # The distributions' services are not needed (tests start their own servers).
 if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx prometheus >/dev/null 2>&1 || true; fi

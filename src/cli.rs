@@ -50,6 +50,8 @@ pub struct Cli {
 }
 
 /// The roles the binary can run.
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a complete store in one process: an index server and three local volumes.
@@ -242,6 +244,12 @@ pub struct DevArgs {
     /// Address to listen on.
     #[arg(long, env = "HOARD_BIND", default_value = "127.0.0.1")]
     pub bind: String,
+    /// Port of the S3 API (credentials default to hoard / hoardhoard).
+    #[arg(long = "s3-port", env = "HOARD_S3_PORT", default_value_t = 9000)]
+    pub s3_port: u16,
+    /// S3 credentials and domain.
+    #[command(flatten)]
+    pub s3: crate::s3::S3Args,
 }
 
 /// Options of `hoard server`.
@@ -281,6 +289,12 @@ pub struct ServerArgs {
     /// Index cluster: node id, peers, read consistency.
     #[command(flatten)]
     pub cluster: crate::raft::ClusterArgs,
+    /// Serve the S3 API on this port too (off by default; needs S3 credentials).
+    #[arg(long = "s3-port", env = "HOARD_S3_PORT")]
+    pub s3_port: Option<u16>,
+    /// S3 credentials and domain.
+    #[command(flatten)]
+    pub s3: crate::s3::S3Args,
 }
 
 /// Options of `hoard volume`.

@@ -27,6 +27,8 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     };
 
     let index_listener = crate::http::bind(&args.bind, args.port).await?;
+    let s3_listener = crate::http::bind(&args.bind, args.s3_port).await?;
+    let s3_users = args.s3.users(true)?;
     let (stop_volumes, volumes_stopped) = watch::channel(false);
     let mut names = Vec::new();
     let mut volume_tasks = Vec::new();
@@ -72,15 +74,35 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         names.join(", "),
         args.data.display()
     );
+    let s3_router = crate::s3::router(
+        std::sync::Arc::clone(&started.app.store),
+        &s3_users,
+        args.s3.domain.as_deref(),
+        verbose,
+    )?;
+    if let Some((access, secret)) = s3_users.first() {
+        eprintln!(
+            "hoard dev: S3 API on http://{host}:{} (access key {access}, secret key {secret})",
+            args.s3_port
+        );
+    }
     let options = crate::net::ServeOptions::from_args(&ListenArgs::default())?;
     let grace = options.grace;
-    let served = crate::net::serve(
-        index_listener,
-        started.router.clone(),
-        crate::http::shutdown_signal(),
-        options,
-    )
-    .await;
+    let (served, s3_served) = tokio::join!(
+        crate::net::serve(
+            index_listener,
+            started.router.clone(),
+            crate::http::shutdown_signal(),
+            options,
+        ),
+        crate::s3::serve(
+            s3_listener,
+            s3_router,
+            crate::http::shutdown_signal(),
+            crate::net::ServeOptions::from_args(&ListenArgs::default())?,
+        )
+    );
+    let served = served.and(s3_served);
     started.shutdown(grace).await;
     let _ = stop_volumes.send(true);
     for task in volume_tasks {

@@ -34,6 +34,7 @@ pub mod placement;
 pub mod raft;
 pub mod ratelimit;
 pub mod replica;
+pub mod s3;
 pub mod server;
 pub mod store;
 pub mod telemetry;

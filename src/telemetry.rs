@@ -408,11 +408,13 @@ pub enum LogFormat {
 }
 
 /// Sets up `tracing`: `HOARD_LOG` (an env-filter directive) or `info` for hoard's own
-/// messages; warnings and errors are always shown.
+/// messages; warnings and errors are always shown — except the s3s crate's, which logs
+/// every refused client request (bad signature, malformed XML) as an error: those
+/// already went back to the client as S3 errors (`HOARD_LOG=…,s3s=debug` shows them).
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("HOARD_LOG").unwrap_or_else(|_| EnvFilter::new("warn,hoard=info"));
+    let filter = EnvFilter::try_from_env("HOARD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,hoard=info,s3s=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

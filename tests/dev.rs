@@ -17,6 +17,9 @@ fn dev(data: &std::path::Path, port: u16) -> Proc {
             data.display().to_string(),
             "--port".into(),
             port.to_string(),
+            // Not the default 9000: tests run in parallel.
+            "--s3-port".into(),
+            common::free_port().to_string(),
         ],
         data.with_extension("log"),
     )

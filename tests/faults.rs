@@ -117,7 +117,7 @@ async fn worker(url: String, w: usize, stop: Arc<AtomicBool>, progress: Arc<Prog
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        if i % 4 == 0 && mine.len() > 3 {
+        if i.is_multiple_of(4) && mine.len() > 3 {
             let key = mine.remove(fastrand::usize(..mine.len()));
             match http.delete(format!("{url}{key}")).send().await {
                 Ok(r) if r.status() == StatusCode::NO_CONTENT => {

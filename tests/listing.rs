@@ -42,6 +42,7 @@ async fn prefill(db: &Path, volume: &str, keys: &[String]) {
                         missing: Vec::new(),
                         now_ms: 2,
                         owner: 0,
+                        meta: Vec::new(),
                     };
                     index.apply(commit).await.unwrap().unwrap();
                 })

@@ -50,6 +50,9 @@ pub enum Command {
         now_ms: u64,
         /// The write committing: must own the intent.
         owner: u64,
+        /// A front-end's metadata of the value (see `Record::meta`); empty for none.
+        #[serde(default)]
+        meta: Vec<u8>,
     },
     /// Repair copied the value of a degraded write to `location`: it is no longer
     /// missing. Requires state `live` or `unlinked`.
@@ -137,6 +140,21 @@ pub enum Command {
         /// The owner this change expects.
         expect: String,
     },
+    /// Sets (or with `value: None`, removes) a front-end's index-wide entry `name`, such
+    /// as an S3 bucket or multipart upload: stored in `meta` under
+    /// [`FRONTEND_META_PREFIX`]` + name`, so it never clashes with the index's own
+    /// entries, replicates with the log and travels in snapshots. With `if_absent`, an
+    /// existing entry is kept ([`Rejection::Exists`]); removing an absent entry is
+    /// [`Rejection::NotFound`]. Answers `Ok(None)`.
+    SetFrontend {
+        /// The entry's name (namespaced by the front-end, e.g. `s3/bucket/NAME`).
+        name: String,
+        /// The new value; `None` removes the entry.
+        value: Option<Vec<u8>>,
+        /// Only create: refuse when the entry exists.
+        #[serde(default)]
+        if_absent: bool,
+    },
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     Remove {
         /// The key.
@@ -162,9 +180,10 @@ impl Command {
             | Command::Relocate { key, .. }
             | Command::SetMd5 { key, .. }
             | Command::Remove { key, .. } => key,
-            Command::SetVolumes { .. } | Command::RetireMember { .. } | Command::SetJob { .. } => {
-                b""
-            }
+            Command::SetVolumes { .. }
+            | Command::RetireMember { .. }
+            | Command::SetJob { .. }
+            | Command::SetFrontend { .. } => b"",
         }
     }
 }
@@ -235,9 +254,9 @@ pub trait RecordMap {
     /// Deletes one record.
     fn remove(&mut self, key: &[u8]) -> Result<(), Self::Error>;
     /// Reads an index-wide value.
-    fn get_meta(&mut self, name: &'static str) -> Result<Option<Vec<u8>>, Self::Error>;
-    /// Writes an index-wide value.
-    fn put_meta(&mut self, name: &'static str, value: Vec<u8>) -> Result<(), Self::Error>;
+    fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, Self::Error>;
+    /// Writes (`None`: removes) an index-wide value.
+    fn put_meta(&mut self, name: &str, value: Option<Vec<u8>>) -> Result<(), Self::Error>;
 }
 
 /// Index-wide value of [`Command::SetVolumes`]: the volume list as JSON.
@@ -262,6 +281,9 @@ pub fn retired_members(json: Option<&[u8]>) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// Prefix of the `meta` entries of [`Command::SetFrontend`].
+pub const FRONTEND_META_PREFIX: &str = "fe/";
+
 /// Applies `cmd` to `map`. The outer `Result` is a storage failure; the inner one is the
 /// command's own outcome.
 pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Error> {
@@ -270,7 +292,24 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             return Ok(Err(Rejection::Changed));
         }
         let json = serde_json::to_vec(volumes).unwrap_or_default();
-        map.put_meta(VOLUMES_META, json)?;
+        map.put_meta(VOLUMES_META, Some(json))?;
+        return Ok(Ok(None));
+    }
+    if let Command::SetFrontend {
+        name,
+        value,
+        if_absent,
+    } = cmd
+    {
+        let name = format!("{FRONTEND_META_PREFIX}{name}");
+        let exists = map.get_meta(&name)?.is_some();
+        if *if_absent && exists {
+            return Ok(Err(Rejection::Exists));
+        }
+        if value.is_none() && !exists {
+            return Ok(Err(Rejection::NotFound));
+        }
+        map.put_meta(&name, value.clone())?;
         return Ok(Ok(None));
     }
     if let Command::SetJob {
@@ -283,8 +322,8 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         if current != expect.as_bytes() {
             return Ok(Err(Rejection::Changed));
         }
-        map.put_meta(JOB_OWNER_META, owner.clone().into_bytes())?;
-        map.put_meta(JOB_META, record.clone().into_bytes())?;
+        map.put_meta(JOB_OWNER_META, Some(owner.clone().into_bytes()))?;
+        map.put_meta(JOB_META, Some(record.clone().into_bytes()))?;
         return Ok(Ok(None));
     }
     if let Command::RetireMember { id } = cmd {
@@ -294,7 +333,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             retired.sort_unstable();
         }
         let json = serde_json::to_vec(&retired).unwrap_or_default();
-        map.put_meta(RETIRED_META, json)?;
+        map.put_meta(RETIRED_META, Some(json))?;
         return Ok(Ok(None));
     }
     let key = cmd.key();
@@ -332,6 +371,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 missing: Vec::new(),
                 stale,
                 owner: *owner,
+                meta: Vec::new(),
             }
         }
         Command::Commit {
@@ -340,6 +380,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             missing,
             now_ms,
             owner,
+            meta,
             ..
         } => match (&prev, state) {
             (Some(r), Some(State::Writing)) if r.owner != *owner => {
@@ -352,6 +393,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 changed_ms: *now_ms,
                 missing: missing.clone(),
                 owner: 0,
+                meta: meta.clone(),
                 ..r.clone()
             },
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
@@ -450,10 +492,11 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
             (_, None) => return Ok(Err(Rejection::NotFound)),
         },
-        // Handled above: it changes no record.
-        Command::SetVolumes { .. } | Command::RetireMember { .. } | Command::SetJob { .. } => {
-            return Ok(Ok(None))
-        }
+        // Handled above: they change no record.
+        Command::SetVolumes { .. }
+        | Command::RetireMember { .. }
+        | Command::SetJob { .. }
+        | Command::SetFrontend { .. } => return Ok(Ok(None)),
         Command::Remove { expect, owner, .. } => {
             return match (&prev, state) {
                 (Some(r), _) if *owner != 0 && r.owner != *owner => Ok(Err(Rejection::Changed)),

@@ -16,22 +16,27 @@ impl RecordMap for BTreeMap<Vec<u8>, Record> {
         BTreeMap::remove(self, key);
         Ok(())
     }
-    fn get_meta(&mut self, name: &'static str) -> Result<Option<Vec<u8>>, Infallible> {
+    fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, Infallible> {
         let key = [b"\0meta:", name.as_bytes()].concat();
-        Ok(BTreeMap::get(self, &key).map(|r| r.volumes.concat().into_bytes()))
+        Ok(BTreeMap::get(self, &key).map(|r| r.meta.clone()))
     }
-    fn put_meta(&mut self, name: &'static str, value: Vec<u8>) -> Result<(), Infallible> {
+    fn put_meta(&mut self, name: &str, value: Option<Vec<u8>>) -> Result<(), Infallible> {
         let key = [b"\0meta:", name.as_bytes()].concat();
+        let Some(value) = value else {
+            BTreeMap::remove(self, &key);
+            return Ok(());
+        };
         // Kept as a fake record under a key no request can name.
         let r = Record {
             state: State::Live,
-            volumes: vec![String::from_utf8_lossy(&value).into_owned()],
+            volumes: Vec::new(),
             size: 0,
             md5: None,
             changed_ms: 0,
             missing: Vec::new(),
             stale: Vec::new(),
             owner: 0,
+            meta: value,
         };
         self.insert(key, r);
         Ok(())
@@ -59,6 +64,7 @@ fn commit() -> Command {
         missing: Vec::new(),
         now_ms: 2,
         owner: 0,
+        meta: Vec::new(),
     }
 }
 fn state(m: &BTreeMap<Vec<u8>, Record>) -> Option<State> {
@@ -156,6 +162,7 @@ fn set_md5_requires_the_same_value() {
             missing: Vec::new(),
             now_ms: 2,
             owner: 0,
+            meta: Vec::new(),
         },
     )
     .unwrap();
@@ -183,6 +190,7 @@ fn degraded_write_then_completed() {
         missing: vec!["b:2".into()],
         now_ms: 2,
         owner: 0,
+        meta: Vec::new(),
     };
     let done = |loc: &str| Command::Completed {
         key: b"/k".to_vec(),
@@ -276,6 +284,7 @@ fn an_intent_belongs_to_its_write() {
         missing: Vec::new(),
         now_ms: 20,
         owner,
+        meta: Vec::new(),
     };
     run(&mut m, begin(node1, 10)).unwrap();
     assert_eq!(m[&b"/k"[..]].owner, node1);

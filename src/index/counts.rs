@@ -158,6 +158,7 @@ mod tests {
             missing: Vec::new(),
             stale: Vec::new(),
             owner: 0,
+            meta: Vec::new(),
         }
     }
 

@@ -19,17 +19,18 @@
 
 mod command;
 mod counts;
+mod frontend;
 mod locks;
 mod record;
 mod replicated;
 mod scan;
 
-pub use command::{apply, Applied, Command, RecordMap, Rejection};
+pub use command::{apply, Applied, Command, RecordMap, Rejection, FRONTEND_META_PREFIX};
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
-pub use record::{DecodeError, Record, State};
+pub use record::{DecodeError, Record, State, MAX_META_LEN};
 pub use replicated::Replicator;
-pub use scan::{KeyRange, Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
+pub use scan::{prefix_end, KeyRange, Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -371,8 +372,9 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
 struct TableMap<'a, 'txn> {
     table: &'a mut redb::Table<'txn, &'static [u8], &'static [u8]>,
     counts: Counts,
-    /// Index-wide values written by the commands, stored with the transaction.
-    meta: Vec<(&'static str, Vec<u8>)>,
+    /// Index-wide values written (`None`: removed) by the commands, stored with the
+    /// transaction.
+    meta: Vec<(String, Option<Vec<u8>>)>,
     /// Reads index-wide values not written in this batch.
     reader: &'a Database,
     /// Changes of the per-volume counters.
@@ -398,9 +400,9 @@ impl RecordMap for TableMap<'_, '_> {
         counts::volume_deltas(&mut self.volumes, old.as_ref(), Some(record));
         Ok(())
     }
-    fn get_meta(&mut self, name: &'static str) -> Result<Option<Vec<u8>>, IndexError> {
-        if let Some((_, v)) = self.meta.iter().rev().find(|(n, _)| *n == name) {
-            return Ok(Some(v.clone()));
+    fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        if let Some((_, v)) = self.meta.iter().rev().find(|(n, _)| n == name) {
+            return Ok(v.clone());
         }
         let txn = self.reader.begin_read().map_err(store_err)?;
         let meta = txn.open_table(META).map_err(store_err)?;
@@ -409,8 +411,8 @@ impl RecordMap for TableMap<'_, '_> {
             .map_err(store_err)?
             .map(|v| v.value().to_vec()))
     }
-    fn put_meta(&mut self, name: &'static str, value: Vec<u8>) -> Result<(), IndexError> {
-        self.meta.push((name, value));
+    fn put_meta(&mut self, name: &str, value: Option<Vec<u8>>) -> Result<(), IndexError> {
+        self.meta.push((name.to_string(), value));
         Ok(())
     }
     fn remove(&mut self, key: &[u8]) -> Result<(), IndexError> {
@@ -501,9 +503,7 @@ fn apply_batch(
         let mut meta = txn.open_table(META).map_err(store_err)?;
         meta.insert(COUNTS, counts.encode().as_slice())
             .map_err(store_err)?;
-        for (name, value) in &map.meta {
-            meta.insert(*name, value.as_slice()).map_err(store_err)?;
-        }
+        write_meta(&mut meta, &map.meta)?;
         write_volume_deltas(&mut meta, &map.volumes)?;
         (results, counts, durable)
     };
@@ -544,6 +544,21 @@ fn needs_durability(cmd: &Command, applied: &Applied) -> bool {
         (Command::Remove { .. }, Ok(prev)) => !invisible(prev),
         _ => true,
     }
+}
+
+/// Stores the index-wide values a batch of commands wrote (`None`: removed), in order.
+fn write_meta(
+    meta: &mut MetaTable<'_>,
+    values: &[(String, Option<Vec<u8>>)],
+) -> Result<(), IndexError> {
+    for (name, value) in values {
+        match value {
+            Some(v) => meta.insert(name.as_str(), v.as_slice()).map(|_| ()),
+            None => meta.remove(name.as_str()).map(|_| ()),
+        }
+        .map_err(store_err)?;
+    }
+    Ok(())
 }
 
 /// Removes the clean-shutdown marker (durably) before the index is used.
@@ -593,6 +608,7 @@ pub(crate) mod testing {
             missing: Vec::new(),
             now_ms: 2,
             owner: 0,
+            meta: Vec::new(),
         };
         let unlink = Command::Unlink {
             key: key.to_vec(),

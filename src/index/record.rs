@@ -26,6 +26,12 @@
 //! Version 4 (only for `writing` records in an index cluster) is version 3 — both lists
 //! possibly empty — followed by `u64 owner`: the write that holds the intent, so that
 //! index servers never both write one key.
+//!
+//! Version 5 carries a front-end's metadata of the value (content type, user metadata,
+//! an S3 multipart ETag — opaque bytes to the index, see `store::ObjectMeta`): version
+//! 3 — both lists possibly empty — then `u64 owner` (possibly 0), then
+//! `u32 length, length bytes` (at least one). A record without metadata is written as
+//! before (versions 1–4), so older stores and records decode unchanged.
 
 /// Where a key is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -93,6 +99,9 @@ pub struct Record {
     pub stale: Vec<String>,
     /// While `writing`: the write holding the intent (see `Command::Begin`); 0 = none.
     pub owner: u64,
+    /// A front-end's metadata of the value (opaque here; empty = none), set by
+    /// `Command::Commit` and kept by every later command.
+    pub meta: Vec<u8>,
 }
 
 /// A stored record could not be decoded.
@@ -107,6 +116,10 @@ const VERSION_MISSING: u8 = 2;
 const VERSION_STALE: u8 = 3;
 /// Version 3 plus the owner of an intent.
 const VERSION_OWNER: u8 = 4;
+/// Version 4 (owner possibly 0) plus front-end metadata.
+const VERSION_META: u8 = 5;
+/// Longest metadata a record carries.
+pub const MAX_META_LEN: usize = 64 * 1024;
 
 impl Record {
     /// The md5 as lower-case hex, if known.
@@ -148,6 +161,7 @@ impl Record {
         let mut out =
             Vec::with_capacity(38 + self.volumes.iter().map(|v| v.len() + 2).sum::<usize>());
         let version = match (missing.is_empty(), self.stale.is_empty(), self.owner) {
+            _ if !self.meta.is_empty() => VERSION_META,
             (_, _, 1..) => VERSION_OWNER,
             (_, false, 0) => VERSION_STALE,
             (false, true, 0) => VERSION_MISSING,
@@ -172,8 +186,12 @@ impl Record {
         if version >= VERSION_STALE {
             put_locations(&mut out, &self.stale);
         }
-        if version == VERSION_OWNER {
+        if version >= VERSION_OWNER {
             out.extend_from_slice(&self.owner.to_le_bytes());
+        }
+        if version == VERSION_META {
+            out.extend_from_slice(&(self.meta.len() as u32).to_le_bytes());
+            out.extend_from_slice(&self.meta);
         }
         out
     }
@@ -182,7 +200,7 @@ impl Record {
     /// without decoding or checking the rest; listings filter on it.
     pub fn peek_state(b: &[u8]) -> Result<State, DecodeError> {
         match b {
-            [VERSION..=VERSION_OWNER, state, ..] => {
+            [VERSION..=VERSION_META, state, ..] => {
                 State::from_byte(*state).ok_or(DecodeError("unknown state"))
             }
             [_, _, ..] => Err(DecodeError("unknown version")),
@@ -193,7 +211,7 @@ impl Record {
     /// Parses a record written by [`Record::encode`].
     pub fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
         let version = take(&mut b, 1)?[0];
-        if !(VERSION..=VERSION_OWNER).contains(&version) {
+        if !(VERSION..=VERSION_META).contains(&version) {
             return Err(DecodeError("unknown version"));
         }
         let state = State::from_byte(take(&mut b, 1)?[0]).ok_or(DecodeError("unknown state"))?;
@@ -227,14 +245,24 @@ impl Record {
         } else {
             Vec::new()
         };
-        let owner = if version == VERSION_OWNER {
+        let owner = if version >= VERSION_OWNER {
             let owner = u64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
-            if owner == 0 {
+            if owner == 0 && version == VERSION_OWNER {
                 return Err(DecodeError("version 4 without an owner"));
             }
             owner
         } else {
             0
+        };
+        let meta = if version == VERSION_META {
+            let len = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes"));
+            let len = usize::try_from(len).map_err(|_| DecodeError("metadata too long"))?;
+            if len == 0 || len > MAX_META_LEN {
+                return Err(DecodeError("version 5 with empty or oversized metadata"));
+            }
+            take(&mut b, len)?.to_vec()
+        } else {
+            Vec::new()
         };
         if !b.is_empty() {
             return Err(DecodeError("trailing bytes"));
@@ -248,6 +276,7 @@ impl Record {
             missing,
             stale,
             owner,
+            meta,
         })
     }
 }
@@ -298,7 +327,37 @@ mod tests {
             missing: Vec::new(),
             stale: Vec::new(),
             owner: 0,
+            meta: Vec::new(),
         }
+    }
+
+    #[test]
+    fn known_encoding_with_meta() {
+        let mut r = sample();
+        r.meta = b"{}".to_vec();
+        let mut want = sample().encode();
+        want[0] = 5;
+        want.extend([0, 0]); // no missing, no stale
+        want.extend([0; 8]); // owner 0
+        want.extend([2, 0, 0, 0]);
+        want.extend(b"{}");
+        assert_eq!(r.encode(), want);
+        assert_eq!(Record::decode(&want), Ok(r.clone()));
+        assert_eq!(Record::peek_state(&want), Ok(State::Live));
+        // With an owner and lists too.
+        r.owner = 7;
+        r.stale = vec!["c:3".into()];
+        r.missing = vec!["b:2".into()];
+        assert_eq!(Record::decode(&r.encode()), Ok(r.clone()));
+        // Empty metadata in version 5, or a cut, is corruption.
+        let mut empty = sample().encode();
+        empty[0] = 5;
+        empty.extend([0, 0]);
+        empty.extend([0; 8]);
+        empty.extend([0; 4]);
+        assert!(Record::decode(&empty).is_err());
+        let good = r.encode();
+        assert!(Record::decode(&good[..good.len() - 1]).is_err());
     }
 
     #[test]

@@ -114,13 +114,10 @@ impl Index {
             let mut meta = txn.open_table(META).map_err(store_err)?;
             meta.insert(super::COUNTS, after.encode().as_slice())
                 .map_err(store_err)?;
-            for (name, value) in state
-                .iter()
-                .map(|(n, v)| (*n, v))
-                .chain(map.meta.iter().map(|(n, v)| (*n, v)))
-            {
-                meta.insert(name, value.as_slice()).map_err(store_err)?;
+            for (name, value) in state {
+                meta.insert(*name, value.as_slice()).map_err(store_err)?;
             }
+            super::write_meta(&mut meta, &map.meta)?;
             (results, after)
         };
         txn.commit().map_err(store_err)?;
@@ -145,8 +142,9 @@ impl Index {
     /// little-endian, key order) from one read transaction, which also reads the `meta`
     /// values named in `names` (so they describe exactly the records written); the
     /// number of records and those values. The replicated meta entries (volume list,
-    /// job, retired members) come first, as items whose key is [`SNAPSHOT_META`] + the
-    /// entry's name (no record key starts with a NUL byte). Blocking.
+    /// job, retired members) come first, and front-ends' entries (`SetFrontend`) last,
+    /// as items whose key is a NUL byte and the entry's name (no record key starts
+    /// so). Blocking.
     pub fn export(
         &self,
         out: &mut impl Write,
@@ -161,7 +159,7 @@ impl Index {
             .collect::<Result<Vec<_>, IndexError>>()?;
         for name in super::command::REPLICATED_META {
             if let Some(v) = meta.get(*name).map_err(store_err)? {
-                let key = [SNAPSHOT_META, name.as_bytes()].concat();
+                let key = [b"\0", name.as_bytes()].concat();
                 for part in [key.as_slice(), v.value()] {
                     out.write_all(&(part.len() as u32).to_le_bytes())
                         .map_err(io)?;
@@ -180,6 +178,25 @@ impl Index {
             }
             n += 1;
         }
+        // Front-ends' entries (`Command::SetFrontend`) follow the records, as items
+        // whose key is a NUL byte and the entry's name (no record key starts so).
+        let prefix = super::command::FRONTEND_META_PREFIX;
+        for item in meta
+            .range::<&str>(prefix..)
+            .map_err(store_err)?
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(k, _)| k.value().starts_with(prefix))
+            })
+        {
+            let (k, v) = item.map_err(store_err)?;
+            let key = [b"\0", k.value().as_bytes()].concat();
+            for part in [key.as_slice(), v.value()] {
+                out.write_all(&(part.len() as u32).to_le_bytes())
+                    .map_err(io)?;
+                out.write_all(part).map_err(io)?;
+            }
+        }
         out.flush().map_err(io)?;
         Ok((n, values))
     }
@@ -197,19 +214,21 @@ impl Index {
         let mut fresh = Counts::default();
         let mut volumes = super::counts::VolumeDeltas::new();
         let mut n = 0;
+        let mut entries = Vec::new();
         {
             txn.delete_table(KEYS).map_err(store_err)?;
             let mut table = txn.open_table(KEYS).map_err(store_err)?;
-            let mut meta = txn.open_table(META).map_err(store_err)?;
-            for name in super::command::REPLICATED_META {
-                meta.remove(*name).map_err(store_err)?;
-            }
             while let Some(key) = read_item(input)? {
                 let value = read_item(input)?.ok_or_else(|| snapshot_err("record missing"))?;
-                if let Some(name) = key.strip_prefix(SNAPSHOT_META) {
-                    let name = std::str::from_utf8(name)
-                        .map_err(|_| snapshot_err("meta name not UTF-8"))?;
-                    meta.insert(name, value.as_slice()).map_err(store_err)?;
+                if let Some(name) = key.strip_prefix(b"\0") {
+                    let name = String::from_utf8(name.to_vec())
+                        .ok()
+                        .filter(|n| {
+                            n.starts_with(super::command::FRONTEND_META_PREFIX)
+                                || super::command::REPLICATED_META.contains(&n.as_str())
+                        })
+                        .ok_or_else(|| snapshot_err("bad meta entry name"))?;
+                    entries.push((name, Some(value)));
                     continue;
                 }
                 let record = decode(&key, &value)?;
@@ -220,6 +239,7 @@ impl Index {
                     .map_err(store_err)?;
                 n += 1;
             }
+            let mut meta = txn.open_table(META).map_err(store_err)?;
             meta.insert(super::COUNTS, fresh.encode().as_slice())
                 .map_err(store_err)?;
             super::clear_volume_counts(&mut meta)?;
@@ -227,6 +247,14 @@ impl Index {
             for (name, value) in state {
                 meta.insert(*name, value.as_slice()).map_err(store_err)?;
             }
+            // The snapshot's replicated entries replace this index's.
+            let prefix = super::command::FRONTEND_META_PREFIX;
+            meta.retain_in::<&str, _>(prefix.., |k, _| !k.starts_with(prefix))
+                .map_err(store_err)?;
+            for name in super::command::REPLICATED_META {
+                meta.remove(*name).map_err(store_err)?;
+            }
+            super::write_meta(&mut meta, &entries)?;
         }
         txn.commit().map_err(store_err)?;
         *counts = fresh;
@@ -235,9 +263,6 @@ impl Index {
         Ok(n)
     }
 }
-
-/// Key prefix of a meta entry in a snapshot (see [`Index::export`]).
-const SNAPSHOT_META: &[u8] = b"\0meta:";
 
 fn snapshot_err(msg: &str) -> IndexError {
     IndexError::Store(redb::Error::Io(std::io::Error::other(format!(
@@ -289,9 +314,20 @@ mod tests {
             missing: Vec::new(),
             now_ms: 2,
             owner: 0,
+            meta: Vec::new(),
         });
         let state = [("raft_applied", b"3".to_vec())];
         let retire = Some(Command::RetireMember { id: 3 });
+        let frontend = |name: &str, value: &str| {
+            Some(Command::SetFrontend {
+                name: name.into(),
+                value: Some(value.as_bytes().to_vec()),
+                if_absent: true,
+            })
+        };
+        source
+            .apply_committed(&[frontend("s3/bucket/kept", "1")], &[])
+            .unwrap();
         let out = source
             .apply_committed(&[begin("/a"), None, begin("/b"), commit, retire], &state)
             .unwrap();
@@ -312,6 +348,9 @@ mod tests {
             .apply_committed(&[begin("/old"), Some(job)], &[])
             .unwrap();
         assert_eq!(target.job().unwrap().1, "1/1");
+        target
+            .apply_committed(&[begin("/old"), frontend("s3/bucket/gone", "2")], &[])
+            .unwrap();
         let n = target
             .import(&mut file.as_slice(), &[("raft_applied", b"4".to_vec())])
             .unwrap();
@@ -325,6 +364,9 @@ mod tests {
         // Replicated meta entries travel with the records; others are dropped.
         assert_eq!(target.retired_members().unwrap(), vec![3]);
         assert_eq!(target.job().unwrap(), (None, String::new()));
+        // Front-end entries travel with the snapshot and replace the target's.
+        assert_eq!(target.frontend("s3/bucket/kept").unwrap().unwrap(), b"1");
+        assert_eq!(target.frontend("s3/bucket/gone").unwrap(), None);
         // A truncated snapshot is refused, and the index is left as it was.
         let cut = &file[..file.len() - 3];
         assert!(target.import(&mut &cut[..], &[]).is_err());

@@ -31,6 +31,7 @@ async fn commands_are_durable_and_listed_in_order() {
                             missing: Vec::new(),
                             now_ms: 2,
                             owner: 0,
+                            meta: Vec::new(),
                         })
                         .await
                         .unwrap()
@@ -171,6 +172,7 @@ async fn replicas_are_counted_per_volume() {
         missing: vec!["b:2".into()],
         now_ms: 2,
         owner: 0,
+        meta: Vec::new(),
     })
     .await;
     let held = index.volume_counts().unwrap();
@@ -216,6 +218,7 @@ async fn only_invisible_changes_skip_the_fsync() {
         missing: Vec::new(),
         now_ms: 2,
         owner: 0,
+        meta: Vec::new(),
     };
     let remove = Command::Remove {
         key: key.clone(),

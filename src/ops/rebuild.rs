@@ -188,6 +188,7 @@ pub async fn run(
                     missing: Vec::new(),
                     now_ms: seen.mtime_ms,
                     owner: 0,
+                    meta: Vec::new(),
                 };
                 index
                     .apply(commit)

@@ -260,6 +260,14 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
     let cfg = ServerConfig::from_args(&args, verbose)?;
     let listener = crate::http::bind(&args.bind, args.port).await?;
     let serve_options = safety::serve_options(&args.safety)?;
+    // The S3 API (`--s3-port`): checked and bound before anything starts.
+    let s3 = match args.s3_port {
+        Some(port) => Some((
+            crate::http::bind(&args.bind, port).await?,
+            args.s3.users(false)?,
+        )),
+        None => None,
+    };
     let started = start(cfg, &args.db).await?;
     tracing::info!(
         "index server on {} with volumes {}",
@@ -267,13 +275,30 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         args.placement.volumes.join(",")
     );
     let grace = serve_options.grace;
-    let served = crate::net::serve(
-        listener,
-        started.router.clone(),
-        crate::http::shutdown_signal(),
-        serve_options,
-    )
-    .await;
+    let s3_served = async {
+        let Some((listener, users)) = s3 else {
+            return Ok(());
+        };
+        let router = crate::s3::router(
+            Arc::clone(&started.app.store),
+            &users,
+            args.s3.domain.as_deref(),
+            verbose,
+        )?;
+        tracing::info!("S3 API on {}", listener.local_addr()?);
+        let options = safety::serve_options(&args.safety)?;
+        crate::s3::serve(listener, router, crate::http::shutdown_signal(), options).await
+    };
+    let (served, s3_served) = tokio::join!(
+        crate::net::serve(
+            listener,
+            started.router.clone(),
+            crate::http::shutdown_signal(),
+            serve_options,
+        ),
+        s3_served
+    );
+    let served = served.and(s3_served);
     started.shutdown(grace).await;
     tracing::info!("index closed; bye");
     served

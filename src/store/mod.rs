@@ -12,6 +12,8 @@
 //! * [`delete`] — [`Store::delete`], [`Store::unlink`].
 //! * [`get`] — [`Store::open`]: a value's bytes streamed through the index server, for
 //!   front-ends whose clients do not follow redirects.
+//! * [`meta`] — [`ObjectMeta`] stored with a value, front-ends' index-wide entries
+//!   ([`Store::set_frontend`]).
 //! * [`read`] — [`Store::locate`] (what a GET needs), [`Store::list`] (bounded scans of
 //!   a key range).
 //!
@@ -21,11 +23,13 @@
 mod delete;
 mod error;
 mod get;
+mod meta;
 mod read;
 mod write;
 
 pub use error::StoreError;
 pub use get::Opened;
+pub use meta::ObjectMeta;
 pub use read::{list, ListRange, Location};
 pub use write::{PutError, PutOptions, Written};
 

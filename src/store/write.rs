@@ -84,14 +84,21 @@ impl<S> PutError<S> {
     }
 }
 
-/// How [`Store::put_with`] treats an existing value.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How [`Store::put_with`] treats an existing value, and what it records with the new
+/// one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutOptions {
     /// Overwrite a live value instead of refusing with [`StoreError::Exists`] (S3 and
     /// minivault semantics). The old value is invisible from the moment the intent is
     /// recorded (its files are overwritten in place); if the new write then fails, the
     /// key is left absent, never half-written.
     pub replace: bool,
+    /// Hash the value even when `--md5sum` is off (S3 ETags need it).
+    pub md5: bool,
+    /// A front-end's metadata stored in the record with the value (see
+    /// [`super::ObjectMeta`]); empty for none. At most [`crate::index::MAX_META_LEN`]
+    /// bytes.
+    pub meta: Vec<u8>,
 }
 
 impl Store {
@@ -126,7 +133,7 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let guard = match self.admit(&key, len, opts) {
+        let guard = match self.admit(&key, len, &opts) {
             Ok(guard) => guard,
             Err(e) => return Err(PutError::refused(e, body)),
         };
@@ -177,10 +184,10 @@ impl Store {
                 other => StoreError::Invalid(other.to_string()),
             })?;
             match store
-                .write_replicas(&key, &volumes, quorum, stream, len)
+                .write_replicas(&key, &volumes, quorum, stream, len, opts.md5)
                 .await
             {
-                Ok((uploaded, missing)) => store.commit(&key, uploaded, missing).await,
+                Ok((uploaded, missing)) => store.commit(&key, uploaded, missing, opts.meta).await,
                 Err(WriteFailed { error, settled }) => {
                     if settled {
                         store.roll_back(&key).await;
@@ -204,9 +211,12 @@ impl Store {
         &self,
         key: &[u8],
         len: Option<u64>,
-        opts: PutOptions,
+        opts: &PutOptions,
     ) -> Result<KeyGuard, StoreError> {
         check_writable(key)?;
+        if opts.meta.len() > crate::index::MAX_META_LEN {
+            return Err(StoreError::Invalid("metadata too large".into()));
+        }
         if len == Some(0) {
             return Err(StoreError::Empty);
         }
@@ -232,6 +242,7 @@ impl Store {
         quorum: usize,
         stream: S,
         len: Option<u64>,
+        md5: bool,
     ) -> Result<(Uploaded, Vec<String>), WriteFailed>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -257,7 +268,7 @@ impl Store {
             &targets,
             stream,
             len,
-            self.cfg.md5sum,
+            self.cfg.md5sum || md5,
             self.cfg.stall_limit,
             quorum,
             &down,
@@ -287,6 +298,7 @@ impl Store {
         key: &[u8],
         uploaded: Uploaded,
         missing: Vec<String>,
+        meta: Vec<u8>,
     ) -> Result<Written, StoreError> {
         let now = now_ms();
         let commit = Command::Commit {
@@ -296,6 +308,7 @@ impl Store {
             missing: missing.clone(),
             now_ms: now,
             owner: self.owner,
+            meta,
         };
         // The previous record says whether stale files are left to delete.
         let (committed, failure) = match self.index.apply(commit).await {

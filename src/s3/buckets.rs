@@ -1,0 +1,145 @@
+//! Buckets: bucket `b` is the key prefix `/b/`. Its record (creation time, owner)
+//! is a front-end entry of the index (`s3/bucket/b`), so it replicates with an index
+//! cluster and survives restarts.
+
+use std::sync::Arc;
+
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::errors::{bucket_prefix, check_bucket_name, store_error};
+use crate::index::State;
+use crate::store::{ListRange, Store, StoreError};
+
+/// Most buckets ListBuckets returns.
+pub const MAX_BUCKETS: usize = 10_000;
+
+const PREFIX: &str = "s3/bucket/";
+
+/// A bucket's record.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Bucket {
+    /// Creation time, unix ms.
+    pub created_ms: u64,
+    /// Access key of the creator.
+    pub owner: String,
+}
+
+fn entry(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+/// The bucket's record, or `NoSuchBucket`.
+pub fn require(store: &Store, bucket: &str) -> S3Result<Bucket> {
+    let raw = store
+        .frontend(&entry(bucket))
+        .map_err(store_error)?
+        .ok_or_else(|| s3_error!(NoSuchBucket, "no such bucket: {bucket}"))?;
+    serde_json::from_slice(&raw).map_err(|e| s3_error!(InternalError, "bucket record: {e}"))
+}
+
+/// The access key a request was signed with (`anonymous` without one).
+pub fn caller<T>(req: &S3Request<T>) -> String {
+    req.credentials
+        .as_ref()
+        .map_or_else(|| "anonymous".to_string(), |c| c.access_key.clone())
+}
+
+/// The time of a record or entry, as S3 shows it.
+pub fn timestamp(ms: u64) -> Timestamp {
+    // Whole seconds: HTTP dates have no finer resolution, and conditional requests
+    // compare against them.
+    Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(ms / 1000))
+}
+
+/// ListBuckets: every bucket (at most [`MAX_BUCKETS`]).
+pub async fn list(
+    store: &Arc<Store>,
+    req: S3Request<ListBucketsInput>,
+) -> S3Result<S3Response<ListBucketsOutput>> {
+    let owner = caller(&req);
+    let entries = store
+        .frontend_range(PREFIX.to_string(), None, MAX_BUCKETS)
+        .await
+        .map_err(store_error)?;
+    let buckets = entries
+        .into_iter()
+        .filter_map(|(name, raw)| {
+            let b: Bucket = serde_json::from_slice(&raw).ok()?;
+            Some(s3s::dto::Bucket {
+                name: Some(name.strip_prefix(PREFIX)?.to_string()),
+                creation_date: Some(timestamp(b.created_ms)),
+                ..Default::default()
+            })
+        })
+        .collect();
+    Ok(S3Response::new(ListBucketsOutput {
+        buckets: Some(buckets),
+        owner: Some(Owner {
+            display_name: Some(owner.clone()),
+            id: Some(owner),
+        }),
+        ..Default::default()
+    }))
+}
+
+/// CreateBucket: `BucketAlreadyOwnedByYou` when it exists.
+pub async fn create(
+    store: &Arc<Store>,
+    req: S3Request<CreateBucketInput>,
+) -> S3Result<S3Response<CreateBucketOutput>> {
+    let name = req.input.bucket.clone();
+    check_bucket_name(&name)?;
+    let record = Bucket {
+        created_ms: crate::index::now_ms(),
+        owner: caller(&req),
+    };
+    let value = serde_json::to_vec(&record).map_err(|e| s3_error!(InternalError, "{e}"))?;
+    match store.set_frontend(entry(&name), Some(value), true).await {
+        Ok(()) => Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{name}")),
+        })),
+        Err(StoreError::Exists) => Err(s3_error!(BucketAlreadyOwnedByYou)),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// HeadBucket.
+pub async fn head(
+    store: &Arc<Store>,
+    req: S3Request<HeadBucketInput>,
+) -> S3Result<S3Response<HeadBucketOutput>> {
+    require(store, &req.input.bucket)?;
+    Ok(S3Response::new(HeadBucketOutput::default()))
+}
+
+/// DeleteBucket: `BucketNotEmpty` while a key under `/bucket/` is live.
+pub async fn delete(
+    store: &Arc<Store>,
+    req: S3Request<DeleteBucketInput>,
+) -> S3Result<S3Response<DeleteBucketOutput>> {
+    let name = &req.input.bucket;
+    require(store, name)?;
+    let range = ListRange::prefix(&bucket_prefix(name), None);
+    let page = store
+        .list(range, State::Live, 1, crate::index::PAGE_BUDGET)
+        .await
+        .map_err(store_error)?;
+    if !page.keys.is_empty() {
+        return Err(s3_error!(BucketNotEmpty));
+    }
+    match store.set_frontend(entry(name), None, false).await {
+        Ok(()) | Err(StoreError::NotFound) => Ok(S3Response::new(DeleteBucketOutput {})),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// GetBucketLocation: hoard has one region; S3 answers an empty constraint for the
+/// default one.
+pub async fn location(
+    store: &Arc<Store>,
+    req: S3Request<GetBucketLocationInput>,
+) -> S3Result<S3Response<GetBucketLocationOutput>> {
+    require(store, &req.input.bucket)?;
+    Ok(S3Response::new(GetBucketLocationOutput::default()))
+}

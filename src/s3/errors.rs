@@ -1,0 +1,123 @@
+//! Translating the store core's errors, keys and bucket names into S3 terms.
+
+use s3s::{s3_error, S3Error, S3ErrorCode};
+
+use crate::key::KeyError;
+use crate::store::StoreError;
+
+/// The S3 error for a failed store operation. Absence maps to `NoSuchKey`; callers
+/// name other absences (`NoSuchUpload`, …) themselves.
+pub fn store_error(e: StoreError) -> S3Error {
+    match e {
+        StoreError::Key(k) => key_error(k),
+        StoreError::Invalid(m) => s3_error!(InvalidArgument, "{m}"),
+        StoreError::NotFound => s3_error!(NoSuchKey),
+        StoreError::Exists => s3_error!(PreconditionFailed, "the object exists"),
+        StoreError::Protected => s3_error!(
+            AccessDenied,
+            "the server runs with --protect: UNLINK the key through the native API first"
+        ),
+        StoreError::Conflict => s3_error!(
+            OperationAborted,
+            "another write of this key is in progress; retry"
+        ),
+        StoreError::Empty => s3_error!(InvalidArgument, "hoard does not store zero-byte objects"),
+        StoreError::ClientBody(f) => s3_error!(IncompleteBody, "{f}"),
+        StoreError::Index(i) => s3_error!(ServiceUnavailable, "{i}"),
+        StoreError::Volume(m) => S3Error::with_message(S3ErrorCode::InternalError, m),
+        StoreError::Unavailable(m) => s3_error!(ServiceUnavailable, "{m}"),
+    }
+}
+
+/// The S3 error for a key hoard cannot store.
+pub fn key_error(e: KeyError) -> S3Error {
+    match e {
+        KeyError::TooLong => s3_error!(KeyTooLongError, "{e}"),
+        other => s3_error!(InvalidArgument, "unsupported object key: {other}"),
+    }
+}
+
+/// The hoard key of object `key` in `bucket`: `/bucket/key`, checked.
+pub fn object_key(bucket: &str, key: &str) -> Result<Vec<u8>, S3Error> {
+    if key.is_empty() {
+        return Err(s3_error!(InvalidArgument, "empty object key"));
+    }
+    let full = format!("/{bucket}/{key}").into_bytes();
+    crate::key::check(&full).map_err(key_error)?;
+    Ok(full)
+}
+
+/// The key prefix of `bucket`: `/bucket/`.
+pub fn bucket_prefix(bucket: &str) -> Vec<u8> {
+    format!("/{bucket}/").into_bytes()
+}
+
+/// Checks a bucket name for creation: S3's rules (3–63 characters of lower-case
+/// letters, digits, `.` and `-`, starting and ending with a letter or digit, no `..`,
+/// not an IP address).
+pub fn check_bucket_name(name: &str) -> Result<(), S3Error> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let edges = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let valid = (3..=63).contains(&name.len())
+        && ok_chars
+        && edges(name.bytes().next())
+        && edges(name.bytes().last())
+        && !name.contains("..")
+        && name.parse::<std::net::Ipv4Addr>().is_err();
+    if valid {
+        Ok(())
+    } else {
+        Err(s3_error!(InvalidBucketName, "invalid bucket name: {name}"))
+    }
+}
+
+/// The ETag of a value: a stored one (multipart), else its md5, else (md5 unknown: a
+/// value written natively with `--md5sum=false`) one derived from size and time.
+pub fn etag(record: &crate::index::Record, meta: &crate::store::ObjectMeta) -> String {
+    if let Some(e) = &meta.etag {
+        return e.clone();
+    }
+    record
+        .md5_hex()
+        .unwrap_or_else(|| format!("{:x}-{:x}", record.size, record.changed_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names() {
+        for good in ["abc", "my-bucket.1", "a1b"] {
+            assert!(check_bucket_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "ab",
+            "Abc",
+            "-abc",
+            "abc-",
+            "a..b",
+            "a_b",
+            "192.168.1.1",
+            ".abc",
+        ] {
+            assert!(check_bucket_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_bucket_name(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn object_keys() {
+        assert_eq!(object_key("b", "x/y").unwrap(), b"/b/x/y");
+        assert!(object_key("b", "").is_err());
+        assert!(object_key("b", "a/../c").is_err());
+        assert!(object_key("b", "a\u{1}").is_err());
+        let long = "k".repeat(2000);
+        assert_eq!(
+            *object_key("b", &long).unwrap_err().code(),
+            S3ErrorCode::KeyTooLongError
+        );
+    }
+}

@@ -1,0 +1,527 @@
+//! Objects: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects, CopyObject.
+//!
+//! Object `k` of bucket `b` is the hoard key `/b/k`: writes go through
+//! `Store::put_with` (replacing, hashing, with [`ObjectMeta`]), reads through
+//! `Store::open` (proxied and streamed, never redirected: S3 clients do not follow
+//! redirects), deletes through `Store::delete`.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use s3s::dto::*;
+use s3s::stream::ByteStream;
+use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
+
+use super::buckets::{require, timestamp};
+use super::errors::{etag, object_key, store_error};
+use crate::index::Record;
+use crate::store::{ObjectMeta, Opened, PutOptions, Store, StoreError};
+
+/// Largest object one PutObject (or CopyObject) stores: S3's limit, 5 GiB.
+pub const MAX_OBJECT: u64 = 5 << 30;
+/// Largest user metadata (`x-amz-meta-*` names and values together): S3's limit.
+pub const MAX_USER_META: usize = 2048;
+
+/// A `Send` stream made `Sync` (s3s wants both) by putting it behind a mutex that
+/// `poll_next` reaches through `&mut`, never locking.
+struct SyncStream(Mutex<BoxStream<'static, Result<Bytes, std::io::Error>>>);
+
+impl Stream for SyncStream {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .poll_next_unpin(cx)
+    }
+}
+
+/// An opened value's bytes as an S3 response body.
+fn blob(opened: Opened) -> StreamingBlob {
+    let body = opened
+        .body
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .boxed();
+    StreamingBlob::wrap(SyncStream(Mutex::new(body)))
+}
+
+/// The value stream of an opened key, as `Store::put_with` takes it.
+pub fn source_stream(opened: Opened) -> BoxStream<'static, Result<Bytes, StoreError>> {
+    opened.body
+}
+
+/// Reads the record of `key` and opens (a range of) that same version of its value;
+/// retried if the value is replaced in between. `range` maps the size to a range.
+pub async fn open_record(
+    store: &Store,
+    key: &[u8],
+    range: impl Fn(&Record) -> S3Result<Option<std::ops::Range<u64>>>,
+) -> S3Result<(Record, Option<Opened>)> {
+    for _ in 0..3 {
+        let record = store
+            .record(key)
+            .map_err(store_error)?
+            .ok_or_else(|| s3_error!(NoSuchKey))?;
+        let r = range(&record)?;
+        let opened = match store.open(key, r).await {
+            Ok(o) => o,
+            Err(StoreError::NotFound) => return Err(s3_error!(NoSuchKey)),
+            // The value changed size since the record was read: read again.
+            Err(StoreError::Invalid(_)) => continue,
+            Err(e) => return Err(store_error(e)),
+        };
+        if opened.record.changed_ms == record.changed_ms {
+            return Ok((record, Some(opened)));
+        }
+    }
+    Err(s3_error!(
+        OperationAborted,
+        "the object kept changing while being read; retry"
+    ))
+}
+
+/// The metadata S3 clients set on a write.
+fn meta_from(
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    metadata: Option<Metadata>,
+) -> S3Result<ObjectMeta> {
+    let user: std::collections::BTreeMap<String, String> = metadata
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let size: usize = user.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_USER_META {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "user metadata is {size} bytes, at most {MAX_USER_META}"
+        ));
+    }
+    Ok(ObjectMeta {
+        content_type,
+        content_encoding,
+        content_disposition,
+        content_language,
+        cache_control,
+        user,
+        etag: None,
+    })
+}
+
+/// Whether an `If-Match` / `If-None-Match` condition matches `etag`.
+fn matches(cond: &ETagCondition, etag: &str) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == etag,
+    }
+}
+
+/// The conditional headers of a read, in RFC 7232's order: 412 before 304.
+pub struct Conditions<'a> {
+    /// `If-Match`.
+    pub if_match: Option<&'a ETagCondition>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<&'a ETagCondition>,
+    /// `If-Modified-Since`.
+    pub if_modified_since: Option<&'a Timestamp>,
+    /// `If-Unmodified-Since`.
+    pub if_unmodified_since: Option<&'a Timestamp>,
+}
+
+impl Conditions<'_> {
+    /// Checks the conditions against a value's ETag and time; `not_modified` is the
+    /// error for a failed `If-None-Match` / `If-Modified-Since` (304 for reads, 412
+    /// for a copy source).
+    pub fn check(
+        &self,
+        etag: &str,
+        modified: &Timestamp,
+        not_modified: fn() -> S3Error,
+    ) -> S3Result<()> {
+        if let Some(c) = self.if_match {
+            if !matches(c, etag) {
+                return Err(s3_error!(PreconditionFailed, "If-Match failed"));
+            }
+        } else if self.if_unmodified_since.is_some_and(|t| modified > t) {
+            return Err(s3_error!(PreconditionFailed, "If-Unmodified-Since failed"));
+        }
+        if let Some(c) = self.if_none_match {
+            if matches(c, etag) {
+                return Err(not_modified());
+            }
+        } else if self.if_modified_since.is_some_and(|t| modified <= t) {
+            return Err(not_modified());
+        }
+        Ok(())
+    }
+}
+
+fn not_modified() -> S3Error {
+    s3_error!(NotModified)
+}
+
+fn precondition_failed() -> S3Error {
+    s3_error!(PreconditionFailed, "copy source condition failed")
+}
+
+/// PutObject: streamed to the replicas through the store core's write protocol.
+pub async fn put(
+    store: &Arc<Store>,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
+    let input = req.input;
+    require(store, &input.bucket)?;
+    let key = object_key(&input.bucket, &input.key)?;
+    let body = input
+        .body
+        .ok_or_else(|| s3_error!(InvalidArgument, "hoard does not store zero-byte objects"))?;
+    let len = body
+        .remaining_length()
+        .exact()
+        .map(|n| n as u64)
+        .or(input.content_length.and_then(|n| u64::try_from(n).ok()));
+    if len.is_some_and(|n| n > MAX_OBJECT) {
+        return Err(s3_error!(
+            EntityTooLarge,
+            "at most {MAX_OBJECT} bytes per PutObject; use a multipart upload"
+        ));
+    }
+    if len == Some(0) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "hoard does not store zero-byte objects"
+        ));
+    }
+    if input.if_none_match.is_some() || input.if_match.is_some() {
+        let current = store.record(&key).map_err(store_error)?;
+        match (&input.if_none_match, &input.if_match, &current) {
+            (Some(_), _, Some(_)) => {
+                return Err(s3_error!(PreconditionFailed, "the object exists"))
+            }
+            (_, Some(_), None) => return Err(s3_error!(NoSuchKey)),
+            (_, Some(c), Some(r)) if !matches(c, &etag(r, &ObjectMeta::decode(&r.meta))) => {
+                return Err(s3_error!(PreconditionFailed, "If-Match failed"))
+            }
+            _ => {}
+        }
+    }
+    let meta = meta_from(
+        input.content_type,
+        input.content_encoding,
+        input.content_disposition,
+        input.content_language,
+        input.cache_control,
+        input.metadata,
+    )?;
+    let written = write(store, key.clone(), body, len, meta).await?;
+    if let Some(want) = &input.content_md5 {
+        use base64::Engine as _;
+        let got = written
+            .md5
+            .map(|m| base64::engine::general_purpose::STANDARD.encode(m));
+        if got.as_deref() != Some(want.as_str()) {
+            // The value does not match what the client sent: it must not stay.
+            let _ = store.delete(key).await;
+            return Err(s3_error!(BadDigest, "Content-MD5 does not match the body"));
+        }
+    }
+    Ok(S3Response::new(PutObjectOutput {
+        e_tag: written.md5.map(|m| ETag::Strong(hex(&m))),
+        size: i64::try_from(written.size).ok(),
+        ..Default::default()
+    }))
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Stores `body` under `key` (replacing, hashed, with `meta`): the one write path of
+/// the S3 front-end.
+pub async fn write<S, E>(
+    store: &Arc<Store>,
+    key: Vec<u8>,
+    body: S,
+    len: Option<u64>,
+    meta: ObjectMeta,
+) -> S3Result<crate::store::Written>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let opts = PutOptions {
+        replace: true,
+        md5: true,
+        meta: meta.encode(),
+    };
+    store
+        .put_with(key, body, len, opts)
+        .await
+        .map_err(|e| store_error(e.error))
+}
+
+/// GetObject: the value (or a range of it) streamed through the index server.
+pub async fn get(
+    store: &Arc<Store>,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let input = req.input;
+    require(store, &input.bucket)?;
+    let key = object_key(&input.bucket, &input.key)?;
+    let conditions = Conditions {
+        if_match: input.if_match.as_ref(),
+        if_none_match: input.if_none_match.as_ref(),
+        if_modified_since: input.if_modified_since.as_ref(),
+        if_unmodified_since: input.if_unmodified_since.as_ref(),
+    };
+    let range = |record: &Record| -> S3Result<Option<std::ops::Range<u64>>> {
+        let meta = ObjectMeta::decode(&record.meta);
+        conditions.check(
+            &etag(record, &meta),
+            &timestamp(record.changed_ms),
+            not_modified,
+        )?;
+        match &input.range {
+            Some(r) => Ok(Some(r.check(record.size)?)),
+            None => Ok(None),
+        }
+    };
+    let (record, opened) = open_record(store, &key, range).await?;
+    let opened = opened.ok_or_else(|| s3_error!(InternalError))?;
+    let meta = ObjectMeta::decode(&record.meta);
+    let r = opened.range.clone();
+    let content_range = input.range.as_ref().map(|_| {
+        format!(
+            "bytes {}-{}/{}",
+            r.start,
+            r.end.saturating_sub(1),
+            record.size
+        )
+    });
+    let output = GetObjectOutput {
+        accept_ranges: Some("bytes".into()),
+        content_length: i64::try_from(r.end - r.start).ok(),
+        content_range,
+        content_type: input
+            .response_content_type
+            .or(meta.content_type.clone())
+            .or_else(|| Some("binary/octet-stream".into())),
+        content_encoding: input
+            .response_content_encoding
+            .or(meta.content_encoding.clone()),
+        content_disposition: input
+            .response_content_disposition
+            .or(meta.content_disposition.clone()),
+        content_language: input
+            .response_content_language
+            .or(meta.content_language.clone()),
+        cache_control: input.response_cache_control.or(meta.cache_control.clone()),
+        e_tag: Some(ETag::Strong(etag(&record, &meta))),
+        last_modified: Some(timestamp(record.changed_ms)),
+        metadata: (!meta.user.is_empty()).then(|| meta.user.clone().into_iter().collect()),
+        body: Some(blob(opened)),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+/// HeadObject.
+pub async fn head(
+    store: &Arc<Store>,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    let input = req.input;
+    require(store, &input.bucket)?;
+    let key = object_key(&input.bucket, &input.key)?;
+    let record = store
+        .record(&key)
+        .map_err(store_error)?
+        .ok_or_else(|| s3_error!(NoSuchKey))?;
+    let meta = ObjectMeta::decode(&record.meta);
+    let tag = etag(&record, &meta);
+    let modified = timestamp(record.changed_ms);
+    Conditions {
+        if_match: input.if_match.as_ref(),
+        if_none_match: input.if_none_match.as_ref(),
+        if_modified_since: input.if_modified_since.as_ref(),
+        if_unmodified_since: input.if_unmodified_since.as_ref(),
+    }
+    .check(&tag, &modified, not_modified)?;
+    Ok(S3Response::new(HeadObjectOutput {
+        accept_ranges: Some("bytes".into()),
+        content_length: i64::try_from(record.size).ok(),
+        content_type: meta
+            .content_type
+            .or_else(|| Some("binary/octet-stream".into())),
+        content_encoding: meta.content_encoding,
+        content_disposition: meta.content_disposition,
+        content_language: meta.content_language,
+        cache_control: meta.cache_control,
+        e_tag: Some(ETag::Strong(tag)),
+        last_modified: Some(modified),
+        metadata: (!meta.user.is_empty()).then(|| meta.user.into_iter().collect()),
+        ..Default::default()
+    }))
+}
+
+/// DeleteObject: 204 whether or not the object existed (S3 semantics).
+pub async fn delete(
+    store: &Arc<Store>,
+    req: S3Request<DeleteObjectInput>,
+) -> S3Result<S3Response<DeleteObjectOutput>> {
+    let input = req.input;
+    require(store, &input.bucket)?;
+    let key = object_key(&input.bucket, &input.key)?;
+    match store.delete(key).await {
+        Ok(()) | Err(StoreError::NotFound) => Ok(S3Response::new(DeleteObjectOutput::default())),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// Most keys one DeleteObjects names (S3's limit).
+pub const MAX_DELETE: usize = 1000;
+
+/// DeleteObjects: each key deleted through the store core; per-key errors reported.
+pub async fn delete_many(
+    store: &Arc<Store>,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    let input = req.input;
+    require(store, &input.bucket)?;
+    let objects = input.delete.objects;
+    if objects.len() > MAX_DELETE {
+        return Err(s3_error!(
+            MalformedXML,
+            "at most {MAX_DELETE} keys per DeleteObjects"
+        ));
+    }
+    let quiet = input.delete.quiet.unwrap_or(false);
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for obj in objects {
+        let result = match object_key(&input.bucket, &obj.key) {
+            Ok(key) => match store.delete(key).await {
+                Ok(()) | Err(StoreError::NotFound) => Ok(()),
+                Err(e) => Err(store_error(e)),
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) if quiet => {}
+            Ok(()) => deleted.push(DeletedObject {
+                key: Some(obj.key),
+                ..Default::default()
+            }),
+            Err(e) => errors.push(Error {
+                code: Some(e.code().as_str().to_string()),
+                key: Some(obj.key),
+                message: e.message().map(str::to_string),
+                version_id: None,
+            }),
+        }
+    }
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: Some(errors),
+        ..Default::default()
+    }))
+}
+
+/// CopyObject: the source is read from its volumes and written to the target's
+/// through the store core, inside the server (no bytes through the client).
+pub async fn copy(
+    store: &Arc<Store>,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let input = req.input;
+    let CopySource::Bucket {
+        bucket: src_bucket,
+        key: src_key,
+        ..
+    } = &input.copy_source
+    else {
+        return Err(s3_error!(
+            NotImplemented,
+            "access point copy sources are not supported"
+        ));
+    };
+    require(store, src_bucket)?;
+    require(store, &input.bucket)?;
+    let source = object_key(src_bucket, src_key)?;
+    let target = object_key(&input.bucket, &input.key)?;
+    if source == target {
+        return Err(s3_error!(
+            InvalidRequest,
+            "copying an object onto itself (to change its metadata) is not supported"
+        ));
+    }
+    let conditions = Conditions {
+        if_match: input.copy_source_if_match.as_ref(),
+        if_none_match: input.copy_source_if_none_match.as_ref(),
+        if_modified_since: input.copy_source_if_modified_since.as_ref(),
+        if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+    };
+    let check = |record: &Record| -> S3Result<Option<std::ops::Range<u64>>> {
+        let meta = ObjectMeta::decode(&record.meta);
+        conditions.check(
+            &etag(record, &meta),
+            &timestamp(record.changed_ms),
+            precondition_failed,
+        )?;
+        if record.size > MAX_OBJECT {
+            return Err(s3_error!(
+                InvalidRequest,
+                "the source is larger than 5 GiB: copy it with UploadPartCopy"
+            ));
+        }
+        Ok(None)
+    };
+    let (record, opened) = open_record(store, &source, check).await?;
+    let opened = opened.ok_or_else(|| s3_error!(InternalError))?;
+    let replace = input
+        .metadata_directive
+        .as_ref()
+        .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    let meta = if replace {
+        meta_from(
+            input.content_type,
+            input.content_encoding,
+            input.content_disposition,
+            input.content_language,
+            input.cache_control,
+            input.metadata,
+        )?
+    } else {
+        // The copy is one part: its ETag is its md5, whatever the source's was.
+        ObjectMeta {
+            etag: None,
+            ..ObjectMeta::decode(&record.meta)
+        }
+    };
+    let written = write(
+        store,
+        target,
+        source_stream(opened),
+        Some(record.size),
+        meta,
+    )
+    .await?;
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: written.md5.map(|m| ETag::Strong(hex(&m))),
+            last_modified: Some(timestamp(crate::index::now_ms())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}

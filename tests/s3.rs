@@ -1,0 +1,380 @@
+//! The S3 API with real S3 clients, each doing what its users do: boto3 (Python
+//! helper `tests/s3/boto3_client.py`), aws-cli, s3cmd and rclone — against `hoard dev`
+//! and against `hoard server --s3-port` over native volumes. The clients are installed
+//! by `scripts/test.sh`; a missing client fails its test.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::cluster::{free_port_run, hoard_bin, wait_http, wait_listening, Cluster, Kind, Proc};
+
+const ACCESS: &str = "s3test";
+const SECRET: &str = "s3test-secret";
+
+/// An S3 endpoint under test and the native URL of the same store.
+struct Endpoint {
+    s3: String,
+    native: String,
+}
+
+/// `hoard server --s3-port` over three native volumes.
+fn server() -> (Cluster, Endpoint) {
+    let s3_port = common::free_port().to_string();
+    let cluster = Cluster::start(
+        Kind::Native,
+        3,
+        &[
+            "--s3-port",
+            &s3_port,
+            "--s3-access-key",
+            ACCESS,
+            "--s3-secret-key",
+            SECRET,
+        ],
+    );
+    wait_listening(&format!("127.0.0.1:{s3_port}"));
+    let ep = Endpoint {
+        s3: format!("http://127.0.0.1:{s3_port}"),
+        native: cluster.url.clone(),
+    };
+    (cluster, ep)
+}
+
+/// `hoard dev` with its S3 API (credentials given through the environment).
+fn dev(data: &Path) -> (Proc, Endpoint) {
+    let port = free_port_run(4);
+    let s3_port = common::free_port();
+    let cmd = vec![
+        "env".to_string(),
+        format!("HOARD_S3_ACCESS_KEY={ACCESS}"),
+        format!("HOARD_S3_SECRET_KEY={SECRET}"),
+        hoard_bin().to_string(),
+        "dev".into(),
+        "--data".into(),
+        data.display().to_string(),
+        "--port".into(),
+        port.to_string(),
+        "--s3-port".into(),
+        s3_port.to_string(),
+    ];
+    let proc = Proc::spawn(cmd, data.with_extension("log"));
+    wait_http(&format!("http://127.0.0.1:{port}/-/health"));
+    wait_listening(&format!("127.0.0.1:{s3_port}"));
+    let ep = Endpoint {
+        s3: format!("http://127.0.0.1:{s3_port}"),
+        native: format!("http://127.0.0.1:{port}"),
+    };
+    (proc, ep)
+}
+
+/// Runs `cmd` with the test's S3 credentials; panics with its output on failure.
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .env("AWS_ACCESS_KEY_ID", ACCESS)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        // The endpoints are plain HTTP on loopback; a CA bundle from the environment
+        // only trips clients up (rclone refuses its plain-HTTP transport with one).
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {cmd:?} (is it installed? scripts/test.sh installs it): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn boto3(ep: &Endpoint, work: &Path, checks: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3/boto3_client.py");
+    let out = run(Command::new("python3")
+        .arg(script)
+        .args([&ep.s3, &ep.native])
+        .arg(work)
+        .args(checks));
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn boto3_against_dev() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_dev, ep) = dev(&tmp.path().join("data"));
+    boto3(&ep, tmp.path(), &["objects", "listing", "auth"]);
+}
+
+#[test]
+fn boto3_against_server_over_native_volumes() {
+    let (cluster, ep) = server();
+    boto3(
+        &ep,
+        cluster.tmp.path(),
+        &["objects", "listing", "multipart", "auth"],
+    );
+}
+
+/// Buckets and multipart uploads are index state: they survive a restart of the index
+/// server (kill -9), and an upload started before it completes after it.
+#[test]
+fn upload_state_survives_an_index_restart() {
+    let (mut cluster, ep) = server();
+    let work = cluster.tmp.path().to_path_buf();
+    boto3(&ep, &work, &["restart_before"]);
+    cluster.restart_index();
+    wait_listening(ep.s3.trim_start_matches("http://"));
+    boto3(&ep, &work, &["restart_after"]);
+}
+
+fn aws(ep: &Endpoint, args: &[&str]) -> String {
+    let out = run(Command::new("aws")
+        .args(["--endpoint-url", &ep.s3])
+        .args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A directory tree of `files` small files and one of `large` bytes; returns its root.
+fn tree(root: &Path, files: usize, large: usize) -> std::path::PathBuf {
+    let dir = root.join("tree");
+    for i in 0..files {
+        let sub = dir.join(format!("d{}", i % 3)).join(format!("e{}", i % 2));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(
+            sub.join(format!("f{i}.txt")),
+            format!("file {i}\n").repeat(i + 1),
+        )
+        .unwrap();
+    }
+    let big: Vec<u8> = (0..large).map(|_| fastrand::u8(..)).collect();
+    std::fs::write(dir.join("big.bin"), big).unwrap();
+    dir
+}
+
+/// Files under `dir` (relative paths) with their contents.
+fn contents(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn aws_cli_cp_sync_ls_rm() {
+    let (cluster, ep) = server();
+    let work = cluster.tmp.path();
+    // 20 MB: `aws s3 cp` uploads it in parts (8 MB threshold).
+    let src = tree(work, 12, 20 << 20);
+    aws(&ep, &["s3", "mb", "s3://cli"]);
+    aws(
+        &ep,
+        &[
+            "s3",
+            "cp",
+            &src.join("big.bin").display().to_string(),
+            "s3://cli/one/big.bin",
+        ],
+    );
+    let etag = aws(
+        &ep,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "cli",
+            "--key",
+            "one/big.bin",
+            "--query",
+            "ETag",
+        ],
+    );
+    assert!(
+        etag.contains("-3"),
+        "a 20 MB aws s3 cp is a 3-part upload: {etag}"
+    );
+    let back = work.join("big.back");
+    aws(
+        &ep,
+        &[
+            "s3",
+            "cp",
+            "s3://cli/one/big.bin",
+            &back.display().to_string(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(src.join("big.bin")).unwrap()
+    );
+
+    aws(
+        &ep,
+        &["s3", "sync", &src.display().to_string(), "s3://cli/tree"],
+    );
+    let listing = aws(&ep, &["s3", "ls", "--recursive", "s3://cli/tree/"]);
+    assert_eq!(listing.lines().count(), 13, "{listing}");
+    let top = aws(&ep, &["s3", "ls", "s3://cli/tree/"]);
+    for want in ["PRE d0/", "PRE d1/", "PRE d2/", "big.bin"] {
+        assert!(top.contains(want), "{want} missing from {top}");
+    }
+    // A second sync has nothing to do; a changed file is sent again.
+    assert_eq!(
+        aws(
+            &ep,
+            &["s3", "sync", &src.display().to_string(), "s3://cli/tree"]
+        ),
+        ""
+    );
+    std::fs::write(
+        src.join("d0/e0/f0.txt"),
+        "changed, and longer than before\n",
+    )
+    .unwrap();
+    let again = aws(
+        &ep,
+        &["s3", "sync", &src.display().to_string(), "s3://cli/tree"],
+    );
+    assert!(again.contains("f0.txt"), "{again}");
+    let down = work.join("down");
+    aws(
+        &ep,
+        &["s3", "sync", "s3://cli/tree", &down.display().to_string()],
+    );
+    assert_eq!(contents(&down), contents(&src));
+
+    // s3api: put and get with metadata.
+    aws(
+        &ep,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "cli",
+            "--key",
+            "api.txt",
+            "--body",
+            &src.join("d1/e1/f1.txt").display().to_string(),
+            "--content-type",
+            "text/x-api",
+            "--metadata",
+            "origin=cli",
+        ],
+    );
+    let head = aws(
+        &ep,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "cli",
+            "--key",
+            "api.txt",
+        ],
+    );
+    assert!(
+        head.contains("text/x-api") && head.contains("\"origin\": \"cli\""),
+        "{head}"
+    );
+    let got = work.join("api.txt");
+    aws(
+        &ep,
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "cli",
+            "--key",
+            "api.txt",
+            &got.display().to_string(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(src.join("d1/e1/f1.txt")).unwrap()
+    );
+
+    aws(&ep, &["s3", "rm", "--recursive", "s3://cli/"]);
+    assert_eq!(aws(&ep, &["s3", "ls", "--recursive", "s3://cli/"]), "");
+    aws(&ep, &["s3", "rb", "s3://cli"]);
+    assert!(!aws(&ep, &["s3", "ls"]).contains("cli"));
+}
+
+#[test]
+fn s3cmd_and_rclone_copy_sync_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_dev, ep) = dev(&tmp.path().join("data"));
+    let src = tree(tmp.path(), 9, 1 << 20);
+    let host = ep.s3.trim_start_matches("http://");
+
+    // s3cmd, path-style over plain HTTP, no config file.
+    let s3cmd = |args: &[&str]| -> String {
+        let out = run(Command::new("s3cmd")
+            .args(["--no-ssl", "--host", host, "--host-bucket", host])
+            .args([
+                "--access_key",
+                ACCESS,
+                "--secret_key",
+                SECRET,
+                "--region",
+                "us-east-1",
+            ])
+            .args(["--config", "/dev/null"])
+            .args(args));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    s3cmd(&["mb", "s3://cmd"]);
+    s3cmd(&["sync", &format!("{}/", src.display()), "s3://cmd/tree/"]);
+    let ls = s3cmd(&["ls", "--recursive", "s3://cmd/tree/"]);
+    assert_eq!(ls.lines().count(), 10, "{ls}");
+    let down = tmp.path().join("cmd-down");
+    s3cmd(&["sync", "s3://cmd/tree/", &format!("{}/", down.display())]);
+    assert_eq!(contents(&down), contents(&src));
+
+    // rclone, with its S3 remote given on the command line.
+    let rclone = |args: &[&str]| -> String {
+        let out = run(Command::new("rclone")
+            .args(["--config", "/dev/null", "--s3-provider", "Other"])
+            .args([
+                "--s3-access-key-id",
+                ACCESS,
+                "--s3-secret-access-key",
+                SECRET,
+            ])
+            .args([
+                "--s3-endpoint",
+                &ep.s3,
+                "--s3-force-path-style=true",
+                "--s3-region",
+                "us-east-1",
+            ])
+            .args(args));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    rclone(&["mkdir", ":s3:rcl"]);
+    rclone(&["copy", &src.display().to_string(), ":s3:rcl/tree"]);
+    rclone(&["sync", &src.display().to_string(), ":s3:rcl/mirror"]);
+    let listed = rclone(&["lsf", "-R", "--files-only", ":s3:rcl/mirror"]);
+    assert_eq!(listed.lines().count(), 10, "{listed}");
+    rclone(&["check", &src.display().to_string(), ":s3:rcl/tree"]);
+    let down = tmp.path().join("rclone-down");
+    rclone(&["copy", ":s3:rcl/mirror", &down.display().to_string()]);
+    assert_eq!(contents(&down), contents(&src));
+    // What rclone wrote is what s3cmd lists: one keyspace.
+    let ls = s3cmd(&["ls", "--recursive", "s3://rcl/mirror/"]);
+    assert_eq!(ls.lines().count(), 10, "{ls}");
+}
