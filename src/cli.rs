@@ -50,6 +50,8 @@ pub struct Cli {
 }
 
 /// The roles the binary can run.
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a complete store in one process: an index server and three local volumes.
@@ -233,6 +235,9 @@ pub struct DevArgs {
     /// Address to listen on.
     #[arg(long, env = "HOARD_BIND", default_value = "127.0.0.1")]
     pub bind: String,
+    /// minivault's binary protocol (`--tcp-port`).
+    #[command(flatten)]
+    pub proto: crate::proto::ProtoArgs,
 }
 
 /// Options of `hoard server`.
@@ -268,6 +273,9 @@ pub struct ServerArgs {
     /// Index cluster: node id, peers, read consistency.
     #[command(flatten)]
     pub cluster: crate::raft::ClusterArgs,
+    /// minivault's binary protocol (`--tcp-port`).
+    #[command(flatten)]
+    pub proto: crate::proto::ProtoArgs,
 }
 
 /// Options of `hoard volume`.

@@ -73,6 +73,11 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     );
     let options = crate::net::ServeOptions::from_args(&ListenArgs::default())?;
     let grace = options.grace;
+    let store = std::sync::Arc::clone(&started.app.store);
+    let proto = crate::proto::start(&args.proto, &args.bind, store, Default::default()).await?;
+    if let Some(p) = &proto {
+        eprintln!("hoard dev: binary protocol on {}", p.local_addr());
+    }
     let served = crate::net::serve(
         index_listener,
         started.router.clone(),
@@ -80,6 +85,9 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         options,
     )
     .await;
+    if let Some(p) = proto {
+        p.stop(grace).await;
+    }
     started.shutdown(grace).await;
     let _ = stop_volumes.send(true);
     for task in volume_tasks {

@@ -235,6 +235,14 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         args.placement.volumes.join(",")
     );
     let grace = serve_options.grace;
+    let auth = started.app.cfg.safety.auth.clone();
+    let proto = crate::proto::start(
+        &args.proto,
+        &args.bind,
+        Arc::clone(&started.app.store),
+        auth,
+    )
+    .await?;
     let served = crate::net::serve(
         listener,
         started.router.clone(),
@@ -242,6 +250,9 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         serve_options,
     )
     .await;
+    if let Some(p) = proto {
+        p.stop(grace).await;
+    }
     started.shutdown(grace).await;
     tracing::info!("index closed; bye");
     served
