@@ -435,3 +435,55 @@ async fn connections_over_the_cap_wait() {
     let h = second.recv().await.unwrap();
     assert!(h.starts_with(b"{"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_proto_runs_every_phase() {
+    let dev = Dev::start(&[]).await;
+    let volume = {
+        let port: u16 = dev.http.rsplit(':').next().unwrap().parse().unwrap();
+        format!("127.0.0.1:{}", port + 1)
+    };
+    let (http, tcp) = (dev.http.clone(), dev.tcp.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(hoard_bin())
+            .args(["bench", "proto", "--url", &http, "--tcp", &tcp])
+            .args([
+                "--volume", &volume, "--zstd", "-n", "60", "-c", "3", "--json",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases: Vec<&str> = j["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "http",
+            "binary",
+            "binary-zstd",
+            "binary-pipelined",
+            "volume"
+        ]
+    );
+    for p in j["phases"].as_array().unwrap() {
+        assert_eq!(p["ops"], 60, "{p}");
+        assert_eq!(p["errors"], 0, "{p}");
+        assert!(p["ops_per_sec"].as_f64().unwrap() > 0.0);
+        for r in ["set", "get", "delete"] {
+            assert_eq!(p[r]["count"], 60, "{p}");
+        }
+    }
+    // Nothing left behind.
+    let mut c = dev.client().await;
+    let h = c.health().await.unwrap();
+    assert_eq!(h["keys"]["live"], 0, "{h}");
+}
