@@ -238,6 +238,9 @@ pub struct DevArgs {
     /// minivault's binary protocol (`--tcp-port`).
     #[command(flatten)]
     pub proto: crate::proto::ProtoArgs,
+    /// minivault's JSON interface (`--json-port`).
+    #[command(flatten)]
+    pub json: crate::jsonapi::JsonArgs,
 }
 
 /// Options of `hoard server`.
@@ -276,6 +279,9 @@ pub struct ServerArgs {
     /// minivault's binary protocol (`--tcp-port`).
     #[command(flatten)]
     pub proto: crate::proto::ProtoArgs,
+    /// minivault's JSON interface (`--json-port`).
+    #[command(flatten)]
+    pub json: crate::jsonapi::JsonArgs,
 }
 
 /// Options of `hoard volume`.

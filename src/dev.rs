@@ -78,6 +78,13 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     if let Some(p) = &proto {
         eprintln!("hoard dev: binary protocol on {}", p.local_addr());
     }
+    let store = std::sync::Arc::clone(&started.app.store);
+    let listen = ListenArgs::default();
+    let json =
+        crate::jsonapi::start(&args.json, &args.bind, store, Default::default(), &listen).await?;
+    if let Some(j) = &json {
+        eprintln!("hoard dev: JSON interface on http://{}", j.local_addr());
+    }
     let served = crate::net::serve(
         index_listener,
         started.router.clone(),
@@ -87,6 +94,9 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     .await;
     if let Some(p) = proto {
         p.stop(grace).await;
+    }
+    if let Some(j) = json {
+        j.stop(grace).await;
     }
     started.shutdown(grace).await;
     let _ = stop_volumes.send(true);

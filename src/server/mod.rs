@@ -243,6 +243,14 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         auth,
     )
     .await?;
+    let json = crate::jsonapi::start(
+        &args.json,
+        &args.bind,
+        Arc::clone(&started.app.store),
+        started.app.cfg.safety.auth.clone(),
+        &args.safety.listen,
+    )
+    .await?;
     let served = crate::net::serve(
         listener,
         started.router.clone(),
@@ -252,6 +260,9 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
     .await;
     if let Some(p) = proto {
         p.stop(grace).await;
+    }
+    if let Some(j) = json {
+        j.stop(grace).await;
     }
     started.shutdown(grace).await;
     tracing::info!("index closed; bye");
