@@ -241,6 +241,9 @@ pub struct DevArgs {
     /// minivault's JSON interface (`--json-port`).
     #[command(flatten)]
     pub json: crate::jsonapi::JsonArgs,
+    /// The value cache (`--cache-size`).
+    #[command(flatten)]
+    pub cache: crate::store::CacheArgs,
 }
 
 /// Options of `hoard server`.
@@ -282,6 +285,9 @@ pub struct ServerArgs {
     /// minivault's JSON interface (`--json-port`).
     #[command(flatten)]
     pub json: crate::jsonapi::JsonArgs,
+    /// The value cache (`--cache-size`).
+    #[command(flatten)]
+    pub cache: crate::store::CacheArgs,
 }
 
 /// Options of `hoard volume`.

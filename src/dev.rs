@@ -73,6 +73,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     );
     let options = crate::net::ServeOptions::from_args(&ListenArgs::default())?;
     let grace = options.grace;
+    started.app.store.cache.enable(&args.cache);
     let store = std::sync::Arc::clone(&started.app.store);
     let proto = crate::proto::start(&args.proto, &args.bind, store, Default::default()).await?;
     if let Some(p) = &proto {

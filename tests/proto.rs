@@ -487,3 +487,53 @@ async fn bench_proto_runs_every_phase() {
     let h = c.health().await.unwrap();
     assert_eq!(h["keys"]["live"], 0, "{h}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_serves_hits_and_follows_every_write() {
+    let dev = Dev::start(&["--cache-size", "8"]).await;
+    let mut c = dev.client().await;
+    let stats = |h: serde_json::Value| (h["cache"]["hits"].as_u64(), h["cache"]["misses"].as_u64());
+    assert_eq!(stats(c.health().await.unwrap()), (Some(0), Some(0)));
+    c.set(b"c", b"v1").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(&c.get(b"c").await.unwrap()[..], b"v1");
+    }
+    assert_eq!(stats(c.health().await.unwrap()), (Some(2), Some(1)));
+    // Overwritten over the binary protocol.
+    c.set(b"c", b"v2").await.unwrap();
+    assert_eq!(&c.get(b"c").await.unwrap()[..], b"v2");
+    assert_eq!(&c.get(b"c").await.unwrap()[..], b"v2");
+    // Deleted and written again over HTTP: the same store core invalidates.
+    let r = client()
+        .delete(format!("{}/c", dev.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(server_error(c.get(b"c").await), "not found");
+    let r = client()
+        .put(format!("{}/c", dev.http))
+        .body("v3 over http")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(&c.get(b"c").await.unwrap()[..], b"v3 over http");
+    // Unlinked over HTTP: gone for the binary protocol too.
+    let r = client()
+        .request(
+            reqwest::Method::from_bytes(b"UNLINK").unwrap(),
+            format!("{}/c", dev.http),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(server_error(c.get(b"c").await), "not found");
+    // Values over --cache-max-value are streamed, never counted.
+    let (hits, misses) = stats(c.health().await.unwrap());
+    let big = vec![1u8; 100_000];
+    c.set(b"big", &big).await.unwrap();
+    assert!(c.get(b"big").await.unwrap() == big);
+    assert_eq!(stats(c.health().await.unwrap()), (hits, misses));
+}

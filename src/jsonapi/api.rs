@@ -117,6 +117,7 @@ fn health(store: &Store) -> Response {
         "keys": store.index.counts(),
         "volumes_up": store.health.up_count(),
         "replicas": store.placement.current().replicas(),
+        "cache": store.cache.stats(),
     })))
 }
 

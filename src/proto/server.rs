@@ -434,6 +434,7 @@ fn health(store: &Store) -> Vec<u8> {
         "keys": store.index.counts(),
         "volumes_up": store.health.up_count(),
         "replicas": store.placement.current().replicas(),
+        "cache": store.cache.stats(),
     });
     serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"status":"ok"}"#.to_vec())
 }

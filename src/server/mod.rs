@@ -185,6 +185,7 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         placement: Arc::new(SharedPlacement::new(placement)),
         upkeep,
         owner: (cfg_node << 32) | u64::from(fastrand::u32(1..)),
+        cache: Default::default(),
     });
     let upkeep = crate::ops::upkeep::spawn(store.ops_ctx(), upkeep_rx);
     if raft.is_some() {
@@ -236,6 +237,7 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
     );
     let grace = serve_options.grace;
     let auth = started.app.cfg.safety.auth.clone();
+    started.app.store.cache.enable(&args.cache);
     let proto = crate::proto::start(
         &args.proto,
         &args.bind,
