@@ -20,7 +20,7 @@ const T: Duration = Duration::from_secs(20);
 struct Dev {
     http: String,
     tcp: String,
-    _proc: Proc,
+    proc: Proc,
     _tmp: tempfile::TempDir,
 }
 
@@ -47,7 +47,7 @@ impl Dev {
         let dev = Dev {
             http,
             tcp: format!("127.0.0.1:{tcp_port}"),
-            _proc: proc,
+            proc,
             _tmp: tmp,
         };
         wait_volumes(&dev.tcp, None).await;
@@ -536,4 +536,21 @@ async fn cache_serves_hits_and_follows_every_write() {
     c.set(b"big", &big).await.unwrap();
     assert!(c.get(b"big").await.unwrap() == big);
     assert_eq!(stats(c.health().await.unwrap()), (hits, misses));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_open_connections_exits_cleanly() {
+    let mut dev = Dev::start(&[]).await;
+    let mut idle = dev.client().await;
+    idle.set(b"k", b"v").await.unwrap();
+    let _also_idle = dev.client().await;
+    let proc = &mut dev.proc;
+    let clean = tokio::task::block_in_place(|| proc.terminate());
+    assert!(
+        clean,
+        "hoard dev did not exit cleanly:\n{}",
+        dev.proc.log_text()
+    );
+    // The server closed the idle connection.
+    assert!(idle.get(b"k").await.is_err());
 }
