@@ -450,6 +450,7 @@ async fn bench_proto_runs_every_phase() {
             .args([
                 "--volume", &volume, "--zstd", "-n", "60", "-c", "3", "--json",
             ])
+            .args(["--gets", "50", "--hot-keys", "7"])
             .output()
             .unwrap()
     })
@@ -471,13 +472,21 @@ async fn bench_proto_runs_every_phase() {
             "binary",
             "binary-zstd",
             "binary-pipelined",
-            "volume"
+            "volume",
+            "http-get",
+            "binary-get"
         ]
     );
     for p in j["phases"].as_array().unwrap() {
-        assert_eq!(p["ops"], 60, "{p}");
         assert_eq!(p["errors"], 0, "{p}");
         assert!(p["ops_per_sec"].as_f64().unwrap() > 0.0);
+        if p["phase"].as_str().unwrap().ends_with("-get") {
+            assert_eq!(p["ops"], 50, "{p}");
+            assert_eq!(p["get"]["count"], 50, "{p}");
+            assert_eq!(p["set"]["count"], 0, "{p}");
+            continue;
+        }
+        assert_eq!(p["ops"], 60, "{p}");
         for r in ["set", "get", "delete"] {
             assert_eq!(p[r]["count"], 60, "{p}");
         }

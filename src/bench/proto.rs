@@ -12,7 +12,10 @@
 //! * `volume` (with `--volume`) — the physical limit of the same work: PUT, GET, DELETE
 //!   straight to one volume server (no index, one copy).
 //!
-//! One op is one key's whole triple.
+//! One op is one key's whole triple. With `--gets N`, two read-heavy phases follow (or,
+//! with `--only-gets`, replace them): `--hot-keys` keys are written once, then N GETs
+//! spread over them, compared — `http-get` (302 + volume GET) and `binary-get` (which a
+//! server with `--cache-size` answers from memory). One op is one GET there.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -55,6 +58,15 @@ pub struct ProtoBenchArgs {
     /// Size of each value (e.g. 32, 4KB).
     #[arg(long, default_value = "32", value_parser = parse_size)]
     pub value_size: u64,
+    /// GETs per read-heavy phase (0 = none).
+    #[arg(long, default_value_t = 0)]
+    pub gets: usize,
+    /// Keys the read-heavy phases read.
+    #[arg(long, default_value_t = 100)]
+    pub hot_keys: usize,
+    /// Run only the read-heavy phases.
+    #[arg(long, requires = "gets")]
+    pub only_gets: bool,
     /// Output format.
     #[command(flatten)]
     pub output: Output,
@@ -68,6 +80,8 @@ enum Phase {
     BinaryZstd,
     BinaryPipelined,
     Volume,
+    HttpGet,
+    BinaryGet,
 }
 
 impl Phase {
@@ -78,6 +92,8 @@ impl Phase {
             Phase::BinaryZstd => "binary-zstd",
             Phase::BinaryPipelined => "binary-pipelined",
             Phase::Volume => "volume",
+            Phase::HttpGet => "http-get",
+            Phase::BinaryGet => "binary-get",
         }
     }
 }
@@ -137,13 +153,25 @@ pub async fn run(args: ProtoBenchArgs) -> anyhow::Result<()> {
         args.value_size <= 64 << 20,
         "--value-size is at most 64MB here"
     );
-    let mut phases = vec![Phase::Http, Phase::Binary];
-    if args.zstd {
-        phases.push(Phase::BinaryZstd);
+    let mut phases = Vec::new();
+    if !args.only_gets {
+        phases.extend([Phase::Http, Phase::Binary]);
+        if args.zstd {
+            phases.push(Phase::BinaryZstd);
+        }
+        phases.push(Phase::BinaryPipelined);
+        if args.volume.is_some() {
+            phases.push(Phase::Volume);
+        }
     }
-    phases.push(Phase::BinaryPipelined);
-    if args.volume.is_some() {
-        phases.push(Phase::Volume);
+    if args.gets > 0 {
+        ensure!(args.hot_keys > 0, "--hot-keys must be at least 1");
+        phases.extend([Phase::HttpGet, Phase::BinaryGet]);
+    }
+    // The read-heavy phases read the same keys, written once.
+    let hot = (run_id(), fastrand::u64(..));
+    if args.gets > 0 {
+        preload(&args, &hot).await?;
     }
     let base = base_url(&args.target.url)?;
     let mut report = Report {
@@ -156,15 +184,22 @@ pub async fn run(args: ProtoBenchArgs) -> anyhow::Result<()> {
         phases: Vec::new(),
     };
     for phase in phases {
+        let (run, seed) = match phase {
+            Phase::HttpGet | Phase::BinaryGet => hot.clone(),
+            _ => (run_id(), fastrand::u64(..)),
+        };
         let shared = Arc::new(Shared {
             args: args.clone(),
             base: base.clone(),
-            run: run_id(),
-            seed: fastrand::u64(..),
+            run,
+            seed,
             next: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
         });
         report.phases.push(run_phase(shared, phase).await?);
+    }
+    if args.gets > 0 {
+        clean_up(&args, &hot.0).await?;
     }
     emit(&report, &table(&report), args.output.json)?;
     if let Some(p) = report.phases.iter().find(|p| p.errors > 0) {
@@ -182,16 +217,8 @@ async fn run_phase(s: Arc<Shared>, phase: Phase) -> anyhow::Result<PhaseReport> 
     let mut conns = Vec::new();
     for _ in 0..s.args.concurrency {
         conns.push(match phase {
-            Phase::Http | Phase::Volume => Conn::Http(http_client(1)?),
-            _ => {
-                let mut c = Client::connect(&s.args.tcp, Duration::from_secs(30))
-                    .await
-                    .with_context(|| format!("connecting to {}", s.args.tcp))?;
-                if let Some(t) = &s.args.token {
-                    c.auth(t).await.context("AUTH")?;
-                }
-                Conn::Tcp(c)
-            }
+            Phase::Http | Phase::Volume | Phase::HttpGet => Conn::Http(http_client(1)?),
+            _ => Conn::Tcp(tcp_client(&s.args).await?),
         });
     }
     let started = Instant::now();
@@ -227,14 +254,33 @@ async fn worker(s: Arc<Shared>, phase: Phase, mut conn: Conn) -> (Hists, u64, u6
     let (mut h, mut ops, mut errors, mut first) = (Hists::default(), 0, 0, None);
     while !s.failed.load(Ordering::Relaxed) {
         let i = s.next.fetch_add(1, Ordering::Relaxed);
-        if i >= s.args.keys {
+        let reads = matches!(phase, Phase::HttpGet | Phase::BinaryGet);
+        if i >= if reads { s.args.gets } else { s.args.keys } {
             break;
         }
+        // Read-heavy phases: GET number i reads hot key i % hot_keys.
+        let i = if reads { i % s.args.hot_keys } else { i };
         let value = Bytes::from(data::small_value(
             s.seed ^ i as u64,
             s.args.value_size as usize,
         ));
         let r = match (&mut conn, phase) {
+            (Conn::Http(c), Phase::HttpGet) => {
+                let url = format!("{}/bench-proto-{}-{i}", s.base, s.run);
+                http_get(c, &url, &value, &mut h).await
+            }
+            (Conn::Tcp(c), Phase::BinaryGet) => {
+                let key = format!("bench-proto-{}-{i}", s.run);
+                let t = Instant::now();
+                match c.get(key.as_bytes()).await {
+                    Ok(got) if got == value => {
+                        h.get.record(t.elapsed());
+                        Ok(())
+                    }
+                    Ok(_) => Err(anyhow::anyhow!("GET {key}: value differs")),
+                    Err(e) => Err(e.into()),
+                }
+            }
             (Conn::Http(c), Phase::Volume) => {
                 let vol = s.args.volume.as_deref().unwrap_or_default();
                 let url = format!("http://{vol}/bench-proto/{}-{i}", s.run);
@@ -306,6 +352,66 @@ async fn http_key(
     Ok(())
 }
 
+/// GET through the 302, compared.
+async fn http_get(
+    c: &reqwest::Client,
+    url: &str,
+    value: &Bytes,
+    h: &mut Hists,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let r = c.get(url).send().await?;
+    ensure!(r.status().is_redirection(), "GET {url}: {}", r.status());
+    let loc = r
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .context("redirect without a Location")?
+        .to_string();
+    r.bytes().await?;
+    let r = c.get(&loc).send().await?;
+    ensure!(r.status().is_success(), "GET {loc}: {}", r.status());
+    let body = r.bytes().await?;
+    h.get.record(t.elapsed());
+    ensure!(body == *value, "GET {url}: value differs");
+    Ok(())
+}
+
+/// Writes the read-heavy phases' keys (over the binary protocol).
+async fn preload(args: &ProtoBenchArgs, (run, seed): &(String, u64)) -> anyhow::Result<()> {
+    let mut c = tcp_client(args).await?;
+    for i in 0..args.hot_keys {
+        let value = data::small_value(seed ^ i as u64, args.value_size as usize);
+        let key = format!("bench-proto-{run}-{i}");
+        c.set(key.as_bytes(), &value)
+            .await
+            .with_context(|| format!("preloading {key}"))?;
+    }
+    Ok(())
+}
+
+/// Deletes the read-heavy phases' keys.
+async fn clean_up(args: &ProtoBenchArgs, run: &str) -> anyhow::Result<()> {
+    let mut c = tcp_client(args).await?;
+    for i in 0..args.hot_keys {
+        let key = format!("bench-proto-{run}-{i}");
+        c.delete(key.as_bytes())
+            .await
+            .with_context(|| format!("deleting {key}"))?;
+    }
+    Ok(())
+}
+
+async fn tcp_client(args: &ProtoBenchArgs) -> anyhow::Result<Client> {
+    let mut c = Client::connect(&args.tcp, Duration::from_secs(30))
+        .await
+        .with_context(|| format!("connecting to {}", args.tcp))?;
+    if let Some(t) = &args.token {
+        c.auth(t).await.context("AUTH")?;
+    }
+    Ok(c)
+}
+
 /// SET, GET, DELETE over the binary protocol, one request at a time.
 async fn tcp_key(
     c: &mut Client,
@@ -373,6 +479,7 @@ fn table(r: &Report) -> Table {
     for p in &r.phases {
         for (i, (name, lat)) in [("SET", &p.set), ("GET", &p.get), ("DELETE", &p.delete)]
             .into_iter()
+            .filter(|(_, l)| l.count > 0)
             .enumerate()
         {
             let (phase, ops) = if i == 0 {
@@ -385,7 +492,10 @@ fn table(r: &Report) -> Table {
             t.row(cells);
         }
     }
-    t.note("one op = one key's SET/PUT + GET + DELETE; http GET = 302 + volume GET".to_string());
+    t.note(
+        "one op = one key's SET/PUT + GET + DELETE (*-get phases: one GET); http GET = 302 + volume GET"
+            .to_string(),
+    );
     for p in r.phases.iter().filter(|p| p.errors > 0) {
         t.note(format!(
             "{}: {} errors, first: {}",
