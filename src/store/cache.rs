@@ -222,6 +222,8 @@ impl Stream for Filling {
             Poll::Ready(Some(Ok(chunk))) if self.buf.len() as u64 <= self.tag.size => {
                 self.buf.extend_from_slice(chunk);
             }
+            // A failed read is never cached, even if its consumer reads on to the end.
+            Poll::Ready(Some(Err(_))) => self.tag.size = u64::MAX,
             Poll::Ready(None) => {
                 let value = std::mem::take(&mut self.buf).freeze();
                 let key = std::mem::take(&mut self.key);
