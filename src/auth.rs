@@ -144,6 +144,13 @@ impl Auth {
             .any(|t| ct_eq(t, secret))
     }
 
+    /// True when `token` is the shared secret (compared in constant time for a given
+    /// length); false when there is none. For protocols without headers (the binary
+    /// protocol's AUTH).
+    pub fn token_ok(&self, token: &[u8]) -> bool {
+        self.secret.as_ref().is_some_and(|s| ct_eq(token, s))
+    }
+
     /// Whether the index server requires the token for this request.
     pub fn index_requires(&self, method: &Method, path: &str) -> bool {
         if path == "/-/health" || path == "/-/health/ready" || crate::server::ui::is_public(path) {

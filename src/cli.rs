@@ -250,6 +250,15 @@ pub struct DevArgs {
     /// S3 credentials and domain.
     #[command(flatten)]
     pub s3: crate::s3::S3Args,
+    /// minivault's binary protocol (`--tcp-port`).
+    #[command(flatten)]
+    pub proto: crate::proto::ProtoArgs,
+    /// minivault's JSON interface (`--json-port`).
+    #[command(flatten)]
+    pub json: crate::jsonapi::JsonArgs,
+    /// The value cache (`--cache-size`).
+    #[command(flatten)]
+    pub cache: crate::store::CacheArgs,
 }
 
 /// Options of `hoard server`.
@@ -295,6 +304,15 @@ pub struct ServerArgs {
     /// S3 credentials and domain.
     #[command(flatten)]
     pub s3: crate::s3::S3Args,
+    /// minivault's binary protocol (`--tcp-port`).
+    #[command(flatten)]
+    pub proto: crate::proto::ProtoArgs,
+    /// minivault's JSON interface (`--json-port`).
+    #[command(flatten)]
+    pub json: crate::jsonapi::JsonArgs,
+    /// The value cache (`--cache-size`).
+    #[command(flatten)]
+    pub cache: crate::store::CacheArgs,
 }
 
 /// Options of `hoard volume`.

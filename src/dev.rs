@@ -88,6 +88,19 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     }
     let options = crate::net::ServeOptions::from_args(&ListenArgs::default())?;
     let grace = options.grace;
+    started.app.store.cache.enable(&args.cache);
+    let store = std::sync::Arc::clone(&started.app.store);
+    let proto = crate::proto::start(&args.proto, &args.bind, store, Default::default()).await?;
+    if let Some(p) = &proto {
+        eprintln!("hoard dev: binary protocol on {}", p.local_addr());
+    }
+    let store = std::sync::Arc::clone(&started.app.store);
+    let listen = ListenArgs::default();
+    let json =
+        crate::jsonapi::start(&args.json, &args.bind, store, Default::default(), &listen).await?;
+    if let Some(j) = &json {
+        eprintln!("hoard dev: JSON interface on http://{}", j.local_addr());
+    }
     let (served, s3_served) = tokio::join!(
         crate::net::serve(
             index_listener,
@@ -103,6 +116,12 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         )
     );
     let served = served.and(s3_served);
+    if let Some(p) = proto {
+        p.stop(grace).await;
+    }
+    if let Some(j) = json {
+        j.stop(grace).await;
+    }
     started.shutdown(grace).await;
     let _ = stop_volumes.send(true);
     for task in volume_tasks {

@@ -15,6 +15,8 @@
 //! * [`bench`] — `hoard bench`: load generators that drive a running store.
 //! * [`store`] — the store core every front-end calls: writes, deletes, reads, listings.
 //! * [`client`] — `hoard put|get|rm|unlink|ls|stat|cp`: the HTTP client side.
+//! * [`jsonapi`] — minivault's JSON interface (`--json-port`), a front-end on the store.
+//! * [`proto`] — minivault's binary protocol (`--tcp-port`), a front-end on the store.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
 //! * [`net`], [`tls`], [`auth`], [`ratelimit`] — serving connections safely: timeouts,
 //!   limits, TLS, shared-secret authentication and signed URLs, rate limiting.
@@ -27,10 +29,12 @@ pub mod config;
 pub mod dev;
 pub mod http;
 pub mod index;
+pub mod jsonapi;
 pub mod key;
 pub mod net;
 pub mod ops;
 pub mod placement;
+pub mod proto;
 pub mod raft;
 pub mod ratelimit;
 pub mod replica;

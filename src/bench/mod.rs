@@ -10,12 +10,14 @@
 //! * [`redirect`] — closed-loop GETs answered by a redirect (existing key) or a 404.
 //! * [`large`] — PUT and GET of large values, with the index server's RSS sampled.
 //! * [`baseline`] — the physical limits: one volume directly, and the raw disk.
+//! * [`proto`] — the binary protocol (`--tcp-port`) beside HTTP, on the same store.
 
 pub mod baseline;
 pub mod closed_loop;
 pub mod data;
 pub mod files;
 pub mod large;
+pub mod proto;
 pub mod redirect;
 pub mod report;
 pub mod stats;
@@ -50,6 +52,9 @@ pub enum Workload {
     /// The physical limits: PUT/GET of the same sizes straight to one volume server,
     /// and the raw disk's fdatasync write bandwidth and small-write fsync rate.
     Baseline(baseline::BaselineArgs),
+    /// The binary protocol beside HTTP: N keys through SET/PUT, GET, DELETE over each
+    /// (and pipelined, zstd, straight to a volume), ops/s and latencies per phase.
+    Proto(proto::ProtoBenchArgs),
 }
 
 /// Options every workload that talks to the index server shares.
@@ -75,6 +80,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::GetRedirect(a) => redirect::run(a).await,
         Workload::Large(a) => large::run(a).await,
         Workload::Baseline(a) => baseline::run(a).await,
+        Workload::Proto(a) => proto::run(a).await,
     }
 }
 

@@ -212,6 +212,7 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         placement: Arc::new(SharedPlacement::new(placement)),
         upkeep,
         owner: (cfg_node << 32) | u64::from(fastrand::u32(1..)),
+        cache: Default::default(),
     });
     let upkeep = crate::ops::upkeep::spawn(store.ops_ctx(), upkeep_rx);
     if raft.is_some() {
@@ -275,6 +276,23 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         args.placement.volumes.join(",")
     );
     let grace = serve_options.grace;
+    let auth = started.app.cfg.safety.auth.clone();
+    started.app.store.cache.enable(&args.cache);
+    let proto = crate::proto::start(
+        &args.proto,
+        &args.bind,
+        Arc::clone(&started.app.store),
+        auth,
+    )
+    .await?;
+    let json = crate::jsonapi::start(
+        &args.json,
+        &args.bind,
+        Arc::clone(&started.app.store),
+        started.app.cfg.safety.auth.clone(),
+        &args.safety.listen,
+    )
+    .await?;
     let s3_served = async {
         let Some((listener, users)) = s3 else {
             return Ok(());
@@ -299,6 +317,12 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         s3_served
     );
     let served = served.and(s3_served);
+    if let Some(p) = proto {
+        p.stop(grace).await;
+    }
+    if let Some(j) = json {
+        j.stop(grace).await;
+    }
     started.shutdown(grace).await;
     tracing::info!("index closed; bye");
     served

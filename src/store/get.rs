@@ -56,6 +56,17 @@ impl Store {
                 range.start, range.end, record.size
             )));
         }
+        let whole = range.start == 0 && range.end == record.size;
+        if whole {
+            if let Some(value) = self.cache.get(key, &record) {
+                let body = futures_util::stream::once(async { Ok(value) }).boxed();
+                return Ok(Opened {
+                    record,
+                    range,
+                    body,
+                });
+            }
+        }
         if range.is_empty() {
             return Ok(Opened {
                 record,
@@ -77,7 +88,6 @@ impl Store {
             "no replica volume of this key is up ({})",
             record.volumes.join(",")
         );
-        let whole = range.start == 0 && range.end == record.size;
         for volume in up {
             let url = VolumeClient::url(volume, key);
             let header = (!whole).then(|| format!("bytes={}-{}", range.start, range.end - 1));
@@ -87,6 +97,10 @@ impl Store {
                         .bytes_stream()
                         .map_err(|e| StoreError::Volume(format!("reading replica: {e}")))
                         .boxed();
+                    let body = match whole {
+                        true => self.cache.fill(key, &record, body),
+                        false => body,
+                    };
                     return Ok(Opened {
                         record,
                         range,

@@ -14,12 +14,14 @@
 //!   front-ends whose clients do not follow redirects.
 //! * [`meta`] — [`ObjectMeta`] stored with a value, front-ends' index-wide entries
 //!   ([`Store::set_frontend`]).
+//! * [`cache`] — [`ValueCache`]: small values [`Store::open`] serves, kept in memory.
 //! * [`read`] — [`Store::locate`] (what a GET needs), [`Store::list`] (bounded scans of
 //!   a key range).
 //!
 //! The index is used only through `Index::apply(Command)`, `Index::get` and the
 //! read-only scans, so it can be replicated underneath without changing this layer.
 
+mod cache;
 mod delete;
 mod error;
 mod get;
@@ -27,6 +29,7 @@ mod meta;
 mod read;
 mod write;
 
+pub use cache::{CacheArgs, CacheStats, ValueCache};
 pub use error::StoreError;
 pub use get::Opened;
 pub use meta::ObjectMeta;
@@ -78,6 +81,9 @@ pub struct Store {
     /// Owner of this process's write intents: `node id << 32 | incarnation` (a random
     /// number drawn at start), see `Command::Begin`.
     pub owner: u64,
+    /// Small values served through the index server (`--cache-size`; off until
+    /// enabled), invalidated by writes and deletes.
+    pub cache: ValueCache,
 }
 
 impl Store {

@@ -183,6 +183,7 @@ impl Store {
                 Rejection::Busy => StoreError::Conflict,
                 other => StoreError::Invalid(other.to_string()),
             })?;
+            store.cache.invalidate(&key);
             match store
                 .write_replicas(&key, &volumes, quorum, stream, len, opts.md5)
                 .await
