@@ -14,6 +14,7 @@
 //! * [`config`] — the optional TOML file behind `--config`.
 //! * [`bench`] — `hoard bench`: load generators that drive a running store.
 //! * [`store`] — the store core every front-end calls: writes, deletes, reads, listings.
+//! * [`sites`] — asynchronous replication to other stores: shipper and receiver.
 //! * [`client`] — `hoard put|get|rm|unlink|ls|stat|cp`: the HTTP client side.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
 //! * [`net`], [`tls`], [`auth`], [`ratelimit`] — serving connections safely: timeouts,
@@ -35,6 +36,7 @@ pub mod raft;
 pub mod ratelimit;
 pub mod replica;
 pub mod server;
+pub mod sites;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

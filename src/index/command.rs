@@ -137,6 +137,9 @@ pub enum Command {
         /// The owner this change expects.
         expect: String,
     },
+    /// Replication to other sites: the change feed's own state (cursors, origins of
+    /// remote changes), applied by `super::feed`; changes no record.
+    Feed(super::feed::FeedCommand),
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     Remove {
         /// The key.
@@ -162,9 +165,10 @@ impl Command {
             | Command::Relocate { key, .. }
             | Command::SetMd5 { key, .. }
             | Command::Remove { key, .. } => key,
-            Command::SetVolumes { .. } | Command::RetireMember { .. } | Command::SetJob { .. } => {
-                b""
-            }
+            Command::SetVolumes { .. }
+            | Command::RetireMember { .. }
+            | Command::SetJob { .. }
+            | Command::Feed(_) => b"",
         }
     }
 }
@@ -450,10 +454,11 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
             (_, None) => return Ok(Err(Rejection::NotFound)),
         },
-        // Handled above: it changes no record.
-        Command::SetVolumes { .. } | Command::RetireMember { .. } | Command::SetJob { .. } => {
-            return Ok(Ok(None))
-        }
+        // Handled above, or by the feed hook: it changes no record.
+        Command::SetVolumes { .. }
+        | Command::RetireMember { .. }
+        | Command::SetJob { .. }
+        | Command::Feed(_) => return Ok(Ok(None)),
         Command::Remove { expect, owner, .. } => {
             return match (&prev, state) {
                 (Some(r), _) if *owner != 0 && r.owner != *owner => Ok(Err(Rejection::Changed)),

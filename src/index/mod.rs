@@ -15,6 +15,7 @@
 
 mod command;
 mod counts;
+pub mod feed;
 mod locks;
 mod record;
 mod replicated;
@@ -485,10 +486,14 @@ fn apply_batch(
             reader: db,
             volumes: counts::VolumeDeltas::new(),
         };
-        let results = batch
-            .iter()
-            .map(|job| apply(&mut map, &job.cmd))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut feed = feed::Hook::open(&txn)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for job in batch {
+            let applied = apply(&mut map, &job.cmd)?;
+            feed.after(&job.cmd, &applied)?;
+            results.push(applied);
+        }
+        drop(feed);
         let counts = map.counts;
         let mut meta = txn.open_table(META).map_err(store_err)?;
         meta.insert(COUNTS, counts.encode().as_slice())
