@@ -240,6 +240,10 @@ async fn bidirectional_replication_makes_no_loop() {
     .await;
     // Later changes of the other site's key win there too.
     call(&b, "DELETE", "/from-a").await;
+    eventually("the delete on A", || async {
+        value(&a, "/from-a").await.is_none()
+    })
+    .await;
     put(&b, "/from-a", b"a2 from b".to_vec()).await;
     call(&a, "DELETE", "/from-b").await;
     eventually("the later changes on both sites", || async {
@@ -267,4 +271,74 @@ async fn bidirectional_replication_makes_no_loop() {
         Some(&b"a2 from b"[..])
     );
     assert_eq!(value(&a, "/from-b").await, None);
+}
+
+/// An index cluster replicating to a `hoard dev`: only the leader ships, the cursor is
+/// replicated state (every member reports the lag), and a new leader goes on from it
+/// after the old one is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_cluster_ships_from_its_leader_and_survives_its_death() {
+    use common::ha::{IndexCluster, Links};
+    let tmp = tempfile::tempdir().unwrap();
+    let pb = free_port_run(4);
+    let b = url(pb);
+    let _site_b = dev(&tmp.path().join("b"), pb, &[]);
+    let mut c = IndexCluster::start(3, 3, Links::Direct, &["--replicate-to", &b]);
+    let (leader, _) = c.leader().await;
+    c.wait_volumes_up(&c.ids()).await;
+    // Replication starts once the leader registered the target (replicated: every
+    // member shows it).
+    for id in c.ids() {
+        let u = c.url(id);
+        eventually("the target registered", || async {
+            health(&u).await["sites"][0]["lag"]["registered"] == true
+        })
+        .await;
+    }
+    let lag_everywhere = |c: &IndexCluster| {
+        let urls: Vec<String> = c.ids().iter().map(|&id| c.url(id)).collect();
+        async move {
+            for u in urls {
+                if lag_entries(&u).await != 0 {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+
+    let followers: Vec<u64> = c.ids().into_iter().filter(|&i| i != leader).collect();
+    for i in 0..10 {
+        // Through a follower too: the write is the cluster's, shipped by the leader.
+        let node = if i % 2 == 0 { leader } else { followers[0] };
+        put(
+            &c.url(node),
+            &format!("/c/{i}"),
+            format!("v{i}").into_bytes(),
+        )
+        .await;
+    }
+    eventually("the cluster's writes on B", || async {
+        value(&b, "/c/9").await.is_some() && value(&b, "/c/0").await.is_some()
+    })
+    .await;
+    eventually("lag 0 on every member", || lag_everywhere(&c)).await;
+    assert_eq!(received(&b).await, 10);
+
+    // The leader dies: the new one goes on from the replicated cursor.
+    c.kill(leader);
+    c.forget(leader);
+    let (new_leader, _) = c.wait_leader_among(&followers).await;
+    put(&c.url(new_leader), "/c/after", b"after".to_vec()).await;
+    eventually("the new leader's shipping", || async {
+        value(&b, "/c/after").await.as_deref() == Some(b"after")
+    })
+    .await;
+    eventually("lag 0 on every member", || lag_everywhere(&c)).await;
+    // Each change arrived once: nothing shipped twice, by two members or from scratch.
+    assert_eq!(received(&b).await, 11);
+    for i in 0..10 {
+        let want = format!("v{i}").into_bytes();
+        assert_eq!(value(&b, &format!("/c/{i}")).await, Some(want));
+    }
 }

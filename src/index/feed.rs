@@ -6,7 +6,8 @@
 //! travel in Raft snapshots (see [`export`], [`Importer`]):
 //!
 //! * `feed`: `seq → (commit ms, key)`, one entry per successful `Commit`, `Unlink` and
-//!   `BeginDelete` of a *local* change, in commit order. Appended only while at least
+//!   `BeginDelete` of a *local* change (and per rollback of a failed write, which
+//!   leaves the key absent), in commit order. Appended only while at least
 //!   one target has a cursor (a store that replicates nowhere pays nothing). An entry
 //!   says "this key changed"; the shipper sends the key's state *at shipping time*.
 //! * `sites`: `"id"` → this site's id (random, set once); `"last"` → the last seq
@@ -233,13 +234,23 @@ impl<'txn> Hook<'txn> {
                 (key, *now_ms, false)
             }
             (Command::BeginDelete { key, now_ms, .. }, _) => (key, *now_ms, true),
+            // A failed write rolled back: the key is gone here (a failed replacing
+            // write leaves it absent), so the other sites must drop it too.
+            (Command::Remove { key, .. }, Ok(Some(prev))) if prev.state == State::Writing => {
+                (key, prev.changed_ms, true)
+            }
             _ => return Ok(()),
         };
+        let rollback = matches!(cmd, Command::Remove { .. });
         let stored = self
             .versions
             .get(key.as_slice())
             .map_err(store_err)?
             .and_then(|v| version_of(v.value()));
+        if rollback && stored.as_ref().is_some_and(|v| v.pending) {
+            // A remote write that failed: its receiver withdraws the announcement.
+            return Ok(());
+        }
         if let Some(v) = stored.filter(|v| v.pending) {
             let applied_ms = if deleting { 0 } else { ms };
             return self.put_version(

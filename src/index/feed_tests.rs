@@ -123,6 +123,25 @@ async fn feed_records_local_changes_only_while_a_target_exists() {
     assert_eq!(index.site_origin(b"/r").unwrap().unwrap().site, "");
     assert_eq!(index.feed_after(2, 10).unwrap().len(), 1);
 
+    // A failed write rolled back leaves the key absent: fed, with a tombstone.
+    let begin = Command::Begin {
+        key: b"/failed".to_vec(),
+        volumes: vec!["a:1".into()],
+        now_ms: 14,
+        owner: 0,
+        replace: true,
+    };
+    index.apply(begin).await.unwrap().unwrap();
+    let rollback = Command::Remove {
+        key: b"/failed".to_vec(),
+        expect: State::Writing,
+        owner: 0,
+    };
+    index.apply(rollback).await.unwrap().unwrap();
+    let last = index.feed_after(3, 10).unwrap();
+    assert_eq!((last.len(), last[0].ms), (1, 14));
+    assert!(index.site_origin(b"/failed").unwrap().unwrap().deleted);
+
     // Advancing trims what every target acknowledged; the seq keeps counting.
     feed(
         &index,
@@ -141,7 +160,7 @@ async fn feed_records_local_changes_only_while_a_target_exists() {
         },
     )
     .await;
-    assert_eq!(index.feed_position(&target).unwrap(), (3, Some(2)));
+    assert_eq!(index.feed_position(&target).unwrap(), (4, Some(2)));
     feed(
         &index,
         FeedCommand::DropTarget {

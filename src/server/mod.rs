@@ -241,12 +241,13 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         series: ui::series::Series::default(),
         sites: Arc::default(),
     });
-    let shipper = crate::sites::spawn(
+    let shipper = crate::sites::start(
         Arc::clone(&app.store),
         app.raft.clone(),
         app.cfg.sites.clone(),
         Arc::clone(&app.sites),
-    );
+    )
+    .await?;
     let sampler = ui::series::spawn(Arc::downgrade(&app));
     let supervisor = app
         .raft

@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use crate::index::feed::FeedCommand;
 use crate::index::{now_ms, Command, Index, IndexError};
 
-pub use ship::spawn;
+pub use ship::start;
 
 /// URL path prefix of the receiving endpoint; the key follows.
 pub const APPLY_PATH: &str = "/-/sites/apply";
@@ -111,6 +111,8 @@ impl Status {
 /// How far a target is behind, from the replicated feed (any member can tell).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Lag {
+    /// The target has a cursor: changes are being recorded for it.
+    pub registered: bool,
     /// Feed entries not yet acknowledged.
     pub entries: u64,
     /// Age of the oldest of them, seconds (0 when none).
@@ -120,12 +122,14 @@ pub struct Lag {
 /// `target`'s lag.
 pub fn lag(index: &Index, target: &str) -> Result<Lag, IndexError> {
     let (last, cursor) = index.feed_position(target)?;
+    let cursor_set = cursor.is_some();
     let cursor = cursor.unwrap_or(last);
     let oldest = index.feed_after(cursor, 1)?;
     let seconds = oldest
         .first()
         .map_or(0.0, |e| now_ms().saturating_sub(e.ms) as f64 / 1000.0);
     Ok(Lag {
+        registered: cursor_set,
         entries: last.saturating_sub(cursor),
         seconds,
     })

@@ -44,7 +44,7 @@ pub async fn handle(store: &Arc<Store>, req: Request) -> Response {
     let raw = req.uri().path()[super::APPLY_PATH.len()..].to_string();
     let key = match crate::key::parse(&raw).map_err(StoreError::from) {
         Ok(k) => k,
-        Err(e) => return refuse(store, req, e).await,
+        Err(e) => return refuse(req, e).await,
     };
     let outcome = match *req.method() {
         Method::GET => return held(store, &key).await,
@@ -63,8 +63,7 @@ pub async fn handle(store: &Arc<Store>, req: Request) -> Response {
     }
 }
 
-async fn refuse(store: &Arc<Store>, req: Request, e: StoreError) -> Response {
-    let _ = store;
+async fn refuse(req: Request, e: StoreError) -> Response {
     let (parts, body) = req.into_parts();
     crate::http::drain_rejected(&parts.headers, body.into_data_stream()).await;
     error(&e)

@@ -30,22 +30,30 @@ use crate::store::Store;
 const BATCH: usize = 64;
 /// Pause when the feed is drained.
 const IDLE: Duration = Duration::from_millis(200);
+/// How often a member that does not lead checks whether it does now.
+const LEADER_POLL: Duration = Duration::from_millis(250);
 
 /// Starts the shippers: while this server leads (always, without an index cluster),
-/// it drops the cursors of targets no longer configured, then ships to each target.
-pub fn spawn(
+/// it drops the cursors of targets no longer configured, registers the configured ones
+/// (a cursor from the current end of the feed on), then ships to each target. Without
+/// an index cluster the targets are registered before this returns, so no change the
+/// server accepts afterwards is missed.
+pub async fn start(
     store: Arc<Store>,
     raft: Option<Arc<RaftNode>>,
     cfg: SitesConfig,
     status: Arc<Status>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    if raft.is_none() {
+        register(&store, &cfg.targets).await?;
+    }
+    Ok(tokio::spawn(async move {
         let leading = || raft.as_ref().is_none_or(|r| r.is_leader());
         while !leading() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(LEADER_POLL).await;
         }
-        if let Err(e) = forget_old_targets(&store, &cfg.targets).await {
-            tracing::warn!("sites: dropping old targets: {e}");
+        if let Err(e) = register(&store, &cfg.targets).await {
+            tracing::warn!("sites: registering targets: {e}");
         }
         let http = match http_client() {
             Ok(c) => c,
@@ -72,7 +80,24 @@ pub fn spawn(
             });
         }
         while tasks.join_next().await.is_some() {}
-    })
+    }))
+}
+
+/// Drops the cursors of targets no longer configured, then makes sure every configured
+/// target has one (and that this site has an id).
+async fn register(store: &Store, targets: &[String]) -> anyhow::Result<()> {
+    forget_old_targets(store, targets).await?;
+    if targets.is_empty() {
+        return Ok(());
+    }
+    super::site_id(&store.index).await?;
+    for target in targets {
+        let add = FeedCommand::AddTarget {
+            target: target.clone(),
+        };
+        let _ = store.index.apply(Command::Feed(add)).await?;
+    }
+    Ok(())
 }
 
 fn http_client() -> reqwest::Result<reqwest::Client> {
@@ -123,7 +148,7 @@ impl Shipper {
         loop {
             if !leading() {
                 registered = false;
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(LEADER_POLL).await;
                 continue;
             }
             let step = async {
@@ -141,6 +166,8 @@ impl Shipper {
                 Ok(true) => backoff = Duration::from_millis(250),
                 Ok(false) => tokio::time::sleep(IDLE).await,
                 Err(e) => {
+                    // Register again before the retry (a no-op while the cursor exists).
+                    registered = false;
                     tracing::warn!("sites: shipping to {}: {e}", self.target);
                     self.status.update(&self.target, |s| {
                         s.errors += 1;
