@@ -342,3 +342,38 @@ async fn an_index_cluster_ships_from_its_leader_and_survives_its_death() {
         assert_eq!(value(&b, &format!("/c/{i}")).await, Some(want));
     }
 }
+
+/// One key written on both sites while they cannot talk: once they can, both hold the
+/// later write (last writer wins by origin commit time), whichever ships first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_writes_converge_to_the_later_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, pb) = two_ports();
+    let (a, b) = (url(pa), url(pb));
+    let mut site_a = dev(
+        &tmp.path().join("a"),
+        pa,
+        &["--replicate-to".into(), b.clone()],
+    );
+    let mut site_b = dev(
+        &tmp.path().join("b"),
+        pb,
+        &["--replicate-to".into(), a.clone()],
+    );
+    // Each site writes the key while the other is down: A first, B later.
+    site_b.kill();
+    put(&a, "/x", b"older, from A".to_vec()).await;
+    site_a.kill();
+    site_b.restart();
+    wait_http(&format!("{b}/-/health"));
+    put(&b, "/x", b"later, from B".to_vec()).await;
+    site_a.restart();
+    wait_http(&format!("{a}/-/health"));
+    eventually("both sites caught up", || async {
+        lag_entries(&a).await == 0 && lag_entries(&b).await == 0
+    })
+    .await;
+    let later = Some(b"later, from B".to_vec());
+    assert_eq!(value(&a, "/x").await, later);
+    assert_eq!(value(&b, "/x").await, later);
+}
