@@ -259,6 +259,13 @@ pub struct DevArgs {
     /// The value cache (`--cache-size`).
     #[command(flatten)]
     pub cache: crate::store::CacheArgs,
+    /// Replicate every committed PUT, DELETE and UNLINK, asynchronously and in commit
+    /// order, to these other hoard stores (index server URLs, comma-separated).
+    #[arg(long, env = "HOARD_REPLICATE_TO", value_delimiter = ',')]
+    pub replicate_to: Vec<String>,
+    /// Most changes shipped per second to each --replicate-to target (0: no limit).
+    #[arg(long, env = "HOARD_REPLICATE_RATE", default_value_t = 1000)]
+    pub replicate_rate: u32,
 }
 
 /// Options of `hoard server`.
@@ -292,6 +299,13 @@ pub struct ServerArgs {
     /// up, else to any other.
     #[arg(long, env = "HOARD_ZONE")]
     pub zone: Option<String>,
+    /// Replicate every committed PUT, DELETE and UNLINK, asynchronously and in commit
+    /// order, to these other hoard stores (index server URLs, comma-separated).
+    #[arg(long, env = "HOARD_REPLICATE_TO", value_delimiter = ',')]
+    pub replicate_to: Vec<String>,
+    /// Most changes shipped per second to each --replicate-to target (0: no limit).
+    #[arg(long, env = "HOARD_REPLICATE_RATE", default_value_t = 1000)]
+    pub replicate_rate: u32,
     /// Safety: write quorum, auth, TLS, rate limit, timeouts.
     #[command(flatten)]
     pub safety: crate::server::SafetyArgs,

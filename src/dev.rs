@@ -66,6 +66,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         safety: crate::server::SafetyConfig::default(),
         cluster: None,
         zone: None,
+        sites: crate::sites::SitesConfig::parse(&args.replicate_to, args.replicate_rate, None)?,
     };
     let started = crate::server::start(cfg, &args.data.join("index")).await?;
     eprintln!(

@@ -14,6 +14,7 @@
 //! * [`config`] — the optional TOML file behind `--config`.
 //! * [`bench`] — `hoard bench`: load generators that drive a running store.
 //! * [`store`] — the store core every front-end calls: writes, deletes, reads, listings.
+//! * [`sites`] — asynchronous replication to other stores: shipper and receiver.
 //! * [`client`] — `hoard put|get|rm|unlink|ls|stat|cp`: the HTTP client side.
 //! * [`jsonapi`] — minivault's JSON interface (`--json-port`), a front-end on the store.
 //! * [`proto`] — minivault's binary protocol (`--tcp-port`), a front-end on the store.
@@ -40,6 +41,7 @@ pub mod ratelimit;
 pub mod replica;
 pub mod s3;
 pub mod server;
+pub mod sites;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -17,6 +17,8 @@
 //! | `hoard_job_running`, `hoard_job_progress`, `hoard_job_eta_seconds` | gauge | kind, counter |
 //! | `hoard_list_records_examined_total` | counter | |
 //! | `hoard_list_streams` | gauge | |
+//! | `hoard_site_lag_entries`, `hoard_site_lag_seconds` | gauge | target |
+//! | `hoard_site_received_total` | counter | result |
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -245,6 +247,19 @@ fn describe() {
         "hoard_job_eta_seconds",
         Unit::Seconds,
         "Estimated time left of the running or last background job"
+    );
+    describe_gauge!(
+        "hoard_site_lag_entries",
+        "Changes not yet acknowledged by a --replicate-to target"
+    );
+    describe_gauge!(
+        "hoard_site_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest change not yet acknowledged by a --replicate-to target"
+    );
+    describe_counter!(
+        "hoard_site_received_total",
+        "Changes received from other sites: applied, superseded (older or already held), failed"
     );
 }
 

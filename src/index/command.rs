@@ -155,6 +155,9 @@ pub enum Command {
         #[serde(default)]
         if_absent: bool,
     },
+    /// Replication to other sites: the change feed's own state (cursors, origins of
+    /// remote changes), applied by `super::feed`; changes no record.
+    Feed(super::feed::FeedCommand),
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     Remove {
         /// The key.
@@ -183,7 +186,8 @@ impl Command {
             Command::SetVolumes { .. }
             | Command::RetireMember { .. }
             | Command::SetJob { .. }
-            | Command::SetFrontend { .. } => b"",
+            | Command::SetFrontend { .. }
+            | Command::Feed(_) => b"",
         }
     }
 }
@@ -492,11 +496,12 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
             (_, None) => return Ok(Err(Rejection::NotFound)),
         },
-        // Handled above: they change no record.
+        // Handled above, or by the feed hook: they change no record.
         Command::SetVolumes { .. }
         | Command::RetireMember { .. }
         | Command::SetJob { .. }
-        | Command::SetFrontend { .. } => return Ok(Ok(None)),
+        | Command::SetFrontend { .. }
+        | Command::Feed(_) => return Ok(Ok(None)),
         Command::Remove { expect, owner, .. } => {
             return match (&prev, state) {
                 (Some(r), _) if *owner != 0 && r.owner != *owner => Ok(Err(Rejection::Changed)),

@@ -19,6 +19,7 @@
 
 mod command;
 mod counts;
+pub mod feed;
 mod frontend;
 mod locks;
 mod record;
@@ -491,10 +492,14 @@ fn apply_batch(
             reader: db,
             volumes: counts::VolumeDeltas::new(),
         };
-        let results = batch
-            .iter()
-            .map(|job| apply(&mut map, &job.cmd))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut feed = feed::Hook::open(&txn)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for job in batch {
+            let applied = apply(&mut map, &job.cmd)?;
+            feed.after(&job.cmd, &applied)?;
+            results.push(applied);
+        }
+        drop(feed);
         let durable = batch
             .iter()
             .zip(&results)

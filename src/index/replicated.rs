@@ -103,13 +103,19 @@ impl Index {
                 reader: &self.db,
                 volumes: super::counts::VolumeDeltas::new(),
             };
+            let mut feed = super::feed::Hook::open(&txn)?;
             let mut results = Vec::with_capacity(batch.len());
             for cmd in batch {
                 results.push(match cmd {
-                    Some(cmd) => Some(apply(&mut map, cmd)?),
+                    Some(cmd) => {
+                        let applied = apply(&mut map, cmd)?;
+                        feed.after(cmd, &applied)?;
+                        Some(applied)
+                    }
                     None => None,
                 });
             }
+            drop(feed);
             let after = map.counts;
             let mut meta = txn.open_table(META).map_err(store_err)?;
             meta.insert(super::COUNTS, after.encode().as_slice())
@@ -167,6 +173,15 @@ impl Index {
                 }
             }
         }
+        // The change feed's tables (`super::feed`), as items of their own prefixes.
+        super::feed::export(&txn, &mut |key: &[u8], value: &[u8]| {
+            for part in [key, value] {
+                out.write_all(&(part.len() as u32).to_le_bytes())
+                    .map_err(io)?;
+                out.write_all(part).map_err(io)?;
+            }
+            Ok(())
+        })?;
         let table = txn.open_table(KEYS).map_err(store_err)?;
         let mut n = 0;
         for item in table.iter().map_err(store_err)? {
@@ -218,8 +233,12 @@ impl Index {
         {
             txn.delete_table(KEYS).map_err(store_err)?;
             let mut table = txn.open_table(KEYS).map_err(store_err)?;
+            let mut feed = super::feed::Importer::open(&txn)?;
             while let Some(key) = read_item(input)? {
                 let value = read_item(input)?.ok_or_else(|| snapshot_err("record missing"))?;
+                if feed.item(&key, &value)? {
+                    continue;
+                }
                 if let Some(name) = key.strip_prefix(b"\0") {
                     let name = String::from_utf8(name.to_vec())
                         .ok()
@@ -292,6 +311,7 @@ fn read_item(input: &mut impl Read) -> Result<Option<Vec<u8>>, IndexError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::feed::FeedCommand;
     use crate::index::State;
 
     #[tokio::test]
@@ -328,11 +348,21 @@ mod tests {
         source
             .apply_committed(&[frontend("s3/bucket/kept", "1")], &[])
             .unwrap();
+        let feed = |f| Some(Command::Feed(f));
+        let add = feed(FeedCommand::AddTarget {
+            target: "http://b".into(),
+        });
+        let id = feed(FeedCommand::SetSiteId {
+            id: "site-a".into(),
+        });
         let out = source
-            .apply_committed(&[begin("/a"), None, begin("/b"), commit, retire], &state)
+            .apply_committed(
+                &[add, id, begin("/a"), None, begin("/b"), commit, retire],
+                &state,
+            )
             .unwrap();
-        assert_eq!(out[1], None);
-        assert!(matches!(out[3], Some(Ok(Some(_)))));
+        assert_eq!(out[3], None);
+        assert!(matches!(out[5], Some(Ok(Some(_)))));
         assert_eq!(source.meta("raft_applied").unwrap().unwrap(), b"3");
         let mut file = Vec::new();
         let (n, meta) = source.export(&mut file, &["raft_applied", "nope"]).unwrap();
@@ -344,8 +374,9 @@ mod tests {
             owner: "1/1".into(),
             expect: String::new(),
         };
+        let other_id = Some(Command::Feed(FeedCommand::SetSiteId { id: "b".into() }));
         target
-            .apply_committed(&[begin("/old"), Some(job)], &[])
+            .apply_committed(&[begin("/old"), Some(job), other_id], &[])
             .unwrap();
         assert_eq!(target.job().unwrap().1, "1/1");
         target
@@ -367,6 +398,12 @@ mod tests {
         // Front-end entries travel with the snapshot and replace the target's.
         assert_eq!(target.frontend("s3/bucket/kept").unwrap().unwrap(), b"1");
         assert_eq!(target.frontend("s3/bucket/gone").unwrap(), None);
+        // So does the change feed: entries, cursors, site id.
+        let entries = target.feed_after(0, 10).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!((entries[0].seq, entries[0].key.as_slice()), (1, &b"/a"[..]));
+        assert_eq!(target.feed_position("http://b").unwrap(), (1, Some(0)));
+        assert_eq!(target.site_id().unwrap().as_deref(), Some("site-a"));
         // A truncated snapshot is refused, and the index is left as it was.
         let cut = &file[..file.len() - 3];
         assert!(target.import(&mut &cut[..], &[]).is_err());

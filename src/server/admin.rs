@@ -34,6 +34,18 @@ struct HealthReport {
     /// This member's Raft state, in an index cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     raft: Option<crate::raft::RaftStatus>,
+    /// Replication to other sites, per `--replicate-to` target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sites: Vec<SiteHealth>,
+}
+
+/// One `--replicate-to` target in `GET /-/health`.
+#[derive(serde::Serialize)]
+struct SiteHealth {
+    target: String,
+    lag: crate::sites::Lag,
+    #[serde(flatten)]
+    status: crate::sites::TargetStatus,
 }
 
 /// One volume server in `GET /-/health`.
@@ -71,6 +83,9 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
         (true, "/-/health") => health(app),
         (true, "/-/health/ready") => ready(app),
         (true, "/-/metrics") => metrics(app),
+        (_, path) if path.starts_with(crate::sites::APPLY_PATH) => {
+            crate::sites::receive::handle(&app.store, req).await
+        }
         (false, path) if path.starts_with("/-/raft/") => match &app.raft {
             Some(node) => {
                 let name = path.trim_start_matches("/-/raft/").to_string();
@@ -127,6 +142,17 @@ fn health(app: &App) -> Response {
         zone: app.cfg.zone.clone(),
         zones,
         raft: app.raft.as_ref().map(|r| r.status()),
+        sites: app
+            .cfg
+            .sites
+            .targets
+            .iter()
+            .map(|t| SiteHealth {
+                target: t.clone(),
+                lag: crate::sites::lag(&app.store.index, t).unwrap_or_default(),
+                status: app.sites.get(t),
+            })
+            .collect(),
     })
     .into_response()
 }
@@ -163,6 +189,7 @@ fn metrics(app: &App) -> Response {
     metrics::gauge!("hoard_writes_in_flight").set(app.store.locks.len() as f64);
     zone_metrics(app);
     job_metrics(app);
+    crate::sites::observe(&app.store.index, &app.cfg.sites.targets);
     crate::telemetry::response()
 }
 

@@ -57,12 +57,16 @@ pub struct ServerConfig {
     pub cluster: Option<crate::raft::ClusterConfig>,
     /// This server's zone (`--zone`): reads prefer replicas there.
     pub zone: Option<String>,
+    /// Replication to other sites (`--replicate-to`).
+    pub sites: crate::sites::SitesConfig,
 }
 
 impl ServerConfig {
     /// The configuration described by `hoard server`'s flags.
     pub fn from_args(args: &ServerArgs, verbose: bool) -> anyhow::Result<Self> {
         let placement = args.placement.build()?;
+        let safety = SafetyConfig::from_args(&args.safety, args.placement.replicas)?;
+        let token = safety.auth.token();
         Ok(ServerConfig {
             placement,
             fallback: args.fallback.clone(),
@@ -70,7 +74,7 @@ impl ServerConfig {
             md5sum: args.md5sum,
             voltimeout: args.voltimeout,
             verbose,
-            safety: SafetyConfig::from_args(&args.safety, args.placement.replicas)?,
+            safety,
             cluster: args.cluster.build()?.map(|mut c| {
                 // Members talk to each other as clients do: HTTPS when the server
                 // serves it, trusting --tls-ca.
@@ -84,6 +88,11 @@ impl ServerConfig {
                 }
                 z => z.clone(),
             },
+            sites: crate::sites::SitesConfig::parse(
+                &args.replicate_to,
+                args.replicate_rate,
+                token,
+            )?,
         })
     }
 
@@ -120,6 +129,8 @@ pub struct App {
     pub raft: Option<Arc<crate::raft::RaftNode>>,
     /// The dashboard's chart samples (bounded ring).
     pub series: ui::series::Series,
+    /// Shipping counters per `--replicate-to` target.
+    pub sites: Arc<crate::sites::Status>,
 }
 
 /// A started index server: its state and its background prober.
@@ -133,6 +144,8 @@ pub struct Started {
     sampler: tokio::task::JoinHandle<()>,
     /// In an index cluster: keeps the cluster's job running on the leader.
     supervisor: Option<tokio::task::JoinHandle<()>>,
+    /// Ships the change feed to the `--replicate-to` targets.
+    shipper: tokio::task::JoinHandle<()>,
 }
 
 impl Started {
@@ -141,6 +154,8 @@ impl Started {
     pub async fn shutdown(mut self, grace: Duration) {
         self.prober.abort();
         self.sampler.abort();
+        self.shipper.abort();
+        let _ = (&mut self.shipper).await;
         if let Some(s) = &self.supervisor {
             s.abort();
         }
@@ -231,7 +246,15 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         membership,
         raft,
         series: ui::series::Series::default(),
+        sites: Arc::default(),
     });
+    let shipper = crate::sites::start(
+        Arc::clone(&app.store),
+        app.raft.clone(),
+        app.cfg.sites.clone(),
+        Arc::clone(&app.sites),
+    )
+    .await?;
     let sampler = ui::series::spawn(Arc::downgrade(&app));
     let supervisor = app
         .raft
@@ -253,6 +276,7 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         upkeep,
         sampler,
         supervisor,
+        shipper,
     })
 }
 

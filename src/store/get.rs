@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 
 use super::{Store, StoreError};
-use crate::index::Record;
+use crate::index::{Record, State};
 use crate::placement::server_of;
 use crate::replica::VolumeClient;
 
@@ -49,6 +49,26 @@ impl Store {
     /// range outside the value, [`StoreError::Unavailable`] when no replica answers.
     pub async fn open(&self, key: &[u8], range: Option<Range<u64>>) -> Result<Opened, StoreError> {
         let record = self.record(key)?.ok_or(StoreError::NotFound)?;
+        self.open_record(key, record, range).await
+    }
+
+    /// [`Store::open`] of a live *or unlinked* value (replication to another site ships
+    /// unlinked values too).
+    pub async fn open_stored(&self, key: &[u8]) -> Result<Opened, StoreError> {
+        let record = self
+            .index
+            .get(key)?
+            .filter(|r| matches!(r.state, State::Live | State::Unlinked))
+            .ok_or(StoreError::NotFound)?;
+        self.open_record(key, record, None).await
+    }
+
+    async fn open_record(
+        &self,
+        key: &[u8],
+        record: Record,
+        range: Option<Range<u64>>,
+    ) -> Result<Opened, StoreError> {
         let range = range.unwrap_or(0..record.size);
         if range.start > range.end || range.end > record.size {
             return Err(StoreError::Invalid(format!(

@@ -1,0 +1,535 @@
+//! The change feed: what asynchronous replication to other sites (`crate::sites`) ships.
+//!
+//! Three tables in the index's own redb file, written in the same transaction as the
+//! command that caused them — by the single server's writer and by
+//! `Index::apply_committed` alike, so in an index cluster they are replicated state and
+//! travel in Raft snapshots (see [`export`], [`Importer`]):
+//!
+//! * `feed`: `seq → (commit ms, key)`, one entry per successful `Commit`, `Unlink` and
+//!   `BeginDelete` of a *local* change (and per rollback of a failed write, which
+//!   leaves the key absent), in commit order. Appended only while at least
+//!   one target has a cursor (a store that replicates nowhere pays nothing). An entry
+//!   says "this key changed"; the shipper sends the key's state *at shipping time*.
+//! * `sites`: `"id"` → this site's id (random, set once); `"last"` → the last seq
+//!   given; `"cursor:<target>"` → the last seq that target acknowledged. Entries at or
+//!   below the lowest cursor are trimmed, a bounded number per [`FeedCommand::Advance`].
+//! * `site_versions`: `key → Version`: the origin of the key's current state when it
+//!   came from another site (origin site, origin commit ms), and local deletes' times
+//!   (tombstones) while the feed is on. Last writer wins by `(ms, site id)`.
+//!
+//! A change applied on behalf of another site is announced first by
+//! [`FeedCommand::Expect`]: the next `Commit`/`Unlink`/`BeginDelete` of that key then
+//! records the remote version instead of a feed entry, so it is never shipped on (no
+//! loops between sites replicating to each other).
+
+use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::{store_err, Applied, Command, IndexError, Record, State};
+
+const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed");
+const SITES: TableDefinition<&str, &[u8]> = TableDefinition::new("sites");
+const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("site_versions");
+
+const ID: &str = "id";
+const LAST: &str = "last";
+const CURSOR: &str = "cursor:";
+/// Most feed entries one `Advance` trims.
+const TRIM_BATCH: usize = 1024;
+
+/// Replication state changes, carried by `Command::Feed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FeedCommand {
+    /// Ship to `target` from the next change on (nothing if it already has a cursor).
+    AddTarget {
+        /// The target's URL.
+        target: String,
+    },
+    /// Stop shipping to `target`: its cursor is dropped.
+    DropTarget {
+        /// The target's URL.
+        target: String,
+    },
+    /// `target` acknowledged every entry up to `seq`.
+    Advance {
+        /// The target's URL.
+        target: String,
+        /// The last entry acknowledged.
+        seq: u64,
+    },
+    /// This site's id, unless one is set.
+    SetSiteId {
+        /// The id.
+        id: String,
+    },
+    /// The next change of `key` is made on behalf of another site: record `version`
+    /// (its `applied_ms` filled in then) instead of a feed entry.
+    Expect {
+        /// The key.
+        key: Vec<u8>,
+        /// Origin of the change.
+        version: Version,
+    },
+    /// Record `version` for `key` as it is (a remote change that needed no write).
+    SetVersion {
+        /// The key.
+        key: Vec<u8>,
+        /// The version.
+        version: Version,
+    },
+    /// The remote change announced by `Expect` failed: forget it.
+    Unexpect {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+/// Where a key's current state came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// Origin commit time, unix ms.
+    pub ms: u64,
+    /// Origin site id (`""`: this site).
+    pub site: String,
+    /// `changed_ms` of the record this version describes (0: the key is deleted).
+    pub applied_ms: u64,
+    /// Announced by `Expect`, not applied yet.
+    #[serde(default)]
+    pub pending: bool,
+}
+
+/// The origin of a key's current state, as the conflict rule compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Origin commit time, unix ms.
+    pub ms: u64,
+    /// Origin site id (`""`: this site).
+    pub site: String,
+    /// The key is absent (deleted, or deleting).
+    pub deleted: bool,
+}
+
+/// The origin of a key's state given its record and stored version (`None`: never seen).
+pub fn origin(record: Option<&Record>, version: Option<&Version>) -> Option<Origin> {
+    let version = version.filter(|v| !v.pending);
+    let present = record.filter(|r| matches!(r.state, State::Live | State::Unlinked));
+    match (present, version) {
+        (Some(r), Some(v)) if v.applied_ms == r.changed_ms => Some(Origin {
+            ms: v.ms,
+            site: v.site.clone(),
+            deleted: false,
+        }),
+        (Some(r), _) => Some(Origin {
+            ms: r.changed_ms,
+            site: String::new(),
+            deleted: false,
+        }),
+        (None, Some(v)) => Some(Origin {
+            ms: v.ms,
+            site: v.site.clone(),
+            deleted: true,
+        }),
+        (None, None) => None,
+    }
+}
+
+/// One change to ship.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Position in the feed.
+    pub seq: u64,
+    /// Commit time of the change, unix ms.
+    pub ms: u64,
+    /// The key that changed.
+    pub key: Vec<u8>,
+}
+
+fn encode_entry(ms: u64, key: &[u8]) -> Vec<u8> {
+    [&ms.to_le_bytes()[..], key].concat()
+}
+
+fn decode_entry(seq: u64, v: &[u8]) -> Entry {
+    let mut ms = [0u8; 8];
+    let n = v.len().min(8);
+    ms[..n].copy_from_slice(&v[..n]);
+    Entry {
+        seq,
+        ms: u64::from_le_bytes(ms),
+        key: v.get(8..).unwrap_or_default().to_vec(),
+    }
+}
+
+fn u64_of(v: &[u8]) -> u64 {
+    v.try_into().map(u64::from_le_bytes).unwrap_or(0)
+}
+
+fn version_of(v: &[u8]) -> Option<Version> {
+    serde_json::from_slice(v).ok()
+}
+
+/// The feed tables inside one write transaction; [`Hook::after`] runs after each
+/// command applied in it.
+pub(super) struct Hook<'txn> {
+    feed: Table<'txn, u64, &'static [u8]>,
+    sites: Table<'txn, &'static str, &'static [u8]>,
+    versions: Table<'txn, &'static [u8], &'static [u8]>,
+    /// Whether any target has a cursor (computed on first need).
+    enabled: Option<bool>,
+}
+
+impl<'txn> Hook<'txn> {
+    /// Opens (creating if missing) the feed tables in `txn`.
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, IndexError> {
+        Ok(Hook {
+            feed: txn.open_table(FEED).map_err(store_err)?,
+            sites: txn.open_table(SITES).map_err(store_err)?,
+            versions: txn.open_table(VERSIONS).map_err(store_err)?,
+            enabled: None,
+        })
+    }
+
+    fn enabled(&mut self) -> Result<bool, IndexError> {
+        if let Some(e) = self.enabled {
+            return Ok(e);
+        }
+        let e = self
+            .sites
+            .range::<&str>(CURSOR.."cursor;")
+            .map_err(store_err)?
+            .next()
+            .is_some();
+        self.enabled = Some(e);
+        Ok(e)
+    }
+
+    fn put_version(&mut self, key: &[u8], v: &Version) -> Result<(), IndexError> {
+        let json = serde_json::to_vec(v).unwrap_or_default();
+        self.versions
+            .insert(key, json.as_slice())
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    fn get_u64(&self, name: &str) -> Result<Option<u64>, IndexError> {
+        Ok(self
+            .sites
+            .get(name)
+            .map_err(store_err)?
+            .map(|v| u64_of(v.value())))
+    }
+
+    fn set_u64(&mut self, name: &str, n: u64) -> Result<(), IndexError> {
+        self.sites
+            .insert(name, &n.to_le_bytes()[..])
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Records what `cmd`, applied with `outcome`, means for the feed.
+    pub(super) fn after(&mut self, cmd: &Command, outcome: &Applied) -> Result<(), IndexError> {
+        let (key, ms, deleting) = match (cmd, outcome) {
+            (Command::Feed(f), _) => return self.feed_command(f),
+            (_, Err(_)) => return Ok(()),
+            (Command::Commit { key, now_ms, .. } | Command::Unlink { key, now_ms }, _) => {
+                (key, *now_ms, false)
+            }
+            (Command::BeginDelete { key, now_ms, .. }, _) => (key, *now_ms, true),
+            // A failed write rolled back: the key is gone here (a failed replacing
+            // write leaves it absent), so the other sites must drop it too.
+            (Command::Remove { key, .. }, Ok(Some(prev))) if prev.state == State::Writing => {
+                (key, prev.changed_ms, true)
+            }
+            _ => return Ok(()),
+        };
+        let rollback = matches!(cmd, Command::Remove { .. });
+        let stored = self
+            .versions
+            .get(key.as_slice())
+            .map_err(store_err)?
+            .and_then(|v| version_of(v.value()));
+        if rollback && stored.as_ref().is_some_and(|v| v.pending) {
+            // A remote write that failed: its receiver withdraws the announcement.
+            return Ok(());
+        }
+        if let Some(v) = stored.filter(|v| v.pending) {
+            let applied_ms = if deleting { 0 } else { ms };
+            return self.put_version(
+                key,
+                &Version {
+                    applied_ms,
+                    pending: false,
+                    ..v
+                },
+            );
+        }
+        if !self.enabled()? {
+            return Ok(());
+        }
+        if deleting {
+            let tombstone = Version {
+                ms,
+                site: String::new(),
+                applied_ms: 0,
+                pending: false,
+            };
+            self.put_version(key, &tombstone)?;
+        }
+        let seq = self.get_u64(LAST)?.unwrap_or(0) + 1;
+        self.set_u64(LAST, seq)?;
+        self.feed
+            .insert(seq, encode_entry(ms, key).as_slice())
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    fn feed_command(&mut self, f: &FeedCommand) -> Result<(), IndexError> {
+        match f {
+            FeedCommand::AddTarget { target } => {
+                let name = format!("{CURSOR}{target}");
+                if self.get_u64(&name)?.is_none() {
+                    let last = self.get_u64(LAST)?.unwrap_or(0);
+                    self.set_u64(&name, last)?;
+                    self.enabled = Some(true);
+                }
+            }
+            FeedCommand::DropTarget { target } => {
+                self.sites
+                    .remove(format!("{CURSOR}{target}").as_str())
+                    .map_err(store_err)?;
+                self.enabled = None;
+                self.trim()?;
+            }
+            FeedCommand::Advance { target, seq } => {
+                let name = format!("{CURSOR}{target}");
+                // Only a target that is still configured, and only forward.
+                if let Some(current) = self.get_u64(&name)? {
+                    if *seq > current {
+                        self.set_u64(&name, *seq)?;
+                        self.trim()?;
+                    }
+                }
+            }
+            FeedCommand::SetSiteId { id } => {
+                if self.sites.get(ID).map_err(store_err)?.is_none() {
+                    self.sites.insert(ID, id.as_bytes()).map_err(store_err)?;
+                }
+            }
+            FeedCommand::Expect { key, version } => {
+                let v = Version {
+                    pending: true,
+                    ..version.clone()
+                };
+                self.put_version(key, &v)?;
+            }
+            FeedCommand::SetVersion { key, version } => self.put_version(key, version)?,
+            FeedCommand::Unexpect { key } => {
+                let pending = self
+                    .versions
+                    .get(key.as_slice())
+                    .map_err(store_err)?
+                    .and_then(|v| version_of(v.value()))
+                    .is_some_and(|v| v.pending);
+                if pending {
+                    self.versions.remove(key.as_slice()).map_err(store_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops up to [`TRIM_BATCH`] entries every target has acknowledged (all of them
+    /// when there is no target).
+    fn trim(&mut self) -> Result<(), IndexError> {
+        let mut low = u64::MAX;
+        for item in self
+            .sites
+            .range::<&str>(CURSOR.."cursor;")
+            .map_err(store_err)?
+        {
+            let (_, v) = item.map_err(store_err)?;
+            low = low.min(u64_of(v.value()));
+        }
+        let mut done = Vec::new();
+        for item in self.feed.range(..=low).map_err(store_err)?.take(TRIM_BATCH) {
+            done.push(item.map_err(store_err)?.0.value());
+        }
+        for seq in done {
+            self.feed.remove(seq).map_err(store_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Snapshot item key prefixes (see `Index::export`): no record key starts with NUL.
+const SNAP_FEED: &[u8] = b"\0feed:";
+const SNAP_SITE: &[u8] = b"\0site:";
+const SNAP_VERSION: &[u8] = b"\0ver:";
+
+/// Writes every feed table item to `emit` as `(snapshot key, value)`.
+pub(super) fn export(
+    txn: &redb::ReadTransaction,
+    emit: &mut impl FnMut(&[u8], &[u8]) -> Result<(), IndexError>,
+) -> Result<(), IndexError> {
+    use redb::TableError;
+    let missing = |e: &TableError| matches!(e, TableError::TableDoesNotExist(_));
+    match txn.open_table(SITES) {
+        Ok(t) => {
+            for item in t.iter().map_err(store_err)? {
+                let (k, v) = item.map_err(store_err)?;
+                emit(&[SNAP_SITE, k.value().as_bytes()].concat(), v.value())?;
+            }
+        }
+        Err(e) if missing(&e) => {}
+        Err(e) => return Err(store_err(e)),
+    }
+    match txn.open_table(FEED) {
+        Ok(t) => {
+            for item in t.iter().map_err(store_err)? {
+                let (k, v) = item.map_err(store_err)?;
+                emit(
+                    &[SNAP_FEED, &k.value().to_be_bytes()[..]].concat(),
+                    v.value(),
+                )?;
+            }
+        }
+        Err(e) if missing(&e) => {}
+        Err(e) => return Err(store_err(e)),
+    }
+    match txn.open_table(VERSIONS) {
+        Ok(t) => {
+            for item in t.iter().map_err(store_err)? {
+                let (k, v) = item.map_err(store_err)?;
+                emit(&[SNAP_VERSION, k.value()].concat(), v.value())?;
+            }
+        }
+        Err(e) if missing(&e) => {}
+        Err(e) => return Err(store_err(e)),
+    }
+    Ok(())
+}
+
+/// Replaces the feed tables from snapshot items, inside an import's transaction.
+pub(super) struct Importer<'txn>(Hook<'txn>);
+
+impl<'txn> Importer<'txn> {
+    /// Empties the feed tables of `txn`.
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, IndexError> {
+        txn.delete_table(FEED).map_err(store_err)?;
+        txn.delete_table(SITES).map_err(store_err)?;
+        txn.delete_table(VERSIONS).map_err(store_err)?;
+        Hook::open(txn).map(Importer)
+    }
+
+    /// Takes one snapshot item if it is a feed item (true), else leaves it (false).
+    pub(super) fn item(&mut self, key: &[u8], value: &[u8]) -> Result<bool, IndexError> {
+        let t = &mut self.0;
+        if let Some(name) = key.strip_prefix(SNAP_SITE) {
+            let name = std::str::from_utf8(name).unwrap_or_default();
+            t.sites.insert(name, value).map_err(store_err)?;
+        } else if let Some(seq) = key.strip_prefix(SNAP_FEED) {
+            t.feed
+                .insert(
+                    u64::from_be_bytes(seq.try_into().unwrap_or_default()),
+                    value,
+                )
+                .map_err(store_err)?;
+        } else if let Some(k) = key.strip_prefix(SNAP_VERSION) {
+            t.versions.insert(k, value).map_err(store_err)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+impl super::Index {
+    /// Up to `max` feed entries after `seq`, in order.
+    pub fn feed_after(&self, seq: u64, max: usize) -> Result<Vec<Entry>, IndexError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let Some(table) = open_read(&txn, FEED)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in table.range(seq + 1..).map_err(store_err)?.take(max) {
+            let (k, v) = item.map_err(store_err)?;
+            out.push(decode_entry(k.value(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// The last seq given, and `target`'s cursor (`None`: not a target).
+    pub fn feed_position(&self, target: &str) -> Result<(u64, Option<u64>), IndexError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let Some(sites) = open_read(&txn, SITES)? else {
+            return Ok((0, None));
+        };
+        let get = |name: &str| -> Result<Option<u64>, IndexError> {
+            Ok(sites
+                .get(name)
+                .map_err(store_err)?
+                .map(|v| u64_of(v.value())))
+        };
+        Ok((get(LAST)?.unwrap_or(0), get(&format!("{CURSOR}{target}"))?))
+    }
+
+    /// Every target with a cursor.
+    pub fn feed_targets(&self) -> Result<Vec<String>, IndexError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let Some(sites) = open_read(&txn, SITES)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in sites.range::<&str>(CURSOR.."cursor;").map_err(store_err)? {
+            let (k, _) = item.map_err(store_err)?;
+            out.push(k.value().trim_start_matches(CURSOR).to_string());
+        }
+        Ok(out)
+    }
+
+    /// This site's id, once set ([`FeedCommand::SetSiteId`]).
+    pub fn site_id(&self) -> Result<Option<String>, IndexError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let Some(sites) = open_read(&txn, SITES)? else {
+            return Ok(None);
+        };
+        Ok(sites
+            .get(ID)
+            .map_err(store_err)?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    }
+
+    /// The origin of `key`'s current state (see [`origin`]).
+    pub fn site_origin(&self, key: &[u8]) -> Result<Option<Origin>, IndexError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let record = match open_read(&txn, super::KEYS)? {
+            Some(t) => match t.get(key).map_err(store_err)? {
+                Some(v) => Some(super::decode(key, v.value())?),
+                None => None,
+            },
+            None => None,
+        };
+        let version = match open_read(&txn, VERSIONS)? {
+            Some(t) => t
+                .get(key)
+                .map_err(store_err)?
+                .and_then(|v| version_of(v.value())),
+            None => None,
+        };
+        Ok(origin(record.as_ref(), version.as_ref()))
+    }
+}
+
+fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, IndexError> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(store_err(e)),
+    }
+}
+
+#[cfg(test)]
+#[path = "feed_tests.rs"]
+mod tests;
