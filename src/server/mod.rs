@@ -178,6 +178,17 @@ impl Started {
                 tracing::warn!("stopping Raft: {e}");
             }
         }
+        if Arc::strong_count(&app) > 1 || Arc::strong_count(&app.store) > 1 {
+            // Writes are still running and the index stays open: make what it applied
+            // so far durable anyway (commits that could skip their fsync, such as the
+            // intents of these very writes, which repair must find).
+            let index = app.store.index.clone();
+            match tokio::task::spawn_blocking(move || index.sync()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("syncing the index at shutdown: {e}"),
+                Err(e) => tracing::warn!("syncing the index at shutdown: {e}"),
+            }
+        }
         match Arc::try_unwrap(app).map(|app| Arc::try_unwrap(app.store)) {
             Ok(Ok(store)) => store.index.close(),
             _ => tracing::warn!(
