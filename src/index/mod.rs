@@ -13,6 +13,7 @@
 //! which [`Index::recovered`] reports. (redb's own repair callback is not called with
 //! quick-repair on, which recovers such a file without a scan.)
 
+mod bulk;
 mod command;
 mod counts;
 mod locks;
@@ -20,6 +21,7 @@ mod record;
 mod replicated;
 mod scan;
 
+pub use bulk::BulkLoad;
 pub use command::{apply, Applied, Command, RecordMap, Rejection};
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
