@@ -10,6 +10,7 @@
 //! * [`redirect`] — closed-loop GETs answered by a redirect (existing key) or a 404.
 //! * [`large`] — PUT and GET of large values, with the index server's RSS sampled.
 //! * [`baseline`] — the physical limits: one volume directly, and the raw disk.
+//! * [`scale`] — the index itself at N keys, filled through its bulk-load path.
 
 pub mod baseline;
 pub mod closed_loop;
@@ -17,6 +18,7 @@ pub mod data;
 pub mod large;
 pub mod redirect;
 pub mod report;
+pub mod scale;
 pub mod stats;
 pub mod thrasher;
 pub mod transfer;
@@ -49,6 +51,9 @@ pub enum Workload {
     /// The physical limits: PUT/GET of the same sizes straight to one volume server,
     /// and the raw disk's fdatasync write bandwidth and small-write fsync rate.
     Baseline(baseline::BaselineArgs),
+    /// The index at N keys, filled through the bulk-load path (no server): bytes per
+    /// key, open time, lookups, a full listing scan, HA snapshot export/import.
+    IndexScale(scale::IndexScaleArgs),
 }
 
 /// Options every workload that talks to the index server shares.
@@ -74,6 +79,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::GetRedirect(a) => redirect::run(a).await,
         Workload::Large(a) => large::run(a).await,
         Workload::Baseline(a) => baseline::run(a).await,
+        Workload::IndexScale(a) => scale::run(a).await,
     }
 }
 
