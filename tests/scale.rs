@@ -3,6 +3,8 @@
 //! and the scale benchmark runs at a smoke size. Value files are written straight into
 //! the volume directories of real `hoard volume` servers (the layout their listings
 //! serve), so many keys cost seconds, not HTTP PUTs.
+//!
+//! The scale benchmark, `scripts/bench-scale.sh`, runs here at a smoke size.
 
 #[macro_use]
 mod common;
@@ -141,4 +143,44 @@ fn rebuild_writes_sorted_records_with_md5() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+fn scale_benchmark_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("bench");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench-scale.sh");
+    let out = Command::new("bash")
+        .args([script, "2000", "300"])
+        .env("HOARD", hoard_bin())
+        .env("DIR", &work)
+        .env("SMALL", "500")
+        .env("DURATION", "1s")
+        .env("MEMORY_MB", "16")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench-scale.sh failed:\n{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON summary ({e}):\n{stderr}"));
+    for n in ["500", "2000"] {
+        let s = &report["sizes"][n];
+        for field in [
+            "bytes_per_key",
+            "snapshot_bytes",
+            "startup_s",
+            "get_redirect_req_per_s",
+            "http_list_keys_per_s",
+            "scan_keys_per_s",
+        ] {
+            let v = s[field].as_f64().unwrap_or(0.0);
+            assert!(v > 0.0, "{n} keys: {field} = {}: {report:#}", s[field]);
+        }
+        assert_eq!(s["get_redirect_errors"], 0, "{report:#}");
+    }
+    let rebuild = &report["rebuild"];
+    assert_eq!(rebuild["files"], 300, "{report:#}");
+    assert_eq!(rebuild["keys"], 100, "{report:#}");
+    assert!(rebuild["peak_rss_kb"].as_u64().unwrap_or(0) > 0, "{report:#}");
+    assert!(!work.exists(), "the benchmark left its data behind");
 }
