@@ -102,14 +102,25 @@ fn rebuild_writes_sorted_records_with_md5() {
     let v2 = Volume::start(Kind::Native, root.path(), "v2");
     let volumes = [v1.addr.as_str(), v2.addr.as_str()];
     let placement = Placement::new(volumes.iter().map(|v| v.to_string()).collect(), 2, 4).unwrap();
-    let dirs = [(volumes[0], v1.dir.as_path()), (volumes[1], v2.dir.as_path())];
+    let dirs = [
+        (volumes[0], v1.dir.as_path()),
+        (volumes[1], v2.dir.as_path()),
+    ];
     let keys: Vec<Vec<u8>> = (0..300).map(|i| format!("/m/{i}").into_bytes()).collect();
     for (i, key) in keys.iter().enumerate() {
         place(&placement, &dirs, key, &vec![i as u8; i]);
     }
     let db = root.path().join("db");
     // Tiny batches: many transactions, md5s read in each.
-    let args = ["--replicas", "2", "--subvolumes", "4", "--md5", "--memory-mb", "4"];
+    let args = [
+        "--replicas",
+        "2",
+        "--subvolumes",
+        "4",
+        "--md5",
+        "--memory-mb",
+        "4",
+    ];
     let (report, _) = rebuild(&db, &volumes, &args);
     assert_eq!(report["counts"]["scanned"], 300, "{report}");
     assert_eq!(report["counts"]["files_listed"], 600, "{report}");
@@ -181,6 +192,9 @@ fn scale_benchmark_smoke() {
     let rebuild = &report["rebuild"];
     assert_eq!(rebuild["files"], 300, "{report:#}");
     assert_eq!(rebuild["keys"], 100, "{report:#}");
-    assert!(rebuild["peak_rss_kb"].as_u64().unwrap_or(0) > 0, "{report:#}");
+    assert!(
+        rebuild["peak_rss_kb"].as_u64().unwrap_or(0) > 0,
+        "{report:#}"
+    );
     assert!(!work.exists(), "the benchmark left its data behind");
 }

@@ -37,7 +37,11 @@ pub struct IndexScaleArgs {
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(24..=1000))]
     pub key_len: u64,
     /// Volume servers the records point at (`host:port`, comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "10.0.0.11:3001,10.0.0.12:3001,10.0.0.13:3001")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10.0.0.11:3001,10.0.0.12:3001,10.0.0.13:3001"
+    )]
     pub volumes: Vec<String>,
     /// Replicas per record.
     #[arg(long, default_value_t = 3)]
@@ -143,7 +147,11 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
         let t = Instant::now();
         let found = index.get(&key)?;
         hist.record(t.elapsed());
-        ensure!(found.is_some(), "key {} missing", String::from_utf8_lossy(&key));
+        ensure!(
+            found.is_some(),
+            "key {} missing",
+            String::from_utf8_lossy(&key)
+        );
     }
     let lookup_s = started.elapsed().as_secs_f64();
 
@@ -213,7 +221,10 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
 
 fn table(r: &Report) -> Table {
     let mut t = Table::new(
-        format!("index at {} keys ({}-byte keys, {} replicas)", r.keys, r.key_len, r.replicas),
+        format!(
+            "index at {} keys ({}-byte keys, {} replicas)",
+            r.keys, r.key_len, r.replicas
+        ),
         &["measure", "value"],
     );
     let mut row = |a: &str, b: String| t.row(vec![a.into(), b]);
@@ -224,7 +235,10 @@ fn table(r: &Report) -> Table {
     row("lookup p99 ms", ms(r.lookup.p99_ms));
     row("lookups/s (1 thread)", rate(r.lookups_per_s));
     row("full listing scan keys/s", rate(r.scan_keys_per_s));
-    row("snapshot MB", format!("{:.1}", r.snapshot_bytes as f64 / 1e6));
+    row(
+        "snapshot MB",
+        format!("{:.1}", r.snapshot_bytes as f64 / 1e6),
+    );
     row("snapshot export s", format!("{:.2}", r.snapshot_export_s));
     if let Some(s) = r.snapshot_import_s {
         row("snapshot import s", format!("{s:.2}"));
@@ -241,6 +255,10 @@ mod tests {
         assert_eq!(key_of(7, 30), b"/bench/scale/0000000007/xxxxxx".to_vec());
         assert!(key_of(9, 50) < key_of(10, 50));
         assert!(key_of(999, 24) < key_of(1000, 24));
-        assert_eq!(key_of(1, 10).len(), 24, "never shorter than the numbered prefix");
+        assert_eq!(
+            key_of(1, 10).len(),
+            24,
+            "never shorter than the numbered prefix"
+        );
     }
 }

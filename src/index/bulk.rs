@@ -179,10 +179,16 @@ mod tests {
         let index = Index::open(dir.path()).unwrap();
         assert!(!index.recovered());
         assert_eq!(index.counts().live, 101);
-        assert_eq!(index.get(b"/k/00042").unwrap(), Some(live(&["a:1", "b:2"], 10)));
+        assert_eq!(
+            index.get(b"/k/00042").unwrap(),
+            Some(live(&["a:1", "b:2"], 10))
+        );
         assert_eq!(index.get(b"/a").unwrap(), None);
         let per_volume = index.volume_counts().unwrap();
-        assert_eq!((per_volume["a:1"].keys, per_volume["a:1"].bytes), (101, 1005));
+        assert_eq!(
+            (per_volume["a:1"].keys, per_volume["a:1"].bytes),
+            (101, 1005)
+        );
         assert_eq!(per_volume["b:2"].keys, 100);
         index.close();
         assert!(BulkLoad::create(dir.path(), 1 << 20).is_err(), "exists");

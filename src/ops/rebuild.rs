@@ -202,16 +202,22 @@ async fn list_into(
         Ok(())
     });
     let mut batch = Vec::with_capacity(budget.files_per_batch);
-    let report = walk(&client.clone(), placement.volumes(), opts.concurrency, |found| {
-        inc(&p.files_listed);
-        batch.push(found);
-        if batch.len() >= budget.files_per_batch {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(budget.files_per_batch));
-            // Blocks while the staging thread is behind: the listing waits for the disk.
-            // A send fails only if that thread stopped; its error is reported below.
-            let _ = tx.send(full);
-        }
-    })
+    let report = walk(
+        &client.clone(),
+        placement.volumes(),
+        opts.concurrency,
+        |found| {
+            inc(&p.files_listed);
+            batch.push(found);
+            if batch.len() >= budget.files_per_batch {
+                let full =
+                    std::mem::replace(&mut batch, Vec::with_capacity(budget.files_per_batch));
+                // Blocks while the staging thread is behind: the listing waits for the disk.
+                // A send fails only if that thread stopped; its error is reported below.
+                let _ = tx.send(full);
+            }
+        },
+    )
     .await;
     if !batch.is_empty() {
         let _ = tx.send(batch);
