@@ -199,6 +199,10 @@ pub struct RebuildArgs {
     /// Also read one replica of every key to record its md5 (slower: reads all data).
     #[arg(long)]
     pub md5: bool,
+    /// Memory budget in MiB for the rebuild's caches and batches (it stays within it
+    /// at any key count; the process needs a few tens of MiB more of its own).
+    #[arg(long, env = "HOARD_REBUILD_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(4..))]
+    pub memory_mb: u64,
 }
 
 /// Options of `hoard rebalance`.

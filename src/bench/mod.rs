@@ -11,6 +11,7 @@
 //! * [`large`] — PUT and GET of large values, with the index server's RSS sampled.
 //! * [`baseline`] — the physical limits: one volume directly, and the raw disk.
 //! * [`proto`] — the binary protocol (`--tcp-port`) beside HTTP, on the same store.
+//! * [`scale`] — the index itself at N keys, filled through its bulk-load path.
 
 pub mod baseline;
 pub mod closed_loop;
@@ -20,6 +21,7 @@ pub mod large;
 pub mod proto;
 pub mod redirect;
 pub mod report;
+pub mod scale;
 pub mod stats;
 pub mod thrasher;
 pub mod transfer;
@@ -55,6 +57,9 @@ pub enum Workload {
     /// The binary protocol beside HTTP: N keys through SET/PUT, GET, DELETE over each
     /// (and pipelined, zstd, straight to a volume), ops/s and latencies per phase.
     Proto(proto::ProtoBenchArgs),
+    /// The index at N keys, filled through the bulk-load path (no server): bytes per
+    /// key, open time, lookups, a full listing scan, HA snapshot export/import.
+    IndexScale(scale::IndexScaleArgs),
 }
 
 /// Options every workload that talks to the index server shares.
@@ -81,6 +86,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::Large(a) => large::run(a).await,
         Workload::Baseline(a) => baseline::run(a).await,
         Workload::Proto(a) => proto::run(a).await,
+        Workload::IndexScale(a) => scale::run(a).await,
     }
 }
 

@@ -17,6 +17,7 @@
 //! which [`Index::recovered`] reports. (redb's own repair callback is not called with
 //! quick-repair on, which recovers such a file without a scan.)
 
+mod bulk;
 mod command;
 mod counts;
 pub mod feed;
@@ -26,6 +27,7 @@ mod record;
 mod replicated;
 mod scan;
 
+pub use bulk::BulkLoad;
 pub use command::{apply, Applied, Command, RecordMap, Rejection, FRONTEND_META_PREFIX};
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};

@@ -23,6 +23,7 @@ pub mod offline;
 pub mod orphans;
 pub mod rebalance;
 pub mod rebuild;
+pub mod rebuild_stage;
 pub mod upkeep;
 pub mod verify;
 pub mod worker;

@@ -46,13 +46,26 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let opts = rebuild::Options {
         concurrency: args.cluster.concurrency,
         md5: args.md5,
+        memory: usize::try_from(args.memory_mb << 20).unwrap_or(usize::MAX),
     };
     let run = rebuild::run(client, &placement, &args.cluster.db, Arc::clone(&job), opts);
     let result = with_progress(&job, run).await;
     job.finish(&result);
     report(&job.status())?;
+    // The peak resident memory of the whole rebuild, for operators and the tests.
+    match peak_rss_kib() {
+        Some(kib) => eprintln!("peak resident memory (VmHWM): {kib} kB"),
+        None => eprintln!("peak resident memory: unknown (no /proc/self/status)"),
+    }
     result?;
     Ok(())
+}
+
+/// This process's peak resident set size in KiB (`VmHWM` of `/proc/self/status`).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `hoard rebalance`.

@@ -16,8 +16,11 @@
 //!
 //! The new index is written into an empty directory; the old one is never touched. A
 //! rebuild killed midway leaves a partial new index: delete it and run again.
+//!
+//! Memory stays within a fixed budget at any key count (see [`run`]): files found are
+//! grouped by key on disk ([`super::rebuild_stage`]), then written in key order in
+//! large transactions through the index's bulk-load path.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -25,15 +28,13 @@ use std::sync::Arc;
 use futures_util::stream::{self, StreamExt};
 
 use super::copy::hash;
-use super::listing::walk;
+use super::listing::{walk, Found};
+use super::rebuild_stage::{Seen, Stage};
 use super::worker::{inc, Job};
 use super::OpsError;
-use crate::index::{Command, Index};
+use crate::index::{BulkLoad, Record, State};
 use crate::placement::{server_of, Placement};
 use crate::replica::VolumeClient;
-
-/// Index commands in flight at once (the writer commits them in batches).
-const WRITE_CONCURRENCY: usize = 2048;
 
 /// Options of a rebuild.
 #[derive(Debug, Clone)]
@@ -42,15 +43,13 @@ pub struct Options {
     pub concurrency: usize,
     /// Read one replica of every key to record its md5.
     pub md5: bool,
+    /// Memory budget in bytes for the page caches and batches (the process also needs
+    /// a few tens of MB of its own); the rebuild stays within it at any key count.
+    pub memory: usize,
 }
 
-/// What the volumes hold for one key.
-#[derive(Debug, Default, Clone)]
-struct Seen {
-    /// `(location, size)` per replica file.
-    replicas: Vec<(String, u64)>,
-    mtime_ms: u64,
-}
+/// Default of [`Options::memory`].
+pub const DEFAULT_MEMORY: usize = 256 << 20;
 
 /// The record fields of one key, derived from its replica files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,8 +113,17 @@ fn derive(placement: &Placement, ranking: &Placement, key: &[u8], seen: &Seen) -
 }
 
 /// Walks `placement`'s volumes and writes a new index into `db`, which must not hold
-/// one yet. Counters: `files_listed`, `scanned` (keys written), `conflicts` (replica
-/// sizes disagree), `bytes` (hashed with `md5`), `unreachable`.
+/// one yet, in memory bounded by [`Options::memory`] whatever the number of keys:
+///
+/// 1. every file listed goes to a staging database on disk keyed by `(key, location)`
+///    ([`Stage`]), in large transactions fed by a thread of its own;
+/// 2. the staging database is read back in key order, each key's replicas together,
+///    and the records are written in key order, many per transaction, with
+///    [`BulkLoad`] (with `md5`, one replica of each key in a batch is read first).
+///
+/// Counters: `files_listed`, `total` (keys, known once listing ends), `scanned` (keys
+/// written), `conflicts` (replica sizes disagree), `bytes` (hashed with `md5`),
+/// `unreachable`.
 pub async fn run(
     client: VolumeClient,
     placement: &Placement,
@@ -129,87 +137,205 @@ pub async fn run(
             db.display()
         )));
     }
+    let budget = Budget::of(opts.memory);
+    let stage = Arc::new(Stage::create(db, budget.stage_cache)?);
+    list_into(&client, placement, &stage, &job, &opts, budget).await?;
+    let counting = Arc::clone(&stage);
+    let keys = super::blocking(move || counting.count_keys()).await?;
+    job.progress.total.store(keys, Relaxed);
+    let bulk = BulkLoad::create(db, budget.index_cache)?;
+    write_records(&client, placement, &stage, bulk, &job, &opts, budget).await?;
+    Arc::into_inner(stage)
+        .ok_or_else(|| OpsError::Task("staging area still in use".into()))?
+        .remove()
+}
+
+/// How [`Options::memory`] is shared out.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Page cache of the staging database.
+    stage_cache: usize,
+    /// Page cache of the new index.
+    index_cache: usize,
+    /// Files per staging transaction (at most [`IN_FLIGHT`] + 2 batches exist at once).
+    files_per_batch: usize,
+    /// Keys per index transaction.
+    keys_per_batch: usize,
+}
+
+/// Batches queued between the listing and the staging thread, and between the reader
+/// of the staging area and the index writer.
+const IN_FLIGHT: usize = 2;
+/// Memory assumed per staged file / per key in a batch (key, location, record).
+const BYTES_PER_ITEM: usize = 512;
+
+impl Budget {
+    fn of(memory: usize) -> Budget {
+        // A quarter to each page cache, a quarter to each kind of batch.
+        let quarter = memory / 4;
+        let items = (quarter / BYTES_PER_ITEM / (IN_FLIGHT + 2)).clamp(256, 100_000);
+        Budget {
+            stage_cache: quarter.max(1 << 20),
+            index_cache: quarter.max(1 << 20),
+            files_per_batch: items,
+            keys_per_batch: items,
+        }
+    }
+}
+
+/// Phase 1: lists every volume into `stage`.
+async fn list_into(
+    client: &VolumeClient,
+    placement: &Placement,
+    stage: &Arc<Stage>,
+    job: &Job,
+    opts: &Options,
+    budget: Budget,
+) -> Result<(), OpsError> {
     let p = &job.progress;
-    let mut keys: HashMap<Vec<u8>, Seen> = HashMap::new();
-    let report = walk(&client, placement.volumes(), opts.concurrency, |found| {
-        inc(&p.files_listed);
-        let seen = keys.entry(found.key).or_default();
-        seen.replicas.push((found.location, found.size));
-        seen.mtime_ms = seen.mtime_ms.max(found.mtime_ms);
-    })
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Found>>(IN_FLIGHT);
+    let staging = Arc::clone(stage);
+    let writer = std::thread::spawn(move || -> Result<(), OpsError> {
+        for batch in rx {
+            staging.add(&batch)?;
+        }
+        Ok(())
+    });
+    let mut batch = Vec::with_capacity(budget.files_per_batch);
+    let report = walk(
+        &client.clone(),
+        placement.volumes(),
+        opts.concurrency,
+        |found| {
+            inc(&p.files_listed);
+            batch.push(found);
+            if batch.len() >= budget.files_per_batch {
+                let full =
+                    std::mem::replace(&mut batch, Vec::with_capacity(budget.files_per_batch));
+                // Blocks while the staging thread is behind: the listing waits for the disk.
+                // A send fails only if that thread stopped; its error is reported below.
+                let _ = tx.send(full);
+            }
+        },
+    )
     .await;
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
+    drop(tx);
+    let staged = tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .map_err(|e| OpsError::Task(e.to_string()))?
+        .map_err(|_| OpsError::Task("the staging thread panicked".into()))?;
+    staged?;
     if let Some((server, e)) = report.failed.into_iter().next() {
         return Err(OpsError::Invalid(format!(
             "cannot list volume {server} ({e}); a rebuild without it would lose its keys"
         )));
     }
     tracing::info!(
-        "listed {} files of {} keys in {} directories ({} foreign entries ignored)",
+        "listed {} files in {} directories ({} foreign entries ignored)",
         p.files_listed.load(Relaxed),
-        keys.len(),
         report.dirs,
         report.foreign
     );
-    p.total.store(keys.len() as u64, Relaxed);
+    Ok(())
+}
+
+/// Phase 2: reads `stage` in key order and writes the records with `bulk`.
+async fn write_records(
+    client: &VolumeClient,
+    placement: &Placement,
+    stage: &Arc<Stage>,
+    mut bulk: BulkLoad,
+    job: &Job,
+    opts: &Options,
+    budget: Budget,
+) -> Result<(), OpsError> {
+    let p = &job.progress;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(Vec<u8>, Seen)>>(IN_FLIGHT);
+    let reading = Arc::clone(stage);
+    let per_batch = budget.keys_per_batch;
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(per_batch);
+        let mut open = true;
+        reading.for_each_key(|key, seen| {
+            batch.push((key, seen));
+            if batch.len() >= per_batch {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(per_batch));
+                open = tx.blocking_send(full).is_ok();
+            }
+            open
+        })?;
+        if open && !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        Ok::<(), OpsError>(())
+    });
     let servers = placement.volumes().to_vec();
     let ranking = Placement::new(servers.clone(), servers.len(), 1)?;
-    let index = Index::open(db)?;
-    let written = stream::iter(keys)
-        .map(|(key, seen)| {
-            let (index, client, ranking, job) = (&index, &client, &ranking, &job);
-            async move {
-                let rebuilt = derive(placement, ranking, &key, &seen);
-                if rebuilt.size_conflict {
+    let md5_concurrency = opts.concurrency.max(1) * servers.len().max(1);
+    let mut written = Ok(());
+    while let Some(batch) = rx.recv().await {
+        let rebuilt: Vec<(Vec<u8>, Rebuilt, u64)> = batch
+            .into_iter()
+            .map(|(key, seen)| {
+                let r = derive(placement, &ranking, &key, &seen);
+                if r.size_conflict {
                     inc(&p.conflicts);
                     tracing::warn!(
                         "replicas of {} differ in size; run verify --repair --deep",
                         super::show(&key)
                     );
                 }
-                let md5 = if opts.md5 {
-                    md5_of(client, &key, &rebuilt, job).await
-                } else {
-                    None
-                };
-                let begin = Command::Begin {
-                    key: key.clone(),
-                    volumes: rebuilt.volumes,
-                    now_ms: seen.mtime_ms,
-                    owner: 0,
-                    replace: false,
-                };
-                index.apply(begin).await?.map_err(|r| {
-                    OpsError::Invalid(format!("writing {}: {r}", super::show(&key)))
-                })?;
-                let commit = Command::Commit {
-                    key,
-                    size: rebuilt.size,
+                (key, r, seen.mtime_ms)
+            })
+            .collect();
+        let md5s: Vec<Option<[u8; 16]>> = if opts.md5 {
+            stream::iter(&rebuilt)
+                .map(|(key, r, _)| md5_of(client, key, r, job))
+                .buffered(md5_concurrency)
+                .collect()
+                .await
+        } else {
+            vec![None; rebuilt.len()]
+        };
+        let records: Vec<(Vec<u8>, Record)> = rebuilt
+            .into_iter()
+            .zip(md5s)
+            .map(|((key, r, mtime_ms), md5)| {
+                let record = Record {
+                    state: State::Live,
+                    volumes: r.volumes,
+                    size: r.size,
                     md5,
+                    changed_ms: mtime_ms,
                     missing: Vec::new(),
-                    now_ms: seen.mtime_ms,
+                    stale: Vec::new(),
                     owner: 0,
                     meta: Vec::new(),
                 };
-                index
-                    .apply(commit)
-                    .await?
-                    .map_err(|r| OpsError::Invalid(format!("committing a rebuilt record: {r}")))?;
-                inc(&p.scanned);
-                Ok::<(), OpsError>(())
-            }
+                (key, record)
+            })
+            .collect();
+        let n = records.len() as u64;
+        let (back, result) = tokio::task::spawn_blocking(move || {
+            let result = bulk.append(&records);
+            (bulk, result)
         })
-        .buffer_unordered(if opts.md5 {
-            opts.concurrency.max(1) * placement.volumes().len().max(1)
-        } else {
-            WRITE_CONCURRENCY
-        })
-        .fold(
-            Ok(()),
-            |acc: Result<(), OpsError>, r| async move { acc.and(r) },
-        )
-        .await;
-    index.close();
-    written
+        .await
+        .map_err(|e| OpsError::Task(e.to_string()))?;
+        bulk = back;
+        if let Err(e) = result {
+            written = Err(OpsError::from(e));
+            break;
+        }
+        p.scanned.fetch_add(n, Relaxed);
+    }
+    drop(rx);
+    reader.await.map_err(|e| OpsError::Task(e.to_string()))??;
+    written?;
+    super::blocking(move || bulk.finish().map(|_| ()).map_err(OpsError::from)).await
 }
 
 /// The md5 of the first replica of the right size that reads completely.

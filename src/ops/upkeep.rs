@@ -7,7 +7,8 @@
 //!   missing replica (from a replica that holds it, through the checked, time-bounded
 //!   [`copy`]) and records it (`Completed`), and deletes stale files and records that
 //!   (`Cleaned`). Keys are queued by the write path and found by a walk of the index
-//!   at start.
+//!   at start — a background walk, one chunk of records per step and paced
+//!   (`WALK_PAUSE`), interleaved with the queued keys.
 //! * [`release`] deletes every file a record names (`volumes` and `stale`), then drops
 //!   the record: the rollback of a failed write, the end of a DELETE, repair of an
 //!   abandoned intent or an interrupted delete.
@@ -42,6 +43,10 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_QUEUED: usize = 100_000;
 /// Records read from the index per step of a walk.
 const WALK_CHUNK: usize = 1024;
+/// Least time between two steps of a walk: at most ~100k records read a second, so the
+/// start-up walk of a 10 M key index takes ~100 s in the background (1 B keys: ~3 h)
+/// and never competes with requests for the disk.
+const WALK_PAUSE: Duration = Duration::from_millis(10);
 /// How long the worker waits for a key's lock before trying it later.
 const LOCK_PATIENCE: Duration = Duration::from_millis(200);
 
@@ -60,10 +65,15 @@ pub fn spawn(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) -> tokio::task:
         // Where the next walk of the index starts; `None` when no walk is needed.
         let mut walk: Option<Option<Vec<u8>>> = Some(None);
         let mut running = FuturesUnordered::new();
+        // The walk reads one chunk at a time, at most one per `WALK_PAUSE`, between
+        // the other work: at start it never holds up queued keys, and it reads at most
+        // `WALK_CHUNK / WALK_PAUSE` records a second however large the index.
+        let mut next_walk = Instant::now();
         loop {
-            if due.is_empty() && running.is_empty() {
+            if due.len() < MAX_QUEUED && Instant::now() >= next_walk {
                 if let Some(after) = walk.take() {
                     walk = refill(&ctx, after, &mut due).await;
+                    next_walk = Instant::now() + WALK_PAUSE;
                 }
             }
             let now = Instant::now();
@@ -90,41 +100,40 @@ pub fn spawn(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) -> tokio::task:
                 }
                 () = tokio::time::sleep_until(next_due.unwrap_or(now)),
                     if next_due.is_some() && running.len() < CONCURRENCY => {}
+                () = tokio::time::sleep_until(next_walk),
+                    if walk.is_some() && due.len() < MAX_QUEUED => {}
             }
         }
     })
 }
 
-/// Queues the keys of records with missing replicas or stale files, walking the index
-/// from `after`; returns where to continue if the queue filled up first.
+/// Queues the keys of records with missing replicas or stale files among the next
+/// [`WALK_CHUNK`] records after `after` (one read transaction); returns where the walk
+/// continues, `None` once it reached the end.
 async fn refill(
     ctx: &Ctx,
-    mut after: Option<Vec<u8>>,
+    after: Option<Vec<u8>>,
     due: &mut VecDeque<(Vec<u8>, Instant)>,
 ) -> Option<Option<Vec<u8>>> {
-    loop {
-        let (index, from) = (ctx.index.clone(), after.clone());
-        let chunk =
-            super::blocking(move || super::next_chunk(&index, from.as_deref(), WALK_CHUNK)).await;
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                tracing::warn!("upkeep: cannot walk the index: {e}");
-                return Some(after);
-            }
-        };
-        let (last, _) = chunk.last()?;
-        after = Some(last.clone());
-        let now = Instant::now();
-        for (key, record) in chunk {
-            if needs_upkeep(&record) {
-                due.push_back((key, now));
-            }
-        }
-        if due.len() >= MAX_QUEUED {
+    let (index, from) = (ctx.index.clone(), after.clone());
+    let chunk =
+        super::blocking(move || super::next_chunk(&index, from.as_deref(), WALK_CHUNK)).await;
+    let chunk = match chunk {
+        Ok(chunk) => chunk,
+        Err(e) => {
+            tracing::warn!("upkeep: cannot walk the index: {e}");
             return Some(after);
         }
+    };
+    let more = chunk.len() == WALK_CHUNK;
+    let last = chunk.last().map(|(k, _)| k.clone());
+    let now = Instant::now();
+    for (key, record) in chunk {
+        if needs_upkeep(&record) {
+            due.push_back((key, now));
+        }
     }
+    more.then_some(last)
 }
 
 /// True when `record` names replicas to complete or stale files to delete.

@@ -1,0 +1,265 @@
+//! `hoard bench index-scale`: fills a new index with N synthetic records through the
+//! bulk-load path ([`BulkLoad`], what rebuild uses — not N HTTP PUTs) and measures the
+//! index itself at that size: bytes per key on disk, open time, point-lookup latency,
+//! a full listing scan (the scans `?list` pages through), and the HA snapshot (export
+//! size and time, and optionally the install — import — a new member does).
+//!
+//! The records look like real ones: keys of `--key-len` bytes in one sorted range,
+//! `--replicas` locations `host:port/svXX` chosen by the real placement over
+//! `--volumes`, a size and an md5. The index directory is left for the HTTP half of the
+//! scale benchmark (`scripts/bench-scale.sh`: start-up, GET redirects, listings over
+//! HTTP); delete it afterwards.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{ensure, Context as _};
+use clap::Args;
+use md5::{Digest, Md5};
+
+use super::report::{emit, ms, rate, Table};
+use super::stats::{Histogram, Latency};
+use super::Output;
+use crate::index::{BulkLoad, Index, KeyRange, Record, State, MAX_PAGE_KEYS, PAGE_BUDGET};
+use crate::placement::Placement;
+
+/// Options of `hoard bench index-scale`.
+#[derive(Debug, Args, Clone)]
+pub struct IndexScaleArgs {
+    /// Directory of the new index (must not hold one).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Records to write.
+    #[arg(short = 'n', long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    /// Length of each key in bytes (at least 24).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(24..=1000))]
+    pub key_len: u64,
+    /// Volume servers the records point at (`host:port`, comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10.0.0.11:3001,10.0.0.12:3001,10.0.0.13:3001"
+    )]
+    pub volumes: Vec<String>,
+    /// Replicas per record.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// Subvolumes per volume.
+    #[arg(long, default_value_t = 10)]
+    pub subvolumes: u32,
+    /// Point lookups timed.
+    #[arg(long, default_value_t = 100_000)]
+    pub lookups: u64,
+    /// Also install the snapshot into a second new index (as a joining HA member
+    /// does), timed; needs as much disk again.
+    #[arg(long)]
+    pub import: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// The report of `hoard bench index-scale`.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    workload: &'static str,
+    keys: u64,
+    key_len: u64,
+    replicas: usize,
+    fill_s: f64,
+    fill_keys_per_s: f64,
+    file_bytes: u64,
+    bytes_per_key: f64,
+    open_s: f64,
+    lookup: Latency,
+    lookups_per_s: f64,
+    scan_s: f64,
+    scan_keys_per_s: f64,
+    snapshot_bytes: u64,
+    snapshot_export_s: f64,
+    snapshot_import_s: Option<f64>,
+    /// A key that exists, for the HTTP half of the benchmark.
+    sample_key: String,
+}
+
+/// Key number `i`, `len` bytes, sorting in number order.
+fn key_of(i: u64, len: usize) -> Vec<u8> {
+    let mut k = format!("/bench/scale/{i:010}/").into_bytes();
+    k.resize(len.max(k.len()), b'x');
+    k
+}
+
+/// `hoard bench index-scale`.
+pub async fn run(args: IndexScaleArgs) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || measure(&args))
+        .await
+        .context("the benchmark panicked")?
+}
+
+fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
+    ensure!(args.keys > 0, "--keys must be at least 1");
+    let placement = Placement::new(args.volumes.clone(), args.replicas, args.subvolumes)?;
+    let len = args.key_len as usize;
+    let now = crate::index::now_ms();
+
+    let started = Instant::now();
+    let mut bulk = BulkLoad::create(&args.db, 64 << 20)?;
+    let mut batch = Vec::with_capacity(50_000);
+    for i in 0..args.keys {
+        let key = key_of(i, len);
+        let record = Record {
+            state: State::Live,
+            volumes: placement.locate(&key),
+            size: 1024 + i % 4096,
+            md5: Some(Md5::digest(&key).into()),
+            changed_ms: now,
+            missing: Vec::new(),
+            stale: Vec::new(),
+            owner: 0,
+            meta: Vec::new(),
+        };
+        batch.push((key, record));
+        if batch.len() == batch.capacity() {
+            bulk.append(&batch)?;
+            batch.clear();
+        }
+    }
+    bulk.append(&batch)?;
+    drop(batch);
+    bulk.finish()?;
+    let fill_s = started.elapsed().as_secs_f64();
+    let file_bytes = std::fs::metadata(args.db.join("index.redb"))?.len();
+
+    let started = Instant::now();
+    let index = Index::open(&args.db)?;
+    let open_s = started.elapsed().as_secs_f64();
+
+    // Point lookups of keys spread over the whole range (a fixed LCG walk).
+    let mut hist = Histogram::default();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let started = Instant::now();
+    for _ in 0..args.lookups {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let key = key_of((x >> 11) % args.keys, len);
+        let t = Instant::now();
+        let found = index.get(&key)?;
+        hist.record(t.elapsed());
+        ensure!(
+            found.is_some(),
+            "key {} missing",
+            String::from_utf8_lossy(&key)
+        );
+    }
+    let lookup_s = started.elapsed().as_secs_f64();
+
+    // The whole index in listing pages, as `?list` pages through it.
+    let started = Instant::now();
+    let mut range = KeyRange::prefix(b"", None);
+    let mut listed = 0u64;
+    loop {
+        let page = index.scan_range(&range, State::Live, MAX_PAGE_KEYS, PAGE_BUDGET)?;
+        listed += page.keys.len() as u64;
+        match page.next {
+            Some(next) => range.resume(next),
+            None => break,
+        }
+    }
+    let scan_s = started.elapsed().as_secs_f64();
+    ensure!(listed == args.keys, "listed {listed} of {} keys", args.keys);
+
+    // The HA snapshot: export (what the leader streams), then optionally install it.
+    let snapshot = args.db.with_extension("snapshot");
+    let started = Instant::now();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&snapshot)?);
+    index.export(&mut out, &[])?;
+    out.flush()?;
+    drop(out);
+    let snapshot_export_s = started.elapsed().as_secs_f64();
+    let snapshot_bytes = std::fs::metadata(&snapshot)?.len();
+    let snapshot_import_s = if args.import {
+        let dir = args.db.with_extension("imported");
+        let started = Instant::now();
+        let fresh = Index::open(&dir)?;
+        let mut input = std::io::BufReader::new(std::fs::File::open(&snapshot)?);
+        let n = fresh.import(&mut input, &[])?;
+        fresh.close();
+        let s = started.elapsed().as_secs_f64();
+        std::fs::remove_dir_all(&dir)?;
+        ensure!(n == args.keys, "imported {n} of {} keys", args.keys);
+        Some(s)
+    } else {
+        None
+    };
+    std::fs::remove_file(&snapshot)?;
+    index.close();
+
+    let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    let report = Report {
+        workload: "index-scale",
+        keys: args.keys,
+        key_len: args.key_len,
+        replicas: args.replicas,
+        fill_s,
+        fill_keys_per_s: per_s(args.keys, fill_s),
+        file_bytes,
+        bytes_per_key: file_bytes as f64 / args.keys as f64,
+        open_s,
+        lookup: hist.summary(),
+        lookups_per_s: per_s(args.lookups, lookup_s),
+        scan_s,
+        scan_keys_per_s: per_s(args.keys, scan_s),
+        snapshot_bytes,
+        snapshot_export_s,
+        snapshot_import_s,
+        sample_key: String::from_utf8_lossy(&key_of(args.keys / 2, len)).into_owned(),
+    };
+    emit(&report, &table(&report), args.output.json)
+}
+
+fn table(r: &Report) -> Table {
+    let mut t = Table::new(
+        format!(
+            "index at {} keys ({}-byte keys, {} replicas)",
+            r.keys, r.key_len, r.replicas
+        ),
+        &["measure", "value"],
+    );
+    let mut row = |a: &str, b: String| t.row(vec![a.into(), b]);
+    row("bulk fill keys/s", rate(r.fill_keys_per_s));
+    row("bytes per key on disk", format!("{:.1}", r.bytes_per_key));
+    row("open s", format!("{:.3}", r.open_s));
+    row("lookup p50 ms", ms(r.lookup.p50_ms));
+    row("lookup p99 ms", ms(r.lookup.p99_ms));
+    row("lookups/s (1 thread)", rate(r.lookups_per_s));
+    row("full listing scan keys/s", rate(r.scan_keys_per_s));
+    row(
+        "snapshot MB",
+        format!("{:.1}", r.snapshot_bytes as f64 / 1e6),
+    );
+    row("snapshot export s", format!("{:.2}", r.snapshot_export_s));
+    if let Some(s) = r.snapshot_import_s {
+        row("snapshot import s", format!("{s:.2}"));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_of;
+
+    #[test]
+    fn keys_sort_in_number_order_at_the_asked_length() {
+        assert_eq!(key_of(7, 30), b"/bench/scale/0000000007/xxxxxx".to_vec());
+        assert!(key_of(9, 50) < key_of(10, 50));
+        assert!(key_of(999, 24) < key_of(1000, 24));
+        assert_eq!(
+            key_of(1, 10).len(),
+            24,
+            "never shorter than the numbered prefix"
+        );
+    }
+}
