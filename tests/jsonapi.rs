@@ -21,6 +21,9 @@ fn dev(extra: &[&str]) -> (Proc, String, String, tempfile::TempDir) {
         port.to_string(),
         "--json-port".into(),
         json_port.to_string(),
+        // dev serves S3 on 9000 by default: tests run in parallel.
+        "--s3-port".into(),
+        common::free_port().to_string(),
     ];
     cmd.extend(extra.iter().map(|s| s.to_string()));
     let proc = Proc::spawn(cmd, tmp.path().join("dev.log"));

@@ -21,6 +21,9 @@ fn dev(data: &Path, port: u16, extra: &[String]) -> Proc {
         data.display().to_string(),
         "--port".into(),
         port.to_string(),
+        // dev serves S3 on 9000 by default: tests run in parallel.
+        "--s3-port".into(),
+        common::free_port().to_string(),
     ];
     cmd.extend(extra.iter().cloned());
     let p = Proc::spawn(cmd, data.with_extension("log"));
