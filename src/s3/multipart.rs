@@ -22,7 +22,6 @@ use std::sync::Arc;
 use futures_util::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use s3s::dto::*;
-use s3s::stream::ByteStream;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::buckets::{caller, require, timestamp};
@@ -180,11 +179,7 @@ pub async fn upload_part(
     let body = input
         .body
         .ok_or_else(|| s3_error!(InvalidArgument, "hoard does not store empty parts"))?;
-    let len = body
-        .remaining_length()
-        .exact()
-        .map(|n| n as u64)
-        .or(input.content_length.and_then(|n| u64::try_from(n).ok()));
+    let len = super::objects::body_len(&body, input.content_length);
     if len.is_some_and(|n| n > MAX_OBJECT) {
         return Err(s3_error!(
             EntityTooLarge,

@@ -184,11 +184,7 @@ pub async fn put(
     let body = input
         .body
         .ok_or_else(|| s3_error!(InvalidArgument, "hoard does not store zero-byte objects"))?;
-    let len = body
-        .remaining_length()
-        .exact()
-        .map(|n| n as u64)
-        .or(input.content_length.and_then(|n| u64::try_from(n).ok()));
+    let len = body_len(&body, input.content_length);
     if len.is_some_and(|n| n > MAX_OBJECT) {
         return Err(s3_error!(
             EntityTooLarge,
@@ -524,4 +520,13 @@ pub async fn copy(
         }),
         ..Default::default()
     }))
+}
+
+/// The length of an upload's body: from the body itself when it knows it exactly,
+/// else from `Content-Length`.
+pub(super) fn body_len(body: &StreamingBlob, content_length: Option<ContentLength>) -> Option<u64> {
+    body.remaining_length()
+        .exact()
+        .map(|n| n as u64)
+        .or(content_length.and_then(|n| u64::try_from(n).ok()))
 }
