@@ -101,7 +101,12 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
             super::admin_ops::handle(app, req).await
         }
         (true, _) => ApiError::NotFound.into_response(),
-        (false, _) => ApiError::Key(crate::key::KeyError::Reserved).into_response(),
+        (false, _) => {
+            // Read (a bounded part of) the upload first, so the client sees the 400.
+            let (parts, body) = req.into_parts();
+            crate::http::drain_rejected(&parts.headers, body.into_data_stream()).await;
+            ApiError::Key(crate::key::KeyError::Reserved).into_response()
+        }
     }
 }
 
