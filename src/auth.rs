@@ -151,9 +151,10 @@ impl Auth {
         self.secret.as_ref().is_some_and(|s| ct_eq(token, s))
     }
 
-    /// Whether the index server requires the token for this request.
+    /// Whether the index server requires the token for this request (never for
+    /// [`is_public`] paths).
     pub fn index_requires(&self, method: &Method, path: &str) -> bool {
-        if path == "/-/health" || path == "/-/health/ready" || crate::server::ui::is_public(path) {
+        if is_public(path) {
             return false;
         }
         match self.mode {
@@ -272,6 +273,15 @@ pub async fn volume_guard(State(auth): State<Auth>, req: Request, next: Next) ->
         }
     }
     next.run(req).await
+}
+
+/// Paths of the index server anyone may read, whatever the auth mode: the health
+/// checks and the dashboard's static page and assets (its data API is not public).
+pub fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/-/health" | "/-/health/ready" | "/-/ui" | "/-/ui/" | "/-/ui/app.js" | "/-/ui/app.css"
+    )
 }
 
 #[cfg(test)]

@@ -3,9 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use crate::dev::DevArgs;
+use crate::ops::args::{RebalanceArgs, RebuildArgs, VerifyArgs};
+use crate::server::ServerArgs;
+use crate::volume::VolumeArgs;
 
 /// hoard — a distributed blob store, drop-in compatible with minikeyvalue.
 ///
@@ -90,294 +94,9 @@ pub enum Command {
     /// Benchmark a running store (started separately) given by --url: thrasher,
     /// get-redirect, large values, and the physical baseline.
     Bench(crate::bench::BenchArgs),
-    /// Store a file (or standard input) under a key.
-    ///
-    /// The value is streamed, never held in memory, to every replica; the command
-    /// succeeds once the server answered 201 (all replicas hold it). A key that exists
-    /// is refused (`hoard rm` it first). A file is sent again to the next --url if a
-    /// server could not be reached; standard input cannot be re-sent. A progress bar
-    /// shows for large files when stderr is a terminal.
-    ///
-    /// Examples: `hoard put /photos/1.jpg 1.jpg`, `tar c dir | hoard put /backups/dir.tar`.
-    Put(crate::client::args::PutArgs),
-    /// Fetch a key's value to standard output or a file.
-    ///
-    /// Asks the index where the value is (its 302), reads it from that replica and
-    /// checks it against the md5 the index recorded. A failed read is retried from
-    /// another replica (from the start, as long as nothing reached standard output).
-    /// With -o, the file appears only once complete and checked.
-    ///
-    /// Examples: `hoard get /photos/1.jpg > 1.jpg`, `hoard get /photos/1.jpg -o 1.jpg`.
-    Get(crate::client::args::GetArgs),
-    /// Delete a key: its value is removed from every replica.
-    ///
-    /// With a server started with --protect, only unlinked keys can be deleted.
-    Rm(crate::client::args::KeyArgs),
-    /// Unlink a key (virtual delete): it disappears from reads and listings (it shows
-    /// in `hoard ls --unlinked`); its files stay until `hoard rm`.
-    Unlink(crate::client::args::KeyArgs),
-    /// List keys, one a line, in bytewise order.
-    ///
-    /// Reads the listing page by page (10,000 keys each), so any number of keys is
-    /// listed in bounded memory.
-    ///
-    /// Examples: `hoard ls /photos/`, `hoard ls --long`, `hoard ls --unlinked`.
-    Ls(crate::client::args::LsArgs),
-    /// Show a key's size, md5, replica volumes and balance (whether its replicas are
-    /// where the current placement puts them).
-    Stat(crate::client::args::KeyArgs),
-    /// Copy a directory tree to a key prefix, or a key prefix to a directory.
-    ///
-    /// If SRC is a local directory, every file under it is stored at DST + its path
-    /// relative to SRC (`hoard cp -r photos /backup/photos/` stores photos/a/b.jpg as
-    /// /backup/photos/a/b.jpg); otherwise SRC is a key prefix and every key under it is
-    /// written to the directory DST (`hoard cp -r /backup/photos/ restored`).
-    ///
-    /// Several files are copied at once (--jobs). Resumable: a file whose copy already
-    /// exists with the same md5 is skipped, so running an interrupted copy again only
-    /// copies what is missing or different; a different copy is replaced. Failed files
-    /// are reported one a line and make the exit status 1. With -v, one line per file.
-    Cp(crate::client::args::CpArgs),
-    /// Show or change the members of an index cluster (servers run with --peers).
-    ///
-    /// `hoard cluster status` lists the members, the leader and how far each member
-    /// has the log; `hoard cluster add ID=HOST:PORT` adds a server started with
-    /// `--node-id ID --join` once it has caught up; `hoard cluster remove ID` removes a
-    /// member (alive or dead) and retires its id. Any member takes the request.
-    Cluster(crate::client::cluster::ClusterArgs),
-}
-
-/// Where keys live: the options every command that computes placement shares.
-#[derive(Debug, Args, Clone)]
-pub struct PlacementArgs {
-    /// Volume servers, comma separated host:port, each optionally with a failure zone
-    /// (host:port@zone): a key's replicas then go to distinct zones. The host:port
-    /// names take part in placement: list them exactly as before (order does not
-    /// matter); zone labels do not.
-    #[arg(long, env = "HOARD_VOLUMES", value_delimiter = ',', required = true)]
-    pub volumes: Vec<String>,
-    /// Copies of each value.
-    #[arg(long, env = "HOARD_REPLICAS", default_value_t = 3)]
-    pub replicas: usize,
-    /// Subvolume directories per volume (1 = none), as in minikeyvalue.
-    #[arg(long, env = "HOARD_SUBVOLUMES", default_value_t = 10)]
-    pub subvolumes: u32,
-}
-
-impl PlacementArgs {
-    /// The placement these options describe.
-    pub fn build(&self) -> anyhow::Result<crate::placement::Placement> {
-        use anyhow::Context as _;
-        crate::placement::Placement::new(self.volumes.clone(), self.replicas, self.subvolumes)
-            .context("invalid --volumes / --replicas / --subvolumes")
-    }
-}
-
-/// The cluster an offline operation works on.
-#[derive(Debug, Args, Clone)]
-pub struct ClusterArgs {
-    /// Directory of the index database.
-    #[arg(long, env = "HOARD_DB")]
-    pub db: PathBuf,
-    /// Volumes, replicas and subvolumes: the placement to use.
+    /// The client commands: put, get, rm, unlink, ls, stat, cp, cluster.
     #[command(flatten)]
-    pub placement: PlacementArgs,
-    /// Timeout for connecting to a volume server and for small requests.
-    #[arg(long, env = "HOARD_VOLTIMEOUT", default_value = "1s", value_parser = parse_duration)]
-    pub voltimeout: Duration,
-    /// Keys worked on at once; for listings, requests in flight per volume.
-    #[arg(long, env = "HOARD_CONCURRENCY", default_value_t = 16)]
-    pub concurrency: usize,
-}
-
-/// Options of `hoard rebuild`.
-#[derive(Debug, Args, Clone)]
-pub struct RebuildArgs {
-    /// Volumes and the new index directory (must not hold an index yet).
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Also read one replica of every key to record its md5 (slower: reads all data).
-    #[arg(long)]
-    pub md5: bool,
-    /// Memory budget in MiB for the rebuild's caches and batches (it stays within it
-    /// at any key count; the process needs a few tens of MiB more of its own).
-    #[arg(long, env = "HOARD_REBUILD_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(4..))]
-    pub memory_mb: u64,
-}
-
-/// Options of `hoard rebalance`.
-#[derive(Debug, Args, Clone)]
-pub struct RebalanceArgs {
-    /// Index and the volume list to balance for.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Speed limit: keys moved per second (`200`) or bytes copied per second (`50MB/s`).
-    #[arg(long, env = "HOARD_MAX_RATE")]
-    pub max_rate: Option<crate::ops::worker::Rate>,
-}
-
-/// Options of `hoard verify`.
-#[derive(Debug, Args, Clone)]
-pub struct VerifyArgs {
-    /// Index and volumes.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Fix what is found (otherwise only report).
-    #[arg(long)]
-    pub repair: bool,
-    /// Read every replica in full and check its md5 (records unknown md5s).
-    #[arg(long)]
-    pub deep: bool,
-    /// Write intents and orphan files younger than this are left alone.
-    #[arg(long, env = "HOARD_GRACE", default_value = "1h", value_parser = parse_duration)]
-    pub grace: Duration,
-    /// Speed limit: keys checked per second (`500`) or bytes read per second (`50MB/s`).
-    #[arg(long, env = "HOARD_MAX_RATE")]
-    pub max_rate: Option<crate::ops::worker::Rate>,
-}
-
-/// Options of `hoard dev`.
-#[derive(Debug, Args, Clone)]
-pub struct DevArgs {
-    /// Directory for the index and the three volumes.
-    #[arg(long, env = "HOARD_DATA", default_value = "./hoard-data")]
-    pub data: PathBuf,
-    /// Port of the index server; the volumes take the next three.
-    #[arg(long, env = "HOARD_PORT", default_value_t = 3000)]
-    pub port: u16,
-    /// Address to listen on.
-    #[arg(long, env = "HOARD_BIND", default_value = "127.0.0.1")]
-    pub bind: String,
-    /// Port of the S3 API (credentials default to hoard / hoardhoard).
-    #[arg(long = "s3-port", env = "HOARD_S3_PORT", default_value_t = 9000)]
-    pub s3_port: u16,
-    /// S3 credentials and domain.
-    #[command(flatten)]
-    pub s3: crate::s3::S3Args,
-    /// minivault's binary protocol (`--tcp-port`).
-    #[command(flatten)]
-    pub proto: crate::proto::ProtoArgs,
-    /// minivault's JSON interface (`--json-port`).
-    #[command(flatten)]
-    pub json: crate::jsonapi::JsonArgs,
-    /// The value cache (`--cache-size`).
-    #[command(flatten)]
-    pub cache: crate::store::CacheArgs,
-    /// Replicate every committed PUT, DELETE and UNLINK, asynchronously and in commit
-    /// order, to these other hoard stores (index server URLs, comma-separated).
-    #[arg(long, env = "HOARD_REPLICATE_TO", value_delimiter = ',')]
-    pub replicate_to: Vec<String>,
-    /// Most changes shipped per second to each --replicate-to target (0: no limit).
-    #[arg(long, env = "HOARD_REPLICATE_RATE", default_value_t = 1000)]
-    pub replicate_rate: u32,
-}
-
-/// Options of `hoard server`.
-#[derive(Debug, Args, Clone)]
-pub struct ServerArgs {
-    /// Port to listen on.
-    #[arg(long, env = "HOARD_PORT", default_value_t = 3000)]
-    pub port: u16,
-    /// Address to listen on.
-    #[arg(long, env = "HOARD_BIND", default_value = "0.0.0.0")]
-    pub bind: String,
-    /// Directory of the index database (created if missing).
-    #[arg(long, env = "HOARD_DB")]
-    pub db: PathBuf,
-    /// Volumes, replicas and subvolumes.
-    #[command(flatten)]
-    pub placement: PlacementArgs,
-    /// host:port to redirect GETs of missing keys to, instead of answering 404.
-    #[arg(long, env = "HOARD_FALLBACK")]
-    pub fallback: Option<String>,
-    /// Refuse DELETE of keys that were not UNLINKed first (403).
-    #[arg(long, env = "HOARD_PROTECT")]
-    pub protect: bool,
-    /// Compute the md5 of every value on PUT and return it as Content-Md5.
-    #[arg(long, env = "HOARD_MD5SUM", default_value_t = true, action = clap::ArgAction::Set)]
-    pub md5sum: bool,
-    /// Timeout for connecting to and probing a volume server (e.g. 1s, 500ms).
-    #[arg(long, env = "HOARD_VOLTIMEOUT", default_value = "1s", value_parser = parse_duration)]
-    pub voltimeout: Duration,
-    /// This index server's zone: GETs redirect to a replica in this zone when one is
-    /// up, else to any other.
-    #[arg(long, env = "HOARD_ZONE")]
-    pub zone: Option<String>,
-    /// Replicate every committed PUT, DELETE and UNLINK, asynchronously and in commit
-    /// order, to these other hoard stores (index server URLs, comma-separated).
-    #[arg(long, env = "HOARD_REPLICATE_TO", value_delimiter = ',')]
-    pub replicate_to: Vec<String>,
-    /// Most changes shipped per second to each --replicate-to target (0: no limit).
-    #[arg(long, env = "HOARD_REPLICATE_RATE", default_value_t = 1000)]
-    pub replicate_rate: u32,
-    /// Safety: write quorum, auth, TLS, rate limit, timeouts.
-    #[command(flatten)]
-    pub safety: crate::server::SafetyArgs,
-    /// Index cluster: node id, peers, read consistency.
-    #[command(flatten)]
-    pub cluster: crate::raft::ClusterArgs,
-    /// Serve the S3 API on this port too (off by default; needs S3 credentials).
-    #[arg(long = "s3-port", env = "HOARD_S3_PORT")]
-    pub s3_port: Option<u16>,
-    /// S3 credentials and domain.
-    #[command(flatten)]
-    pub s3: crate::s3::S3Args,
-    /// minivault's binary protocol (`--tcp-port`).
-    #[command(flatten)]
-    pub proto: crate::proto::ProtoArgs,
-    /// minivault's JSON interface (`--json-port`).
-    #[command(flatten)]
-    pub json: crate::jsonapi::JsonArgs,
-    /// The value cache (`--cache-size`).
-    #[command(flatten)]
-    pub cache: crate::store::CacheArgs,
-}
-
-/// Options of `hoard volume`.
-#[derive(Debug, Args, Clone)]
-pub struct VolumeArgs {
-    /// Directory holding the files (created if missing). Nothing outside it is ever
-    /// read or written.
-    #[arg(long, env = "HOARD_DIR")]
-    pub dir: PathBuf,
-    /// Port to listen on.
-    #[arg(long, env = "HOARD_PORT", default_value_t = 3001)]
-    pub port: u16,
-    /// Address to listen on.
-    #[arg(long, env = "HOARD_BIND", default_value = "0.0.0.0")]
-    pub bind: String,
-    /// fsync every file (and its directory) before acknowledging a PUT. `--fsync=false`
-    /// trades crash safety for speed.
-    #[arg(long, env = "HOARD_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
-    pub fsync: bool,
-    /// Authentication of writes (and, with `all`, reads: bearer token or signed URL).
-    #[command(flatten)]
-    pub auth: crate::auth::AuthArgs,
-    /// Connections, timeouts and TLS.
-    #[command(flatten)]
-    pub listen: crate::net::ListenArgs,
-    /// Test hook: wait this long between syncing an upload and renaming it into place.
-    #[arg(long, hide = true, value_parser = parse_duration)]
-    pub test_rename_delay: Option<Duration>,
-}
-
-/// Parses `1s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 1s or 500ms"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+    Client(crate::client::ClientCommand),
 }
 
 /// Parses the command line, with the configuration file's values as defaults.
@@ -428,7 +147,7 @@ pub fn main() -> ExitCode {
             Command::Rebalance(args) => crate::ops::offline::rebalance(args).await,
             Command::Verify(args) => crate::ops::offline::verify(args).await,
             Command::Bench(args) => crate::bench::run(args).await,
-            client => crate::client::run(client, verbose).await,
+            Command::Client(cmd) => crate::client::run(cmd, verbose).await,
         }
     });
     match result {
@@ -443,19 +162,6 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("fast").is_err());
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("1d").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn cli_is_well_formed() {

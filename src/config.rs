@@ -135,7 +135,7 @@ mod tests {
         Ok(Cli::from_arg_matches(&cmd.try_get_matches_from(args)?)?)
     }
 
-    fn server(cli: Cli) -> crate::cli::ServerArgs {
+    fn server(cli: Cli) -> crate::server::ServerArgs {
         match cli.command {
             Command::Server(a) => *a,
             other => panic!("{other:?}"),

@@ -2,16 +2,52 @@
 //! three native volumes on the next three ports, all under `--data`. It uses exactly the
 //! cluster code paths: the index talks to its volumes over HTTP on loopback.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use clap::Args;
 use tokio::sync::watch;
 
-use crate::cli::DevArgs;
 use crate::net::ListenArgs;
 use crate::placement::Placement;
 use crate::server::ServerConfig;
 use crate::volume::VolumeConfig;
+
+/// Options of `hoard dev`.
+#[derive(Debug, Args, Clone)]
+pub struct DevArgs {
+    /// Directory for the index and the three volumes.
+    #[arg(long, env = "HOARD_DATA", default_value = "./hoard-data")]
+    pub data: PathBuf,
+    /// Port of the index server; the volumes take the next three.
+    #[arg(long, env = "HOARD_PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "HOARD_BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Port of the S3 API (credentials default to hoard / hoardhoard).
+    #[arg(long = "s3-port", env = "HOARD_S3_PORT", default_value_t = 9000)]
+    pub s3_port: u16,
+    /// S3 credentials and domain.
+    #[command(flatten)]
+    pub s3: crate::s3::S3Args,
+    /// minivault's binary protocol (`--tcp-port`).
+    #[command(flatten)]
+    pub proto: crate::proto::ProtoArgs,
+    /// minivault's JSON interface (`--json-port`).
+    #[command(flatten)]
+    pub json: crate::jsonapi::JsonArgs,
+    /// The value cache (`--cache-size`).
+    #[command(flatten)]
+    pub cache: crate::store::CacheArgs,
+    /// Replicate every committed PUT, DELETE and UNLINK, asynchronously and in commit
+    /// order, to these other hoard stores (index server URLs, comma-separated).
+    #[arg(long, env = "HOARD_REPLICATE_TO", value_delimiter = ',')]
+    pub replicate_to: Vec<String>,
+    /// Most changes shipped per second to each --replicate-to target (0: no limit).
+    #[arg(long, env = "HOARD_REPLICATE_RATE", default_value_t = 1000)]
+    pub replicate_rate: u32,
+}
 
 const VOLUMES: u16 = 3;
 

@@ -18,7 +18,10 @@
 //! * [`client`] — `hoard put|get|rm|unlink|ls|stat|cp`: the HTTP client side.
 //! * [`jsonapi`] — minivault's JSON interface (`--json-port`), a front-end on the store.
 //! * [`proto`] — minivault's binary protocol (`--tcp-port`), a front-end on the store.
-//! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
+//! * [`cli`] — command-line parsing and dispatch, the top of the module tree (nothing
+//!   imports it); `main.rs` is a thin shell over it. Each role's options live with the
+//!   role (`server::ServerArgs`, `volume::VolumeArgs`, `dev::DevArgs`, `ops::args`).
+//! * [`units`] — parsing durations.
 //! * [`net`], [`tls`], [`auth`], [`ratelimit`] — serving connections safely: timeouts,
 //!   limits, TLS, shared-secret authentication and signed URLs, rate limiting.
 
@@ -45,4 +48,5 @@ pub mod sites;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod units;
 pub mod volume;

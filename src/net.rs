@@ -44,10 +44,10 @@ const FD_RESERVE: u64 = 512;
 pub struct ListenArgs {
     /// Close a connection that has not sent a complete request head within this time
     /// (slow clients, idle keep-alive connections). Also bounds the TLS handshake.
-    #[arg(long, env = "HOARD_HEADER_TIMEOUT", default_value = "30s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "HOARD_HEADER_TIMEOUT", default_value = "30s", value_parser = crate::units::parse_duration)]
     pub header_timeout: Duration,
     /// Fail an upload whose body sends nothing for this long.
-    #[arg(long, env = "HOARD_BODY_TIMEOUT", default_value = "30s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "HOARD_BODY_TIMEOUT", default_value = "30s", value_parser = crate::units::parse_duration)]
     pub body_timeout: Duration,
     /// Most connections served at once (lowered to fit the open-files limit).
     #[arg(long, env = "HOARD_MAX_CONNECTIONS", default_value_t = 16384)]
@@ -61,7 +61,7 @@ pub struct ListenArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests (and, on the index server, writes
     /// still running) may take to finish before the server stops anyway; writes cut
     /// off leave intents that repair rolls back.
-    #[arg(long, env = "HOARD_SHUTDOWN_GRACE", default_value = "30s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "HOARD_SHUTDOWN_GRACE", default_value = "30s", value_parser = crate::units::parse_duration)]
     pub shutdown_grace: Duration,
 }
 

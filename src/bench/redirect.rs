@@ -39,7 +39,7 @@ pub struct RedirectArgs {
     #[arg(short = 't', long, default_value_t = 2)]
     pub threads: usize,
     /// How long each case runs (e.g. 10s, 500ms).
-    #[arg(short = 'd', long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(short = 'd', long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub duration: Duration,
     /// Which cases to run.
     #[arg(long, value_enum, default_value_t = Cases::Both)]

@@ -253,9 +253,69 @@ fn print_out(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// Runs a client command (for callers outside the binary's dispatch).
-pub async fn run(cmd: crate::cli::Command, verbose: bool) -> anyhow::Result<()> {
-    use crate::cli::Command;
+/// The client commands of the binary (`hoard put|get|rm|unlink|ls|stat|cp|cluster`).
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Store a file (or standard input) under a key.
+    ///
+    /// The value is streamed, never held in memory, to every replica; the command
+    /// succeeds once the server answered 201 (all replicas hold it). A key that exists
+    /// is refused (`hoard rm` it first). A file is sent again to the next --url if a
+    /// server could not be reached; standard input cannot be re-sent. A progress bar
+    /// shows for large files when stderr is a terminal.
+    ///
+    /// Examples: `hoard put /photos/1.jpg 1.jpg`, `tar c dir | hoard put /backups/dir.tar`.
+    Put(PutArgs),
+    /// Fetch a key's value to standard output or a file.
+    ///
+    /// Asks the index where the value is (its 302), reads it from that replica and
+    /// checks it against the md5 the index recorded. A failed read is retried from
+    /// another replica (from the start, as long as nothing reached standard output).
+    /// With -o, the file appears only once complete and checked.
+    ///
+    /// Examples: `hoard get /photos/1.jpg > 1.jpg`, `hoard get /photos/1.jpg -o 1.jpg`.
+    Get(GetArgs),
+    /// Delete a key: its value is removed from every replica.
+    ///
+    /// With a server started with --protect, only unlinked keys can be deleted.
+    Rm(KeyArgs),
+    /// Unlink a key (virtual delete): it disappears from reads and listings (it shows
+    /// in `hoard ls --unlinked`); its files stay until `hoard rm`.
+    Unlink(KeyArgs),
+    /// List keys, one a line, in bytewise order.
+    ///
+    /// Reads the listing page by page (10,000 keys each), so any number of keys is
+    /// listed in bounded memory.
+    ///
+    /// Examples: `hoard ls /photos/`, `hoard ls --long`, `hoard ls --unlinked`.
+    Ls(LsArgs),
+    /// Show a key's size, md5, replica volumes and balance (whether its replicas are
+    /// where the current placement puts them).
+    Stat(KeyArgs),
+    /// Copy a directory tree to a key prefix, or a key prefix to a directory.
+    ///
+    /// If SRC is a local directory, every file under it is stored at DST + its path
+    /// relative to SRC (`hoard cp -r photos /backup/photos/` stores photos/a/b.jpg as
+    /// /backup/photos/a/b.jpg); otherwise SRC is a key prefix and every key under it is
+    /// written to the directory DST (`hoard cp -r /backup/photos/ restored`).
+    ///
+    /// Several files are copied at once (--jobs). Resumable: a file whose copy already
+    /// exists with the same md5 is skipped, so running an interrupted copy again only
+    /// copies what is missing or different; a different copy is replaced. Failed files
+    /// are reported one a line and make the exit status 1. With -v, one line per file.
+    Cp(CpArgs),
+    /// Show or change the members of an index cluster (servers run with --peers).
+    ///
+    /// `hoard cluster status` lists the members, the leader and how far each member
+    /// has the log; `hoard cluster add ID=HOST:PORT` adds a server started with
+    /// `--node-id ID --join` once it has caught up; `hoard cluster remove ID` removes a
+    /// member (alive or dead) and retires its id. Any member takes the request.
+    Cluster(super::cluster::ClusterArgs),
+}
+
+/// Runs a client command.
+pub async fn run(cmd: ClientCommand, verbose: bool) -> anyhow::Result<()> {
+    use ClientCommand as Command;
     match cmd {
         Command::Put(a) => put(a).await,
         Command::Get(a) => get(a).await,
@@ -265,6 +325,5 @@ pub async fn run(cmd: crate::cli::Command, verbose: bool) -> anyhow::Result<()> 
         Command::Ls(a) => ls(a).await,
         Command::Cp(a) => cp(a, verbose).await,
         Command::Cluster(a) => super::cluster::run(a).await,
-        _ => anyhow::bail!("not a client command"),
     }
 }

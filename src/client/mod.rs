@@ -25,7 +25,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-pub use args::run;
+pub use args::{run, ClientCommand};
 
 /// Tries of a request that is safe to repeat.
 pub const ATTEMPTS: usize = 3;

@@ -16,6 +16,7 @@
 //! the key they are working on; offline jobs need the server stopped (the index file is
 //! locked while a server has it open).
 
+pub mod args;
 pub mod copy;
 pub mod listing;
 pub mod membership;

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
+use super::args::{ClusterArgs, RebalanceArgs, RebuildArgs, VerifyArgs};
 use super::worker::{Counts, Job, JobKind, JobStatus};
 use super::{rebalance, rebuild, verify, Ctx};
-use crate::cli::{ClusterArgs, RebalanceArgs, RebuildArgs, VerifyArgs};
 use crate::index::Index;
 use crate::index::KeyLocks;
 use crate::placement::SharedPlacement;

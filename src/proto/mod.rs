@@ -33,7 +33,7 @@ pub struct ProtoArgs {
     pub tcp_max_value: u64,
     /// Close a binary-protocol connection that sends nothing (or does not read its
     /// answers) for this long.
-    #[arg(long, env = "HOARD_TCP_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "HOARD_TCP_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::units::parse_duration)]
     pub tcp_idle_timeout: Duration,
     /// Most binary-protocol connections served at once; more wait in the kernel's
     /// accept queue.

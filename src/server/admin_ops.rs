@@ -236,7 +236,9 @@ async fn start_verify(
 ) -> Result<Response, Failure> {
     let grace = match query.get("grace") {
         None => Duration::from_secs(3600),
-        Some(g) => crate::cli::parse_duration(g).map_err(|e| error(StatusCode::BAD_REQUEST, &e))?,
+        Some(g) => {
+            crate::units::parse_duration(g).map_err(|e| error(StatusCode::BAD_REQUEST, &e))?
+        }
     };
     let params = JobParams {
         max_rate: rate(query)?,

@@ -9,6 +9,7 @@
 mod admin;
 mod admin_cluster;
 mod admin_ops;
+mod args;
 mod batch;
 mod error;
 mod jobs;
@@ -17,6 +18,7 @@ mod safety;
 pub mod ui;
 mod write;
 
+pub use args::ServerArgs;
 pub use error::ApiError;
 pub use safety::{SafetyArgs, SafetyConfig, Scheme};
 
@@ -27,7 +29,6 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
-use crate::cli::ServerArgs;
 use crate::index::{Index, KeyLocks};
 use crate::ops::membership::Membership;
 use crate::ops::worker::Worker;

@@ -34,7 +34,7 @@ pub struct SafetyArgs {
     #[arg(long, env = "HOARD_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
     /// Longest time to handle a request without an upload (0 = unlimited).
-    #[arg(long, env = "HOARD_REQUEST_TIMEOUT", default_value = "60s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "HOARD_REQUEST_TIMEOUT", default_value = "60s", value_parser = crate::units::parse_duration)]
     pub request_timeout: Duration,
     /// Scheme of the volume servers (their names in --volumes stay host:port).
     #[arg(long, env = "HOARD_VOLUME_SCHEME", value_enum, default_value = "http")]
@@ -43,7 +43,7 @@ pub struct SafetyArgs {
     #[arg(long, env = "HOARD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// Lifetime of signed volume URLs in redirects (--auth-mode all).
-    #[arg(long, env = "HOARD_SIGNED_URL_TTL", default_value = "60s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "HOARD_SIGNED_URL_TTL", default_value = "60s", value_parser = crate::units::parse_duration)]
     pub signed_url_ttl: Duration,
     /// Authentication.
     #[command(flatten)]

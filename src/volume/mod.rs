@@ -12,6 +12,7 @@
 //! | other methods | 405 |
 //! | unsafe path ([`path`]) | 400; a symlink leading outside the root ([`root`]) → 403 |
 
+mod args;
 pub mod beneath;
 pub mod delete;
 pub mod error;
@@ -22,6 +23,8 @@ pub mod read;
 pub mod root;
 pub mod write;
 
+pub use args::VolumeArgs;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -29,7 +32,6 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::cli::VolumeArgs;
 use crate::http::BytesReceived;
 use error::VolumeError;
 use path::VolumePath;

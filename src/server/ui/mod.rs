@@ -41,7 +41,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// True for the page and its static assets: served without authentication.
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/-/ui" | "/-/ui/" | "/-/ui/app.js" | "/-/ui/app.css")
+    owns(path) && crate::auth::is_public(path)
 }
 
 /// True when `path` belongs to the dashboard.
