@@ -13,6 +13,7 @@
 //! * [`objects`] — Put/Get/Head/Delete/Copy, DeleteObjects, conditional requests.
 //! * [`listing`] — ListObjects v1 and v2.
 //! * [`multipart`] — multipart uploads (design in its module docs).
+//! * [`part_copy`] — UploadPartCopy: a part copied from an existing object.
 //! * [`errors`] — store errors, keys and bucket names in S3 terms.
 //!
 //! Operations not listed in docs/ARCHITECTURE.md's compatibility table answer
@@ -24,6 +25,7 @@ pub mod errors;
 pub mod listing;
 pub mod multipart;
 pub mod objects;
+pub mod part_copy;
 
 use std::sync::Arc;
 
@@ -283,6 +285,14 @@ impl s3s::S3 for Hoard {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         multipart::upload_part(&self.store, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.barrier().await?;
+        part_copy::upload_part_copy(&self.store, req).await
     }
 
     async fn complete_multipart_upload(
