@@ -324,6 +324,8 @@ fn s3cmd_and_rclone_copy_sync_list() {
     let tmp = tempfile::tempdir().unwrap();
     let (_dev, ep) = dev(&tmp.path().join("data"));
     let src = tree(tmp.path(), 9, 1 << 20);
+    // An empty file: synced as a zero-byte object by both clients.
+    std::fs::write(src.join("d1/empty"), b"").unwrap();
     let host = ep.s3.trim_start_matches("http://");
 
     // s3cmd, path-style over plain HTTP, no config file.
@@ -345,7 +347,7 @@ fn s3cmd_and_rclone_copy_sync_list() {
     s3cmd(&["mb", "s3://cmd"]);
     s3cmd(&["sync", &format!("{}/", src.display()), "s3://cmd/tree/"]);
     let ls = s3cmd(&["ls", "--recursive", "s3://cmd/tree/"]);
-    assert_eq!(ls.lines().count(), 10, "{ls}");
+    assert_eq!(ls.lines().count(), 11, "{ls}");
     let down = tmp.path().join("cmd-down");
     s3cmd(&["sync", "s3://cmd/tree/", &format!("{}/", down.display())]);
     assert_eq!(contents(&down), contents(&src));
@@ -374,14 +376,14 @@ fn s3cmd_and_rclone_copy_sync_list() {
     rclone(&["copy", &src.display().to_string(), ":s3:rcl/tree"]);
     rclone(&["sync", &src.display().to_string(), ":s3:rcl/mirror"]);
     let listed = rclone(&["lsf", "-R", "--files-only", ":s3:rcl/mirror"]);
-    assert_eq!(listed.lines().count(), 10, "{listed}");
+    assert_eq!(listed.lines().count(), 11, "{listed}");
     rclone(&["check", &src.display().to_string(), ":s3:rcl/tree"]);
     let down = tmp.path().join("rclone-down");
     rclone(&["copy", ":s3:rcl/mirror", &down.display().to_string()]);
     assert_eq!(contents(&down), contents(&src));
     // What rclone wrote is what s3cmd lists: one keyspace.
     let ls = s3cmd(&["ls", "--recursive", "s3://rcl/mirror/"]);
-    assert_eq!(ls.lines().count(), 10, "{ls}");
+    assert_eq!(ls.lines().count(), 11, "{ls}");
 }
 
 /// Runs `hoard CMD --db DB --volumes VOLUMES EXTRA…` (an offline operation); its JSON
@@ -422,13 +424,16 @@ fn sizes(db: &Path) -> std::collections::BTreeMap<String, u64> {
     all
 }
 
-/// `verify --deep` finds every replica of every key present and intact, and no orphan.
+/// `verify` (sizes) and `verify --deep` (contents) find every replica of every key
+/// present and intact, and no orphan.
 fn assert_clean(db: &Path, volumes: &[&str], keys: u64) {
-    let report = offline("verify", db, volumes, &["--deep", "--grace", "0s"]);
-    for bad in ["missing", "corrupt", "unreachable", "orphans"] {
-        assert_eq!(counted(&report, bad), 0, "{bad}: {report}");
+    for deep in [&["--grace", "0s"][..], &["--deep", "--grace", "0s"]] {
+        let report = offline("verify", db, volumes, deep);
+        for bad in ["missing", "corrupt", "unreachable", "orphans"] {
+            assert_eq!(counted(&report, bad), 0, "{bad}: {report}");
+        }
+        assert_eq!(counted(&report, "ok"), keys, "{report}");
     }
-    assert_eq!(counted(&report, "ok"), keys, "{report}");
 }
 
 /// Zero-byte objects (boto3, aws-cli `sync` of a tree with empty files), CopyObject
@@ -441,7 +446,8 @@ fn s3_gaps_on(kind: Kind) {
     boto3(&ep, &work, &["empty", "self_copy", "part_copy", "chunked"]);
 
     // aws s3 sync of a tree with empty files (and an empty file deep down).
-    let src = tree(&work, 6, 1000);
+    // 9 MB: `aws s3 cp` copies it s3 → s3 in parts (UploadPartCopy).
+    let src = tree(&work, 6, 9 << 20);
     std::fs::write(src.join("empty.txt"), b"").unwrap();
     std::fs::create_dir_all(src.join("d9/deeper")).unwrap();
     std::fs::write(src.join("d9/deeper/.keep"), b"").unwrap();
@@ -489,6 +495,46 @@ fn s3_gaps_on(kind: Kind) {
         ],
     );
     assert!(head.contains("text/x-changed"), "{head}");
+    aws(
+        &ep,
+        &[
+            "s3",
+            "cp",
+            "s3://syncz/tree/big.bin",
+            "s3://syncz/copied.bin",
+        ],
+    );
+    let etag = aws(
+        &ep,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "syncz",
+            "--key",
+            "copied.bin",
+            "--query",
+            "ETag",
+        ],
+    );
+    assert!(
+        etag.contains("-2"),
+        "a 9 MB s3 → s3 copy is a 2-part copy: {etag}"
+    );
+    let copied = work.join("copied.back");
+    aws(
+        &ep,
+        &[
+            "s3",
+            "cp",
+            "s3://syncz/copied.bin",
+            &copied.display().to_string(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(copied).unwrap(),
+        std::fs::read(src.join("big.bin")).unwrap()
+    );
     let back = work.join("f0.back");
     aws(&ep, &["s3", "cp", obj, &back.display().to_string()]);
     assert_eq!(

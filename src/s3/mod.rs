@@ -15,6 +15,8 @@
 //! * [`multipart`] — multipart uploads (design in its module docs).
 //! * [`part_copy`] — UploadPartCopy: a part copied from an existing object.
 //! * [`errors`] — store errors, keys and bucket names in S3 terms.
+//! * [`expect`] — `Connection: close` where botocore's `Expect: 100-continue` handling
+//!   would misread the next answer.
 //!
 //! Operations not listed in docs/ARCHITECTURE.md's compatibility table answer
 //! `NotImplemented`.
@@ -22,6 +24,7 @@
 pub mod auth;
 pub mod buckets;
 pub mod errors;
+pub mod expect;
 pub mod listing;
 pub mod multipart;
 pub mod objects;
@@ -117,7 +120,10 @@ pub fn router(
     });
     let router = axum::Router::new()
         .fallback_service(service)
-        .layer(axum::middleware::map_request(bodiless));
+        .layer(axum::middleware::map_request(bodiless))
+        .layer(axum::middleware::from_fn(
+            expect::close_after_unexpected_answer,
+        ));
     Ok(crate::http::observe(router, "s3", verbose))
 }
 

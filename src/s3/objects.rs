@@ -3,7 +3,9 @@
 //! Object `k` of bucket `b` is the hoard key `/b/k`: writes go through
 //! `Store::put_with` (replacing, hashing, with [`ObjectMeta`]), reads through
 //! `Store::open` (proxied and streamed, never redirected: S3 clients do not follow
-//! redirects), deletes through `Store::delete`.
+//! redirects), deletes through `Store::delete`. An empty body is a zero-byte object
+//! (`PutOptions::allow_empty`); CopyObject onto itself with `REPLACE` changes only the
+//! metadata (`Store::set_meta`).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -7,6 +7,7 @@ Every check asserts what a user sees; the first failure exits non-zero with a
 traceback. Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
 """
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -364,6 +365,18 @@ def empty():
     assert done["ETag"] == want, done
     got = s3.get_object(Bucket="empty", Key="mp-empty")
     assert got["Body"].read() == b"" and got["ETag"] == want
+    # botocore sends uploads from files with "Expect: 100-continue"; an empty one (or
+    # one refused before its body is read) is answered without "100 Continue", which
+    # botocore then misapplies to the next such request on the same connection unless
+    # the server closes it (src/s3/expect.rs). One connection, so they all share it.
+    one = boto3.client("s3", endpoint_url=ENDPOINT, region_name="us-east-1", config=Config(
+        s3={"addressing_style": "path"}, retries={"max_attempts": 1}, max_pool_connections=1))
+    for i in range(3):
+        e = one.put_object(Bucket="empty", Key=f"pooled/{i}", Body=io.BytesIO(b""))
+        assert e["ETag"] == f'"{EMPTY_MD5}"', e
+        r = one.put_object(Bucket="empty", Key=f"pooled/{i}.txt", Body=io.BytesIO(b"x" * 100))
+        assert r.get("ETag") == '"%s"' % hashlib.md5(b"x" * 100).hexdigest(), r
+        assert code_of(one.put_object, Bucket="nosuchbucket", Key="k", Body=io.BytesIO(b"y" * 100)) == "NoSuchBucket"
     path = os.path.join(WORK, "empty.file")
     open(path, "wb").close()
     s3.upload_file(path, "empty", "uploaded/empty.file")
