@@ -557,6 +557,26 @@ fn s3_gaps_on(kind: Kind) {
     offline("rebuild", &rebuilt, &all, &[]);
     assert_eq!(sizes(&rebuilt), original);
 
+    // Zero-byte replicas lost on one volume: verify --repair re-creates them.
+    let lost: Vec<String> = cluster.volumes[0]
+        .files()
+        .into_iter()
+        .filter(|f| {
+            std::fs::metadata(cluster.volumes[0].dir.join(f))
+                .unwrap()
+                .len()
+                == 0
+        })
+        .collect();
+    assert!(!lost.is_empty(), "no zero-byte file on {}", all[0]);
+    for f in &lost {
+        std::fs::remove_file(cluster.volumes[0].dir.join(f)).unwrap();
+    }
+    let report = offline("verify", &cluster.db, &all, &["--repair", "--grace", "0s"]);
+    assert_eq!(counted(&report, "missing"), lost.len() as u64, "{report}");
+    assert_eq!(counted(&report, "repaired"), lost.len() as u64, "{report}");
+    assert_clean(&cluster.db, &all, original.len() as u64);
+
     // Down to three volumes: the empty files move like any other.
     let report = offline("rebalance", &cluster.db, &all[..3], &[]);
     assert!(counted(&report, "moved") > 0, "{report}");
