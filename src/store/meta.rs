@@ -82,7 +82,8 @@ impl Store {
 
     /// Replaces the metadata stored with `key`'s value, keeping the value, if the key
     /// is still the version `seen` (same time and size): [`StoreError::Conflict`] when
-    /// it changed meanwhile, [`StoreError::NotFound`] when it is not live.
+    /// it changed or is being written meanwhile, [`StoreError::NotFound`] when it is not
+    /// live.
     pub async fn set_meta(
         &self,
         key: &[u8],
@@ -100,7 +101,10 @@ impl Store {
         };
         match self.index.apply(cmd).await? {
             Ok(_) => Ok(()),
-            Err(Rejection::Changed) => Err(StoreError::Conflict),
+            // Replaced, or being replaced, since `seen` was read.
+            Err(Rejection::Changed | Rejection::WrongState(crate::index::State::Writing)) => {
+                Err(StoreError::Conflict)
+            }
             Err(Rejection::NotFound | Rejection::WrongState(_)) => Err(StoreError::NotFound),
             Err(other) => Err(StoreError::Invalid(other.to_string())),
         }
