@@ -351,6 +351,24 @@ fn s3cmd_and_rclone_copy_sync_list() {
     let down = tmp.path().join("cmd-down");
     s3cmd(&["sync", "s3://cmd/tree/", &format!("{}/", down.display())]);
     assert_eq!(contents(&down), contents(&src));
+    // s3cmd modify: a CopyObject onto itself with REPLACE.
+    s3cmd(&[
+        "modify",
+        "--mime-type=text/x-modified",
+        "s3://cmd/tree/d1/empty",
+    ]);
+    let head = aws(
+        &ep,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "cmd",
+            "--key",
+            "tree/d1/empty",
+        ],
+    );
+    assert!(head.contains("text/x-modified"), "{head}");
 
     // rclone, with its S3 remote given on the command line.
     let rclone = |args: &[&str]| -> String {
