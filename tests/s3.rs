@@ -21,10 +21,15 @@ struct Endpoint {
 
 /// `hoard server --s3-port` over three native volumes.
 fn server() -> (Cluster, Endpoint) {
+    server_on(Kind::Native, 3)
+}
+
+/// `hoard server --s3-port` over `n` volumes of `kind`.
+fn server_on(kind: Kind, n: usize) -> (Cluster, Endpoint) {
     let s3_port = common::free_port().to_string();
     let cluster = Cluster::start(
-        Kind::Native,
-        3,
+        kind,
+        n,
         &[
             "--s3-port",
             &s3_port,
@@ -319,6 +324,8 @@ fn s3cmd_and_rclone_copy_sync_list() {
     let tmp = tempfile::tempdir().unwrap();
     let (_dev, ep) = dev(&tmp.path().join("data"));
     let src = tree(tmp.path(), 9, 1 << 20);
+    // An empty file: synced as a zero-byte object by both clients.
+    std::fs::write(src.join("d1/empty"), b"").unwrap();
     let host = ep.s3.trim_start_matches("http://");
 
     // s3cmd, path-style over plain HTTP, no config file.
@@ -340,10 +347,28 @@ fn s3cmd_and_rclone_copy_sync_list() {
     s3cmd(&["mb", "s3://cmd"]);
     s3cmd(&["sync", &format!("{}/", src.display()), "s3://cmd/tree/"]);
     let ls = s3cmd(&["ls", "--recursive", "s3://cmd/tree/"]);
-    assert_eq!(ls.lines().count(), 10, "{ls}");
+    assert_eq!(ls.lines().count(), 11, "{ls}");
     let down = tmp.path().join("cmd-down");
     s3cmd(&["sync", "s3://cmd/tree/", &format!("{}/", down.display())]);
     assert_eq!(contents(&down), contents(&src));
+    // s3cmd modify: a CopyObject onto itself with REPLACE.
+    s3cmd(&[
+        "modify",
+        "--mime-type=text/x-modified",
+        "s3://cmd/tree/d1/empty",
+    ]);
+    let head = aws(
+        &ep,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "cmd",
+            "--key",
+            "tree/d1/empty",
+        ],
+    );
+    assert!(head.contains("text/x-modified"), "{head}");
 
     // rclone, with its S3 remote given on the command line.
     let rclone = |args: &[&str]| -> String {
@@ -369,12 +394,221 @@ fn s3cmd_and_rclone_copy_sync_list() {
     rclone(&["copy", &src.display().to_string(), ":s3:rcl/tree"]);
     rclone(&["sync", &src.display().to_string(), ":s3:rcl/mirror"]);
     let listed = rclone(&["lsf", "-R", "--files-only", ":s3:rcl/mirror"]);
-    assert_eq!(listed.lines().count(), 10, "{listed}");
+    assert_eq!(listed.lines().count(), 11, "{listed}");
     rclone(&["check", &src.display().to_string(), ":s3:rcl/tree"]);
     let down = tmp.path().join("rclone-down");
     rclone(&["copy", ":s3:rcl/mirror", &down.display().to_string()]);
     assert_eq!(contents(&down), contents(&src));
     // What rclone wrote is what s3cmd lists: one keyspace.
     let ls = s3cmd(&["ls", "--recursive", "s3://rcl/mirror/"]);
-    assert_eq!(ls.lines().count(), 10, "{ls}");
+    assert_eq!(ls.lines().count(), 11, "{ls}");
+}
+
+/// Runs `hoard CMD --db DB --volumes VOLUMES EXTRA…` (an offline operation); its JSON
+/// report, after checking it succeeded.
+fn offline(cmd: &str, db: &Path, volumes: &[&str], extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(hoard_bin())
+        .arg(cmd)
+        .arg("--db")
+        .arg(db)
+        .args(["--volumes", &volumes.join(",")])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "hoard {cmd} failed:\n{stderr}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("hoard {cmd}: no JSON report ({e}):\n{stderr}"))
+}
+
+fn counted(report: &serde_json::Value, counter: &str) -> u64 {
+    report["counts"][counter]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{counter} in {report}"))
+}
+
+/// Every live key of the index in `db` with its size (the server must be stopped).
+fn sizes(db: &Path) -> std::collections::BTreeMap<String, u64> {
+    let index = hoard::index::Index::open(db).unwrap();
+    let mut all = std::collections::BTreeMap::new();
+    index
+        .walk(None, |k, r| {
+            assert_eq!(r.state, hoard::index::State::Live, "{k:?}");
+            all.insert(String::from_utf8_lossy(k).into_owned(), r.size);
+            true
+        })
+        .unwrap();
+    index.close();
+    all
+}
+
+/// `verify` (sizes) and `verify --deep` (contents) find every replica of every key
+/// present and intact, and no orphan.
+fn assert_clean(db: &Path, volumes: &[&str], keys: u64) {
+    for deep in [&["--grace", "0s"][..], &["--deep", "--grace", "0s"]] {
+        let report = offline("verify", db, volumes, deep);
+        for bad in ["missing", "corrupt", "unreachable", "orphans"] {
+            assert_eq!(counted(&report, bad), 0, "{bad}: {report}");
+        }
+        assert_eq!(counted(&report, "ok"), keys, "{report}");
+    }
+}
+
+/// Zero-byte objects (boto3, aws-cli `sync` of a tree with empty files), CopyObject
+/// onto itself, UploadPartCopy (boto3 `copy()`) and aws-chunked bodies — then what the
+/// background operations make of the keys they left: `verify --deep` finds them clean,
+/// `rebuild` indexes the empty files as zero-byte keys, `rebalance` moves them.
+fn s3_gaps_on(kind: Kind) {
+    let (mut cluster, ep) = server_on(kind, 4);
+    let work = cluster.tmp.path().to_path_buf();
+    boto3(&ep, &work, &["empty", "self_copy", "part_copy", "chunked"]);
+
+    // aws s3 sync of a tree with empty files (and an empty file deep down).
+    // 9 MB: `aws s3 cp` copies it s3 → s3 in parts (UploadPartCopy).
+    let src = tree(&work, 6, 9 << 20);
+    std::fs::write(src.join("empty.txt"), b"").unwrap();
+    std::fs::create_dir_all(src.join("d9/deeper")).unwrap();
+    std::fs::write(src.join("d9/deeper/.keep"), b"").unwrap();
+    aws(&ep, &["s3", "mb", "s3://syncz"]);
+    let tree_url = "s3://syncz/tree";
+    aws(&ep, &["s3", "sync", &src.display().to_string(), tree_url]);
+    let listing = aws(&ep, &["s3", "ls", "--recursive", "s3://syncz/tree/"]);
+    assert_eq!(listing.lines().count(), 9, "{listing}");
+    let zeros = listing
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("0"));
+    assert_eq!(zeros.count(), 2, "{listing}");
+    // Nothing to do the second time: the empty files are there.
+    assert_eq!(
+        aws(&ep, &["s3", "sync", &src.display().to_string(), tree_url]),
+        ""
+    );
+    let down = work.join("syncz-down");
+    aws(&ep, &["s3", "sync", tree_url, &down.display().to_string()]);
+    assert_eq!(contents(&down), contents(&src));
+    // aws s3 cp onto itself, changing the content type.
+    let obj = "s3://syncz/tree/d0/e0/f0.txt";
+    aws(
+        &ep,
+        &[
+            "s3",
+            "cp",
+            obj,
+            obj,
+            "--content-type",
+            "text/x-changed",
+            "--metadata-directive",
+            "REPLACE",
+        ],
+    );
+    let head = aws(
+        &ep,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "syncz",
+            "--key",
+            "tree/d0/e0/f0.txt",
+        ],
+    );
+    assert!(head.contains("text/x-changed"), "{head}");
+    aws(
+        &ep,
+        &[
+            "s3",
+            "cp",
+            "s3://syncz/tree/big.bin",
+            "s3://syncz/copied.bin",
+        ],
+    );
+    let etag = aws(
+        &ep,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "syncz",
+            "--key",
+            "copied.bin",
+            "--query",
+            "ETag",
+        ],
+    );
+    assert!(
+        etag.contains("-2"),
+        "a 9 MB s3 → s3 copy is a 2-part copy: {etag}"
+    );
+    let copied = work.join("copied.back");
+    aws(
+        &ep,
+        &[
+            "s3",
+            "cp",
+            "s3://syncz/copied.bin",
+            &copied.display().to_string(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(copied).unwrap(),
+        std::fs::read(src.join("big.bin")).unwrap()
+    );
+    let back = work.join("f0.back");
+    aws(&ep, &["s3", "cp", obj, &back.display().to_string()]);
+    assert_eq!(
+        std::fs::read(back).unwrap(),
+        std::fs::read(src.join("d0/e0/f0.txt")).unwrap()
+    );
+
+    assert!(
+        cluster.index.terminate(),
+        "index server did not stop cleanly"
+    );
+    let original = sizes(&cluster.db);
+    let empty = original.values().filter(|&&s| s == 0).count();
+    assert!(empty >= 10, "{empty} zero-byte keys in {original:?}");
+    let all: Vec<&str> = cluster.volumes.iter().map(|v| v.addr.as_str()).collect();
+    assert_clean(&cluster.db, &all, original.len() as u64);
+
+    // The index lost: rebuilt from the volumes, zero-byte keys included.
+    let rebuilt = work.join("rebuilt");
+    offline("rebuild", &rebuilt, &all, &[]);
+    assert_eq!(sizes(&rebuilt), original);
+
+    // Zero-byte replicas lost on one volume: verify --repair re-creates them.
+    let lost: Vec<String> = cluster.volumes[0]
+        .files()
+        .into_iter()
+        .filter(|f| {
+            std::fs::metadata(cluster.volumes[0].dir.join(f))
+                .unwrap()
+                .len()
+                == 0
+        })
+        .collect();
+    assert!(!lost.is_empty(), "no zero-byte file on {}", all[0]);
+    for f in &lost {
+        std::fs::remove_file(cluster.volumes[0].dir.join(f)).unwrap();
+    }
+    let report = offline("verify", &cluster.db, &all, &["--repair", "--grace", "0s"]);
+    assert_eq!(counted(&report, "missing"), lost.len() as u64, "{report}");
+    assert_eq!(counted(&report, "repaired"), lost.len() as u64, "{report}");
+    assert_clean(&cluster.db, &all, original.len() as u64);
+
+    // Down to three volumes: the empty files move like any other.
+    let report = offline("rebalance", &cluster.db, &all[..3], &[]);
+    assert!(counted(&report, "moved") > 0, "{report}");
+    assert_eq!(sizes(&cluster.db), original);
+    assert!(cluster.volumes[3].files().is_empty());
+    assert_clean(&cluster.db, &all[..3], original.len() as u64);
+}
+
+#[test]
+fn s3_gaps_over_native_volumes() {
+    s3_gaps_on(Kind::Native);
+}
+
+#[test]
+fn s3_gaps_over_nginx() {
+    s3_gaps_on(Kind::Nginx);
 }

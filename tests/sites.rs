@@ -380,3 +380,54 @@ async fn crossing_writes_converge_to_the_later_one() {
     assert_eq!(value(&a, "/x").await, later);
     assert_eq!(value(&b, "/x").await, later);
 }
+
+/// A zero-byte value (an empty S3 object; the native API refuses empty PUTs) is
+/// shipped and stored on the other site like any value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_byte_s3_object_replicates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, pb) = two_ports();
+    let (a, b) = (url(pa), url(pb));
+    let _site_b = dev(&tmp.path().join("b"), pb, &[]);
+    let s3_port = common::free_port();
+    let cmd = vec![
+        hoard_bin().to_string(),
+        "dev".into(),
+        "--data".into(),
+        tmp.path().join("a").display().to_string(),
+        "--port".into(),
+        pa.to_string(),
+        "--s3-port".into(),
+        s3_port.to_string(),
+        "--replicate-to".into(),
+        b.clone(),
+    ];
+    let _site_a = Proc::spawn(cmd, tmp.path().join("a.log"));
+    wait_http(&format!("{a}/-/health"));
+    common::cluster::wait_listening(&format!("127.0.0.1:{s3_port}"));
+    let endpoint = format!("http://127.0.0.1:{s3_port}");
+    let aws = |args: &[&str]| {
+        let out = std::process::Command::new("aws")
+            .args(["--endpoint-url", &endpoint])
+            .args(args)
+            // hoard dev's default S3 user.
+            .env("AWS_ACCESS_KEY_ID", "hoard")
+            .env("AWS_SECRET_ACCESS_KEY", "hoardhoard")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .expect("aws-cli (scripts/test.sh installs it)");
+        assert!(out.status.success(), "aws {args:?}: {out:?}");
+    };
+    aws(&["s3", "mb", "s3://rep"]);
+    aws(&["s3api", "put-object", "--bucket", "rep", "--key", "empty"]);
+    put(&a, "/rep/after", b"a value after it".to_vec()).await;
+    eventually("both keys on B", || async {
+        value(&b, "/rep/after").await.is_some() && value(&b, "/rep/empty").await.is_some()
+    })
+    .await;
+    assert_eq!(value(&b, "/rep/empty").await.unwrap(), b"");
+    eventually("A's lag back to 0", || async { lag_entries(&a).await == 0 }).await;
+}

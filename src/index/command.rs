@@ -168,6 +168,20 @@ pub enum Command {
         /// which checked the record itself).
         owner: u64,
     },
+    /// Replace the front-end metadata (`Record::meta`) of a live value, keeping the
+    /// value (an S3 CopyObject onto itself with `REPLACE`). Requires the record to be
+    /// the version the caller read: same `changed_ms` and `size`, else
+    /// [`Rejection::Changed`]. The value's files, size, md5 and time are unchanged.
+    SetMeta {
+        /// The key.
+        key: Vec<u8>,
+        /// `changed_ms` of the record the caller read.
+        changed_ms: u64,
+        /// The size the caller read.
+        size: u64,
+        /// The new metadata (empty: none).
+        meta: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -182,6 +196,7 @@ impl Command {
             | Command::BeginDelete { key, .. }
             | Command::Relocate { key, .. }
             | Command::SetMd5 { key, .. }
+            | Command::SetMeta { key, .. }
             | Command::Remove { key, .. } => key,
             Command::SetVolumes { .. }
             | Command::RetireMember { .. }
@@ -493,6 +508,22 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 }
             }
             (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
+            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
+            (_, None) => return Ok(Err(Rejection::NotFound)),
+        },
+        Command::SetMeta {
+            changed_ms,
+            size,
+            meta,
+            ..
+        } => match (&prev, state) {
+            (Some(r), Some(State::Live)) if r.changed_ms == *changed_ms && r.size == *size => {
+                Record {
+                    meta: meta.clone(),
+                    ..r.clone()
+                }
+            }
+            (Some(_), Some(State::Live)) => return Ok(Err(Rejection::Changed)),
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
             (_, None) => return Ok(Err(Rejection::NotFound)),
         },

@@ -379,3 +379,46 @@ fn replace_overwrites_a_live_value_keeping_its_other_locations_stale() {
     assert!(run(&mut m, commit()).is_ok());
     assert_eq!(state(&m), Some(State::Live));
 }
+
+#[test]
+fn set_meta_replaces_only_the_metadata_of_the_version_read() {
+    let mut m = BTreeMap::new();
+    let set = |changed_ms, size, meta: &[u8]| Command::SetMeta {
+        key: b"/k".to_vec(),
+        changed_ms,
+        size,
+        meta: meta.to_vec(),
+    };
+    assert_eq!(run(&mut m, set(2, 0, b"m")), Err(Rejection::NotFound));
+    run(&mut m, begin()).unwrap();
+    assert_eq!(
+        run(&mut m, set(1, 0, b"m")),
+        Err(Rejection::WrongState(State::Writing))
+    );
+    run(
+        &mut m,
+        Command::Commit {
+            key: b"/k".to_vec(),
+            size: 0,
+            md5: Some([7; 16]),
+            missing: Vec::new(),
+            now_ms: 2,
+            owner: 0,
+            meta: b"old".to_vec(),
+        },
+    )
+    .unwrap();
+    let before = m[&b"/k"[..]].clone();
+    assert_eq!(run(&mut m, set(1, 0, b"new")), Err(Rejection::Changed));
+    assert_eq!(run(&mut m, set(2, 5, b"new")), Err(Rejection::Changed));
+    run(&mut m, set(2, 0, b"new")).unwrap();
+    let after = m[&b"/k"[..]].clone();
+    assert_eq!(after.meta, b"new");
+    assert_eq!(
+        Record {
+            meta: before.meta.clone(),
+            ..after
+        },
+        before
+    );
+}

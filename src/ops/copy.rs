@@ -61,6 +61,15 @@ where
             Poll::Ready(None) => {
                 self.done = true;
                 let (seen, size) = (self.seen, self.expect.size);
+                if seen == size {
+                    // Only a zero-byte value gets here: check it like any other.
+                    return match self.expect.md5 {
+                        Some(want) if want != <[u8; 16]>::from(self.md5.clone().finalize()) => {
+                            fail("source md5 differs from the record".into())
+                        }
+                        _ => Poll::Ready(None),
+                    };
+                }
                 return fail(format!("source ended after {seen} of {size} bytes"));
             }
         };
@@ -97,9 +106,6 @@ pub async fn copy(
         to: dst_url.to_string(),
         reason,
     };
-    if expect.size == 0 {
-        return Err(err("zero-length values are not stored by hoard".into()));
-    }
     let work = async {
         let resp = client.get(src_url).await?;
         if let Some(len) = resp.content_length().filter(|&l| l != expect.size) {
@@ -161,4 +167,52 @@ pub async fn hash(client: &VolumeClient, url: &str) -> Result<Option<(u64, [u8; 
             url: url.to_string(),
             reason: "timed out".into(),
         })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(
+        chunks: Vec<&'static [u8]>,
+        size: u64,
+        md5: Option<[u8; 16]>,
+    ) -> Checked<impl Stream<Item = Result<Bytes, reqwest::Error>> + Unpin> {
+        Checked {
+            source: futures_util::stream::iter(
+                chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
+            ),
+            expect: Expect { size, md5 },
+            seen: 0,
+            md5: Md5::new(),
+            done: false,
+        }
+    }
+
+    async fn outcome(
+        mut s: impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+    ) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn zero_byte_values_copy_and_are_checked() {
+        // md5("") = d41d8cd98f00b204e9800998ecf8427e.
+        let empty: [u8; 16] = Md5::digest(b"").into();
+        assert_eq!(empty[..4], [0xd4, 0x1d, 0x8c, 0xd9]);
+        assert_eq!(outcome(checked(vec![], 0, Some(empty))).await, Ok(vec![]));
+        assert_eq!(outcome(checked(vec![], 0, None)).await, Ok(vec![]));
+        assert!(outcome(checked(vec![], 0, Some([0; 16]))).await.is_err());
+        assert!(outcome(checked(vec![b"x"], 0, None)).await.is_err());
+        assert!(outcome(checked(vec![], 3, None)).await.is_err());
+        let abc: [u8; 16] = Md5::digest(b"abc").into();
+        assert_eq!(
+            outcome(checked(vec![b"ab", b"c"], 3, Some(abc))).await,
+            Ok(b"abc".to_vec())
+        );
+    }
 }

@@ -21,12 +21,30 @@ pub fn store_error(e: StoreError) -> S3Error {
             OperationAborted,
             "another write of this key is in progress; retry"
         ),
-        StoreError::Empty => s3_error!(InvalidArgument, "hoard does not store zero-byte objects"),
+        // S3 writes allow empty values: only a refusal elsewhere can end here.
+        StoreError::Empty => s3_error!(InvalidArgument, "empty value refused"),
         StoreError::ClientBody(f) => s3_error!(IncompleteBody, "{f}"),
         StoreError::Index(i) => s3_error!(ServiceUnavailable, "{i}"),
         StoreError::Volume(m) => S3Error::with_message(S3ErrorCode::InternalError, m),
         StoreError::Unavailable(m) => s3_error!(ServiceUnavailable, "{m}"),
     }
+}
+
+/// The S3 error for a failed write: [`store_error`], except that an aws-chunked body
+/// whose chunk signature does not match (s3s ends the body stream with its
+/// `AwsChunkedStreamError::SignatureMismatch`, seen here only as text) is
+/// `SignatureDoesNotMatch` (403), as S3 answers, rather than a bad body.
+pub fn write_error(e: StoreError) -> S3Error {
+    let text = e.to_string();
+    if matches!(e, StoreError::Invalid(_) | StoreError::ClientBody(_))
+        && text.contains("AwsChunkedStreamError: SignatureMismatch")
+    {
+        return s3_error!(
+            SignatureDoesNotMatch,
+            "a chunk signature of the aws-chunked body does not match"
+        );
+    }
+    store_error(e)
 }
 
 /// The S3 error for a key hoard cannot store.

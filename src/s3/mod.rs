@@ -13,7 +13,10 @@
 //! * [`objects`] — Put/Get/Head/Delete/Copy, DeleteObjects, conditional requests.
 //! * [`listing`] — ListObjects v1 and v2.
 //! * [`multipart`] — multipart uploads (design in its module docs).
+//! * [`part_copy`] — UploadPartCopy: a part copied from an existing object.
 //! * [`errors`] — store errors, keys and bucket names in S3 terms.
+//! * [`expect`] — `Connection: close` where botocore's `Expect: 100-continue` handling
+//!   would misread the next answer.
 //!
 //! Operations not listed in docs/ARCHITECTURE.md's compatibility table answer
 //! `NotImplemented`.
@@ -21,9 +24,11 @@
 pub mod auth;
 pub mod buckets;
 pub mod errors;
+pub mod expect;
 pub mod listing;
 pub mod multipart;
 pub mod objects;
+pub mod part_copy;
 
 use std::sync::Arc;
 
@@ -115,7 +120,10 @@ pub fn router(
     });
     let router = axum::Router::new()
         .fallback_service(service)
-        .layer(axum::middleware::map_request(bodiless));
+        .layer(axum::middleware::map_request(bodiless))
+        .layer(axum::middleware::from_fn(
+            expect::close_after_unexpected_answer,
+        ));
     Ok(crate::http::observe(router, "s3", verbose))
 }
 
@@ -283,6 +291,14 @@ impl s3s::S3 for Hoard {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         multipart::upload_part(&self.store, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.barrier().await?;
+        part_copy::upload_part_copy(&self.store, req).await
     }
 
     async fn complete_multipart_upload(

@@ -43,7 +43,7 @@ const PREFIX: &str = "s3/upload/";
 
 /// An upload in progress.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Upload {
+pub(super) struct Upload {
     created_ms: u64,
     owner: String,
     meta: ObjectMeta,
@@ -53,7 +53,7 @@ fn entry(bucket: &str, key: &str, id: &str) -> String {
     format!("{PREFIX}{bucket}/{key}\0{id}")
 }
 
-fn part_key(id: &str, n: i32) -> Vec<u8> {
+pub(super) fn part_key(id: &str, n: i32) -> Vec<u8> {
     format!("{PARTS_PREFIX}{id}/{n:05}").into_bytes()
 }
 
@@ -71,7 +71,7 @@ fn completing(id: &str) -> String {
 
 /// `OperationAborted` while a CompleteMultipartUpload of upload `id` runs: changing or
 /// deleting its parts then could lose the object being written.
-fn check_not_completing(store: &Store, id: &str) -> S3Result<()> {
+pub(super) fn check_not_completing(store: &Store, id: &str) -> S3Result<()> {
     let held = store.frontend(&completing(id)).map_err(store_error)?;
     match held.and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok()) {
         Some(since) if crate::index::now_ms() < since.saturating_add(COMPLETING_LEASE_MS) => Err(
@@ -104,7 +104,7 @@ async fn take_for_completion(store: &Store, id: &str) -> S3Result<()> {
 }
 
 /// The upload's entry, or `NoSuchUpload`.
-fn find(store: &Store, bucket: &str, key: &str, id: &str) -> S3Result<Upload> {
+pub(super) fn find(store: &Store, bucket: &str, key: &str, id: &str) -> S3Result<Upload> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(s3_error!(NoSuchUpload));
     }
@@ -176,9 +176,8 @@ pub async fn upload_part(
             "part numbers are 1 to {MAX_PARTS}"
         ));
     }
-    let body = input
-        .body
-        .ok_or_else(|| s3_error!(InvalidArgument, "hoard does not store empty parts"))?;
+    // An empty part (a zero-byte object uploaded in one part) may come without a body.
+    let body = input.body.unwrap_or_else(super::objects::empty_body);
     let len = super::objects::body_len(&body, input.content_length);
     if len.is_some_and(|n| n > MAX_OBJECT) {
         return Err(s3_error!(

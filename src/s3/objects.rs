@@ -3,7 +3,9 @@
 //! Object `k` of bucket `b` is the hoard key `/b/k`: writes go through
 //! `Store::put_with` (replacing, hashing, with [`ObjectMeta`]), reads through
 //! `Store::open` (proxied and streamed, never redirected: S3 clients do not follow
-//! redirects), deletes through `Store::delete`.
+//! redirects), deletes through `Store::delete`. An empty body is a zero-byte object
+//! (`PutOptions::allow_empty`); CopyObject onto itself with `REPLACE` changes only the
+//! metadata (`Store::set_meta`).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,7 +19,7 @@ use s3s::stream::ByteStream;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
 use super::buckets::{require, timestamp};
-use super::errors::{etag, object_key, store_error};
+use super::errors::{etag, object_key, store_error, write_error};
 use crate::index::Record;
 use crate::store::{ObjectMeta, Opened, PutOptions, Store, StoreError};
 
@@ -169,7 +171,7 @@ fn not_modified() -> S3Error {
     s3_error!(NotModified)
 }
 
-fn precondition_failed() -> S3Error {
+pub(super) fn precondition_failed() -> S3Error {
     s3_error!(PreconditionFailed, "copy source condition failed")
 }
 
@@ -181,20 +183,13 @@ pub async fn put(
     let input = req.input;
     require(store, &input.bucket)?;
     let key = object_key(&input.bucket, &input.key)?;
-    let body = input
-        .body
-        .ok_or_else(|| s3_error!(InvalidArgument, "hoard does not store zero-byte objects"))?;
+    // A zero-byte object may come without any body.
+    let body = input.body.unwrap_or_else(empty_body);
     let len = body_len(&body, input.content_length);
     if len.is_some_and(|n| n > MAX_OBJECT) {
         return Err(s3_error!(
             EntityTooLarge,
             "at most {MAX_OBJECT} bytes per PutObject; use a multipart upload"
-        ));
-    }
-    if len == Some(0) {
-        return Err(s3_error!(
-            InvalidArgument,
-            "hoard does not store zero-byte objects"
         ));
     }
     if input.if_none_match.is_some() || input.if_match.is_some() {
@@ -237,13 +232,18 @@ pub async fn put(
     }))
 }
 
+/// The body of a request that came without one: no bytes.
+pub(super) fn empty_body() -> StreamingBlob {
+    StreamingBlob::wrap(futures_util::stream::empty::<Result<Bytes, std::io::Error>>())
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Stores `body` under `key` (replacing, hashed, with `meta`): the one write path of
-/// the S3 front-end.
+/// Stores `body` under `key` (replacing, hashed, with `meta`; an empty body is a
+/// zero-byte object): the one write path of the S3 front-end.
 pub async fn write<S, E>(
     store: &Arc<Store>,
     key: Vec<u8>,
@@ -259,11 +259,12 @@ where
         replace: true,
         md5: true,
         meta: meta.encode(),
+        allow_empty: true,
     };
     store
         .put_with(key, body, len, opts)
         .await
-        .map_err(|e| store_error(e.error))
+        .map_err(|e| write_error(e.error))
 }
 
 /// GetObject: the value (or a range of it) streamed through the index server.
@@ -288,6 +289,11 @@ pub async fn get(
             not_modified,
         )?;
         match &input.range {
+            // No range of an empty object is satisfiable (S3 answers 416 too).
+            Some(_) if record.size == 0 => Err(s3_error!(
+                InvalidRange,
+                "the object is empty: no range of it is satisfiable"
+            )),
             Some(r) => Ok(Some(r.check(record.size)?)),
             None => Ok(None),
         }
@@ -455,12 +461,6 @@ pub async fn copy(
     require(store, &input.bucket)?;
     let source = object_key(src_bucket, src_key)?;
     let target = object_key(&input.bucket, &input.key)?;
-    if source == target {
-        return Err(s3_error!(
-            InvalidRequest,
-            "copying an object onto itself (to change its metadata) is not supported"
-        ));
-    }
     let conditions = Conditions {
         if_match: input.copy_source_if_match.as_ref(),
         if_none_match: input.copy_source_if_none_match.as_ref(),
@@ -482,12 +482,30 @@ pub async fn copy(
         }
         Ok(None)
     };
-    let (record, opened) = open_record(store, &source, check).await?;
-    let opened = opened.ok_or_else(|| s3_error!(InternalError))?;
     let replace = input
         .metadata_directive
         .as_ref()
         .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    if source == target {
+        if !replace {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to \
+                 itself without changing the object's metadata"
+            ));
+        }
+        let meta = meta_from(
+            input.content_type,
+            input.content_encoding,
+            input.content_disposition,
+            input.content_language,
+            input.cache_control,
+            input.metadata,
+        )?;
+        return replace_meta(store, &source, check, meta).await;
+    }
+    let (record, opened) = open_record(store, &source, check).await?;
+    let opened = opened.ok_or_else(|| s3_error!(InternalError))?;
     let meta = if replace {
         meta_from(
             input.content_type,
@@ -516,6 +534,35 @@ pub async fn copy(
         copy_object_result: Some(CopyObjectResult {
             e_tag: written.md5.map(|m| ETag::Strong(hex(&m))),
             last_modified: Some(timestamp(crate::index::now_ms())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+/// CopyObject of an object onto itself with `REPLACE`: only its metadata changes
+/// (`Store::set_meta`), the value stays where it is. The ETag becomes the value's md5
+/// (a copy is one part), as S3's does.
+async fn replace_meta(
+    store: &Arc<Store>,
+    key: &[u8],
+    check: impl Fn(&Record) -> S3Result<Option<std::ops::Range<u64>>>,
+    meta: ObjectMeta,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let record = store
+        .record(key)
+        .map_err(store_error)?
+        .ok_or_else(|| s3_error!(NoSuchKey))?;
+    check(&record)?;
+    match store.set_meta(key, &record, meta.encode()).await {
+        Ok(()) => {}
+        Err(StoreError::NotFound) => return Err(s3_error!(NoSuchKey)),
+        Err(e) => return Err(store_error(e)),
+    }
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(ETag::Strong(etag(&record, &meta))),
+            last_modified: Some(timestamp(record.changed_ms)),
             ..Default::default()
         }),
         ..Default::default()

@@ -192,6 +192,8 @@ async fn apply(store: &Arc<Store>, key: Vec<u8>, req: Request) -> Result<&'stati
     let put = async {
         let opts = PutOptions {
             replace: true,
+            // A zero-byte value (an S3 empty object) replicates like any other.
+            allow_empty: true,
             ..Default::default()
         };
         match store.put_with(key.clone(), body, Some(len), opts).await {

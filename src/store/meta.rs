@@ -1,5 +1,5 @@
-//! Front-ends' metadata stored with a value ([`ObjectMeta`], in `Record::meta`), and
-//! their index-wide entries ([`Store::set_frontend`]: S3 buckets, multipart uploads).
+//! Front-ends' metadata stored with a value ([`ObjectMeta`], in `Record::meta`;
+//! replaced in place by [`Store::set_meta`]), and their index-wide entries ([`Store::set_frontend`]: S3 buckets, multipart uploads).
 //!
 //! Both go through the index's commands like every other change, so they replicate
 //! with an index cluster and survive restarts. `hoard rebuild` recovers values from the
@@ -76,6 +76,36 @@ impl Store {
             Ok(_) => Ok(()),
             Err(Rejection::Exists) => Err(StoreError::Exists),
             Err(Rejection::NotFound) => Err(StoreError::NotFound),
+            Err(other) => Err(StoreError::Invalid(other.to_string())),
+        }
+    }
+
+    /// Replaces the metadata stored with `key`'s value, keeping the value, if the key
+    /// is still the version `seen` (same time and size): [`StoreError::Conflict`] when
+    /// it changed or is being written meanwhile, [`StoreError::NotFound`] when it is not
+    /// live.
+    pub async fn set_meta(
+        &self,
+        key: &[u8],
+        seen: &crate::index::Record,
+        meta: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        if meta.len() > crate::index::MAX_META_LEN {
+            return Err(StoreError::Invalid("metadata too large".into()));
+        }
+        let cmd = Command::SetMeta {
+            key: key.to_vec(),
+            changed_ms: seen.changed_ms,
+            size: seen.size,
+            meta,
+        };
+        match self.index.apply(cmd).await? {
+            Ok(_) => Ok(()),
+            // Replaced, or being replaced, since `seen` was read.
+            Err(Rejection::Changed | Rejection::WrongState(crate::index::State::Writing)) => {
+                Err(StoreError::Conflict)
+            }
+            Err(Rejection::NotFound | Rejection::WrongState(_)) => Err(StoreError::NotFound),
             Err(other) => Err(StoreError::Invalid(other.to_string())),
         }
     }

@@ -4,8 +4,9 @@
 //!
 //! 1. take the key's lock ([`StoreError::Conflict`] if held) and check it is not live
 //!    ([`StoreError::Exists`]); wait for the first body bytes ([`StoreError::Empty`] if
-//!    none); check that enough of its replica volumes are up for the write quorum
-//!    ([`StoreError::Unavailable`]) — nothing is recorded yet;
+//!    none, unless `PutOptions::allow_empty`); check that enough of its replica
+//!    volumes are up for the write quorum ([`StoreError::Unavailable`]) — nothing is
+//!    recorded yet;
 //! 2. from here the write runs on its own task, so a caller that goes away (an HTTP
 //!    client disconnecting) cannot cut it short. `Begin`: an intent record (state
 //!    `writing`, target volumes, and as `stale` every other location an older record of
@@ -99,6 +100,10 @@ pub struct PutOptions {
     /// [`super::ObjectMeta`]); empty for none. At most [`crate::index::MAX_META_LEN`]
     /// bytes.
     pub meta: Vec<u8>,
+    /// Store an empty body as a zero-byte value (a zero-length file on every replica)
+    /// instead of refusing it with [`StoreError::Empty`] (S3 stores empty objects;
+    /// minikeyvalue's API refuses them).
+    pub allow_empty: bool,
 }
 
 impl Store {
@@ -142,6 +147,7 @@ impl Store {
         // (an empty chunked upload) leave no trace.
         let first = loop {
             match body.next().await {
+                None if opts.allow_empty => break None,
                 None => return Err(PutError::new(StoreError::Empty)),
                 Some(Err(e)) => {
                     return Err(PutError::new(StoreError::Invalid(format!(
@@ -149,8 +155,18 @@ impl Store {
                     ))))
                 }
                 Some(Ok(chunk)) if chunk.is_empty() => continue,
-                Some(Ok(chunk)) => break chunk,
+                Some(Ok(chunk)) => break Some(chunk),
             }
+        };
+        // An empty body (allowed): a fixed-length upload of zero bytes — unless it was
+        // announced longer (the client went away).
+        let len = match (&first, len) {
+            (None, Some(want)) if want > 0 => {
+                let short = FanoutError::Length { got: 0, want };
+                return Err(PutError::new(StoreError::ClientBody(short)));
+            }
+            (None, _) => Some(0),
+            (Some(_), len) => len,
         };
 
         let volumes = self.placement.current().locate(&key);
@@ -164,7 +180,7 @@ impl Store {
             let e = StoreError::Unavailable(format!("replica volume {} is down", down.join(",")));
             return Err(PutError::refused(e, body));
         }
-        let stream = futures_util::stream::iter([Ok(first)]).chain(body);
+        let stream = futures_util::stream::iter(first.map(Ok)).chain(body);
         // From the intent on, the write runs on its own task: a caller that goes away
         // cannot cut it (or its cleanup) short.
         let store = Arc::clone(self);
@@ -218,7 +234,7 @@ impl Store {
         if opts.meta.len() > crate::index::MAX_META_LEN {
             return Err(StoreError::Invalid("metadata too large".into()));
         }
-        if len == Some(0) {
+        if len == Some(0) && !opts.allow_empty {
             return Err(StoreError::Empty);
         }
         let guard = self.locks.try_lock(key).ok_or(StoreError::Conflict)?;

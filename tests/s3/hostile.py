@@ -100,7 +100,12 @@ CASES = [
     ("double slash key", lambda: via_boto3(lambda: s3.put_object(Bucket="hostile", Key="a//b", Body=b"x")), 200, None),
     ("key too long", lambda: send("PUT", "/hostile/" + "k" * 1100, b"x"), 400, b"KeyTooLongError"),
     ("metadata too large", lambda: send("PUT", "/hostile/meta", b"x", {"x-amz-meta-big": "v" * 3000}), 400, b"MetadataTooLarge"),
-    ("zero-byte object", lambda: send("PUT", "/hostile/empty", b"", {"Content-Length": "0"}), 400, b"InvalidArgument"),
+    ("zero-byte object", lambda: send("PUT", "/hostile/empty", b"", {"Content-Length": "0"}), 200, None),
+    ("range of an empty object", lambda: send("GET", "/hostile/empty", headers={"Range": "bytes=0-0"}), 416, b"InvalidRange"),
+    ("part copy range past the end", lambda: part_copy("bytes=0-999999"), 400, b"InvalidArgument"),
+    ("part copy garbage range", lambda: part_copy("bytes=zz"), 400, b"InvalidArgument"),
+    ("part copy open range", lambda: part_copy("bytes=3-"), 400, b"InvalidArgument"),
+    ("self-copy of a missing key", lambda: send("PUT", "/hostile/gone", headers={"x-amz-copy-source": "/hostile/gone", "x-amz-metadata-directive": "REPLACE"}), 404, b"NoSuchKey"),
     ("bad continuation token", lambda: send("GET", "/hostile?list-type=2&continuation-token=%25%25%25"), 400, b"InvalidArgument"),
     ("negative max-keys", lambda: send("GET", "/hostile?list-type=2&max-keys=-1"), 400, None),
     ("bad encoding-type", lambda: send("GET", "/hostile?list-type=2&encoding-type=rot13"), 400, b"InvalidArgument"),
@@ -130,6 +135,13 @@ def upload_part(n):
     if "id" not in UPLOAD:
         UPLOAD["id"] = s3.create_multipart_upload(Bucket="hostile", Key="mpu")["UploadId"]
     return send("PUT", f"/hostile/mpu?partNumber={n}&uploadId={UPLOAD['id']}", b"x")
+
+
+def part_copy(source_range):
+    if "id" not in UPLOAD:
+        UPLOAD["id"] = s3.create_multipart_upload(Bucket="hostile", Key="mpu")["UploadId"]
+    return send("PUT", f"/hostile/mpu?partNumber=1&uploadId={UPLOAD['id']}", headers={
+        "x-amz-copy-source": "/hostile/victim", "x-amz-copy-source-range": source_range})
 
 
 def complete(xml):
