@@ -136,8 +136,9 @@ impl BulkLoad {
         self.written
     }
 
-    /// Stores the counters, closes the database and marks it cleanly closed; returns the
-    /// number of records and the counts.
+    /// Stores the counters, compacts the file (frees the pages the load's transactions
+    /// replaced), closes the database and marks it cleanly closed; returns the number of
+    /// records and the counts.
     pub fn finish(self) -> Result<(u64, Counts), IndexError> {
         let BulkLoad {
             db,
@@ -163,6 +164,10 @@ impl BulkLoad {
             super::write_volume_deltas(&mut meta, &volumes)?;
         }
         txn.commit().map_err(store_err)?;
+        // The load's transactions left the pages they replaced free inside the file
+        // (about a third of it); give them back, so the file is the size of the tree.
+        let mut db = db;
+        while db.compact().map_err(|e| store_err(redb::Error::from(e)))? {}
         drop(db);
         super::set_clean_marker(&dir).map_err(|e| IndexError::Store(redb::Error::Io(e)))?;
         Ok((written, counts))

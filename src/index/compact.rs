@@ -207,7 +207,7 @@ fn put_locations<E>(
         let id = u64::from(id(name)?);
         match sub {
             Some(sv) => {
-                put_varint(out, id << 1 | 1);
+                put_varint(out, (id << 1) | 1);
                 out.push(sv);
             }
             None => put_varint(out, id << 1),

@@ -38,7 +38,7 @@ fn sample() -> Record {
 fn sample_bytes(flags: u8) -> Vec<u8> {
     let mut want = vec![16, 2, flags, 5, 0x82, 0x02];
     want.extend([0xab; 16]);
-    want.extend([2, 0 << 1 | 1, 7, 1 << 1]);
+    want.extend([2, 1, 7, 2]); // n = 2; a:1 (id 0) + sv 07; b:2 (id 1) whole
     want
 }
 
@@ -71,7 +71,7 @@ fn known_encoding_of_each_optional_section() {
     let mut r = sample();
     r.stale = vec!["c:3/svFF".into()];
     let mut want = sample_bytes(0x01 | 0x04);
-    want.extend([1, 2 << 1 | 1, 0xff]);
+    want.extend([1, 5, 0xff]); // s = 1; c:3 (id 2) + sv FF
     assert_eq!(enc(&r), want);
     assert_eq!(dec(&want), Ok(r));
     // Owner: a varint.
@@ -112,7 +112,7 @@ fn known_encoding_of_each_optional_section() {
     r.state = State::Writing;
     let mut want = sample_bytes(0x3f);
     want[1] = 1;
-    want.extend([1, 0, 1, 2 << 1, 1, 1, 9, 1, 8]);
+    want.extend([1, 0, 1, 4, 1, 1, 9, 1, 8]);
     assert_eq!(enc(&r), want);
     assert_eq!(dec(&want), Ok(r));
 }

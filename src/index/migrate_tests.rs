@@ -210,7 +210,7 @@ async fn snapshots_carry_the_volume_table_and_import_re_encodes() {
     assert_eq!(third.get(b"/x").unwrap(), None);
     // A record naming an id the snapshot's table lacks is refused.
     let mut bad = Vec::new();
-    for part in [&b"/k"[..], &[16, 2, 0, 0, 0, 1, 9 << 1][..]] {
+    for part in [&b"/k"[..], &[16, 2, 0, 0, 0, 1, 18][..]] {
         bad.extend((part.len() as u32).to_le_bytes());
         bad.extend(part);
     }

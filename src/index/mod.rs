@@ -35,7 +35,7 @@ pub use bulk::BulkLoad;
 pub use command::{apply, Applied, Command, RecordMap, Rejection, FRONTEND_META_PREFIX};
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
-pub use migrate::MigrationStatus;
+pub use migrate::{MigrationStatus, BATCH as MIGRATION_BATCH};
 pub use record::{DecodeError, Record, State, MAX_META_LEN};
 pub use replicated::Replicator;
 pub use scan::{prefix_end, KeyRange, Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
