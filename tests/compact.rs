@@ -82,7 +82,11 @@ async fn server_migrates_a_legacy_index_while_serving_it() {
     assert_eq!(health["keys"]["live"], keys + 1, "{health}");
     redirects_to_a_replica(get(sample.clone()).await);
     assert_eq!(get("/fresh/key".into()).await.status(), 302);
-    let listed: serde_json::Value = get("/bench/?list&limit=5".into()).await.json().await.unwrap();
+    let listed: serde_json::Value = get("/bench/?list&limit=5".into())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["keys"].as_array().unwrap().len(), 5, "{listed}");
 
     // Stopped, the index is compact for good, with the same records.

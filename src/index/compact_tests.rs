@@ -133,8 +133,8 @@ fn varints() {
         assert_eq!(take_varint(&mut out.as_slice()), Ok(v));
     }
     for bad in [
-        vec![0x80, 0x00],                   // a redundant zero group
-        vec![0x80],                         // truncated
+        vec![0x80, 0x00],                     // a redundant zero group
+        vec![0x80],                           // truncated
         [vec![0xff; 9], vec![0x02]].concat(), // more than 64 bits
         vec![0xff; 11],
     ] {
@@ -153,9 +153,19 @@ fn splits_locations_only_when_they_round_trip() {
     let names = ["a:1/sv0a"];
     let mut r = sample();
     r.volumes = vec!["a:1/sv0a".into()];
-    let b = encode(&r, |n| names.iter().position(|x| *x == n).map(|i| i as u32).ok_or(())).unwrap();
+    let b = encode(&r, |n| {
+        names
+            .iter()
+            .position(|x| *x == n)
+            .map(|i| i as u32)
+            .ok_or(())
+    })
+    .unwrap();
     assert_eq!(&b[b.len() - 2..], [1, 0]);
-    assert_eq!(decode(&b, |i| names.get(i as usize).map(|n| n.to_string())), Ok(r));
+    assert_eq!(
+        decode(&b, |i| names.get(i as usize).map(|n| n.to_string())),
+        Ok(r)
+    );
 }
 
 #[test]
@@ -200,11 +210,7 @@ fn rejects_corruption() {
 #[test]
 fn compact_is_smaller_than_legacy() {
     let mut r = sample();
-    r.volumes = vec![
-        "a:1/sv01".into(),
-        "b:2/sv02".into(),
-        "c:3/sv03".into(),
-    ];
+    r.volumes = vec!["a:1/sv01".into(), "b:2/sv02".into(), "c:3/sv03".into()];
     r.size = 3000;
     r.changed_ms = 1_700_000_000_000;
     let (compact, legacy) = (enc(&r).len(), r.encode_legacy().len());

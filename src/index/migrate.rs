@@ -211,7 +211,10 @@ fn batch(
     txn.set_quick_repair(true);
     let (done, examined, rewritten, corrupt, names) = {
         let mut meta = txn.open_table(META).map_err(store_err)?;
-        let cursor = meta.get(CURSOR).map_err(store_err)?.map(|v| v.value().to_vec());
+        let cursor = meta
+            .get(CURSOR)
+            .map_err(store_err)?
+            .map(|v| v.value().to_vec());
         let already = meta.get(DONE).map_err(store_err)?.is_some();
         let mut table = txn.open_table(KEYS).map_err(store_err)?;
         let mut ids = Ids::open(vt, &txn)?;

@@ -6,23 +6,27 @@ use crate::index::{BulkLoad, Command, Record, State};
 fn record(i: u32) -> Record {
     let sv = |s: &str| format!("{s}/sv{:02X}", i % 7);
     Record {
-        state: if i % 5 == 0 { State::Unlinked } else { State::Live },
+        state: if i.is_multiple_of(5) {
+            State::Unlinked
+        } else {
+            State::Live
+        },
         volumes: vec![sv("10.0.0.1:3001"), "10.0.0.2:3001".into(), sv("h3:80")],
         size: u64::from(i) * 1000,
-        md5: (i % 3 != 0).then_some([i as u8; 16]),
+        md5: (!i.is_multiple_of(3)).then_some([i as u8; 16]),
         changed_ms: 1_700_000_000_000 + u64::from(i),
-        missing: if i % 11 == 0 {
+        missing: if i.is_multiple_of(11) {
             vec!["10.0.0.2:3001".into()]
         } else {
             Vec::new()
         },
-        stale: if i % 13 == 0 {
+        stale: if i.is_multiple_of(13) {
             vec![format!("old{}:1/sv01", i % 4)]
         } else {
             Vec::new()
         },
         owner: 0,
-        meta: if i % 17 == 0 {
+        meta: if i.is_multiple_of(17) {
             format!("{{\"n\":{i}}}").into_bytes()
         } else {
             Vec::new()

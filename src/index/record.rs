@@ -403,7 +403,10 @@ mod tests {
         assert_eq!(Record::decode_legacy(&want), Ok(r.clone()));
         assert_eq!(r.holders().collect::<Vec<_>>(), ["a:1/sv07"]);
         // A version 1 record decodes with nothing missing.
-        assert_eq!(Record::decode_legacy(&sample().encode_legacy()), Ok(sample()));
+        assert_eq!(
+            Record::decode_legacy(&sample().encode_legacy()),
+            Ok(sample())
+        );
         // An index past the locations, or an empty list, is corruption.
         let mut bad = want.clone();
         *bad.last_mut().unwrap() = 2;
@@ -511,9 +514,15 @@ mod tests {
         }
         let mut bad = good.clone();
         bad[1] = 9;
-        assert_eq!(Record::decode_legacy(&bad), Err(DecodeError("unknown state")));
+        assert_eq!(
+            Record::decode_legacy(&bad),
+            Err(DecodeError("unknown state"))
+        );
         let mut long = good;
         long.push(0);
-        assert_eq!(Record::decode_legacy(&long), Err(DecodeError("trailing bytes")));
+        assert_eq!(
+            Record::decode_legacy(&long),
+            Err(DecodeError("trailing bytes"))
+        );
     }
 }

@@ -69,4 +69,3 @@ impl RecordMap for TableMap<'_, '_> {
         Ok(())
     }
 }
-
