@@ -1,7 +1,8 @@
 //! Compact index records (issue 15): `hoard server` started on an index written in the
 //! legacy record format (by `hoard bench index-scale --legacy-format`) serves it at
 //! once, migrates it in the background, reports the migration in `/-/health`
-//! (`index_format`), and leaves every record readable and in the compact format.
+//! (`index_format`), resumes it after a kill -9, and leaves every record readable and
+//! in the compact format.
 
 #[macro_use]
 mod common;
@@ -23,7 +24,7 @@ async fn server_migrates_a_legacy_index_while_serving_it() {
         .collect::<Vec<_>>()
         .join(",");
     let db = root.path().join("db");
-    let keys = 20_000;
+    let keys = 60_000;
     let out = Command::new(hoard_bin())
         .args(["bench", "index-scale", "--db"])
         .arg(&db)
@@ -47,8 +48,9 @@ async fn server_migrates_a_legacy_index_while_serving_it() {
     let tmp = tempfile::tempdir().unwrap();
     let cluster = Cluster::with_volumes_and_db(tmp, volumes, &list, &db, &[]);
     // Reads and writes work from the start, migrated or not.
+    let base = cluster.url.clone();
     let get = |key: String| {
-        let url = format!("{}{key}", cluster.url);
+        let url = format!("{base}{key}");
         async move { client().get(url).send().await.unwrap() }
     };
     // A GET redirects to one of the key's replicas (picked at random).
@@ -73,11 +75,32 @@ async fn server_migrates_a_legacy_index_while_serving_it() {
         .unwrap();
     assert_eq!(put.status(), 201);
 
+    // Killed mid-way, the server resumes from the cursor the last batch committed.
+    let mut cluster = cluster;
+    let first = cluster
+        .wait_health("migration under way", |h| {
+            h["index_format"]["examined"].as_u64() > Some(0)
+        })
+        .await;
+    let first = &first["index_format"];
+    assert_eq!(
+        first["compact"], false,
+        "the migration ended before the restart: {first}"
+    );
+    cluster.restart_index();
     let health = cluster
         .wait_health("index migrated", |h| h["index_format"]["compact"] == true)
         .await;
     let format = &health["index_format"];
-    assert_eq!(format["rewritten"], keys, "{health}");
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert!(
+        n(&format["examined"]) <= keys + 1 - n(&first["examined"]),
+        "walked again from the start: {format} after {first}"
+    );
+    assert!(
+        n(&format["rewritten"]) <= keys - n(&first["rewritten"]),
+        "{format} after {first}"
+    );
     assert_eq!(format["corrupt"], 0, "{health}");
     assert_eq!(health["keys"]["live"], keys + 1, "{health}");
     redirects_to_a_replica(get(sample.clone()).await);
@@ -90,7 +113,6 @@ async fn server_migrates_a_legacy_index_while_serving_it() {
     assert_eq!(listed["keys"].as_array().unwrap().len(), 5, "{listed}");
 
     // Stopped, the index is compact for good, with the same records.
-    let mut cluster = cluster;
     assert!(cluster.index.terminate(), "server did not stop cleanly");
     let index = Index::open_with(&db, false).unwrap();
     assert!(index.migration().compact);
