@@ -56,6 +56,15 @@ pub struct IndexScaleArgs {
     /// does), timed; needs as much disk again.
     #[arg(long)]
     pub import: bool,
+    /// Write the records in the legacy encoding (versions 1–5, before compact records)
+    /// to compare; the index is left for `hoard server` to migrate.
+    #[arg(long)]
+    pub legacy_format: bool,
+    /// With `--legacy-format`: at the end, migrate the index to the compact encoding
+    /// in-process (the batches `hoard server` runs in the background, without their
+    /// pauses), timed, and measure the file again.
+    #[arg(long, requires = "legacy_format")]
+    pub migrate: bool,
     /// Output format.
     #[command(flatten)]
     pub output: Output,
@@ -68,6 +77,8 @@ struct Report {
     keys: u64,
     key_len: u64,
     replicas: usize,
+    /// `compact` or `legacy`.
+    record_format: &'static str,
     fill_s: f64,
     fill_keys_per_s: f64,
     file_bytes: u64,
@@ -80,6 +91,9 @@ struct Report {
     snapshot_bytes: u64,
     snapshot_export_s: f64,
     snapshot_import_s: Option<f64>,
+    /// `--migrate`: seconds to migrate every record, and the file's bytes per key after.
+    migrate_s: Option<f64>,
+    bytes_per_key_migrated: Option<f64>,
     /// A key that exists, for the HTTP half of the benchmark.
     sample_key: String,
 }
@@ -106,6 +120,9 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let mut bulk = BulkLoad::create(&args.db, 64 << 20)?;
+    if args.legacy_format {
+        bulk = bulk.legacy()?;
+    }
     let mut batch = Vec::with_capacity(50_000);
     for i in 0..args.keys {
         let key = key_of(i, len);
@@ -119,6 +136,7 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
             stale: Vec::new(),
             owner: 0,
             meta: Vec::new(),
+            inline: None,
         };
         batch.push((key, record));
         if batch.len() == batch.capacity() {
@@ -133,7 +151,7 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
     let file_bytes = std::fs::metadata(args.db.join("index.redb"))?.len();
 
     let started = Instant::now();
-    let index = Index::open(&args.db)?;
+    let index = Index::open_with(&args.db, !args.legacy_format)?;
     let open_s = started.elapsed().as_secs_f64();
 
     // Point lookups of keys spread over the whole range (a fixed LCG walk).
@@ -195,6 +213,15 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
         None
     };
     std::fs::remove_file(&snapshot)?;
+    let (migrate_s, bytes_per_key_migrated) = if args.migrate {
+        let started = Instant::now();
+        while !index.migrate_batch(crate::index::MIGRATION_BATCH)? {}
+        let s = started.elapsed().as_secs_f64();
+        let bytes = std::fs::metadata(args.db.join("index.redb"))?.len();
+        (Some(s), Some(bytes as f64 / args.keys as f64))
+    } else {
+        (None, None)
+    };
     index.close();
 
     let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
@@ -203,6 +230,11 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
         keys: args.keys,
         key_len: args.key_len,
         replicas: args.replicas,
+        record_format: if args.legacy_format {
+            "legacy"
+        } else {
+            "compact"
+        },
         fill_s,
         fill_keys_per_s: per_s(args.keys, fill_s),
         file_bytes,
@@ -215,6 +247,8 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
         snapshot_bytes,
         snapshot_export_s,
         snapshot_import_s,
+        migrate_s,
+        bytes_per_key_migrated,
         sample_key: String::from_utf8_lossy(&key_of(args.keys / 2, len)).into_owned(),
     };
     emit(&report, &table(&report), args.output.json)
@@ -223,8 +257,8 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
 fn table(r: &Report) -> Table {
     let mut t = Table::new(
         format!(
-            "index at {} keys ({}-byte keys, {} replicas)",
-            r.keys, r.key_len, r.replicas
+            "index at {} keys ({}-byte keys, {} replicas, {} records)",
+            r.keys, r.key_len, r.replicas, r.record_format
         ),
         &["measure", "value"],
     );
@@ -243,6 +277,10 @@ fn table(r: &Report) -> Table {
     row("snapshot export s", format!("{:.2}", r.snapshot_export_s));
     if let Some(s) = r.snapshot_import_s {
         row("snapshot import s", format!("{s:.2}"));
+    }
+    if let (Some(s), Some(b)) = (r.migrate_s, r.bytes_per_key_migrated) {
+        row("migration to compact s", format!("{s:.2}"));
+        row("bytes per key on disk after migration", format!("{b:.1}"));
     }
     t
 }

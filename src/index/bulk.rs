@@ -9,6 +9,11 @@
 //! load that stops before `finish` leaves an index without up-to-date counters (the next
 //! [`super::Index::open`] would recompute them by one scan); rebuild tells the operator
 //! to delete such a partial index and run again.
+//!
+//! Records are written in the compact encoding (`super::compact`), with the volume
+//! table in the same transactions, and the new index is marked migrated; only a
+//! benchmark asks for the legacy encoding ([`BulkLoad::legacy`]), to measure it or to
+//! make an index for the migration to work on.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +21,7 @@ use redb::{Database, ReadableTableMetadata};
 
 use super::counts::{self, Counts, VolumeDeltas};
 use super::record::Record;
+use super::volume_table::{Ids, VolumeTable};
 use super::{store_err, IndexError, COUNTS, KEYS, META};
 
 /// A new index being filled in key order; see the module docs.
@@ -27,6 +33,10 @@ pub struct BulkLoad {
     /// The last key written: every later key must sort after it.
     last: Option<Vec<u8>>,
     written: u64,
+    /// The volume table written so far.
+    vt: VolumeTable,
+    /// Write the legacy encoding (versions 1–5) instead of the compact one.
+    legacy: bool,
 }
 
 impl BulkLoad {
@@ -50,7 +60,8 @@ impl BulkLoad {
             .create(&path)
             .map_err(|e| open_err(e.into()))?;
         super::clear_clean_marker(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
-        super::init_tables(&db)?;
+        let vt = VolumeTable::default();
+        super::init_tables(&db, &vt)?;
         Ok(BulkLoad {
             db,
             dir: dir.to_path_buf(),
@@ -58,7 +69,23 @@ impl BulkLoad {
             volumes: VolumeDeltas::new(),
             last: None,
             written: 0,
+            vt,
+            legacy: false,
         })
+    }
+
+    /// Writes records in the legacy encoding (versions 1–5, as `hoard` did before the
+    /// compact one) and leaves the index to be migrated when it is opened: for the
+    /// benchmark comparing both and for tests of the migration.
+    pub fn legacy(mut self) -> Result<BulkLoad, IndexError> {
+        self.legacy = true;
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(store_err)?;
+            meta.remove(super::migrate::DONE).map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)?;
+        Ok(self)
     }
 
     /// Writes `batch` in one transaction. Keys must be strictly ascending, within the
@@ -77,15 +104,22 @@ impl BulkLoad {
             prev = Some(key);
         }
         let txn = self.db.begin_write().map_err(store_err)?;
-        {
+        let names = {
             let mut table = txn.open_table(KEYS).map_err(store_err)?;
+            let mut ids = Ids::open(&self.vt, &txn)?;
             for (key, record) in batch {
+                let encoded = match self.legacy {
+                    true => record.encode_legacy(),
+                    false => ids.encode(record)?,
+                };
                 table
-                    .insert(key.as_slice(), record.encode().as_slice())
+                    .insert(key.as_slice(), encoded.as_slice())
                     .map_err(store_err)?;
             }
-        }
+            ids.finish()
+        };
         txn.commit().map_err(store_err)?;
+        self.vt.publish(names);
         for (_, record) in batch {
             self.counts.replace(None, Some(record));
             counts::volume_deltas(&mut self.volumes, None, Some(record));
@@ -102,8 +136,9 @@ impl BulkLoad {
         self.written
     }
 
-    /// Stores the counters, closes the database and marks it cleanly closed; returns the
-    /// number of records and the counts.
+    /// Stores the counters, compacts the file (frees the pages the load's transactions
+    /// replaced), closes the database and marks it cleanly closed; returns the number of
+    /// records and the counts.
     pub fn finish(self) -> Result<(u64, Counts), IndexError> {
         let BulkLoad {
             db,
@@ -129,6 +164,10 @@ impl BulkLoad {
             super::write_volume_deltas(&mut meta, &volumes)?;
         }
         txn.commit().map_err(store_err)?;
+        // The load's transactions left the pages they replaced free inside the file
+        // (about a third of it); give them back, so the file is the size of the tree.
+        let mut db = db;
+        while db.compact().map_err(|e| store_err(redb::Error::from(e)))? {}
         drop(db);
         super::set_clean_marker(&dir).map_err(|e| IndexError::Store(redb::Error::Io(e)))?;
         Ok((written, counts))
@@ -151,6 +190,7 @@ mod tests {
             stale: Vec::new(),
             owner: 0,
             meta: Vec::new(),
+            inline: None,
         }
     }
 

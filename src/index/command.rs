@@ -391,6 +391,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 stale,
                 owner: *owner,
                 meta: Vec::new(),
+                inline: None,
             }
         }
         Command::Commit {

@@ -37,6 +37,7 @@ impl RecordMap for BTreeMap<Vec<u8>, Record> {
             stale: Vec::new(),
             owner: 0,
             meta: value,
+            inline: None,
         };
         self.insert(key, r);
         Ok(())

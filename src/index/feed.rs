@@ -503,7 +503,7 @@ impl super::Index {
         let txn = self.db.begin_read().map_err(store_err)?;
         let record = match open_read(&txn, super::KEYS)? {
             Some(t) => match t.get(key).map_err(store_err)? {
-                Some(v) => Some(super::decode(key, v.value())?),
+                Some(v) => Some(self.vt.decode_read(&txn, key, v.value())?),
                 None => None,
             },
             None => None,

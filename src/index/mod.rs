@@ -19,18 +19,23 @@
 
 mod bulk;
 mod command;
+mod compact;
 mod counts;
 pub mod feed;
 mod frontend;
 mod locks;
+mod migrate;
 mod record;
 mod replicated;
 mod scan;
+mod table_map;
+mod volume_table;
 
 pub use bulk::BulkLoad;
 pub use command::{apply, Applied, Command, RecordMap, Rejection, FRONTEND_META_PREFIX};
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
+pub use migrate::{MigrationStatus, BATCH as MIGRATION_BATCH};
 pub use record::{DecodeError, Record, State, MAX_META_LEN};
 pub use replicated::Replicator;
 pub use scan::{prefix_end, KeyRange, Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
@@ -40,6 +45,9 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
+
+use table_map::TableMap;
+use volume_table::{Ids, VolumeTable};
 
 const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
 /// Index-wide values; `counts` → [`Counts`].
@@ -105,11 +113,22 @@ pub struct Index {
     replicator: Arc<std::sync::OnceLock<Arc<dyn Replicator>>>,
     /// The volume list set by `Command::SetVolumes` (`None` until one is).
     volumes: Arc<tokio::sync::watch::Sender<Option<Vec<String>>>>,
+    /// The committed volume table of compact records, in memory.
+    vt: Arc<VolumeTable>,
+    /// The background rewrite of legacy records ([`migrate`]).
+    migration: Arc<migrate::Migration>,
 }
 
 impl Index {
-    /// Opens (or creates) the index in directory `dir` and starts its writer thread.
+    /// Opens (or creates) the index in directory `dir` and starts its writer thread,
+    /// and, when it holds records in a legacy format, their background migration.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
+        Index::open_with(dir, true)
+    }
+
+    /// [`Index::open`], starting the migration of legacy records only when `migrate`
+    /// (benchmarks measuring an index in the old format open it without).
+    pub fn open_with(dir: &Path, migrate: bool) -> Result<Index, IndexError> {
         let path = dir.join("index.redb");
         let open_err = |source: redb::Error| IndexError::Open {
             path: path.clone(),
@@ -129,7 +148,8 @@ impl Index {
                 path.display()
             );
         }
-        let counts = init_tables(&db).map_err(|e| match e {
+        let vt = Arc::new(VolumeTable::default());
+        let counts = init_tables(&db, &vt).map_err(|e| match e {
             IndexError::Store(source) => open_err(source),
             other => other,
         })?;
@@ -139,9 +159,16 @@ impl Index {
         let (wdb, wcounts) = (Arc::clone(&db), Arc::clone(&counts));
         let thread = std::thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || writer_loop(&wdb, &wcounts, rx))
+            .spawn({
+                let vt = Arc::clone(&vt);
+                move || writer_loop(&wdb, &vt, &wcounts, rx)
+            })
             .map_err(|e| open_err(redb::Error::Io(e)))?;
-        Ok(Index {
+        let migration = migrate::Migration::load(&db).map_err(|e| match e {
+            IndexError::Store(source) => open_err(source),
+            other => other,
+        })?;
+        let index = Index {
             db,
             dir: dir.to_path_buf(),
             counts,
@@ -150,13 +177,20 @@ impl Index {
             writer_thread: Arc::new(std::sync::Mutex::new(Some(thread))),
             replicator: Arc::default(),
             volumes: Arc::new(tokio::sync::watch::channel(None).0),
-        })
-        .inspect(Index::refresh_volumes)
+            vt,
+            migration,
+        };
+        index.refresh_volumes();
+        if migrate {
+            index.start_migration();
+        }
+        Ok(index)
     }
 
     /// Waits for queued commands to commit and closes the database. Call it on the last
     /// handle, once nothing else can send commands (other clones keep the writer alive).
     pub fn close(self) {
+        self.stop_migration();
         let Index {
             db,
             dir,
@@ -210,7 +244,7 @@ impl Index {
         let txn = self.db.begin_read().map_err(store_err)?;
         let table = txn.open_table(KEYS).map_err(store_err)?;
         let record = match table.get(key).map_err(store_err)? {
-            Some(v) => decode(key, v.value()).map(Some),
+            Some(v) => self.vt.decode_read(&txn, key, v.value()).map(Some),
             None => Ok(None),
         };
         crate::telemetry::record_index_op("get", started);
@@ -282,7 +316,7 @@ impl Index {
             .map_err(store_err)?
         {
             let (k, v) = item.map_err(store_err)?;
-            if !visit(k.value(), decode(k.value(), v.value())?) {
+            if !visit(k.value(), self.vt.decode_read(&txn, k.value(), v.value())?) {
                 break;
             }
         }
@@ -290,11 +324,15 @@ impl Index {
     }
 }
 
-/// Creates the tables if missing and returns the stored counts, computing them by one
-/// scan when absent (a database from before counts were kept).
-fn init_tables(db: &Database) -> Result<Counts, IndexError> {
+/// Creates the tables if missing, loads the volume table into `vt` and returns the
+/// stored counts, computing them by one scan when absent (a database from before counts
+/// were kept).
+fn init_tables(db: &Database, vt: &VolumeTable) -> Result<Counts, IndexError> {
     let txn = db.begin_write().map_err(store_err)?;
+    volume_table::init(&txn, vt)?;
+    migrate::init(&txn)?;
     let counts = {
+        let ids = Ids::open(vt, &txn)?;
         let keys = txn.open_table(KEYS).map_err(store_err)?;
         let mut meta = txn.open_table(META).map_err(store_err)?;
         let stored = meta
@@ -310,7 +348,7 @@ fn init_tables(db: &Database) -> Result<Counts, IndexError> {
                 let mut deltas = counts::VolumeDeltas::new();
                 for item in keys.iter().map_err(store_err)? {
                     let (k, v) = item.map_err(store_err)?;
-                    let record = decode(k.value(), v.value())?;
+                    let record = ids.decode(k.value(), v.value())?;
                     c.replace(None, Some(&record));
                     counts::volume_deltas(&mut deltas, None, Some(&record));
                 }
@@ -364,75 +402,13 @@ fn clear_volume_counts(meta: &mut MetaTable<'_>) -> Result<(), IndexError> {
         .map_err(store_err)
 }
 
-fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
-    Record::decode(value).map_err(|source| IndexError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
-    })
-}
-
-/// The records table seen as a [`RecordMap`], keeping [`Counts`] up to date.
-struct TableMap<'a, 'txn> {
-    table: &'a mut redb::Table<'txn, &'static [u8], &'static [u8]>,
-    counts: Counts,
-    /// Index-wide values written (`None`: removed) by the commands, stored with the
-    /// transaction.
-    meta: Vec<(String, Option<Vec<u8>>)>,
-    /// Reads index-wide values not written in this batch.
-    reader: &'a Database,
-    /// Changes of the per-volume counters.
-    volumes: counts::VolumeDeltas,
-}
-
-impl RecordMap for TableMap<'_, '_> {
-    type Error = IndexError;
-    fn get(&mut self, key: &[u8]) -> Result<Option<Record>, IndexError> {
-        match self.table.get(key).map_err(store_err)? {
-            Some(v) => decode(key, v.value()).map(Some),
-            None => Ok(None),
-        }
-    }
-    fn put(&mut self, key: &[u8], record: &Record) -> Result<(), IndexError> {
-        let old = self
-            .table
-            .insert(key, record.encode().as_slice())
-            .map_err(store_err)?
-            .map(|v| decode(key, v.value()))
-            .transpose()?;
-        self.counts.replace(old.as_ref(), Some(record));
-        counts::volume_deltas(&mut self.volumes, old.as_ref(), Some(record));
-        Ok(())
-    }
-    fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, IndexError> {
-        if let Some((_, v)) = self.meta.iter().rev().find(|(n, _)| n == name) {
-            return Ok(v.clone());
-        }
-        let txn = self.reader.begin_read().map_err(store_err)?;
-        let meta = txn.open_table(META).map_err(store_err)?;
-        Ok(meta
-            .get(name)
-            .map_err(store_err)?
-            .map(|v| v.value().to_vec()))
-    }
-    fn put_meta(&mut self, name: &str, value: Option<Vec<u8>>) -> Result<(), IndexError> {
-        self.meta.push((name.to_string(), value));
-        Ok(())
-    }
-    fn remove(&mut self, key: &[u8]) -> Result<(), IndexError> {
-        let old = self
-            .table
-            .remove(key)
-            .map_err(store_err)?
-            .map(|v| decode(key, v.value()))
-            .transpose()?;
-        self.counts.replace(old.as_ref(), None);
-        counts::volume_deltas(&mut self.volumes, old.as_ref(), None);
-        Ok(())
-    }
-}
-
 /// The writer thread: drain, apply in order, commit once, answer.
-fn writer_loop(db: &Database, counts: &std::sync::Mutex<Counts>, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(
+    db: &Database,
+    vt: &VolumeTable,
+    counts: &std::sync::Mutex<Counts>,
+    mut rx: mpsc::Receiver<Job>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -442,17 +418,22 @@ fn writer_loop(db: &Database, counts: &std::sync::Mutex<Counts>, mut rx: mpsc::R
                 Err(_) => break,
             }
         }
-        commit_batch(db, counts, &mut batch);
+        commit_batch(db, vt, counts, &mut batch);
     }
 }
 
 /// Applies and commits `batch` (emptying it) in one transaction and answers each job.
 /// If that fails, each job is tried in a transaction of its own, so one failing
 /// command does not fail the others.
-fn commit_batch(db: &Database, counts: &std::sync::Mutex<Counts>, batch: &mut Vec<Job>) {
+fn commit_batch(
+    db: &Database,
+    vt: &VolumeTable,
+    counts: &std::sync::Mutex<Counts>,
+    batch: &mut Vec<Job>,
+) {
     let lock = || counts.lock().unwrap_or_else(|p| p.into_inner());
     let before = *lock();
-    match apply_batch(db, before, batch) {
+    match apply_batch(db, vt, before, batch) {
         Ok((results, after)) => {
             *lock() = after;
             for (job, result) in batch.drain(..).zip(results) {
@@ -471,7 +452,7 @@ fn commit_batch(db: &Database, counts: &std::sync::Mutex<Counts>, batch: &mut Ve
                 batch.len()
             );
             for job in batch.drain(..) {
-                commit_batch(db, counts, &mut vec![job]);
+                commit_batch(db, vt, counts, &mut vec![job]);
             }
         }
     }
@@ -479,13 +460,14 @@ fn commit_batch(db: &Database, counts: &std::sync::Mutex<Counts>, batch: &mut Ve
 
 fn apply_batch(
     db: &Database,
+    vt: &VolumeTable,
     counts: Counts,
     batch: &[Job],
 ) -> Result<(Vec<Applied>, Counts), IndexError> {
     let mut txn = db.begin_write().map_err(store_err)?;
     // Persist allocator state with each commit so reopening after a crash is fast.
     txn.set_quick_repair(true);
-    let (results, counts, durable) = {
+    let (results, counts, durable, names) = {
         let mut table = txn.open_table(KEYS).map_err(store_err)?;
         let mut map = TableMap {
             table: &mut table,
@@ -493,6 +475,7 @@ fn apply_batch(
             meta: Vec::new(),
             reader: db,
             volumes: counts::VolumeDeltas::new(),
+            ids: Ids::open(vt, &txn)?,
         };
         let mut feed = feed::Hook::open(&txn)?;
         let mut results = Vec::with_capacity(batch.len());
@@ -512,13 +495,14 @@ fn apply_batch(
             .map_err(store_err)?;
         write_meta(&mut meta, &map.meta)?;
         write_volume_deltas(&mut meta, &map.volumes)?;
-        (results, counts, durable)
+        (results, counts, durable, map.ids.finish())
     };
     if !durable {
         txn.set_durability(redb::Durability::None)
             .map_err(store_err)?;
     }
     txn.commit().map_err(store_err)?;
+    vt.publish(names);
     Ok((results, counts))
 }
 

@@ -32,6 +32,10 @@
 //! 3 — both lists possibly empty — then `u64 owner` (possibly 0), then
 //! `u32 length, length bytes` (at least one). A record without metadata is written as
 //! before (versions 1–4), so older stores and records decode unchanged.
+//!
+//! Versions 1–5 are the *legacy* layouts: the index now writes the compact encoding
+//! (version 16, `super::compact`), and migrates old records to it in the background
+//! (`super::migrate`). Legacy records keep decoding forever.
 
 /// Where a key is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -48,7 +52,7 @@ pub enum State {
 }
 
 impl State {
-    fn to_byte(self) -> u8 {
+    pub(super) fn to_byte(self) -> u8 {
         match self {
             State::Writing => 1,
             State::Live => 2,
@@ -57,7 +61,7 @@ impl State {
         }
     }
 
-    fn from_byte(b: u8) -> Option<Self> {
+    pub(super) fn from_byte(b: u8) -> Option<Self> {
         Some(match b {
             1 => State::Writing,
             2 => State::Live,
@@ -102,12 +106,15 @@ pub struct Record {
     /// A front-end's metadata of the value (opaque here; empty = none), set by
     /// `Command::Commit` and kept by every later command.
     pub meta: Vec<u8>,
+    /// A small value stored in the record itself (`None`: the value is in the replica
+    /// files). Only the compact encoding (`super::compact`) stores it.
+    pub inline: Option<Vec<u8>>,
 }
 
 /// A stored record could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("corrupt index record: {0}")]
-pub struct DecodeError(&'static str);
+pub struct DecodeError(pub(super) &'static str);
 
 const VERSION: u8 = 1;
 /// Version 1 plus the missing replicas.
@@ -149,8 +156,11 @@ impl Record {
         all
     }
 
-    /// Serialises the record (see the module docs for the layout).
-    pub fn encode(&self) -> Vec<u8> {
+    /// Serialises the record in the legacy layout (versions 1–5, see the module docs),
+    /// which `inline` is not part of. The index writes the compact encoding
+    /// (`super::compact`); this one is kept for benchmarks and migration tests that
+    /// need an index in the old format.
+    pub fn encode_legacy(&self) -> Vec<u8> {
         let missing: Vec<u8> = self
             .volumes
             .iter()
@@ -200,7 +210,7 @@ impl Record {
     /// without decoding or checking the rest; listings filter on it.
     pub fn peek_state(b: &[u8]) -> Result<State, DecodeError> {
         match b {
-            [VERSION..=VERSION_META, state, ..] => {
+            [VERSION..=VERSION_META | super::compact::VERSION_COMPACT, state, ..] => {
                 State::from_byte(*state).ok_or(DecodeError("unknown state"))
             }
             [_, _, ..] => Err(DecodeError("unknown version")),
@@ -208,8 +218,8 @@ impl Record {
         }
     }
 
-    /// Parses a record written by [`Record::encode`].
-    pub fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
+    /// Parses a record written by [`Record::encode_legacy`] (versions 1–5).
+    pub fn decode_legacy(mut b: &[u8]) -> Result<Self, DecodeError> {
         let version = take(&mut b, 1)?[0];
         if !(VERSION..=VERSION_META).contains(&version) {
             return Err(DecodeError("unknown version"));
@@ -277,6 +287,7 @@ impl Record {
             stale,
             owner,
             meta,
+            inline: None,
         })
     }
 }
@@ -328,6 +339,7 @@ mod tests {
             stale: Vec::new(),
             owner: 0,
             meta: Vec::new(),
+            inline: None,
         }
     }
 
@@ -335,29 +347,29 @@ mod tests {
     fn known_encoding_with_meta() {
         let mut r = sample();
         r.meta = b"{}".to_vec();
-        let mut want = sample().encode();
+        let mut want = sample().encode_legacy();
         want[0] = 5;
         want.extend([0, 0]); // no missing, no stale
         want.extend([0; 8]); // owner 0
         want.extend([2, 0, 0, 0]);
         want.extend(b"{}");
-        assert_eq!(r.encode(), want);
-        assert_eq!(Record::decode(&want), Ok(r.clone()));
+        assert_eq!(r.encode_legacy(), want);
+        assert_eq!(Record::decode_legacy(&want), Ok(r.clone()));
         assert_eq!(Record::peek_state(&want), Ok(State::Live));
         // With an owner and lists too.
         r.owner = 7;
         r.stale = vec!["c:3".into()];
         r.missing = vec!["b:2".into()];
-        assert_eq!(Record::decode(&r.encode()), Ok(r.clone()));
+        assert_eq!(Record::decode_legacy(&r.encode_legacy()), Ok(r.clone()));
         // Empty metadata in version 5, or a cut, is corruption.
-        let mut empty = sample().encode();
+        let mut empty = sample().encode_legacy();
         empty[0] = 5;
         empty.extend([0, 0]);
         empty.extend([0; 8]);
         empty.extend([0; 4]);
-        assert!(Record::decode(&empty).is_err());
-        let good = r.encode();
-        assert!(Record::decode(&good[..good.len() - 1]).is_err());
+        assert!(Record::decode_legacy(&empty).is_err());
+        let good = r.encode_legacy();
+        assert!(Record::decode_legacy(&good[..good.len() - 1]).is_err());
     }
 
     #[test]
@@ -368,7 +380,7 @@ mod tests {
         want.extend(b"a:1/sv07");
         want.extend([3, 0]);
         want.extend(b"b:2");
-        assert_eq!(sample().encode(), want);
+        assert_eq!(sample().encode_legacy(), want);
     }
 
     #[test]
@@ -384,51 +396,54 @@ mod tests {
     fn known_encoding_with_missing_replica() {
         let mut r = sample();
         r.missing = vec!["b:2".into()];
-        let mut want = sample().encode();
+        let mut want = sample().encode_legacy();
         want[0] = 2;
         want.extend([1, 1]);
-        assert_eq!(r.encode(), want);
-        assert_eq!(Record::decode(&want), Ok(r.clone()));
+        assert_eq!(r.encode_legacy(), want);
+        assert_eq!(Record::decode_legacy(&want), Ok(r.clone()));
         assert_eq!(r.holders().collect::<Vec<_>>(), ["a:1/sv07"]);
         // A version 1 record decodes with nothing missing.
-        assert_eq!(Record::decode(&sample().encode()), Ok(sample()));
+        assert_eq!(
+            Record::decode_legacy(&sample().encode_legacy()),
+            Ok(sample())
+        );
         // An index past the locations, or an empty list, is corruption.
         let mut bad = want.clone();
         *bad.last_mut().unwrap() = 2;
-        assert!(Record::decode(&bad).is_err());
-        let mut empty = sample().encode();
+        assert!(Record::decode_legacy(&bad).is_err());
+        let mut empty = sample().encode_legacy();
         empty[0] = 2;
         empty.push(0);
-        assert!(Record::decode(&empty).is_err());
+        assert!(Record::decode_legacy(&empty).is_err());
         // Missing names no longer among the locations are not stored.
         r.missing = vec!["gone:9".into()];
-        assert_eq!(r.encode(), sample().encode());
+        assert_eq!(r.encode_legacy(), sample().encode_legacy());
     }
 
     #[test]
     fn known_encoding_with_stale_locations() {
         let mut r = sample();
         r.stale = vec!["c:3".into()];
-        let mut want = sample().encode();
+        let mut want = sample().encode_legacy();
         want[0] = 3;
         want.extend([0, 1, 3, 0]);
         want.extend(b"c:3");
-        assert_eq!(r.encode(), want);
-        assert_eq!(Record::decode(&want), Ok(r.clone()));
+        assert_eq!(r.encode_legacy(), want);
+        assert_eq!(Record::decode_legacy(&want), Ok(r.clone()));
         assert_eq!(r.all_locations(), ["a:1/sv07", "b:2", "c:3"]);
         // With a missing replica too.
         r.missing = vec!["a:1/sv07".into()];
-        let mut want = sample().encode();
+        let mut want = sample().encode_legacy();
         want[0] = 3;
         want.extend([1, 0, 1, 3, 0]);
         want.extend(b"c:3");
-        assert_eq!(r.encode(), want);
-        assert_eq!(Record::decode(&want), Ok(r));
+        assert_eq!(r.encode_legacy(), want);
+        assert_eq!(Record::decode_legacy(&want), Ok(r));
         // Version 3 with nothing stale is corruption.
-        let mut empty = sample().encode();
+        let mut empty = sample().encode_legacy();
         empty[0] = 3;
         empty.extend([0, 0]);
-        assert!(Record::decode(&empty).is_err());
+        assert!(Record::decode_legacy(&empty).is_err());
     }
 
     #[test]
@@ -438,25 +453,25 @@ mod tests {
         r.owner = 0x0102;
         let mut want = r.clone();
         want.owner = 0;
-        let mut want = want.encode();
+        let mut want = want.encode_legacy();
         want[0] = 4;
         want.extend([0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(r.encode(), want);
-        assert_eq!(Record::decode(&want), Ok(r));
+        assert_eq!(r.encode_legacy(), want);
+        assert_eq!(Record::decode_legacy(&want), Ok(r));
         let mut zero = want.clone();
         let n = zero.len();
         zero[n - 8..].fill(0);
-        assert!(Record::decode(&zero).is_err());
+        assert!(Record::decode_legacy(&zero).is_err());
     }
 
     #[test]
     fn round_trips() {
         let mut r = sample();
-        assert_eq!(Record::decode(&r.encode()), Ok(r.clone()));
+        assert_eq!(Record::decode_legacy(&r.encode_legacy()), Ok(r.clone()));
         r.md5 = None;
         r.state = State::Writing;
         r.volumes.clear();
-        assert_eq!(Record::decode(&r.encode()), Ok(r));
+        assert_eq!(Record::decode_legacy(&r.encode_legacy()), Ok(r));
     }
 
     #[test]
@@ -469,16 +484,16 @@ mod tests {
         ] {
             let mut r = sample();
             r.state = state;
-            assert_eq!(Record::peek_state(&r.encode()), Ok(state));
+            assert_eq!(Record::peek_state(&r.encode_legacy()), Ok(state));
             r.missing = vec!["b:2".into()];
-            assert_eq!(Record::peek_state(&r.encode()), Ok(state));
+            assert_eq!(Record::peek_state(&r.encode_legacy()), Ok(state));
             // Every version: stale locations (3), an owner (4).
             r.stale = vec!["c:3".into()];
-            assert_eq!(r.encode()[0], 3);
-            assert_eq!(Record::peek_state(&r.encode()), Ok(state));
+            assert_eq!(r.encode_legacy()[0], 3);
+            assert_eq!(Record::peek_state(&r.encode_legacy()), Ok(state));
             r.owner = 5;
-            assert_eq!(r.encode()[0], 4);
-            assert_eq!(Record::peek_state(&r.encode()), Ok(state));
+            assert_eq!(r.encode_legacy()[0], 4);
+            assert_eq!(Record::peek_state(&r.encode_legacy()), Ok(state));
         }
         assert_eq!(
             Record::peek_state(&[1, 9]),
@@ -493,15 +508,21 @@ mod tests {
 
     #[test]
     fn rejects_corruption() {
-        let good = sample().encode();
+        let good = sample().encode_legacy();
         for cut in 0..good.len() {
-            assert!(Record::decode(&good[..cut]).is_err(), "cut at {cut}");
+            assert!(Record::decode_legacy(&good[..cut]).is_err(), "cut at {cut}");
         }
         let mut bad = good.clone();
         bad[1] = 9;
-        assert_eq!(Record::decode(&bad), Err(DecodeError("unknown state")));
+        assert_eq!(
+            Record::decode_legacy(&bad),
+            Err(DecodeError("unknown state"))
+        );
         let mut long = good;
         long.push(0);
-        assert_eq!(Record::decode(&long), Err(DecodeError("trailing bytes")));
+        assert_eq!(
+            Record::decode_legacy(&long),
+            Err(DecodeError("trailing bytes"))
+        );
     }
 }

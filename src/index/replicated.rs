@@ -13,7 +13,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use redb::{Durability, ReadableDatabase, ReadableTable};
 
-use super::{apply, decode, store_err, Applied, Command, Counts, Index, IndexError, TableMap};
+use super::volume_table::{self, Foreign, Ids};
+use super::{apply, store_err, Applied, Command, Counts, Index, IndexError, TableMap};
 use super::{KEYS, META};
 
 /// Takes commands into a replicated log and serves linearizable reads.
@@ -30,6 +31,11 @@ pub type MetaValues = Vec<Option<Vec<u8>>>;
 
 /// Most bytes of one key or record in a snapshot (far above real sizes).
 const MAX_SNAPSHOT_ITEM: u32 = 1 << 20;
+
+/// Snapshot item key prefix of a volume table entry: `\0vol:` and the id (u32,
+/// little-endian); the value is the name. They come before the records, which are in
+/// the exporter's encoding and refer to them.
+const SNAP_VOLUME: &[u8] = b"\0vol:";
 
 impl Index {
     /// Routes every later [`Index::apply`] through `replicator`. Set once, at start.
@@ -94,7 +100,7 @@ impl Index {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let mut txn = self.db.begin_write().map_err(store_err)?;
         txn.set_durability(Durability::None).map_err(store_err)?;
-        let (results, after) = {
+        let (results, after, names) = {
             let mut table = txn.open_table(KEYS).map_err(store_err)?;
             let mut map = TableMap {
                 table: &mut table,
@@ -102,6 +108,7 @@ impl Index {
                 meta: Vec::new(),
                 reader: &self.db,
                 volumes: super::counts::VolumeDeltas::new(),
+                ids: Ids::open(&self.vt, &txn)?,
             };
             let mut feed = super::feed::Hook::open(&txn)?;
             let mut results = Vec::with_capacity(batch.len());
@@ -124,9 +131,10 @@ impl Index {
                 meta.insert(*name, value.as_slice()).map_err(store_err)?;
             }
             super::write_meta(&mut meta, &map.meta)?;
-            (results, after)
+            (results, after, map.ids.finish())
         };
         txn.commit().map_err(store_err)?;
+        self.vt.publish(names);
         *counts = after;
         drop(counts);
         if batch
@@ -182,6 +190,16 @@ impl Index {
             }
             Ok(())
         })?;
+        // The volume table the records' compact encoding refers to.
+        volume_table::each(&txn, |id, name| {
+            let key = [SNAP_VOLUME, &id.to_le_bytes()].concat();
+            for part in [key.as_slice(), name.as_bytes()] {
+                out.write_all(&(part.len() as u32).to_le_bytes())
+                    .map_err(io)?;
+                out.write_all(part).map_err(io)?;
+            }
+            Ok(())
+        })?;
         let table = txn.open_table(KEYS).map_err(store_err)?;
         let mut n = 0;
         for item in table.iter().map_err(store_err)? {
@@ -218,7 +236,9 @@ impl Index {
 
     /// Replaces every record with those read from `input` (as written by
     /// [`Index::export`]) and stores `state` in `meta`, in one synced transaction;
-    /// counts are recomputed. Blocking.
+    /// counts are recomputed. Records are decoded with the snapshot's volume table and
+    /// stored in this index's compact encoding (a snapshot of legacy records is
+    /// migrated on the way). Blocking.
     pub fn import(
         &self,
         input: &mut impl Read,
@@ -230,13 +250,25 @@ impl Index {
         let mut volumes = super::counts::VolumeDeltas::new();
         let mut n = 0;
         let mut entries = Vec::new();
-        {
+        let names = {
             txn.delete_table(KEYS).map_err(store_err)?;
             let mut table = txn.open_table(KEYS).map_err(store_err)?;
+            let mut ids = Ids::open(&self.vt, &txn)?;
+            let mut foreign = Foreign::default();
             let mut feed = super::feed::Importer::open(&txn)?;
             while let Some(key) = read_item(input)? {
                 let value = read_item(input)?.ok_or_else(|| snapshot_err("record missing"))?;
                 if feed.item(&key, &value)? {
+                    continue;
+                }
+                if let Some(id) = key.strip_prefix(SNAP_VOLUME) {
+                    let id = <[u8; 4]>::try_from(id)
+                        .map_err(|_| snapshot_err("bad volume table entry"))?;
+                    let name = String::from_utf8(value)
+                        .map_err(|_| snapshot_err("volume name is not UTF-8"))?;
+                    foreign
+                        .push(u32::from_le_bytes(id), name)
+                        .map_err(|e| snapshot_err(&e.to_string()))?;
                     continue;
                 }
                 if let Some(name) = key.strip_prefix(b"\0") {
@@ -250,11 +282,11 @@ impl Index {
                     entries.push((name, Some(value)));
                     continue;
                 }
-                let record = decode(&key, &value)?;
+                let record = foreign.decode(&key, &value)?;
                 fresh.replace(None, Some(&record));
                 super::counts::volume_deltas(&mut volumes, None, Some(&record));
                 table
-                    .insert(key.as_slice(), value.as_slice())
+                    .insert(key.as_slice(), ids.encode(&record)?.as_slice())
                     .map_err(store_err)?;
                 n += 1;
             }
@@ -274,8 +306,13 @@ impl Index {
                 meta.remove(*name).map_err(store_err)?;
             }
             super::write_meta(&mut meta, &entries)?;
-        }
+            // Every record is now compact.
+            super::migrate::mark_done(&mut meta)?;
+            ids.finish()
+        };
         txn.commit().map_err(store_err)?;
+        self.vt.publish(names);
+        self.migration_done();
         *counts = fresh;
         drop(counts);
         self.refresh_volumes();

@@ -131,7 +131,7 @@ fn a_failing_command_does_not_fail_its_batch() {
             }
         })
         .collect();
-    commit_batch(&index.db, &index.counts, &mut batch);
+    commit_batch(&index.db, &index.vt, &index.counts, &mut batch);
     let answers: Vec<_> = answers
         .into_iter()
         .map(|mut rx| rx.try_recv().unwrap())

@@ -21,6 +21,8 @@ struct HealthReport {
     uptime_seconds: u64,
     /// The index was not closed cleanly last time and was repaired at start.
     index_recovered: bool,
+    /// The index's record encoding: compact, or legacy records being migrated.
+    index_format: crate::index::MigrationStatus,
     keys: Counts,
     writes_in_flight: usize,
     replicas: usize,
@@ -140,6 +142,7 @@ fn health(app: &App) -> Response {
         role: "index",
         uptime_seconds: app.started.elapsed().as_secs(),
         index_recovered: app.store.index.recovered(),
+        index_format: app.store.index.migration(),
         keys: app.store.index.counts(),
         writes_in_flight: app.store.locks.len(),
         replicas: placement.replicas(),
