@@ -263,6 +263,9 @@ pub struct DevArgs {
     /// The value cache (`--cache-size`).
     #[command(flatten)]
     pub cache: crate::store::CacheArgs,
+    /// Small values stored in the index (`--inline-max`).
+    #[command(flatten)]
+    pub inline: crate::store::InlineArgs,
     /// Replicate every committed PUT, DELETE and UNLINK, asynchronously and in commit
     /// order, to these other hoard stores (index server URLs, comma-separated).
     #[arg(long, env = "HOARD_REPLICATE_TO", value_delimiter = ',')]
@@ -331,6 +334,9 @@ pub struct ServerArgs {
     /// The value cache (`--cache-size`).
     #[command(flatten)]
     pub cache: crate::store::CacheArgs,
+    /// Small values stored in the index (`--inline-max`).
+    #[command(flatten)]
+    pub inline: crate::store::InlineArgs,
 }
 
 /// Options of `hoard volume`.

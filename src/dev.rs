@@ -67,6 +67,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         cluster: None,
         zone: None,
         sites: crate::sites::SitesConfig::parse(&args.replicate_to, args.replicate_rate, None)?,
+        inline_max: args.inline.limit()?,
     };
     let started = crate::server::start(cfg, &args.data.join("index")).await?;
     eprintln!(

@@ -119,6 +119,7 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
             stale: Vec::new(),
             owner: 0,
             meta: Vec::new(),
+            inline: None,
         };
         batch.push((key, record));
         if batch.len() == batch.capacity() {

@@ -159,6 +159,7 @@ mod tests {
             stale: Vec::new(),
             owner: 0,
             meta: Vec::new(),
+            inline: None,
         }
     }
 

@@ -12,6 +12,7 @@ fn record(state: State, changed_ms: u64) -> Record {
         stale: Vec::new(),
         owner: 0,
         meta: Vec::new(),
+        inline: None,
     }
 }
 

@@ -31,7 +31,7 @@ pub use bulk::BulkLoad;
 pub use command::{apply, Applied, Command, RecordMap, Rejection, FRONTEND_META_PREFIX};
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
-pub use record::{DecodeError, Record, State, MAX_META_LEN};
+pub use record::{DecodeError, Record, State, MAX_INLINE_LEN, MAX_META_LEN};
 pub use replicated::Replicator;
 pub use scan::{prefix_end, KeyRange, Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
 

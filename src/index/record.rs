@@ -32,6 +32,12 @@
 //! 3 — both lists possibly empty — then `u64 owner` (possibly 0), then
 //! `u32 length, length bytes` (at least one). A record without metadata is written as
 //! before (versions 1–4), so older stores and records decode unchanged.
+//!
+//! Version 6 carries a value stored in the record itself (`--inline-max`, see
+//! `store::inline`): version 5 — both lists, owner and metadata possibly empty (metadata
+//! length 0) — then `u32 length, length bytes` of the value (at most
+//! [`MAX_INLINE_LEN`]). Records without an inline value are written as before (versions
+//! 1–5), and every older version decodes with `inline: None`.
 
 /// Where a key is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -102,6 +108,10 @@ pub struct Record {
     /// A front-end's metadata of the value (opaque here; empty = none), set by
     /// `Command::Commit` and kept by every later command.
     pub meta: Vec<u8>,
+    /// The value itself, when it is stored in the record (`--inline-max`): such a
+    /// record names no volumes, and GET answers with these bytes.
+    #[serde(default)]
+    pub inline: Option<Vec<u8>>,
 }
 
 /// A stored record could not be decoded.
@@ -118,8 +128,12 @@ const VERSION_STALE: u8 = 3;
 const VERSION_OWNER: u8 = 4;
 /// Version 4 (owner possibly 0) plus front-end metadata.
 const VERSION_META: u8 = 5;
+/// Version 5 (metadata possibly empty) plus an inline value.
+const VERSION_INLINE: u8 = 6;
 /// Longest metadata a record carries.
 pub const MAX_META_LEN: usize = 64 * 1024;
+/// Longest value a record carries inline (the cap of `--inline-max`).
+pub const MAX_INLINE_LEN: usize = 64 * 1024;
 
 impl Record {
     /// The md5 as lower-case hex, if known.
@@ -161,6 +175,7 @@ impl Record {
         let mut out =
             Vec::with_capacity(38 + self.volumes.iter().map(|v| v.len() + 2).sum::<usize>());
         let version = match (missing.is_empty(), self.stale.is_empty(), self.owner) {
+            _ if self.inline.is_some() => VERSION_INLINE,
             _ if !self.meta.is_empty() => VERSION_META,
             (_, _, 1..) => VERSION_OWNER,
             (_, false, 0) => VERSION_STALE,
@@ -189,9 +204,13 @@ impl Record {
         if version >= VERSION_OWNER {
             out.extend_from_slice(&self.owner.to_le_bytes());
         }
-        if version == VERSION_META {
+        if version >= VERSION_META {
             out.extend_from_slice(&(self.meta.len() as u32).to_le_bytes());
             out.extend_from_slice(&self.meta);
+        }
+        if let Some(value) = self.inline.as_ref().filter(|_| version == VERSION_INLINE) {
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
         }
         out
     }
@@ -200,7 +219,7 @@ impl Record {
     /// without decoding or checking the rest; listings filter on it.
     pub fn peek_state(b: &[u8]) -> Result<State, DecodeError> {
         match b {
-            [VERSION..=VERSION_META, state, ..] => {
+            [VERSION..=VERSION_INLINE, state, ..] => {
                 State::from_byte(*state).ok_or(DecodeError("unknown state"))
             }
             [_, _, ..] => Err(DecodeError("unknown version")),
@@ -211,7 +230,7 @@ impl Record {
     /// Parses a record written by [`Record::encode`].
     pub fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
         let version = take(&mut b, 1)?[0];
-        if !(VERSION..=VERSION_META).contains(&version) {
+        if !(VERSION..=VERSION_INLINE).contains(&version) {
             return Err(DecodeError("unknown version"));
         }
         let state = State::from_byte(take(&mut b, 1)?[0]).ok_or(DecodeError("unknown state"))?;
@@ -254,15 +273,23 @@ impl Record {
         } else {
             0
         };
-        let meta = if version == VERSION_META {
-            let len = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes"));
-            let len = usize::try_from(len).map_err(|_| DecodeError("metadata too long"))?;
-            if len == 0 || len > MAX_META_LEN {
+        let meta = if version >= VERSION_META {
+            let len = take_len(&mut b)?;
+            if (len == 0 && version == VERSION_META) || len > MAX_META_LEN {
                 return Err(DecodeError("version 5 with empty or oversized metadata"));
             }
             take(&mut b, len)?.to_vec()
         } else {
             Vec::new()
+        };
+        let inline = if version == VERSION_INLINE {
+            let len = take_len(&mut b)?;
+            if len > MAX_INLINE_LEN {
+                return Err(DecodeError("oversized inline value"));
+            }
+            Some(take(&mut b, len)?.to_vec())
+        } else {
+            None
         };
         if !b.is_empty() {
             return Err(DecodeError("trailing bytes"));
@@ -277,8 +304,15 @@ impl Record {
             stale,
             owner,
             meta,
+            inline,
         })
     }
+}
+
+/// Reads a `u32` length.
+fn take_len(b: &mut &[u8]) -> Result<usize, DecodeError> {
+    let len = u32::from_le_bytes(take(b, 4)?.try_into().expect("4 bytes"));
+    usize::try_from(len).map_err(|_| DecodeError("length too large"))
 }
 
 /// Appends `u8 n, n × (u16 length, location)`. Counts and lengths are bounded by
@@ -328,7 +362,52 @@ mod tests {
             stale: Vec::new(),
             owner: 0,
             meta: Vec::new(),
+            inline: None,
         }
+    }
+
+    #[test]
+    fn known_encoding_with_inline_value() {
+        let mut r = sample();
+        r.volumes.clear();
+        r.inline = Some(b"hello".to_vec());
+        let mut want = vec![6, 2, 5, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 1];
+        want.extend([0xab; 16]);
+        want.extend([0]); // no volumes
+        want.extend([0, 0]); // no missing, no stale
+        want.extend([0; 8]); // owner 0
+        want.extend([0; 4]); // no metadata
+        want.extend([5, 0, 0, 0]);
+        want.extend(b"hello");
+        assert_eq!(r.encode(), want);
+        assert_eq!(Record::decode(&want), Ok(r.clone()));
+        assert_eq!(Record::peek_state(&want), Ok(State::Live));
+        // With metadata, stale locations and an owner too.
+        r.meta = b"{}".to_vec();
+        r.stale = vec!["c:3".into()];
+        r.owner = 9;
+        let mut want = vec![6, 2, 5, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 1];
+        want.extend([0xab; 16]);
+        want.extend([0, 0, 1, 3, 0]);
+        want.extend(b"c:3");
+        want.extend([9, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend([2, 0, 0, 0]);
+        want.extend(b"{}");
+        want.extend([5, 0, 0, 0]);
+        want.extend(b"hello");
+        assert_eq!(r.encode(), want);
+        assert_eq!(Record::decode(&want), Ok(r.clone()));
+        // Every cut is corruption; so is a value past the cap.
+        for cut in 0..want.len() {
+            assert!(Record::decode(&want[..cut]).is_err(), "cut at {cut}");
+        }
+        r.inline = Some(vec![7; MAX_INLINE_LEN + 1]);
+        assert!(Record::decode(&r.encode()).is_err());
+        r.inline = Some(vec![7; MAX_INLINE_LEN]);
+        assert_eq!(Record::decode(&r.encode()), Ok(r));
+        // Records without an inline value keep their older versions.
+        assert_eq!(sample().encode()[0], 1);
+        assert_eq!(Record::decode(&sample().encode()).unwrap().inline, None);
     }
 
     #[test]

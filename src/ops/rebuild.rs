@@ -314,6 +314,7 @@ async fn write_records(
                     stale: Vec::new(),
                     owner: 0,
                     meta: Vec::new(),
+                    inline: None,
                 };
                 (key, record)
             })
