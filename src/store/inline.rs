@@ -17,7 +17,8 @@
 //! An inline write has the same lock, ownership and replace semantics as a volume
 //! write: a live key is refused unless `replace`, another node's fresh intent is
 //! `Busy`, and every location the previous record named stays in the new record as
-//! `stale` until the upkeep worker deleted its files. Turning the option off (0) only
+//! `stale` until its files are deleted — by the write itself, before it answers, or
+//! (if a volume cannot be reached) by the upkeep worker. Turning the option off (0) only
 //! stops new values from going inline: existing inline values are still served.
 //!
 //! The cap, [`MAX_INLINE`] (64 KiB), bounds a record's size: every index server holds
@@ -34,6 +35,7 @@ use md5::{Digest, Md5};
 use super::write::{detached, refusal};
 use super::{PutOptions, Store, StoreError, Written};
 use crate::index::{now_ms, Command, KeyGuard, Record, MAX_INLINE_LEN};
+use crate::ops::upkeep::clean;
 
 /// The largest `--inline-max`.
 pub const MAX_INLINE: u64 = MAX_INLINE_LEN as u64;
@@ -143,8 +145,11 @@ impl Store {
             };
             let prev = store.index.apply(cmd).await?.map_err(refusal)?;
             store.cache.invalidate(&key);
-            // Files of the value this one replaced are the upkeep worker's to delete.
-            if prev.is_some_and(|p| !p.all_locations().is_empty()) {
+            // Files of the value this one replaced are deleted now, still under the
+            // key's lock (so a DELETE right after this PUT does not meet the upkeep
+            // worker holding it); what cannot be deleted now is the worker's.
+            let stale = prev.map(|p| p.all_locations()).unwrap_or_default();
+            if !stale.is_empty() && !clean(&store.ops_ctx(), &key, &stale).await {
                 let _ = store.upkeep.send(key);
             }
             Ok(Written {
