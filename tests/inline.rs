@@ -410,12 +410,12 @@ async fn the_sites_feed_ships_inline_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_cluster_replicates_inline_values() {
-    let c = IndexCluster::start(3, 3, Links::Direct, &["--inline-max", "4096"]);
+    let c = IndexCluster::start(3, 3, Links::Direct, &["--inline-max", "65536"]);
     let (leader, _) = c.leader().await;
     c.wait_volumes_up(&c.ids()).await;
     // Written through a follower (forwarded to the leader) and through the leader.
     let follower = c.ids().into_iter().find(|&i| i != leader).unwrap();
-    let (one, two) = (bytes(2000, 7), bytes(10, 8));
+    let (one, two) = (bytes(65536, 7), bytes(10, 8));
     assert_eq!(
         put(&c.url(follower), "/one", one.clone()).await,
         StatusCode::CREATED

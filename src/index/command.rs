@@ -61,7 +61,8 @@ pub enum Command {
     PutInline {
         /// The key.
         key: Vec<u8>,
-        /// The value (at most `MAX_INLINE_LEN` bytes).
+        /// The value (at most `MAX_INLINE_LEN` bytes); base64 in JSON (the Raft log).
+        #[serde(with = "super::base64_serde::bytes")]
         value: Vec<u8>,
         /// md5 of the value, when computed.
         md5: Option<[u8; 16]>,

@@ -17,6 +17,7 @@
 //! which [`Index::recovered`] reports. (redb's own repair callback is not called with
 //! quick-repair on, which recovers such a file without a scan.)
 
+mod base64_serde;
 mod bulk;
 mod command;
 mod counts;

@@ -110,7 +110,7 @@ pub struct Record {
     pub meta: Vec<u8>,
     /// The value itself, when it is stored in the record (`--inline-max`): such a
     /// record names no volumes, and GET answers with these bytes.
-    #[serde(default)]
+    #[serde(default, with = "super::base64_serde::option")]
     pub inline: Option<Vec<u8>>,
 }
 
