@@ -158,10 +158,8 @@ impl Store {
         };
 
         // Small enough to go inline (`--inline-max`)? Read on to find out.
-        let mut head = vec![first];
         let max = self.cfg.inline_max;
-        if max > 0 && len.is_none_or(|l| l <= max) {
-            let first = head.remove(0);
+        let head = if max > 0 && len.is_none_or(|l| l <= max) {
             match super::inline::read_head(first, &mut body, max).await {
                 Ok(Head::Whole(value)) => {
                     return self
@@ -169,10 +167,12 @@ impl Store {
                         .await
                         .map_err(PutError::new)
                 }
-                Ok(Head::Longer(read)) => head = read,
+                Ok(Head::Longer(read)) => read,
                 Err(e) => return Err(PutError::new(e)),
             }
-        }
+        } else {
+            vec![first]
+        };
 
         let volumes = self.placement.current().locate(&key);
         let quorum = self.cfg.write_quorum.unwrap_or(volumes.len());
