@@ -190,6 +190,23 @@ async fn small_values_live_in_the_index() {
     assert_eq!(files_of(&c, "/big").len(), 3);
     assert!(files_of(&c, "/edge").is_empty());
 
+    // The CLI client reads it (from the index server itself) and says where it is.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(hoard_bin())
+            .args(args)
+            .arg(format!("--url={url}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out.stdout
+    };
+    assert_eq!(cli(&["get", "/edge"]), edge);
+    let stat = String::from_utf8(cli(&["stat", "/edge"])).unwrap();
+    assert!(
+        stat.contains("size      4096") && stat.contains("balance   inline"),
+        "{stat}"
+    );
+
     // Listed like any key; batch GET says it is inline.
     let list: Value = common::cluster::get_json(format!("{url}/?list")).await;
     assert_eq!(list["keys"], json!(["/big", "/edge", "/small"]), "{list}");
