@@ -40,6 +40,9 @@ pub struct DevArgs {
     /// The value cache (`--cache-size`).
     #[command(flatten)]
     pub cache: crate::store::CacheArgs,
+    /// Small values stored in the index (`--inline-max`).
+    #[command(flatten)]
+    pub inline: crate::store::InlineArgs,
     /// Replicate every committed PUT, DELETE and UNLINK, asynchronously and in commit
     /// order, to these other hoard stores (index server URLs, comma-separated).
     #[arg(long, env = "HOARD_REPLICATE_TO", value_delimiter = ',')]
@@ -103,6 +106,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         cluster: None,
         zone: None,
         sites: crate::sites::SitesConfig::parse(&args.replicate_to, args.replicate_rate, None)?,
+        inline_max: args.inline.limit()?,
     };
     let started = crate::server::start(cfg, &args.data.join("index")).await?;
     eprintln!(

@@ -1,5 +1,6 @@
 //! minikeyvalue's thrasher: each of N keys goes through PUT → GET (following the
-//! redirect, comparing the bytes) → DELETE, with C workers pulling keys from a shared
+//! redirect — or taking the 200 of a value stored in the index, `--inline-max` —
+//! comparing the bytes) → DELETE, with C workers pulling keys from a shared
 //! counter. One op is one key's whole triple; the first failure stops the run.
 //!
 //! With `--volume`, `--url` is a volume server (nginx or `hoard volume`) driven
@@ -181,7 +182,7 @@ fn table(r: &Report) -> Table {
     let l = &r.latency;
     for (name, lat) in [
         ("PUT", &l.put),
-        ("GET index (302)", &l.get_redirect),
+        ("GET index (302 or 200)", &l.get_redirect),
         ("GET volume", &l.get_volume),
         ("DELETE", &l.delete),
     ] {
@@ -190,7 +191,7 @@ fn table(r: &Report) -> Table {
         t.row(cells);
     }
     t.note(format!(
-        "ops/s {} (one op = one key's PUT+GET+DELETE)   requests/s {} (4 per op, incl. the volume GET)   {:.2} s",
+        "ops/s {} (one op = one key's PUT+GET+DELETE)   requests/s {} (incl. the volume GET unless inline)   {:.2} s",
         rate(r.ops_per_sec),
         rate(r.requests_per_sec),
         r.elapsed_s
@@ -242,15 +243,34 @@ async fn one_key(s: &Shared, i: usize, h: &mut Hists) -> anyhow::Result<()> {
     ensure!(status.is_success(), "PUT {url}: {status}");
     h.put.record(t.elapsed());
 
-    let location = match s.volume {
-        true => url.clone(),
-        false => redirect(s, &url, h).await?,
+    let body = match s.volume {
+        true => from_volume(s, &url, h).await?,
+        false => match redirect(s, &url, h).await? {
+            Answer::Redirect(location) => from_volume(s, &location, h).await?,
+            Answer::Value(body) => body,
+        },
     };
+    ensure!(
+        body == value,
+        "GET {url}: {} bytes that differ from the {} sent",
+        body.len(),
+        value.len()
+    );
 
+    let t = Instant::now();
+    let resp = s.client.delete(&url).send().await;
+    let status = finish(resp, "DELETE", &url).await?;
+    ensure!(status.is_success(), "DELETE {url}: {status}");
+    h.delete.record(t.elapsed());
+    Ok(())
+}
+
+/// GET of `location` (a volume's file): its body.
+async fn from_volume(s: &Shared, location: &str, h: &mut Hists) -> anyhow::Result<Bytes> {
     let t = Instant::now();
     let resp = s
         .client
-        .get(&location)
+        .get(location)
         .send()
         .await
         .with_context(|| format!("GET {location}"))?;
@@ -264,23 +284,19 @@ async fn one_key(s: &Shared, i: usize, h: &mut Hists) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("GET {location}: reading the body"))?;
     h.get_volume.record(t.elapsed());
-    ensure!(
-        body == value,
-        "GET {location}: {} bytes that differ from the {} sent",
-        body.len(),
-        value.len()
-    );
-
-    let t = Instant::now();
-    let resp = s.client.delete(&url).send().await;
-    let status = finish(resp, "DELETE", &url).await?;
-    ensure!(status.is_success(), "DELETE {url}: {status}");
-    h.delete.record(t.elapsed());
-    Ok(())
+    Ok(body)
 }
 
-/// GET of `url` on the index: the Location of its redirect.
-async fn redirect(s: &Shared, url: &str, h: &mut Hists) -> anyhow::Result<String> {
+/// What a GET on the index answered.
+enum Answer {
+    /// A 302 to this location.
+    Redirect(String),
+    /// 200 with the value itself (stored in the index, `--inline-max`).
+    Value(Bytes),
+}
+
+/// GET of `url` on the index: the Location of its redirect, or the value itself.
+async fn redirect(s: &Shared, url: &str, h: &mut Hists) -> anyhow::Result<Answer> {
     let t = Instant::now();
     let resp = s
         .client
@@ -288,9 +304,17 @@ async fn redirect(s: &Shared, url: &str, h: &mut Hists) -> anyhow::Result<String
         .send()
         .await
         .with_context(|| format!("GET {url}"))?;
+    if resp.status() == StatusCode::OK {
+        let body = resp
+            .bytes()
+            .await
+            .with_context(|| format!("GET {url}: reading the body"))?;
+        h.get_redirect.record(t.elapsed());
+        return Ok(Answer::Value(body));
+    }
     ensure!(
         resp.status().is_redirection(),
-        "GET {url}: {} instead of a redirect",
+        "GET {url}: {} instead of a redirect or a value",
         resp.status()
     );
     let location = resp
@@ -301,7 +325,7 @@ async fn redirect(s: &Shared, url: &str, h: &mut Hists) -> anyhow::Result<String
         .to_string();
     drop(resp.bytes().await);
     h.get_redirect.record(t.elapsed());
-    Ok(location)
+    Ok(Answer::Redirect(location))
 }
 
 /// The status of a response whose (small) body is read and discarded, so the

@@ -88,7 +88,8 @@ pub struct Located {
     pub md5: Option<String>,
     /// The replica volumes (`Key-Volumes`).
     pub volumes: Vec<String>,
-    /// `balanced` or `unbalanced` (`Key-Balance`).
+    /// `balanced` or `unbalanced` (`Key-Balance`); `inline` for a value stored in the
+    /// index (`url` is then the index server's own).
     pub balance: String,
 }
 
@@ -213,6 +214,14 @@ impl Client {
                     balance: header(h, "key-balance").unwrap_or_default(),
                 }))
             }
+            // A value stored in the index (`--inline-max`): the index server itself
+            // serves it.
+            StatusCode::OK => Ok(Some(Located {
+                url: resp.url().to_string(),
+                md5: header(resp.headers(), "content-md5"),
+                volumes: Vec::new(),
+                balance: "inline".into(),
+            })),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(status_error(key, resp).await),
         }

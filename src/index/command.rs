@@ -54,6 +54,27 @@ pub enum Command {
         #[serde(default)]
         meta: Vec<u8>,
     },
+    /// Store a small value in the key's record itself (`--inline-max`): the key becomes
+    /// live at once, with no volumes. Refused like [`Command::Begin`] (a live key
+    /// without `replace`, another node's fresh intent); every location an older record
+    /// named is kept as `stale`, for the upkeep worker to delete.
+    PutInline {
+        /// The key.
+        key: Vec<u8>,
+        /// The value (at most `MAX_INLINE_LEN` bytes); base64 in JSON (the Raft log).
+        #[serde(with = "super::base64_serde::bytes")]
+        value: Vec<u8>,
+        /// md5 of the value, when computed.
+        md5: Option<[u8; 16]>,
+        /// Proposer's clock, unix ms.
+        now_ms: u64,
+        /// The write (as for [`Command::Begin`]).
+        owner: u64,
+        /// Overwrite a live value.
+        replace: bool,
+        /// A front-end's metadata of the value; empty for none.
+        meta: Vec<u8>,
+    },
     /// Repair copied the value of a degraded write to `location`: it is no longer
     /// missing. Requires state `live` or `unlinked`.
     Completed {
@@ -189,6 +210,7 @@ impl Command {
     pub fn key(&self) -> &[u8] {
         match self {
             Command::Begin { key, .. }
+            | Command::PutInline { key, .. }
             | Command::Commit { key, .. }
             | Command::Completed { key, .. }
             | Command::Cleaned { key, .. }
@@ -392,6 +414,34 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 owner: *owner,
                 meta: Vec::new(),
                 inline: None,
+            }
+        }
+        Command::PutInline {
+            value,
+            md5,
+            now_ms,
+            owner,
+            replace,
+            meta,
+            ..
+        } => {
+            if state == Some(State::Live) && !replace {
+                return Ok(Err(Rejection::Exists));
+            }
+            if held_elsewhere(prev.as_ref(), *owner, *now_ms) {
+                return Ok(Err(Rejection::Busy));
+            }
+            Record {
+                state: State::Live,
+                volumes: Vec::new(),
+                size: value.len() as u64,
+                md5: *md5,
+                changed_ms: *now_ms,
+                missing: Vec::new(),
+                stale: prev.as_ref().map(Record::all_locations).unwrap_or_default(),
+                owner: 0,
+                meta: meta.clone(),
+                inline: Some(value.clone()),
             }
         }
         Command::Commit {

@@ -423,3 +423,76 @@ fn set_meta_replaces_only_the_metadata_of_the_version_read() {
         before
     );
 }
+
+fn put_inline(replace: bool, owner: u64) -> Command {
+    Command::PutInline {
+        key: b"/k".to_vec(),
+        value: b"tiny".to_vec(),
+        md5: Some([3; 16]),
+        now_ms: 5,
+        owner,
+        replace,
+        meta: b"m".to_vec(),
+    }
+}
+
+#[test]
+fn inline_values() {
+    let mut m = BTreeMap::new();
+    // Absent → live at once, no volumes.
+    assert_eq!(run(&mut m, put_inline(false, 0)), Ok(None));
+    let r = m.get(&b"/k"[..]).unwrap().clone();
+    assert_eq!(
+        (r.state, r.size, r.md5, r.changed_ms, r.inline.as_deref()),
+        (State::Live, 4, Some([3; 16]), 5, Some(&b"tiny"[..]))
+    );
+    assert!(r.volumes.is_empty() && r.stale.is_empty() && r.meta == b"m");
+    // A live key is refused without `replace`, by an inline or a volume write.
+    assert_eq!(run(&mut m, put_inline(false, 0)), Err(Rejection::Exists));
+    assert_eq!(run(&mut m, begin()), Err(Rejection::Exists));
+    // Replaced by a volume write: nothing stale (the inline value had no file).
+    let replace = Command::Begin {
+        key: b"/k".to_vec(),
+        volumes: vec!["a:1".into()],
+        now_ms: 1,
+        owner: 0,
+        replace: true,
+    };
+    run(&mut m, replace).unwrap();
+    let r = m.get(&b"/k"[..]).unwrap();
+    assert_eq!((r.state, r.inline.clone()), (State::Writing, None));
+    assert!(r.stale.is_empty());
+    run(&mut m, commit()).unwrap();
+    // Replaced by an inline value: the old files become stale.
+    assert_eq!(
+        run(&mut m, put_inline(true, 0)).map(|p| p.map(|p| p.volumes)),
+        Ok(Some(vec!["a:1".to_string()]))
+    );
+    let r = m.get(&b"/k"[..]).unwrap();
+    assert_eq!(r.stale, ["a:1"]);
+    assert!(r.volumes.is_empty() && r.inline.is_some());
+    // Unlink and delete keep the value until the record goes.
+    let unlink = Command::Unlink {
+        key: b"/k".to_vec(),
+        now_ms: 6,
+    };
+    run(&mut m, unlink).unwrap();
+    assert_eq!(
+        m.get(&b"/k"[..]).unwrap().inline.as_deref(),
+        Some(&b"tiny"[..])
+    );
+    // Another node's fresh intent holds the key.
+    let mut m = BTreeMap::new();
+    let theirs = Command::Begin {
+        key: b"/k".to_vec(),
+        volumes: vec!["a:1".into()],
+        now_ms: 1,
+        owner: 2 << 32,
+        replace: false,
+    };
+    run(&mut m, theirs).unwrap();
+    assert_eq!(run(&mut m, put_inline(true, 1 << 32)), Err(Rejection::Busy));
+    // Our own abandoned intent is taken over, its files kept as stale.
+    assert!(run(&mut m, put_inline(false, 2 << 32)).is_ok());
+    assert_eq!(m.get(&b"/k"[..]).unwrap().stale, ["a:1"]);
+}

@@ -5,7 +5,8 @@
 //! `Index::apply_committed` alike, so in an index cluster they are replicated state and
 //! travel in Raft snapshots (see [`export`], [`Importer`]):
 //!
-//! * `feed`: `seq → (commit ms, key)`, one entry per successful `Commit`, `Unlink` and
+//! * `feed`: `seq → (commit ms, key)`, one entry per successful `Commit` (or
+//!   `PutInline`), `Unlink` and
 //!   `BeginDelete` of a *local* change (and per rollback of a failed write, which
 //!   leaves the key absent), in commit order. Appended only while at least
 //!   one target has a cursor (a store that replicates nowhere pays nothing). An entry
@@ -230,9 +231,12 @@ impl<'txn> Hook<'txn> {
         let (key, ms, deleting) = match (cmd, outcome) {
             (Command::Feed(f), _) => return self.feed_command(f),
             (_, Err(_)) => return Ok(()),
-            (Command::Commit { key, now_ms, .. } | Command::Unlink { key, now_ms }, _) => {
-                (key, *now_ms, false)
-            }
+            (
+                Command::Commit { key, now_ms, .. }
+                | Command::PutInline { key, now_ms, .. }
+                | Command::Unlink { key, now_ms },
+                _,
+            ) => (key, *now_ms, false),
             (Command::BeginDelete { key, now_ms, .. }, _) => (key, *now_ms, true),
             // A failed write rolled back: the key is gone here (a failed replacing
             // write leaves it absent), so the other sites must drop it too.

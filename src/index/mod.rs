@@ -17,6 +17,7 @@
 //! which [`Index::recovered`] reports. (redb's own repair callback is not called with
 //! quick-repair on, which recovers such a file without a scan.)
 
+mod base64_serde;
 mod bulk;
 mod command;
 mod compact;
@@ -36,7 +37,7 @@ pub use command::{apply, Applied, Command, RecordMap, Rejection, FRONTEND_META_P
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
 pub use migrate::{MigrationStatus, BATCH as MIGRATION_BATCH};
-pub use record::{DecodeError, Record, State, MAX_META_LEN};
+pub use record::{DecodeError, Record, State, MAX_INLINE_LEN, MAX_META_LEN};
 pub use replicated::Replicator;
 pub use scan::{prefix_end, KeyRange, Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
 

@@ -106,8 +106,11 @@ pub struct Record {
     /// A front-end's metadata of the value (opaque here; empty = none), set by
     /// `Command::Commit` and kept by every later command.
     pub meta: Vec<u8>,
-    /// A small value stored in the record itself (`None`: the value is in the replica
-    /// files). Only the compact encoding (`super::compact`) stores it.
+    /// A small value stored in the record itself (`--inline-max`, `None`: the value is
+    /// in the replica files): such a record names no volumes, and GET answers with these
+    /// bytes. Only the compact encoding (`super::compact`) stores it; base64 in JSON (the
+    /// Raft log), where a byte array would be 4–5 times larger.
+    #[serde(default, with = "super::base64_serde::option")]
     pub inline: Option<Vec<u8>>,
 }
 
@@ -127,6 +130,8 @@ const VERSION_OWNER: u8 = 4;
 const VERSION_META: u8 = 5;
 /// Longest metadata a record carries.
 pub const MAX_META_LEN: usize = 64 * 1024;
+/// Longest value a record carries inline (the cap of `--inline-max`).
+pub const MAX_INLINE_LEN: usize = 64 * 1024;
 
 impl Record {
     /// The md5 as lower-case hex, if known.

@@ -91,7 +91,8 @@ pub async fn move_key(ctx: &Ctx, key: &[u8], job: Option<&Job>) -> Outcome {
         return Outcome::Skipped;
     }
     let target = ctx.placement.current().locate(key);
-    if record.volumes == target {
+    // A value stored in its record (`--inline-max`) is on no volume: nothing to move.
+    if record.volumes == target || record.inline.is_some() {
         return Outcome::Balanced;
     }
     if let Some(job) = job {

@@ -221,8 +221,9 @@ async fn complete(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool 
     }
 }
 
-/// Deletes the stale files at `locations`, then records that.
-async fn clean(ctx: &Ctx, key: &[u8], locations: &[String]) -> bool {
+/// Deletes the stale files at `locations`, then records that (`Cleaned`); false if
+/// some could not be deleted. The caller holds the key's lock.
+pub async fn clean(ctx: &Ctx, key: &[u8], locations: &[String]) -> bool {
     if let Err(e) = delete_files(&ctx.client, ctx.health.as_deref(), key, locations).await {
         tracing::warn!("cleaning stale copies of {}: {e}", show(key));
         return false;

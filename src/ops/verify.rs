@@ -12,6 +12,8 @@
 //!   delete whatever replica files exist, then `Remove { expect: Writing }`.
 //! * `deleting` (an interrupted DELETE): with `repair`, delete the files, then
 //!   `Remove { expect: Deleting }`.
+//! * `live` / `unlinked` stored inline (`--inline-max`): the value in the record must
+//!   have the record's size and md5; there is no replica to check or repair.
 //! * With zones: a key whose replicas span fewer zones than the placement can give
 //!   (`min(replicas, zones)`) is counted `unspread`; with `repair`, once its replicas
 //!   are all good, it is moved to its placement exactly as a rebalance moves it
@@ -39,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
+use md5::{Digest, Md5};
 
 use super::copy::{copy, hash, Expect};
 use super::upkeep;
@@ -231,6 +234,18 @@ async fn check_replicas(
                 _ => return Ok(()),
             }
         }
+    }
+    // A value stored in its record (`--inline-max`) has no replica: it is checked
+    // against the record's size and md5 (the index's own copies are Raft's to keep).
+    if let Some(value) = &record.inline {
+        let md5 = || <[u8; 16]>::from(Md5::digest(value));
+        if value.len() as u64 == record.size && record.md5.is_none_or(|m| m == md5()) {
+            inc(&p.ok);
+        } else {
+            inc(&p.corrupt);
+            tracing::warn!("inline value of {} does not match its record", show(key));
+        }
+        return Ok(());
     }
     // Only replicas that hold the value are checked, and only they are copied from.
     let urls: Vec<String> = record

@@ -66,4 +66,7 @@ pub struct ServerArgs {
     /// The value cache (`--cache-size`).
     #[command(flatten)]
     pub cache: crate::store::CacheArgs,
+    /// Small values stored in the index (`--inline-max`).
+    #[command(flatten)]
+    pub inline: crate::store::InlineArgs,
 }

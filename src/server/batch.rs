@@ -8,6 +8,9 @@
 //!  {"op":"get","key":"/a"},                       → {"key":"/a","status":200,"size":5,"md5":"5d41…",
 //!                                                     "volumes":["v1:80/sv03",…],"balanced":true,
 //!                                                     "url":"http://v1:80/sv03/…"}
+//!  {"op":"get","key":"/s"},                       → {"key":"/s","status":200,"size":3,"md5":"…",
+//!                                                     "inline":true}   (stored in the index,
+//!                                                     `--inline-max`: GET /s answers 200)
 //!  {"op":"unlink","key":"/b"},                    → {"key":"/b","status":404,"error":"not found"}
 //!  {"op":"delete","key":"/c"}]                    → {"key":"/c","status":204}
 //! ```
@@ -36,7 +39,7 @@ use futures_util::StreamExt;
 
 use super::error::store_status;
 use super::{ApiError, App};
-use crate::store::StoreError;
+use crate::store::{Found, StoreError};
 
 /// The endpoint.
 pub const PATH: &str = "/-/batch";
@@ -86,6 +89,9 @@ struct Outcome {
     balanced: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,
+    /// The value is stored in the index (`--inline-max`): no volume, no `url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inline: Option<bool>,
 }
 
 /// Answers `/-/batch`.
@@ -199,7 +205,16 @@ async fn one(app: &Arc<App>, op: Op, value: Option<bytes::Bytes>) -> Outcome {
                 crate::key::check_writable(&bytes)?;
                 // Linearizable in an index cluster, like a single GET.
                 app.store.index.read_barrier().await?;
-                let at = app.store.locate(&bytes)?.ok_or(StoreError::NotFound)?;
+                let at = match app.store.find(&bytes)?.ok_or(StoreError::NotFound)? {
+                    Found::At(at) => at,
+                    // Stored in the index (`--inline-max`): no URL; GET /key answers 200.
+                    Found::Inline(record) => {
+                        outcome.size = Some(record.size);
+                        outcome.md5 = record.md5_hex();
+                        outcome.inline = Some(true);
+                        return Ok(StatusCode::OK);
+                    }
+                };
                 outcome.url = Some(super::read::public_url(app, &at));
                 outcome.size = Some(at.record.size);
                 outcome.md5 = at.record.md5_hex();

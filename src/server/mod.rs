@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub zone: Option<String>,
     /// Replication to other sites (`--replicate-to`).
     pub sites: crate::sites::SitesConfig,
+    /// Values of at most this many bytes are stored in the index (`--inline-max`).
+    pub inline_max: u64,
 }
 
 impl ServerConfig {
@@ -94,6 +96,7 @@ impl ServerConfig {
                 args.replicate_rate,
                 token,
             )?,
+            inline_max: args.inline.limit()?,
         })
     }
 
@@ -110,6 +113,7 @@ impl ServerConfig {
             write_quorum: self.safety.write_quorum,
             stall_limit: self.stall_limit(),
             zone: self.zone.clone(),
+            inline_max: self.inline_max,
         }
     }
 }
@@ -387,7 +391,7 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     }
     let result = match (req.method().clone(), req.uri().query()) {
         (Method::GET, Some(query)) => read::list(&app, key, query).await,
-        (Method::GET, None) | (Method::HEAD, _) => read::redirect(&app, &key, req.uri().path()),
+        (Method::GET, None) | (Method::HEAD, _) => read::redirect(&app, &key, &req),
         (Method::PUT, _) => write::put(&app, key, req).await,
         (Method::DELETE, _) => write::delete(&app, key).await,
         (m, _) if m.as_str() == "UNLINK" => write::unlink(&app, key).await,

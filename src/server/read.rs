@@ -1,4 +1,5 @@
-//! Read paths: GET/HEAD answer 302 to a live replica; `?list` / `?unlinked` list keys.
+//! Read paths: GET/HEAD answer 302 to a live replica (or 200 with a value stored in
+//! the index, see [`inline`]); `?list` / `?unlinked` list keys.
 
 use std::sync::Arc;
 
@@ -8,17 +9,26 @@ use percent_encoding::percent_decode_str;
 
 use super::{ApiError, App};
 use crate::index::{State, MAX_PAGE_KEYS, PAGE_BUDGET};
-use crate::store::{ListRange, Location, StoreError};
+use crate::store::{Found, ListRange, Location, StoreError};
 
+mod inline;
 mod stream;
 
-/// GET/HEAD of a key: 302 to a replica on a volume that is up.
-pub fn redirect(app: &App, key: &[u8], raw_path: &str) -> Result<Response, ApiError> {
-    let Some(at) = app.store.locate(key)? else {
-        return match &app.cfg.fallback {
-            Some(fallback) => Ok(found(&format!("http://{fallback}{raw_path}"))),
-            None => Err(ApiError::NotFound),
-        };
+/// GET/HEAD of a key: 302 to a replica on a volume that is up, or 200 with a value
+/// stored in the index (`--inline-max`).
+pub fn redirect(app: &App, key: &[u8], req: &axum::extract::Request) -> Result<Response, ApiError> {
+    let at = match app.store.find(key)? {
+        Some(Found::At(at)) => at,
+        Some(Found::Inline(record)) => {
+            let head = req.method() == axum::http::Method::HEAD;
+            return Ok(inline::respond(&record, req.headers(), head));
+        }
+        None => {
+            return match &app.cfg.fallback {
+                Some(fallback) => Ok(found(&format!("http://{fallback}{}", req.uri().path()))),
+                None => Err(ApiError::NotFound),
+            }
+        }
     };
     let mut resp = found(&public_url(app, &at));
     let headers = resp.headers_mut();

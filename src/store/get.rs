@@ -1,6 +1,8 @@
 //! Reading a value's bytes through the index server ([`Store::open`]), for front-ends
 //! whose clients do not follow redirects (S3, the binary protocol, the JSON API).
 //!
+//! A value stored in its record (`--inline-max`) is served from the record.
+//!
 //! The minikeyvalue API never uses this: its GET answers 302 to a replica. Here the
 //! index server opens a replica itself and hands back a stream of its body, so memory
 //! stays bounded by hyper's buffers whatever the value's size.
@@ -75,6 +77,14 @@ impl Store {
                 "range {}..{} outside a value of {} bytes",
                 range.start, range.end, record.size
             )));
+        }
+        // A value stored in the record (`--inline-max`) needs neither volume nor cache.
+        if let Some(body) = super::inline::body(&record, &range) {
+            return Ok(Opened {
+                record,
+                range,
+                body,
+            });
         }
         let whole = range.start == 0 && range.end == record.size;
         if whole {

@@ -14,6 +14,7 @@
 //!   front-ends whose clients do not follow redirects.
 //! * [`meta`] — [`ObjectMeta`] stored with a value, front-ends' index-wide entries
 //!   ([`Store::set_frontend`]).
+//! * [`inline`] — small values stored in the index record (`--inline-max`).
 //! * [`cache`] — [`ValueCache`]: small values [`Store::open`] serves, kept in memory.
 //! * [`read`] — [`Store::locate`] (what a GET needs), [`Store::list`] (bounded scans of
 //!   a key range).
@@ -25,6 +26,7 @@ mod cache;
 mod delete;
 mod error;
 mod get;
+mod inline;
 mod meta;
 mod read;
 mod write;
@@ -32,8 +34,9 @@ mod write;
 pub use cache::{CacheArgs, CacheStats, ValueCache};
 pub use error::StoreError;
 pub use get::Opened;
+pub use inline::{InlineArgs, MAX_INLINE};
 pub use meta::ObjectMeta;
-pub use read::{list, ListRange, Location};
+pub use read::{list, Found, ListRange, Location};
 pub use write::{PutError, PutOptions, Written};
 
 use std::sync::Arc;
@@ -57,6 +60,9 @@ pub struct StoreConfig {
     pub stall_limit: Duration,
     /// The index server's zone: [`Store::locate`] prefers replicas there.
     pub zone: Option<String>,
+    /// Values of at most this many bytes are stored in the index record
+    /// (`--inline-max`, see [`inline`]); 0 = off.
+    pub inline_max: u64,
 }
 
 /// The store core: the index, the volumes and what coordinates writes to them. Shared

@@ -27,6 +27,15 @@ pub struct Location {
     pub balanced: bool,
 }
 
+/// Where a live key's value is: in its record, or on a volume.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// Stored in the record itself (`--inline-max`): [`Record::inline`] holds it.
+    Inline(Record),
+    /// On volumes: where to read it.
+    At(Location),
+}
+
 impl Store {
     /// The live record of `key`, or `None` when it is missing, unlinked or not yet
     /// (or no longer) visible.
@@ -34,12 +43,28 @@ impl Store {
         Ok(self.index.get(key)?.filter(|r| r.state == State::Live))
     }
 
-    /// Where to read `key`: `Ok(None)` when it is not live,
-    /// [`StoreError::Unavailable`] when no volume holding it is up.
+    /// Where to read `key` on a volume: `Ok(None)` when it is not live,
+    /// [`StoreError::Unavailable`] when no volume holding it is up (or it has none: a
+    /// value stored in its record, which [`Store::find`] tells apart).
     pub fn locate(&self, key: &[u8]) -> Result<Option<Location>, StoreError> {
+        match self.find(key)? {
+            None => Ok(None),
+            Some(Found::At(at)) => Ok(Some(at)),
+            Some(Found::Inline(_)) => Err(StoreError::Unavailable(
+                "the value is stored in the index, on no volume".into(),
+            )),
+        }
+    }
+
+    /// Where `key`'s value is: in its record, or on a volume that is up (see
+    /// [`Store::locate`]); `Ok(None)` when the key is not live.
+    pub fn find(&self, key: &[u8]) -> Result<Option<Found>, StoreError> {
         let Some(record) = self.record(key)? else {
             return Ok(None);
         };
+        if record.inline.is_some() {
+            return Ok(Some(Found::Inline(record)));
+        }
         let up: Vec<&str> = record
             .holders()
             .filter(|v| self.health.is_up(server_of(v)))
@@ -63,12 +88,12 @@ impl Store {
         let volume = pool[fastrand::usize(..pool.len())].to_string();
         let url = self.client.scheme_url(&VolumeClient::url(&volume, key));
         let balanced = placement.locate(key) == record.volumes;
-        Ok(Some(Location {
+        Ok(Some(Found::At(Location {
             record,
             volume,
             url,
             balanced,
-        }))
+        })))
     }
 
     /// One bounded page of the keys of `range` in state `want` (`Live` for `?list`,

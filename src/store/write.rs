@@ -31,6 +31,9 @@
 //! `--voltimeout` + the probe interval. With `--write-quorum` below the replica count,
 //! volumes already down are skipped and replicas failing mid-way are dropped; the key
 //! is committed with them recorded as missing and queued for the upkeep worker.
+//!
+//! With `--inline-max`, a body that ends within that many bytes skips all of this: it
+//! is stored in the index record by one command (see [`super::inline`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +41,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use super::inline::Head;
 use super::{Store, StoreError};
 use crate::index::{now_ms, Command, KeyGuard, Rejection, State};
 use crate::key::check_writable;
@@ -169,6 +173,23 @@ impl Store {
             (Some(_), len) => len,
         };
 
+        // Small enough to go inline (`--inline-max`)? Read on to find out.
+        let max = self.cfg.inline_max;
+        let head = if max > 0 && len.is_none_or(|l| l <= max) {
+            match super::inline::read_head(first, &mut body, max).await {
+                Ok(Head::Whole(value)) => {
+                    return self
+                        .put_inline(key, value, len, guard, opts)
+                        .await
+                        .map_err(PutError::new)
+                }
+                Ok(Head::Longer(read)) => read,
+                Err(e) => return Err(PutError::new(e)),
+            }
+        } else {
+            first.into_iter().collect()
+        };
+
         let volumes = self.placement.current().locate(&key);
         let quorum = self.cfg.write_quorum.unwrap_or(volumes.len());
         let down: Vec<&str> = volumes
@@ -180,7 +201,7 @@ impl Store {
             let e = StoreError::Unavailable(format!("replica volume {} is down", down.join(",")));
             return Err(PutError::refused(e, body));
         }
-        let stream = futures_util::stream::iter(first.map(Ok)).chain(body);
+        let stream = futures_util::stream::iter(head.into_iter().map(Ok)).chain(body);
         // From the intent on, the write runs on its own task: a caller that goes away
         // cannot cut it (or its cleanup) short.
         let store = Arc::clone(self);
@@ -193,12 +214,7 @@ impl Store {
                 owner: store.owner,
                 replace: opts.replace,
             };
-            store.index.apply(begin).await?.map_err(|r| match r {
-                Rejection::Exists => StoreError::Exists,
-                // Another index server's write holds the key.
-                Rejection::Busy => StoreError::Conflict,
-                other => StoreError::Invalid(other.to_string()),
-            })?;
+            store.index.apply(begin).await?.map_err(refusal)?;
             store.cache.invalidate(&key);
             match store
                 .write_replicas(&key, &volumes, quorum, stream, len, opts.md5)
@@ -381,6 +397,16 @@ impl Store {
                 show(key)
             );
         }
+    }
+}
+
+/// The error of a refused `Begin` (or `PutInline`).
+pub(super) fn refusal(r: Rejection) -> StoreError {
+    match r {
+        Rejection::Exists => StoreError::Exists,
+        // Another index server's write holds the key.
+        Rejection::Busy => StoreError::Conflict,
+        other => StoreError::Invalid(other.to_string()),
     }
 }
 

@@ -371,7 +371,9 @@ fn key(app: &App, query: &str) -> Result<KeyView, ApiError> {
             })
             .collect(),
         stale: record.stale.clone(),
-        balance: if placement == record.volumes {
+        balance: if record.inline.is_some() {
+            "inline"
+        } else if placement == record.volumes {
             "balanced"
         } else {
             "unbalanced"
