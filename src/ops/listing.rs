@@ -519,6 +519,39 @@ mod tests {
     }
 
     #[test]
+    fn walked_files_follow_the_levels() {
+        use crate::placement::key_path;
+        let servers = vec!["h:1".to_string()];
+        let sub = Dir {
+            server: 0,
+            sub: String::new(),
+            path: "/".into(),
+            raw: "/".into(),
+            level: Level::Root,
+            walk: true,
+        }
+        .child("sv0A", Level::Sub);
+        assert_eq!((sub.sub.as_str(), sub.raw.as_str()), ("/sv0A", "/"));
+        // A key whose base64 holds '/': its file sits below extra directories.
+        let key = b"/k/???>>>";
+        let path = key_path(key);
+        assert!(path.matches('/').count() > 3, "{path}");
+        let found = sub.walked_file(&servers, &path[1..], Some(7), 9).unwrap();
+        assert_eq!(found.key, key);
+        assert_eq!((found.location.as_str(), found.size, found.mtime_ms), ("h:1/sv0A", 7, 9));
+        // Walked from the first hash directory: the rest of the path.
+        let hash1 = sub.child(&path[1..3], Level::Hash1);
+        assert_eq!(hash1.path, format!("{}/", &path[..3]));
+        assert_eq!(hash1.walked_file(&servers, &path[4..], None, 0).unwrap().key, key);
+        // Not hoard's: wrong hash directories, hidden names, too shallow, a subvolume.
+        for rel in ["00/00/L2s=", "ab/.x/L2s=", "L2s=", "sv01/ab/cd/L2s=", "ab/cd/"] {
+            assert!(sub.walked_file(&servers, rel, None, 0).is_none(), "{rel}");
+        }
+        let wrong = format!("{}/.{}", &path[1..6], &path[7..]);
+        assert!(sub.walked_file(&servers, &wrong, None, 0).is_none());
+    }
+
+    #[test]
     fn hex_names() {
         assert!(is_hex2("0a", false));
         assert!(!is_hex2("0A", false));
