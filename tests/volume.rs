@@ -439,10 +439,7 @@ async fn large_value_round_trips() {
 async fn walk_lines(f: &Fixture, dir: &str) -> (Vec<String>, serde_json::Value) {
     let res = f.get(&format!("/-/walk{dir}")).await;
     assert_eq!(res.status(), StatusCode::OK, "walk of {dir}");
-    assert_eq!(
-        res.headers()[header::CONTENT_TYPE],
-        "application/x-ndjson"
-    );
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "application/x-ndjson");
     let text = res.text().await.expect("walk body");
     let mut lines: Vec<serde_json::Value> = text
         .lines()
@@ -510,12 +507,21 @@ async fn streamed_walk() {
     let (files, _) = walk_lines(&f, "/sv00/in/").await;
     assert_eq!(files, ["ab/cd/z 3"]);
     let (files, last) = walk_lines(&f, "/sv00/ab/cd/deep/").await;
-    assert_eq!((files, last["files"].as_u64()), (vec!["er 1".into()], Some(1)));
+    assert_eq!(
+        (files, last["files"].as_u64()),
+        (vec!["er 1".into()], Some(1))
+    );
 
-    assert_eq!(f.get("/-/walk/missing/").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        f.get("/-/walk/missing/").await.status(),
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(f.get("/-/walk/top/").await.status(), StatusCode::NOT_FOUND);
     assert_eq!(f.get("/-/walk/sv00").await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(f.get("/-/walk/sv00/out/").await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        f.get("/-/walk/sv00/out/").await.status(),
+        StatusCode::FORBIDDEN
+    );
     for path in ["/-/walk/../", "/-/walk/%2e%2e/", "/-/walk/.hoard-tmp/"] {
         let res = f.raw(format!(
             "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -524,7 +530,10 @@ async fn streamed_walk() {
     }
     let res = f.http.delete(f.url("/-/walk/sv00/")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(f.get("/sv00/ab/cd/x==").await.bytes().await.unwrap(), "12345");
+    assert_eq!(
+        f.get("/sv00/ab/cd/x==").await.bytes().await.unwrap(),
+        "12345"
+    );
 }
 
 /// A walk of a directory far larger than the volume's memory growth allows: the

@@ -115,7 +115,11 @@ impl Dir {
             };
         }
         Dir {
-            path: format!("{}{}/", self.path, utf8_percent_encode(name, crate::key::URL_PATH)),
+            path: format!(
+                "{}{}/",
+                self.path,
+                utf8_percent_encode(name, crate::key::URL_PATH)
+            ),
             raw: format!("{}{name}/", self.raw),
             level,
             ..self.clone()
@@ -324,7 +328,10 @@ async fn walk_dir(
     dir: &Dir,
     found: &tokio::sync::mpsc::Sender<Found>,
 ) -> Result<u64, OpsError> {
-    let url = format!("http://{}/-/walk{}{}", servers[dir.server], dir.sub, dir.path);
+    let url = format!(
+        "http://{}/-/walk{}{}",
+        servers[dir.server], dir.sub, dir.path
+    );
     let err = |reason: String| OpsError::Listing {
         url: url.clone(),
         reason,
@@ -346,8 +353,8 @@ async fn walk_dir(
         while let Some(n) = buf[start..].iter().position(|&b| b == b'\n') {
             let line = &buf[start..start + n];
             start += n + 1;
-            let line: WalkLine = serde_json::from_slice(line)
-                .map_err(|e| err(format!("not a walk line: {e}")))?;
+            let line: WalkLine =
+                serde_json::from_slice(line).map_err(|e| err(format!("not a walk line: {e}")))?;
             match line.kind.as_str() {
                 "file" => {
                     files += 1;
@@ -538,13 +545,28 @@ mod tests {
         assert!(path.matches('/').count() > 3, "{path}");
         let found = sub.walked_file(&servers, &path[1..], Some(7), 9).unwrap();
         assert_eq!(found.key, key);
-        assert_eq!((found.location.as_str(), found.size, found.mtime_ms), ("h:1/sv0A", 7, 9));
+        assert_eq!(
+            (found.location.as_str(), found.size, found.mtime_ms),
+            ("h:1/sv0A", 7, 9)
+        );
         // Walked from the first hash directory: the rest of the path.
         let hash1 = sub.child(&path[1..3], Level::Hash1);
         assert_eq!(hash1.path, format!("{}/", &path[..3]));
-        assert_eq!(hash1.walked_file(&servers, &path[4..], None, 0).unwrap().key, key);
+        assert_eq!(
+            hash1
+                .walked_file(&servers, &path[4..], None, 0)
+                .unwrap()
+                .key,
+            key
+        );
         // Not hoard's: wrong hash directories, hidden names, too shallow, a subvolume.
-        for rel in ["00/00/L2s=", "ab/.x/L2s=", "L2s=", "sv01/ab/cd/L2s=", "ab/cd/"] {
+        for rel in [
+            "00/00/L2s=",
+            "ab/.x/L2s=",
+            "L2s=",
+            "sv01/ab/cd/L2s=",
+            "ab/cd/",
+        ] {
             assert!(sub.walked_file(&servers, rel, None, 0).is_none(), "{rel}");
         }
         let wrong = format!("{}/.{}", &path[1..6], &path[7..]);

@@ -301,12 +301,7 @@ mod tests {
         symlink(root.join("sv00"), root.join("other/back")).unwrap();
         assert_eq!(
             lines(&root, &root.join("sv00")),
-            [
-                "ab/cd/f 5",
-                "ab/cd/x/g 1",
-                "link 5",
-                "side/h 2",
-            ]
+            ["ab/cd/f 5", "ab/cd/x/g 1", "link 5", "side/h 2",]
         );
     }
 }
