@@ -48,7 +48,8 @@ const BUSY_ROUNDS: u32 = 5;
 /// Options of a rebalance run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Keys moved concurrently.
+    /// Keys copied concurrently (in [`run`], up to `PIPELINE` times as many more wait
+    /// for their index commit meanwhile).
     pub concurrency: usize,
     /// How long old replicas stay after a key moved (readers may hold redirects).
     pub delete_delay: Duration,
