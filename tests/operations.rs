@@ -20,6 +20,7 @@ use reqwest::StatusCode;
 
 both_kinds!(
     rebuild_and_rebalance_round_trip,
+    rebuild_walks_native_volumes_in_one_request_per_subvolume,
     kill_during_rebalance,
     verify_repairs,
     online_rebalance_under_load,
@@ -268,6 +269,49 @@ async fn rebuild_and_rebalance_round_trip(kind: Kind) {
     c.index.restart();
     common::cluster::wait_http(&format!("{}/-/health", c.url));
     check_values(&c.url, &items).await;
+}
+
+/// Native volumes announce streamed walks (`GET /-/walk/<dir>/`) on their listings: a
+/// rebuild reads each subvolume with one request instead of one listing per directory.
+/// nginx volumes are listed directory by directory. Both give the same index.
+async fn rebuild_walks_native_volumes_in_one_request_per_subvolume(kind: Kind) {
+    let mut c = Cluster::start(kind, 3, &[]);
+    // 150 keys: every one of the 3 x 10 subvolumes holds some.
+    populate(&c, "walk", 150, |i| 10 + i).await;
+    assert!(c.index.terminate(), "index server did not stop cleanly");
+    let original = dump(&c.db);
+    let all: Vec<&Volume> = c.volumes.iter().collect();
+    let rebuilt = c.tmp.path().join("rebuilt");
+    let rebuild = args("rebuild", &rebuilt, &all, &[]);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(hoard_bin())
+            .args(rebuild)
+            .env("HOARD_LOG", "hoard=info")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("streamed walks"))
+        .unwrap_or_else(|| panic!("no listing summary in:\n{stderr}"));
+    // "listed N files with D directory listings and W streamed walks (…)"
+    let number_before = |word: &str| -> u64 {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == word).unwrap();
+        words[at - 1].parse().unwrap()
+    };
+    assert_eq!(number_before("files"), 450, "{line}");
+    let (dirs, walks) = (number_before("directory"), number_before("streamed"));
+    match kind {
+        // The root of each volume is listed, its subvolumes (10 each) walked.
+        Kind::Native => assert_eq!((dirs, walks), (3, 30), "{line}"),
+        Kind::Nginx => assert!(walks == 0 && dirs > 450, "{line}"),
+    }
+    assert_same_records(&original, &dump(&rebuilt));
 }
 
 async fn kill_during_rebalance(kind: Kind) {

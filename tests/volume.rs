@@ -433,3 +433,149 @@ async fn large_value_round_trips() {
     let got = res.bytes().await.unwrap();
     assert!(got == value, "16 MiB value differs after the round trip");
 }
+
+/// The lines of a streamed walk (`GET /-/walk/<dir>/`): its file entries as
+/// `"name size"`, sorted, and its last line.
+async fn walk_lines(f: &Fixture, dir: &str) -> (Vec<String>, serde_json::Value) {
+    let res = f.get(&format!("/-/walk{dir}")).await;
+    assert_eq!(res.status(), StatusCode::OK, "walk of {dir}");
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "application/x-ndjson");
+    let text = res.text().await.expect("walk body");
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let last = lines.pop().expect("an end line");
+    let mut files: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l["type"], "file", "{l}");
+            let mtime = l["mtime"].as_str().expect("mtime");
+            assert!(httpdate::parse_http_date(mtime).is_ok(), "{mtime}");
+            format!("{} {}", l["name"].as_str().unwrap(), l["size"])
+        })
+        .collect();
+    files.sort();
+    (files, last)
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn streamed_walk() {
+    let f = Fixture::new();
+    for (path, body) in [
+        ("/sv00/ab/cd/x==", "12345"),
+        ("/sv00/ab/cd/deep/er", "1"),
+        ("/sv00/ef/01/y", "12"),
+        ("/sv01/ab/cd/z", "123"),
+        ("/top", "1234"),
+    ] {
+        assert_eq!(f.put(path, body).await, StatusCode::CREATED, "{path}");
+    }
+    std::fs::write(f.dir().join("sv00/.hidden"), "h").unwrap();
+    std::fs::write(f.dir().join(".hoard-tmp/upload"), "u").unwrap();
+    let outside = f.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "s").unwrap();
+    std::os::unix::fs::symlink(&outside, f.dir().join("sv00/out")).unwrap();
+    std::os::unix::fs::symlink(f.dir().join("sv01"), f.dir().join("sv00/in")).unwrap();
+    std::os::unix::fs::symlink(f.dir().join("sv00"), f.dir().join("sv00/ab/loop")).unwrap();
+
+    // Listings announce the endpoint.
+    let res = f.get("/").await;
+    assert_eq!(res.headers()["x-hoard-walk"], "1");
+
+    let (files, last) = walk_lines(&f, "/sv00/").await;
+    assert_eq!(
+        files,
+        [
+            "ab/cd/deep/er 1",
+            "ab/cd/x== 5",
+            "ef/01/y 2",
+            "in/ab/cd/z 3",
+        ],
+        "hidden names, links leaving the root and cycles are left out"
+    );
+    assert_eq!(last["type"], "end");
+    assert_eq!(last["files"], 4);
+
+    let (files, last) = walk_lines(&f, "/").await;
+    assert_eq!(files.len(), 6, "{files:?}");
+    assert!(files.contains(&"top 4".to_string()));
+    assert!(!files.iter().any(|f| f.contains("hoard-tmp")));
+    assert_eq!(last["files"], 6);
+    let (files, _) = walk_lines(&f, "/sv00/in/").await;
+    assert_eq!(files, ["ab/cd/z 3"]);
+    let (files, last) = walk_lines(&f, "/sv00/ab/cd/deep/").await;
+    assert_eq!(
+        (files, last["files"].as_u64()),
+        (vec!["er 1".into()], Some(1))
+    );
+
+    assert_eq!(
+        f.get("/-/walk/missing/").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(f.get("/-/walk/top/").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(f.get("/-/walk/sv00").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        f.get("/-/walk/sv00/out/").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    for path in ["/-/walk/../", "/-/walk/%2e%2e/", "/-/walk/.hoard-tmp/"] {
+        let res = f.raw(format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(res.status, 400, "{path}");
+    }
+    let res = f.http.delete(f.url("/-/walk/sv00/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        f.get("/sv00/ab/cd/x==").await.bytes().await.unwrap(),
+        "12345"
+    );
+}
+
+/// A walk of a directory far larger than the volume's memory growth allows: the
+/// entries are streamed, never gathered.
+#[tokio::test]
+async fn streamed_walk_of_a_large_directory_has_bounded_memory() {
+    let f = Fixture::new();
+    let dir = f.dir().join("big");
+    std::fs::create_dir(&dir).unwrap();
+    let n = 20_000;
+    let long = "n".repeat(245);
+    for i in 0..n {
+        std::fs::File::create(dir.join(format!("{long}{i}"))).unwrap();
+    }
+    // A first, small walk: thread and buffer set-up is not what is measured.
+    assert_eq!(f.put("/small/x", "x").await, StatusCode::CREATED);
+    assert_eq!(walk_lines(&f, "/small/").await.0, ["x 1"]);
+    let before = common::proc_status(f.vol.pid(), "VmHWM");
+    let res = f.get("/-/walk/big/").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.bytes_stream();
+    let (mut bytes, mut lines) = (0usize, 0usize);
+    let mut last = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+        let chunk = chunk.expect("walk body");
+        bytes += chunk.len();
+        lines += chunk.iter().filter(|&&b| b == b'\n').count();
+        last.extend_from_slice(&chunk);
+        let keep = last.len().saturating_sub(100);
+        last.drain(..keep);
+    }
+    assert_eq!(lines, n + 1);
+    assert!(
+        String::from_utf8_lossy(&last).ends_with(&format!("{{\"type\":\"end\",\"files\":{n}}}\n")),
+        "{}",
+        String::from_utf8_lossy(&last)
+    );
+    let grown_kib = common::proc_status(f.vol.pid(), "VmHWM").saturating_sub(before);
+    assert!(bytes > 5 << 20, "the walk sent only {bytes} bytes");
+    assert!(
+        (grown_kib as usize) < (bytes >> 10) / 3,
+        "the volume's peak memory grew by {grown_kib} KiB for a {} KiB walk",
+        bytes >> 10
+    );
+}

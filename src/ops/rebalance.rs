@@ -48,7 +48,8 @@ const BUSY_ROUNDS: u32 = 5;
 /// Options of a rebalance run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Keys moved concurrently.
+    /// Keys copied concurrently (in [`run`], up to `PIPELINE` times as many more wait
+    /// for their index commit meanwhile).
     pub concurrency: usize,
     /// How long old replicas stay after a key moved (readers may hold redirects).
     pub delete_delay: Duration,
@@ -76,9 +77,25 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Keys in flight per copy slot in [`run`]: a key whose copies are done waits for its
+/// `Relocate` to commit without holding a slot, so that while one group commit (an
+/// fsync) is under way the next keys copy, and the commit after it takes them all in
+/// one transaction.
+const PIPELINE: usize = 8;
+
 /// Moves `key` to its placement, holding its lock. Old locations are returned in
 /// [`Outcome::Moved`], not deleted: see [`delete_old`].
 pub async fn move_key(ctx: &Ctx, key: &[u8], job: Option<&Job>) -> Outcome {
+    move_key_limited(ctx, key, job, None).await
+}
+
+/// [`move_key`], copying only while holding a permit of `copies` when given.
+async fn move_key_limited(
+    ctx: &Ctx,
+    key: &[u8],
+    job: Option<&Job>,
+    copies: Option<&tokio::sync::Semaphore>,
+) -> Outcome {
     let Some(_guard) = ctx.locks.try_lock(key) else {
         return Outcome::Busy;
     };
@@ -98,10 +115,18 @@ pub async fn move_key(ctx: &Ctx, key: &[u8], job: Option<&Job>) -> Outcome {
     if let Some(job) = job {
         job.throttle.keys(1).await;
     }
+    let permit = match copies {
+        Some(slots) => match slots.acquire().await {
+            Ok(permit) => Some(permit),
+            Err(e) => return Outcome::Failed(e.to_string()),
+        },
+        None => None,
+    };
     let bytes = match copy_missing(ctx, key, &record, &target).await {
         Ok(bytes) => bytes,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
+    drop(permit);
     let relocate = Command::Relocate {
         key: key.to_vec(),
         from: record.volumes.clone(),
@@ -237,10 +262,14 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
     };
 
     let delay = opts.delete_delay;
+    // `concurrency` keys copy at once; up to PIPELINE times as many wait for their
+    // index commits meanwhile.
+    let copies = tokio::sync::Semaphore::new(concurrency);
+    let in_flight = concurrency * PIPELINE;
     let handle = |key: Vec<u8>| {
-        let (ctx, job, tx) = (&ctx, &job, &tx);
+        let (ctx, job, tx, copies) = (&ctx, &job, &tx, &copies);
         async move {
-            let outcome = move_key(ctx, &key, Some(job)).await;
+            let outcome = move_key_limited(ctx, &key, Some(job), Some(copies)).await;
             let p = &job.progress;
             match &outcome {
                 Outcome::Balanced => inc(&p.ok),
@@ -295,7 +324,7 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
                     outcome
                 }
             })
-            .buffer_unordered(concurrency)
+            .buffer_unordered(in_flight)
             .collect()
             .await;
         busy.extend(
@@ -315,7 +344,7 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
         tokio::time::sleep(Duration::from_millis(200 * u64::from(round))).await;
         let outcomes: Vec<_> = stream::iter(std::mem::take(&mut busy))
             .map(&handle)
-            .buffer_unordered(concurrency)
+            .buffer_unordered(in_flight)
             .collect()
             .await;
         busy = outcomes

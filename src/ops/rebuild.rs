@@ -234,9 +234,10 @@ async fn list_into(
         )));
     }
     tracing::info!(
-        "listed {} files in {} directories ({} foreign entries ignored)",
+        "listed {} files with {} directory listings and {} streamed walks ({} foreign entries ignored)",
         p.files_listed.load(Relaxed),
         report.dirs,
+        report.walks,
         report.foreign
     );
     Ok(())

@@ -8,6 +8,7 @@
 //! | `PUT /p` | 201 created, 204 replaced; atomic ([`write`]); 409 for a path ending in `/`, a directory, or under a file |
 //! | `GET`/`HEAD /p` | 200 / 206 (one range) / 416 / 304 / 412 for a file, 404 if missing |
 //! | `GET /d/` | JSON listing ([`listing`]); `GET /d` → 301 to `/d/` |
+//! | `GET /-/walk/d/` | every file below `/d/`, streamed ([`walk`]) |
 //! | `DELETE /p` | 204, 404 if missing, 409 for a directory |
 //! | other methods | 405 |
 //! | unsafe path ([`path`]) | 400; a symlink leading outside the root ([`root`]) → 403 |
@@ -21,6 +22,7 @@ pub mod listing;
 pub mod path;
 pub mod read;
 pub mod root;
+pub mod walk;
 pub mod write;
 
 pub use args::VolumeArgs;
@@ -107,6 +109,12 @@ async fn dispatch(volume: &Volume, req: Request) -> Result<Response, VolumeError
         return Err(VolumeError::MethodNotAllowed);
     }
     if let Some(endpoint) = req.uri().path().strip_prefix("/-/") {
+        if let Some(dir) = endpoint.strip_prefix("walk/") {
+            if method != Method::GET {
+                return Err(VolumeError::MethodNotAllowed);
+            }
+            return walk::walk(&volume.root, &VolumePath::parse(&format!("/{dir}"))?).await;
+        }
         return own_endpoint(volume, &method, endpoint);
     }
     let path = VolumePath::parse(req.uri().path())?;
@@ -139,7 +147,8 @@ struct VolumeHealth {
     disk: Option<crate::replica::client::DiskSpace>,
 }
 
-/// The volume's own endpoints, `/-/health` and `/-/metrics`. hoard never stores files
+/// The volume's own endpoints, `/-/health` and `/-/metrics` (and `/-/walk/`, see
+/// [`walk`]). hoard never stores files
 /// under `/-/` (a key's file path starts with a subvolume or a hex directory), so the
 /// prefix is free on the native volume.
 fn own_endpoint(volume: &Volume, method: &Method, endpoint: &str) -> Result<Response, VolumeError> {

@@ -28,7 +28,11 @@ const SMALL_FILE: u64 = 64 << 10;
 
 /// Answers a GET or HEAD of `path`.
 pub async fn get(root: &Root, path: &VolumePath, req: Request) -> Result<Response, VolumeError> {
-    if let Some(res) = small_file(root, path, &req)? {
+    if path.names_dir() {
+        if let Some(res) = listing::list_small(root, path)? {
+            return Ok(res);
+        }
+    } else if let Some(res) = small_file(root, path, &req)? {
         return Ok(res);
     }
     let target = {

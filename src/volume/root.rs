@@ -113,6 +113,19 @@ impl Root {
         }
     }
 
+    /// The size (`st_size`) of the directory `path` when it is reached without a
+    /// symlink on the way (one `openat2` and one `fstat`); `Ok(None)` sends the caller
+    /// to the general path. Blocking, but page-cache work.
+    pub fn plain_dir_size(&self, path: &VolumePath) -> Result<Option<u64>, VolumeError> {
+        let relative = path.relative();
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        match self.fd.resolve(relative.as_os_str().as_bytes(), flags) {
+            Resolved::Open(fd) => Ok(fs::File::from(fd).metadata().ok().map(|m| m.len())),
+            Resolved::Missing => Err(VolumeError::NotFound),
+            Resolved::Slow => Ok(None),
+        }
+    }
+
     /// Resolves the directory holding `parents` (which must exist) and joins `name`
     /// without following it: for removing an entry. Blocking.
     pub fn entry(&self, parents: &[String], name: &str) -> Result<PathBuf, VolumeError> {

@@ -159,6 +159,11 @@ impl HoardProc {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -221,6 +226,11 @@ impl VolumeProc {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.proc.port()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 }
 
