@@ -44,7 +44,8 @@ pub struct ClusterArgs {
     /// Timeout for connecting to a volume server and for small requests.
     #[arg(long, env = "HOARD_VOLTIMEOUT", default_value = "1s", value_parser = crate::units::parse_duration)]
     pub voltimeout: Duration,
-    /// Keys worked on at once; for listings, requests in flight per volume.
+    /// Keys worked on at once (rebalance: keys copying at once); for listings, requests
+    /// in flight per volume.
     #[arg(long, env = "HOARD_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
 }
