@@ -7,8 +7,9 @@
 //! never waits for the disk, so the leader's fsync overlaps with replication. A vote,
 //! a truncation and a purge are durable before their call returns: a vote or an entry
 //! that openraft counts on survives a crash (double votes or lost commits otherwise).
-//! The committed log id is optional state (openraft re-learns it from the leader): it
-//! rides along in the next transaction, without an fsync of its own.
+//! The committed log id is optional state (openraft re-learns it from the leader, and
+//! an older one is still correct): it rides along with the next appended entries,
+//! never in a transaction of its own.
 //! Entries are stored as JSON under their index. Reads run on the blocking pool.
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{
     AnyError, Entry, LogId, OptionalSend, RaftLogId, StorageError, StorageIOError, Vote,
 };
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::TypeConfig;
@@ -43,8 +44,8 @@ type Pending = Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>;
 pub struct LogStore {
     db: Arc<Database>,
     pending: Pending,
-    /// The latest committed log id openraft reported, saved with the next write.
-    committed: Arc<Mutex<Option<Option<LogId<u64>>>>>,
+    /// The latest committed log id openraft reported, saved with the next append.
+    committed: Arc<Mutex<Committed>>,
     writer: mpsc::Sender<Op>,
 }
 
@@ -57,8 +58,15 @@ enum Op {
     },
     /// A durable write of its own (vote, truncation, purge), answered when committed.
     Sync(SyncOp, oneshot::Sender<Result<(), AnyError>>),
-    /// The committed log id changed (it is in [`LogStore::committed`]).
-    Committed,
+}
+
+/// The committed log id as openraft last reported it in this process.
+#[derive(Default)]
+struct Committed {
+    /// `Some` once reported.
+    latest: Option<Option<LogId<u64>>>,
+    /// Reported since last written.
+    unsaved: bool,
 }
 
 /// A write that is durable before its call returns.
@@ -89,7 +97,7 @@ impl LogStore {
         txn.commit()?;
         let db = Arc::new(db);
         let pending = Pending::default();
-        let committed = Arc::new(Mutex::new(None));
+        let committed = Arc::new(Mutex::new(Committed::default()));
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             db: Arc::clone(&db),
@@ -232,13 +240,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StoreResult<()> {
-        // Optional state: written with the next transaction, never waited for.
-        *lock(&self.committed) = Some(committed);
-        let _ = self.writer.send(Op::Committed);
+        // Optional state: written with the next appended entries, never waited for.
+        let mut c = lock(&self.committed);
+        c.latest = Some(committed);
+        c.unsaved = true;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<u64>>> {
+        if let Some(latest) = lock(&self.committed).latest {
+            return Ok(latest);
+        }
         self.blocking(
             |db| Ok(LogStore::get_meta::<Option<LogId<u64>>>(db, COMMITTED)?.flatten()),
             StorageIOError::read_logs,
@@ -291,12 +303,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 struct Writer {
     db: Arc<Database>,
     pending: Pending,
-    committed: Arc<Mutex<Option<Option<LogId<u64>>>>>,
+    committed: Arc<Mutex<Committed>>,
 }
 
 impl Writer {
     /// Runs until every [`LogStore`] is gone. Takes all queued operations at once and
-    /// commits them in order: consecutive appends (and the committed log id) in one
+    /// commits them in order: consecutive appends (with the committed log id) in one
     /// durable transaction, then each vote, truncation or purge in one of its own.
     /// Openraft awaits a truncation or a purge before appending again, so an entry
     /// removed from `pending` after its commit is never a newer one at that index.
@@ -305,42 +317,34 @@ impl Writer {
             let mut ops = vec![first];
             ops.extend(rx.try_iter());
             let mut appends = Vec::new();
-            let mut committed_changed = false;
             for op in ops {
                 match op {
                     Op::Append { entries, done } => appends.push((entries, done)),
-                    Op::Committed => committed_changed = true,
                     Op::Sync(op, reply) => {
-                        self.flush(std::mem::take(&mut appends), committed_changed);
-                        committed_changed = false;
+                        self.flush(std::mem::take(&mut appends));
                         let _ = reply.send(self.sync_op(op));
                     }
                 }
             }
-            self.flush(appends, committed_changed);
+            self.flush(appends);
         }
     }
 
     /// Commits `appends` (with the committed log id if it changed) and calls back.
-    fn flush(&self, appends: Vec<(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>)>, committed: bool) {
-        if appends.is_empty() && !committed {
+    fn flush(&self, appends: Vec<(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>)>) {
+        if appends.is_empty() {
             return;
         }
-        let committed = if committed {
-            lock(&self.committed).take()
-        } else {
-            None
+        let committed = {
+            let mut c = lock(&self.committed);
+            std::mem::take(&mut c.unsaved).then_some(c.latest).flatten()
         };
         let result = (|| -> Result<(), AnyError> {
             let committed = match committed {
                 Some(c) => Some(serde_json::to_vec(&c).map_err(io_err)?),
                 None => None,
             };
-            let mut txn = self.db.begin_write().map_err(io_err)?;
-            if appends.is_empty() {
-                // Only the committed log id: no fsync needed.
-                txn.set_durability(Durability::None).map_err(io_err)?;
-            }
+            let txn = self.db.begin_write().map_err(io_err)?;
             {
                 let mut log = txn.open_table(LOG).map_err(io_err)?;
                 for (index, bytes) in appends.iter().flat_map(|(e, _)| e) {
