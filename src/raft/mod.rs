@@ -220,6 +220,7 @@ impl RaftNode {
         token: Option<String>,
     ) -> anyhow::Result<Arc<RaftNode>> {
         let log = log_store::LogStore::open(&db.join("raft-log.redb"))?;
+        let leading = log.leading();
         let sm = state_machine::StateMachine::new(index.clone(), &db.join("snapshots"))?;
         let ca = match &cfg.tls_ca {
             Some(path) => crate::tls::ca_certificates(path)?,
@@ -271,7 +272,11 @@ impl RaftNode {
             }
         }
         index.replicate_with(node.clone());
-        tokio::spawn(export_metrics(node.raft.metrics(), Arc::clone(&node.lease)));
+        tokio::spawn(export_metrics(
+            node.raft.metrics(),
+            Arc::clone(&node.lease),
+            leading,
+        ));
         Ok(node)
     }
 
@@ -457,15 +462,20 @@ impl RaftNode {
     }
 }
 
-/// Keeps the Raft gauges of `/-/metrics` current, and counts leader changes, until Raft
-/// stops.
+/// Keeps the Raft gauges of `/-/metrics` current, counts leader changes, and tells the
+/// log writer whether this node leads (`leading`), until Raft stops.
 async fn export_metrics(
     mut rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
     lease: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
+    leading: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut leader = None;
     loop {
         let m = rx.borrow_and_update().clone();
+        leading.store(
+            m.state == ServerState::Leader,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         {
             // The instant a quorum last acknowledged this leader: openraft measures
             // `millis_since_quorum_ack` from when the acknowledged heartbeat was sent.
