@@ -3,8 +3,9 @@
 //! Every write runs on one writer thread, in order. Appended entries are readable at
 //! once (from an in-memory map of entries not yet on disk) and openraft is told they
 //! are durable only after their transaction committed with fsync; appends queued
-//! while the writer was busy share one transaction (one fsync), and the Raft core
-//! never waits for the disk, so the leader's fsync overlaps with replication. A vote,
+//! while the writer was busy share one transaction (one fsync). (openraft 0.9's core
+//! still waits for each append's flush before it goes on, so in practice the leader
+//! commits one entry per fsync; the design is ready for a core that does not.) A vote,
 //! a truncation and a purge are durable before their call returns: a vote or an entry
 //! that openraft counts on survives a crash (double votes or lost commits otherwise).
 //! The committed log id is optional state (openraft re-learns it from the leader, and
@@ -16,9 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{
@@ -49,8 +48,6 @@ pub struct LogStore {
     /// The latest committed log id openraft reported, saved with the next append.
     committed: Arc<Mutex<Committed>>,
     writer: mpsc::Sender<Op>,
-    /// Whether this node leads (set by the Raft node, read by the writer).
-    leading: Arc<AtomicBool>,
 }
 
 /// A write for the writer thread.
@@ -63,12 +60,6 @@ enum Op {
     /// A durable write of its own (vote, truncation, purge), answered when committed.
     Sync(SyncOp, oneshot::Sender<Result<(), AnyError>>),
 }
-
-/// How long the leader's log writer waits for more appends to group (see
-/// [`Writer::run`]).
-const LINGER: Duration = Duration::from_millis(3);
-/// Entries that end the leader's wait at once.
-const LINGER_ENTRIES: usize = 64;
 
 /// Encoded entries by index, and the callback to call once they are durable.
 type Append = (Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>);
@@ -112,12 +103,10 @@ impl LogStore {
         let pending = Pending::default();
         let committed = Arc::new(Mutex::new(Committed::default()));
         let (tx, rx) = mpsc::channel();
-        let leading = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             db: Arc::clone(&db),
             pending: Arc::clone(&pending),
             committed: Arc::clone(&committed),
-            leading: Arc::clone(&leading),
         };
         std::thread::Builder::new()
             .name("raft-log-writer".into())
@@ -127,13 +116,7 @@ impl LogStore {
             pending,
             committed,
             writer: tx,
-            leading,
         })
-    }
-
-    /// The flag that tells the writer this node leads (see [`Writer::run`]).
-    pub fn leading(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.leading)
     }
 
     /// Runs `op` on the writer thread and waits until it is durable.
@@ -325,7 +308,6 @@ struct Writer {
     db: Arc<Database>,
     pending: Pending,
     committed: Arc<Mutex<Committed>>,
-    leading: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -334,35 +316,10 @@ impl Writer {
     /// durable transaction, then each vote, truncation or purge in one of its own.
     /// Openraft awaits a truncation or a purge before appending again, so an entry
     /// removed from `pending` after its commit is never a newer one at that index.
-    ///
-    /// While this node leads, a group of appends waits up to [`LINGER`] for more
-    /// (at most [`LINGER_ENTRIES`]): the leader appends client commands one at a time,
-    /// and its fsync is not on the commit path as long as it is done before a
-    /// follower's acknowledgment (a round trip plus the follower's own fsync), so
-    /// fewer, larger groups cost the leader far less CPU for no latency. A follower
-    /// writes at once: its acknowledgment is what the leader waits for.
     fn run(self, rx: &mpsc::Receiver<Op>) {
         while let Ok(first) = rx.recv() {
             let mut ops = vec![first];
             ops.extend(rx.try_iter());
-            if self.leading.load(Ordering::Relaxed) {
-                let deadline = Instant::now() + LINGER;
-                let entries = |ops: &[Op]| -> usize {
-                    ops.iter()
-                        .map(|op| match op {
-                            Op::Append { entries, .. } => entries.len(),
-                            Op::Sync(..) => LINGER_ENTRIES,
-                        })
-                        .sum()
-                };
-                while entries(&ops) < LINGER_ENTRIES {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(op) => ops.push(op),
-                        Err(_) => break,
-                    }
-                }
-            }
             let mut appends = Vec::new();
             for op in ops {
                 match op {

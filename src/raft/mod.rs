@@ -220,7 +220,6 @@ impl RaftNode {
         token: Option<String>,
     ) -> anyhow::Result<Arc<RaftNode>> {
         let log = log_store::LogStore::open(&db.join("raft-log.redb"))?;
-        let leading = log.leading();
         let sm = state_machine::StateMachine::new(index.clone(), &db.join("snapshots"))?;
         let ca = match &cfg.tls_ca {
             Some(path) => crate::tls::ca_certificates(path)?,
@@ -272,11 +271,7 @@ impl RaftNode {
             }
         }
         index.replicate_with(node.clone());
-        tokio::spawn(export_metrics(
-            node.raft.metrics(),
-            Arc::clone(&node.lease),
-            leading,
-        ));
+        tokio::spawn(export_metrics(node.raft.metrics(), Arc::clone(&node.lease)));
         Ok(node)
     }
 
@@ -462,20 +457,15 @@ impl RaftNode {
     }
 }
 
-/// Keeps the Raft gauges of `/-/metrics` current, counts leader changes, and tells the
-/// log writer whether this node leads (`leading`), until Raft stops.
+/// Keeps the Raft gauges of `/-/metrics` current, and counts leader changes, until Raft
+/// stops.
 async fn export_metrics(
     mut rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
     lease: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
-    leading: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut leader = None;
     loop {
         let m = rx.borrow_and_update().clone();
-        leading.store(
-            m.state == ServerState::Leader,
-            std::sync::atomic::Ordering::Relaxed,
-        );
         {
             // The instant a quorum last acknowledged this leader: openraft measures
             // `millis_since_quorum_ack` from when the acknowledged heartbeat was sent.
