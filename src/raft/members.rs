@@ -140,7 +140,11 @@ impl RaftNode {
     }
 
     fn retired(&self) -> Vec<u64> {
-        self.index.retired_members().unwrap_or_else(|e| {
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(index) = index else {
+            return Vec::new(); // stopped
+        };
+        index.retired_members().unwrap_or_else(|e| {
             tracing::warn!("reading retired member ids: {e}");
             Vec::new()
         })
@@ -205,8 +209,9 @@ impl RaftNode {
                         "node {id} is already a member"
                     )));
                 }
-                let retired = self
-                    .index
+                let index = self.index.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let retired = index
+                    .ok_or_else(|| MembersError::Failed("Raft is stopping".into()))?
                     .retired_members()
                     .map_err(|e| MembersError::Failed(e.to_string()))?;
                 if retired.contains(&id) {

@@ -172,8 +172,12 @@ pub struct RaftNode {
     /// The configured members.
     pub peers: BTreeMap<u64, String>,
     client: PeerClient,
-    /// The index this node replicates (for the retired member ids).
-    index: Index,
+    /// The index this node replicates (for the retired member ids); taken by
+    /// [`RaftNode::stop`], since the index holds this node as its replicator (a cycle
+    /// that would otherwise keep the index's writer open for ever).
+    index: Mutex<Option<Index>>,
+    /// Set by the first [`RaftNode::stop`].
+    stopping: std::sync::atomic::AtomicBool,
     reads: ReadConsistency,
     barrier: Mutex<BarrierState>,
     /// While leading: when a quorum last acknowledged this leader, and in which term
@@ -240,7 +244,8 @@ impl RaftNode {
             id: cfg.node_id,
             peers: cfg.peers.clone(),
             client,
-            index: index.clone(),
+            index: Mutex::new(Some(index.clone())),
+            stopping: Default::default(),
             reads: cfg.reads,
             barrier: Mutex::default(),
             lease: Arc::default(),
@@ -268,6 +273,22 @@ impl RaftNode {
         index.replicate_with(node.clone());
         tokio::spawn(export_metrics(node.raft.metrics(), Arc::clone(&node.lease)));
         Ok(node)
+    }
+
+    /// Stops Raft on this member (idempotent): it no longer votes, appends or answers
+    /// peers, so nothing keeps its connections busy, and it lets go of its index
+    /// handle so the index can close. Proposals and reads fail from then on.
+    pub async fn stop(&self) {
+        if self
+            .stopping
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("stopping Raft: {e}");
+        }
+        self.index.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// Role, leader, term and log positions, for `/-/health`.

@@ -177,11 +177,10 @@ impl Started {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // A cluster member stops Raft first: its state machine holds an index handle.
+        // A cluster member stops Raft (if serving did not already): its state machine
+        // and the node itself hold index handles.
         if let Some(node) = &app.raft {
-            if let Err(e) = node.raft.shutdown().await {
-                tracing::warn!("stopping Raft: {e}");
-            }
+            node.stop().await;
         }
         if Arc::strong_count(&app) > 1 || Arc::strong_count(&app.store) > 1 {
             // Writes are still running and the index stays open: make what it applied
@@ -347,13 +346,17 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         let options = safety::serve_options(&args.safety)?;
         crate::s3::serve(listener, router, crate::http::shutdown_signal(), options).await
     };
+    // A cluster member stops Raft as soon as it is told to stop, before draining:
+    // peers' Raft calls would otherwise keep its connections busy for the whole grace.
+    let raft = started.app.raft.clone();
+    let shutdown = async move {
+        crate::http::shutdown_signal().await;
+        if let Some(node) = raft {
+            node.stop().await;
+        }
+    };
     let (served, s3_served) = tokio::join!(
-        crate::net::serve(
-            listener,
-            started.router.clone(),
-            crate::http::shutdown_signal(),
-            serve_options,
-        ),
+        crate::net::serve(listener, started.router.clone(), shutdown, serve_options),
         s3_served
     );
     let served = served.and(s3_served);
