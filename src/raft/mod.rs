@@ -26,6 +26,7 @@
 //!   with `--join` does not: it waits to be added ([`members`]: online add and remove).
 
 pub mod api;
+mod batch;
 pub mod log_store;
 pub mod members;
 pub mod network;
@@ -37,27 +38,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tokio::sync::oneshot;
 
 use crate::index::{Applied, Command, Index, IndexError, Replicator};
+pub use batch::Proposal;
 use network::{CallError, Network, PeerClient};
 
 openraft::declare_raft_types!(
     /// hoard's Raft types: index commands in, their outcomes out, the index snapshot
     /// as a file.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = Outcome,
         NodeId = u64,
         Node = BasicNode,
         SnapshotData = tokio::fs::File,
 );
 
-/// The outcome of applying one log entry (`None` for entries without a command).
+/// The outcome of applying one log entry: one per command it carries (none for
+/// entries without a command).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Outcome(pub Option<Applied>);
+pub struct Outcome(pub Vec<Applied>);
 
 /// How long a proposal or a read barrier may take before the request fails (no leader
 /// elected meanwhile, or the leader unreachable).
@@ -66,6 +69,9 @@ const WAIT_LIMIT: Duration = Duration::from_secs(10);
 /// its own log without asking the quorum again (its lease is `election_timeout_max`,
 /// 1 s; see [`RaftNode::lease_read_index`]).
 const LEASE_READ: Duration = Duration::from_millis(400);
+/// Most entries in one AppendEntries: with entries of at most `batch::MAX_ENTRY_BYTES`
+/// (or one command), a request stays well under the Raft endpoint's body limit.
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
 /// Pause between retries while there is no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -185,6 +191,8 @@ pub struct RaftNode {
     lease: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
     /// This node itself, for the background read-index rounds.
     me: std::sync::Weak<RaftNode>,
+    /// Groups this leader's proposals into log entries.
+    batcher: batch::Batcher,
 }
 
 /// Reads waiting for the next read-index round, and whether a round is running.
@@ -205,6 +213,7 @@ fn raft_config(snapshot_every: u64) -> anyhow::Result<Config> {
         max_in_snapshot_log_to_keep: snapshot_every.min(1_000),
         snapshot_max_chunk_size: 1 << 20,
         install_snapshot_timeout: 10_000,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     };
     Ok(config.validate()?)
@@ -240,7 +249,6 @@ impl RaftNode {
         .await
         .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
         let node = Arc::new_cyclic(|me| RaftNode {
-            raft,
             id: cfg.node_id,
             peers: cfg.peers.clone(),
             client,
@@ -250,6 +258,8 @@ impl RaftNode {
             barrier: Mutex::default(),
             lease: Arc::default(),
             me: me.clone(),
+            batcher: batch::Batcher::start(raft.clone()),
+            raft,
         });
         if cfg.join {
             if !node.raft.is_initialized().await? {
@@ -361,18 +371,8 @@ impl RaftNode {
 
     /// Proposes `cmd` on this node if it leads: `None` when another node leads (the
     /// command was not appended).
-    pub async fn propose_here(&self, cmd: Command) -> Result<Option<(Applied, u64)>, IndexError> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => {
-                let applied = resp
-                    .data
-                    .0
-                    .ok_or_else(|| IndexError::Replication("no outcome for a command".into()))?;
-                Ok(Some((applied, resp.log_id.index)))
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
-            Err(e) => Err(IndexError::Replication(e.to_string())),
-        }
+    pub async fn propose_here(&self, cmd: Command) -> batch::Answer {
+        self.batcher.propose(cmd).await
     }
 
     /// The leader's read index: on the leader, after confirming its leadership with a

@@ -125,21 +125,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // Every command of every entry, in log order, and how many each entry carries.
         let mut batch = Vec::new();
+        let mut per_entry = Vec::new();
         let mut last = None;
         let mut membership = None;
         for entry in entries {
             last = Some(entry.log_id);
-            batch.push(match entry.payload {
-                EntryPayload::Normal(cmd) => Some(cmd),
+            let before = batch.len();
+            match entry.payload {
+                EntryPayload::Normal(proposal) => {
+                    batch.extend(proposal.into_commands().into_iter().map(Some))
+                }
                 EntryPayload::Membership(m) => {
                     membership = Some(Membership::new(Some(entry.log_id), m));
-                    None
                 }
-                EntryPayload::Blank => None,
-            });
+                EntryPayload::Blank => {}
+            }
+            per_entry.push(batch.len() - before);
         }
-        if batch.is_empty() {
+        if per_entry.is_empty() {
             return Ok(Vec::new());
         }
         let index = self.index.clone();
@@ -149,8 +154,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 if let Some(m) = &membership {
                     state.push((MEMBERSHIP, json(m)?));
                 }
-                let results = index.apply_committed(&batch, &state).map_err(any)?;
-                Ok(results.into_iter().map(Outcome).collect())
+                let mut results = index
+                    .apply_committed(&batch, &state)
+                    .map_err(any)?
+                    .into_iter();
+                Ok(per_entry
+                    .iter()
+                    .map(|&n| Outcome(results.by_ref().take(n).flatten().collect()))
+                    .collect())
             },
             StorageIOError::write_state_machine,
         )
