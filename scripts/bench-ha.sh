@@ -106,6 +106,8 @@ workload() {
   bounded 60 "$HOARD" bench get-redirect --url "$url" --duration 10s | grep -E "^(existing|missing|errors)"
 }
 
+for port in 5101 5102 5103; do wait_health "127.0.0.1:$port"; done
+
 # 1. One index server.
 "$HOARD" server --db "$DIR/single" --volumes "$vols" --port 5000 --bind 127.0.0.1 2>>"$DIR/single.log" &
 single=$!

@@ -638,3 +638,46 @@ async fn index_cluster_members_talk_tls_and_token() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
 }
+
+/// `--auth-mode all` with `--inline-max`: a value stored in the index needs the token
+/// like any read, and `hoard get` (which sends it to the index, never to volumes)
+/// reads it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_values_need_the_token_and_the_cli_sends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let file = file.display().to_string();
+    let vol_args = ["--auth-token-file", &file, "--auth-mode", "all"];
+    let srv_args = [
+        "--auth-token-file",
+        &file,
+        "--auth-mode",
+        "all",
+        "--inline-max",
+        "1024",
+    ];
+    let c = Cluster::start_with(Kind::Native, 3, &vol_args, &srv_args);
+    let http = client();
+    let url = format!("{}/tiny", c.url);
+    let put = http
+        .put(&url)
+        .header("authorization", bearer(TOKEN))
+        .body("small and inline");
+    assert_eq!(status(put).await, StatusCode::CREATED);
+    assert_eq!(status(http.get(&url)).await, StatusCode::UNAUTHORIZED);
+    let get = http.get(&url).header("authorization", bearer(TOKEN));
+    assert_eq!(status(get).await, StatusCode::OK);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .args(["get", "/tiny", "--url", &c.url])
+        .env("HOARD_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"small and inline");
+}

@@ -103,6 +103,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// The bearer token sent to the index servers, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// A client of the index servers at `urls` (tried in turn), sending `token` as a
     /// bearer token to them (never to volumes: their URLs are signed when needed).
     pub fn new(urls: &[String], token: Option<String>) -> Result<Client, ClientError> {

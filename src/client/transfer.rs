@@ -204,7 +204,13 @@ async fn fetch(
         what: key.to_string(),
         source,
     };
-    let resp = client.http().get(&at.url).send().await.map_err(http_err)?;
+    let mut req = client.http().get(&at.url);
+    // A value stored in the index is read from the index server itself: it takes the
+    // token (volumes never do; their URLs are signed when needed).
+    if let (true, Some(token)) = (at.balance == "inline", client.token()) {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.map_err(http_err)?;
     if !resp.status().is_success() {
         return Err(status_error(key, resp).await);
     }
