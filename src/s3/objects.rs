@@ -171,6 +171,18 @@ fn not_modified() -> S3Error {
     s3_error!(NotModified)
 }
 
+/// The bucket and key a copy reads (CopyObject, UploadPartCopy); access points are
+/// not supported.
+pub(super) fn copy_source(source: &CopySource) -> S3Result<(&str, &str)> {
+    match source {
+        CopySource::Bucket { bucket, key, .. } => Ok((bucket, key)),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "access point copy sources are not supported"
+        )),
+    }
+}
+
 pub(super) fn precondition_failed() -> S3Error {
     s3_error!(PreconditionFailed, "copy source condition failed")
 }
@@ -446,17 +458,7 @@ pub async fn copy(
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let input = req.input;
-    let CopySource::Bucket {
-        bucket: src_bucket,
-        key: src_key,
-        ..
-    } = &input.copy_source
-    else {
-        return Err(s3_error!(
-            NotImplemented,
-            "access point copy sources are not supported"
-        ));
-    };
+    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
     require(store, src_bucket)?;
     require(store, &input.bucket)?;
     let source = object_key(src_bucket, src_key)?;

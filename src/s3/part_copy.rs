@@ -18,7 +18,8 @@ use super::buckets::{require, timestamp};
 use super::errors::{etag, object_key};
 use super::multipart::{check_not_completing, find, part_key, MAX_PARTS};
 use super::objects::{
-    hex, open_record, precondition_failed, source_stream, write, Conditions, MAX_OBJECT,
+    copy_source, hex, open_record, precondition_failed, source_stream, write, Conditions,
+    MAX_OBJECT,
 };
 use crate::index::Record;
 use crate::store::{ObjectMeta, Store};
@@ -63,17 +64,7 @@ pub async fn upload_part_copy(
     req: S3Request<UploadPartCopyInput>,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let input = req.input;
-    let CopySource::Bucket {
-        bucket: src_bucket,
-        key: src_key,
-        ..
-    } = &input.copy_source
-    else {
-        return Err(s3_error!(
-            NotImplemented,
-            "access point copy sources are not supported"
-        ));
-    };
+    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
     require(store, src_bucket)?;
     require(store, &input.bucket)?;
     find(store, &input.bucket, &input.key, &input.upload_id)?;
