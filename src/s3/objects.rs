@@ -140,10 +140,16 @@ pub struct Conditions<'a> {
 }
 
 impl Conditions<'_> {
-    /// Checks the conditions against a value's ETag and time; `not_modified` is the
+    /// Checks the conditions against a record's ETag and time; `not_modified` is the
     /// error for a failed `If-None-Match` / `If-Modified-Since` (304 for reads, 412
     /// for a copy source).
-    pub fn check(
+    pub fn check(&self, record: &Record, not_modified: fn() -> S3Error) -> S3Result<()> {
+        let etag = etag(record, &ObjectMeta::decode(&record.meta));
+        self.check_tag(&etag, &timestamp(record.changed_ms), not_modified)
+    }
+
+    /// [`Conditions::check`] for an ETag and time the caller already has.
+    pub fn check_tag(
         &self,
         etag: &str,
         modified: &Timestamp,
@@ -294,12 +300,7 @@ pub async fn get(
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     };
     let range = |record: &Record| -> S3Result<Option<std::ops::Range<u64>>> {
-        let meta = ObjectMeta::decode(&record.meta);
-        conditions.check(
-            &etag(record, &meta),
-            &timestamp(record.changed_ms),
-            not_modified,
-        )?;
+        conditions.check(record, not_modified)?;
         match &input.range {
             // No range of an empty object is satisfiable (S3 answers 416 too).
             Some(_) if record.size == 0 => Err(s3_error!(
@@ -370,7 +371,7 @@ pub async fn head(
         if_modified_since: input.if_modified_since.as_ref(),
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     }
-    .check(&tag, &modified, not_modified)?;
+    .check_tag(&tag, &modified, not_modified)?;
     Ok(S3Response::new(HeadObjectOutput {
         accept_ranges: Some("bytes".into()),
         content_length: i64::try_from(record.size).ok(),
@@ -470,12 +471,7 @@ pub async fn copy(
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
     let check = |record: &Record| -> S3Result<Option<std::ops::Range<u64>>> {
-        let meta = ObjectMeta::decode(&record.meta);
-        conditions.check(
-            &etag(record, &meta),
-            &timestamp(record.changed_ms),
-            precondition_failed,
-        )?;
+        conditions.check(record, precondition_failed)?;
         if record.size > MAX_OBJECT {
             return Err(s3_error!(
                 InvalidRequest,

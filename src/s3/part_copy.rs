@@ -15,7 +15,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::buckets::{require, timestamp};
-use super::errors::{etag, object_key};
+use super::errors::object_key;
 use super::multipart::{check_not_completing, find, part_key, MAX_PARTS};
 use super::objects::{
     copy_source, hex, open_record, precondition_failed, source_stream, write, Conditions,
@@ -83,12 +83,7 @@ pub async fn upload_part_copy(
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
     let range = |record: &Record| -> S3Result<Option<Range<u64>>> {
-        let meta = ObjectMeta::decode(&record.meta);
-        conditions.check(
-            &etag(record, &meta),
-            &timestamp(record.changed_ms),
-            precondition_failed,
-        )?;
+        conditions.check(record, precondition_failed)?;
         let r = match &input.copy_source_range {
             Some(h) => source_range(h, record.size)?,
             None => 0..record.size,
