@@ -291,6 +291,12 @@ struct WalkLine {
 /// Longest line accepted in a streamed walk.
 const MAX_WALK_LINE: usize = 1 << 20;
 
+/// Streamed walks in flight per volume, whatever the listing concurrency. A walk is a
+/// long stream the volume serves as fast as its disk allows, so two keep it busy; each
+/// also holds an HTTP read buffer that grows with the stream (hyper's, up to ~400 KB),
+/// and this keeps those buffers a small constant.
+const WALKS_PER_VOLUME: usize = 2;
+
 /// Starts the streamed walk of `url`, retrying like listings; `None` when the
 /// directory is gone.
 async fn start_walk(
@@ -400,7 +406,8 @@ enum Done {
 /// listing keeps failing is reported in [`WalkReport::failed`]; the others are walked
 /// to the end. Native volumes, which announce it on their root listing, are read with
 /// one streamed walk per top-level directory (a subvolume) instead of one listing per
-/// directory.
+/// directory. At most `per_volume` requests are in flight per volume, and of them at
+/// most [`WALKS_PER_VOLUME`] streamed walks.
 pub async fn walk(
     client: &VolumeClient,
     servers: &[String],
@@ -423,6 +430,7 @@ pub async fn walk(
         })
         .collect();
     let mut in_flight = vec![0usize; servers.len()];
+    let mut walks = vec![0usize; servers.len()];
     let mut dead: HashSet<usize> = HashSet::new();
     let mut pending = FuturesUnordered::new();
     // Files found by streamed walks, handed to `on_file` here.
@@ -430,8 +438,12 @@ pub async fn walk(
     loop {
         for (server, stack) in stacks.iter_mut().enumerate() {
             while in_flight[server] < per_volume {
+                if stack.last().is_some_and(|d| d.walk) && walks[server] >= WALKS_PER_VOLUME {
+                    break;
+                }
                 let Some(dir) = stack.pop() else { break };
                 in_flight[server] += 1;
+                walks[server] += usize::from(dir.walk);
                 let found_tx = found_tx.clone();
                 pending.push(async move {
                     let done = if dir.walk {
@@ -456,6 +468,7 @@ pub async fn walk(
             },
         };
         in_flight[dir.server] -= 1;
+        walks[dir.server] -= usize::from(dir.walk);
         if dead.contains(&dir.server) {
             continue;
         }
