@@ -178,10 +178,17 @@ pub(super) fn compact_if_pending(db: &mut redb::Database) -> Result<(), IndexErr
         .remove(COMPACT_FILE)
         .map_err(store_err)?;
     txn.commit().map_err(store_err)?;
+    compact(db)?;
     tracing::info!(
         "index file compacted in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Compacts until redb finds nothing more to move.
+fn compact(db: &mut redb::Database) -> Result<(), IndexError> {
+    while db.compact().map_err(|e| store_err(redb::Error::from(e)))? {}
     Ok(())
 }
 
