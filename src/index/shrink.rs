@@ -46,6 +46,9 @@ pub(super) const COMPACT_FILE: &str = "compact-file-pending";
 /// A table of records in a write transaction.
 pub(super) type Records<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 
+/// A table of records in a read transaction.
+pub(super) type ReadRecords = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 /// The records tables of one write transaction.
 pub(super) struct Tables<'txn> {
     /// The current records table.
@@ -137,7 +140,7 @@ impl Index {
     /// A read transaction and its current records table (see the module docs).
     pub(super) fn read_records(
         &self,
-    ) -> Result<(ReadTransaction, ReadOnlyTable<&'static [u8], &'static [u8]>), IndexError> {
+    ) -> Result<(ReadTransaction, ReadRecords), IndexError> {
         // The hint is read before the transaction begins: see the module docs.
         let packed = self.migration.packed.load(Ordering::Acquire);
         let txn = self.db.begin_read().map_err(store_err)?;
