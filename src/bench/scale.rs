@@ -95,6 +95,9 @@ struct Report {
     /// `--migrate`: seconds to migrate every record, and the file's bytes per key after.
     migrate_s: Option<f64>,
     bytes_per_key_migrated: Option<f64>,
+    /// `--migrate`: the longest migration batch (one write transaction, which holds
+    /// the index writer), the last one (the swap) included.
+    migrate_longest_batch_ms: Option<f64>,
     /// `--migrate`: seconds the next open took (it compacts the file once), and the
     /// file's bytes per key after it.
     reopen_after_migration_s: Option<f64>,
@@ -218,9 +221,17 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
         None
     };
     std::fs::remove_file(&snapshot)?;
+    let mut longest_batch = 0.0f64;
     let (migrate_s, bytes_per_key_migrated) = if args.migrate {
         let started = Instant::now();
-        while !index.migrate_batch(crate::index::MIGRATION_BATCH)? {}
+        loop {
+            let batch = Instant::now();
+            let done = index.migrate_batch(crate::index::MIGRATION_BATCH)?;
+            longest_batch = longest_batch.max(batch.elapsed().as_secs_f64());
+            if done {
+                break;
+            }
+        }
         let s = started.elapsed().as_secs_f64();
         let bytes = std::fs::metadata(args.db.join("index.redb"))?.len();
         (Some(s), Some(bytes as f64 / args.keys as f64))
@@ -264,6 +275,7 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
         snapshot_import_s,
         migrate_s,
         bytes_per_key_migrated,
+        migrate_longest_batch_ms: args.migrate.then_some(longest_batch * 1000.0),
         reopen_after_migration_s: reopen_s,
         bytes_per_key_after_reopen: bytes_per_key_reopened,
         sample_key: String::from_utf8_lossy(&key_of(args.keys / 2, len)).into_owned(),
@@ -297,6 +309,9 @@ fn table(r: &Report) -> Table {
     }
     if let (Some(s), Some(b)) = (r.migrate_s, r.bytes_per_key_migrated) {
         row("migration to compact s", format!("{s:.2}"));
+        if let Some(ms) = r.migrate_longest_batch_ms {
+            row("longest migration batch ms", format!("{ms:.1}"));
+        }
         row("bytes per key on disk after migration", format!("{b:.1}"));
     }
     if let (Some(s), Some(b)) = (r.reopen_after_migration_s, r.bytes_per_key_after_reopen) {

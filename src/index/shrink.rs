@@ -138,9 +138,7 @@ pub(super) fn reset(txn: &WriteTransaction) -> Result<(), IndexError> {
 
 impl Index {
     /// A read transaction and its current records table (see the module docs).
-    pub(super) fn read_records(
-        &self,
-    ) -> Result<(ReadTransaction, ReadRecords), IndexError> {
+    pub(super) fn read_records(&self) -> Result<(ReadTransaction, ReadRecords), IndexError> {
         // The hint is read before the transaction begins: see the module docs.
         let packed = self.migration.packed.load(Ordering::Acquire);
         let txn = self.db.begin_read().map_err(store_err)?;
