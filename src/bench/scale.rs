@@ -62,7 +62,8 @@ pub struct IndexScaleArgs {
     pub legacy_format: bool,
     /// With `--legacy-format`: at the end, migrate the index to the compact encoding
     /// in-process (the batches `hoard server` runs in the background, without their
-    /// pauses), timed, and measure the file again.
+    /// pauses), timed, and measure the file again; then open it once more (the open
+    /// after a migration compacts the file), timed, and measure it again.
     #[arg(long, requires = "legacy_format")]
     pub migrate: bool,
     /// Output format.
@@ -94,6 +95,13 @@ struct Report {
     /// `--migrate`: seconds to migrate every record, and the file's bytes per key after.
     migrate_s: Option<f64>,
     bytes_per_key_migrated: Option<f64>,
+    /// `--migrate`: the longest migration batch (one write transaction, which holds
+    /// the index writer), the last one (the swap) included.
+    migrate_longest_batch_ms: Option<f64>,
+    /// `--migrate`: seconds the next open took (it compacts the file once), and the
+    /// file's bytes per key after it.
+    reopen_after_migration_s: Option<f64>,
+    bytes_per_key_after_reopen: Option<f64>,
     /// A key that exists, for the HTTP half of the benchmark.
     sample_key: String,
 }
@@ -213,9 +221,17 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
         None
     };
     std::fs::remove_file(&snapshot)?;
+    let mut longest_batch = 0.0f64;
     let (migrate_s, bytes_per_key_migrated) = if args.migrate {
         let started = Instant::now();
-        while !index.migrate_batch(crate::index::MIGRATION_BATCH)? {}
+        loop {
+            let batch = Instant::now();
+            let done = index.migrate_batch(crate::index::MIGRATION_BATCH)?;
+            longest_batch = longest_batch.max(batch.elapsed().as_secs_f64());
+            if done {
+                break;
+            }
+        }
         let s = started.elapsed().as_secs_f64();
         let bytes = std::fs::metadata(args.db.join("index.redb"))?.len();
         (Some(s), Some(bytes as f64 / args.keys as f64))
@@ -223,6 +239,16 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
         (None, None)
     };
     index.close();
+    // The next open after a migration compacts the file (what a restarted server does).
+    let (reopen_s, bytes_per_key_reopened) = if args.migrate {
+        let started = Instant::now();
+        Index::open_with(&args.db, false)?.close();
+        let s = started.elapsed().as_secs_f64();
+        let bytes = std::fs::metadata(args.db.join("index.redb"))?.len();
+        (Some(s), Some(bytes as f64 / args.keys as f64))
+    } else {
+        (None, None)
+    };
 
     let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
     let report = Report {
@@ -249,6 +275,9 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
         snapshot_import_s,
         migrate_s,
         bytes_per_key_migrated,
+        migrate_longest_batch_ms: args.migrate.then_some(longest_batch * 1000.0),
+        reopen_after_migration_s: reopen_s,
+        bytes_per_key_after_reopen: bytes_per_key_reopened,
         sample_key: String::from_utf8_lossy(&key_of(args.keys / 2, len)).into_owned(),
     };
     emit(&report, &table(&report), args.output.json)
@@ -280,7 +309,14 @@ fn table(r: &Report) -> Table {
     }
     if let (Some(s), Some(b)) = (r.migrate_s, r.bytes_per_key_migrated) {
         row("migration to compact s", format!("{s:.2}"));
+        if let Some(ms) = r.migrate_longest_batch_ms {
+            row("longest migration batch ms", format!("{ms:.1}"));
+        }
         row("bytes per key on disk after migration", format!("{b:.1}"));
+    }
+    if let (Some(s), Some(b)) = (r.reopen_after_migration_s, r.bytes_per_key_after_reopen) {
+        row("next open (compacts the file) s", format!("{s:.2}"));
+        row("bytes per key on disk after that open", format!("{b:.1}"));
     }
     t
 }

@@ -504,12 +504,9 @@ impl super::Index {
 
     /// The origin of `key`'s current state (see [`origin`]).
     pub fn site_origin(&self, key: &[u8]) -> Result<Option<Origin>, IndexError> {
-        let txn = self.db.begin_read().map_err(store_err)?;
-        let record = match open_read(&txn, super::KEYS)? {
-            Some(t) => match t.get(key).map_err(store_err)? {
-                Some(v) => Some(self.vt.decode_read(&txn, key, v.value())?),
-                None => None,
-            },
+        let (txn, table) = self.read_records()?;
+        let record = match table.get(key).map_err(store_err)? {
+            Some(v) => Some(self.vt.decode_read(&txn, key, v.value())?),
             None => None,
         };
         let version = match open_read(&txn, VERSIONS)? {

@@ -1,38 +1,46 @@
 //! The automatic migration of legacy records (versions 1–5) to the compact encoding
-//! (`super::compact`).
+//! (`super::compact`), which also packs the index to the size of a bulk-loaded one.
 //!
 //! Every write stores the compact encoding; what is left are the records an older
-//! `hoard` wrote. [`Index::open`] starts a background thread that rewrites them in
-//! batches: each batch is one write transaction that walks at most [`BATCH`] keys after
-//! the cursor, re-encodes the legacy ones among them (a record whose new bytes would
-//! not decode to the same record is left as it is) and stores the cursor — the last key
-//! walked — in the `meta` table, in the same transaction. So a restart resumes where
-//! the last committed batch stopped, nothing scans the whole index in one transaction,
-//! and the index serves reads and writes from the first moment (legacy records decode
-//! forever). After the
-//! last key, the cursor is replaced by a `done` mark and the thread ends; an index
-//! created new, or one filled by an import or a bulk load (which write compact records
-//! only), is marked done at once.
+//! `hoard` wrote. [`Index::open`] starts a background thread that copies every record,
+//! in key order, into a new table, re-encoding the legacy ones (a record whose new
+//! bytes would not decode to the same record, or that does not decode at all, is copied
+//! as it is): appended in key order, the copy fills its leaves, where rewriting in place
+//! would leave every leaf of the legacy table half empty. Each batch is one write
+//! transaction that copies at most [`BATCH`] keys after the cursor and stores the
+//! cursor — the last key copied — in the `meta` table; writes at keys up to the cursor
+//! go to both tables meanwhile, and the last batch makes the copy the records table and
+//! deletes the old one (`super::shrink`, which says what a crash at each step leaves).
+//! So a restart resumes where the last committed batch stopped, nothing scans the
+//! whole index in one transaction, and the index serves reads and writes from the
+//! first moment (legacy records decode forever). The swap leaves the old table's pages
+//! free inside the file; the next [`Index::open`] returns them to the file system
+//! (`Database::compact`, which needs no transaction open: at open, before serving).
+//! After the last key, the cursor is replaced by a `done` mark and the thread ends; an
+//! index created new, or one filled by an import or a bulk load (which write compact
+//! records only, in key order), is marked done at once.
 //!
 //! A batch is an ordinary redb write transaction, so it is serialized with the writer
 //! thread's group commits and with a replicated index's applies (redb has one writer at
-//! a time): a batch reads each record and rewrites it with no command in between. The
-//! rewrite changes no decoded record — counts, change feed and the replicated state are
-//! untouched — so in an index cluster it is node-local and invisible: members may
-//! migrate at different times and number volumes differently, and still hold the same
-//! records. The thread pauses between batches at least as long as the batch took
+//! a time). The copy changes no decoded record — counts, change feed and the replicated
+//! state are untouched — so in an index cluster it is node-local and invisible: members
+//! may migrate at different times and number volumes differently, and still hold the
+//! same records. The thread pauses between batches at least as long as the batch took
 //! (throttle: at most half the writer's time) and [`MIN_PAUSE`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Relaxed, Release},
+};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::volume_table::{Ids, VolumeTable};
-use super::{compact, store_err, Index, IndexError, KEYS, META};
+use super::{compact, shrink, store_err, Index, IndexError, KEYS, META};
 
-/// `meta` entry: the last key the migration walked (absent: from the start).
+/// `meta` entry of the in-place migration of earlier versions (removed when done).
 pub(super) const CURSOR: &str = "compact-migration-cursor";
 /// `meta` entry present once every record is in the compact encoding.
 pub(super) const DONE: &str = "compact-migration-done";
@@ -49,13 +57,17 @@ const ERROR_PAUSE: Duration = Duration::from_secs(5);
 pub struct MigrationStatus {
     /// Every record is in the compact encoding.
     pub compact: bool,
-    /// Keys walked by this process's migration.
+    /// Keys copied by this process's migration.
     pub examined: u64,
-    /// Legacy records it rewrote.
+    /// Legacy records it re-encoded.
     pub rewritten: u64,
-    /// Legacy records it left as they are (see the log): undecodable, or — never seen —
-    /// not read back identically from the compact encoding. Both still read as before.
+    /// Legacy records it copied as they are (see the log): undecodable, or — never
+    /// seen — not read back identically from the compact encoding. Both still read as
+    /// before.
     pub corrupt: u64,
+    /// The migration is done and the file still holds the old table's pages, free: the
+    /// next start returns them to the file system.
+    pub compaction_pending: bool,
 }
 
 /// The migration's state, shared by the index handles and the thread.
@@ -65,6 +77,9 @@ pub(super) struct Migration {
     examined: AtomicU64,
     rewritten: AtomicU64,
     corrupt: AtomicU64,
+    /// Hint: the records are in `keys.packed` (see `super::shrink`).
+    pub(super) packed: AtomicBool,
+    compaction_pending: AtomicBool,
     /// Dropping the sender wakes and stops the thread.
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -76,8 +91,15 @@ impl Migration {
         let txn = db.begin_read().map_err(store_err)?;
         let meta = txn.open_table(META).map_err(store_err)?;
         let done = meta.get(DONE).map_err(store_err)?.is_some();
+        let packed = meta
+            .get(shrink::RECORDS_TABLE)
+            .map_err(store_err)?
+            .is_some();
+        let pending = meta.get(shrink::COMPACT_FILE).map_err(store_err)?.is_some();
         Ok(Arc::new(Migration {
             done: AtomicBool::new(done),
+            packed: AtomicBool::new(packed),
+            compaction_pending: AtomicBool::new(pending),
             ..Migration::default()
         }))
     }
@@ -85,10 +107,15 @@ impl Migration {
 
 /// Marks a new (empty) index migrated; part of opening it.
 pub(super) fn init(txn: &WriteTransaction) -> Result<(), IndexError> {
-    let keys = txn.open_table(KEYS).map_err(store_err)?;
+    let keys = txn.open_table(shrink::current(txn)?).map_err(store_err)?;
     let mut meta = txn.open_table(META).map_err(store_err)?;
     if meta.get(DONE).map_err(store_err)?.is_none() && keys.is_empty().map_err(store_err)? {
         mark_done(&mut meta)?;
+        drop((keys, meta));
+        if !shrink::is_packed(txn)? {
+            // A copy of no records, if one was started.
+            txn.delete_table(shrink::PACKED).map_err(store_err)?;
+        }
     }
     Ok(())
 }
@@ -96,6 +123,7 @@ pub(super) fn init(txn: &WriteTransaction) -> Result<(), IndexError> {
 /// Marks the index migrated (its records were all written compact).
 pub(super) fn mark_done(meta: &mut super::MetaTable<'_>) -> Result<(), IndexError> {
     meta.remove(CURSOR).map_err(store_err)?;
+    meta.remove(shrink::COPY_CURSOR).map_err(store_err)?;
     meta.insert(DONE, &[1u8][..]).map_err(store_err)?;
     Ok(())
 }
@@ -109,11 +137,13 @@ impl Index {
             examined: m.examined.load(Relaxed),
             rewritten: m.rewritten.load(Relaxed),
             corrupt: m.corrupt.load(Relaxed),
+            compaction_pending: m.compaction_pending.load(Relaxed),
         }
     }
 
-    /// Notes that every record is compact (after an import).
+    /// Notes that every record is compact, in `keys` (after an import).
     pub(super) fn migration_done(&self) {
+        self.migration.packed.store(false, Release);
         self.migration.done.store(true, Relaxed);
     }
 
@@ -176,7 +206,7 @@ fn run(
         let pause = match batch(&db, vt, state, BATCH) {
             Ok(true) => {
                 tracing::info!(
-                    "index migration done: {} records rewritten compactly ({} keys walked, {} corrupt left as they were) in {:.1} s",
+                    "index migration done: {} records re-encoded compactly ({} keys copied into a packed table, {} corrupt copied as they were) in {:.1} s; the file shrinks at the next start",
                     state.rewritten.load(Relaxed),
                     state.examined.load(Relaxed),
                     state.corrupt.load(Relaxed),
@@ -211,81 +241,120 @@ fn batch(
     }
     let mut txn = db.begin_write().map_err(store_err)?;
     txn.set_quick_repair(true);
-    let (done, examined, rewritten, corrupt, names) = {
-        let mut meta = txn.open_table(META).map_err(store_err)?;
-        let cursor = meta
-            .get(CURSOR)
+    let mut meta = txn.open_table(META).map_err(store_err)?;
+    if meta.get(DONE).map_err(store_err)?.is_some() {
+        // Done meanwhile (a snapshot install).
+        drop(meta);
+        txn.abort().map_err(store_err)?;
+        state.done.store(true, Relaxed);
+        return Ok(true);
+    }
+    let cursor = meta
+        .get(shrink::COPY_CURSOR)
+        .map_err(store_err)?
+        .map(|v| v.value().to_vec());
+    if cursor.is_none() {
+        // Nothing copied yet: no copy can exist (the invariant); drop any leftover.
+        txn.delete_table(shrink::PACKED).map_err(store_err)?;
+    }
+    let mut ids = Ids::open(vt, &txn)?;
+    let (copy, more) = {
+        let table = txn.open_table(KEYS).map_err(store_err)?;
+        let lower = match &cursor {
+            Some(c) => Bound::Excluded(c.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let (mut copy, mut more) = (Vec::new(), false);
+        for item in table
+            .range::<&[u8]>((lower, Bound::Unbounded))
             .map_err(store_err)?
-            .map(|v| v.value().to_vec());
-        let already = meta.get(DONE).map_err(store_err)?.is_some();
-        let mut table = txn.open_table(KEYS).map_err(store_err)?;
-        let mut ids = Ids::open(vt, &txn)?;
-        let (mut legacy, mut last, mut more, mut walked) = (Vec::new(), None, false, 0u64);
-        if !already {
-            let lower = match &cursor {
-                Some(c) => Bound::Excluded(c.as_slice()),
-                None => Bound::Unbounded,
-            };
-            for (n, item) in table
-                .range::<&[u8]>((lower, Bound::Unbounded))
-                .map_err(store_err)?
-                .enumerate()
-            {
-                let (k, v) = item.map_err(store_err)?;
-                if n == budget.max(1) {
-                    more = true;
-                    break;
-                }
-                if v.value().first() != Some(&compact::VERSION_COMPACT) {
-                    legacy.push((k.value().to_vec(), v.value().to_vec()));
-                }
-                last = Some(k.value().to_vec());
-                walked += 1;
+        {
+            let (k, v) = item.map_err(store_err)?;
+            if copy.len() == budget.max(1) {
+                more = true;
+                break;
             }
+            copy.push((k.value().to_vec(), v.value().to_vec()));
         }
-        let (mut rewritten, mut corrupt) = (0, 0);
-        for (key, value) in &legacy {
-            let record = match ids.decode(key, value) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("index migration: leaving a record as it is: {e}");
-                    corrupt += 1;
-                    continue;
-                }
-            };
-            let encoded = ids.encode(&record)?;
-            if ids.decode(key, &encoded)? != record {
-                tracing::warn!(
-                    "index migration: leaving the record of {:?} as it is: its compact encoding does not read back the same",
-                    String::from_utf8_lossy(key)
-                );
-                corrupt += 1;
-                continue;
-            }
-            table
-                .insert(key.as_slice(), encoded.as_slice())
-                .map_err(store_err)?;
-            rewritten += 1;
-        }
-        match (&last, more) {
-            (Some(last), true) => {
-                meta.insert(CURSOR, last.as_slice()).map_err(store_err)?;
-            }
-            _ => mark_done(&mut meta)?,
-        }
-        (!more, walked, rewritten, corrupt, ids.finish())
+        (copy, more)
     };
+    let (mut rewritten, mut corrupt) = (0, 0);
+    {
+        let mut packed = txn.open_table(shrink::PACKED).map_err(store_err)?;
+        for (key, value) in &copy {
+            let value = match reencode(&mut ids, key, value) {
+                Ok(Some(encoded)) => {
+                    rewritten += 1;
+                    encoded
+                }
+                Ok(None) => value.clone(),
+                Err(e) => {
+                    tracing::warn!("index migration: copying a record as it is: {e}");
+                    corrupt += 1;
+                    value.clone()
+                }
+            };
+            packed
+                .insert(key.as_slice(), value.as_slice())
+                .map_err(store_err)?;
+        }
+    }
+    match copy.last() {
+        Some((last, _)) if more => {
+            meta.insert(shrink::COPY_CURSOR, last.as_slice())
+                .map_err(store_err)?;
+        }
+        _ => {
+            // The copy is complete: swap (see `super::shrink`).
+            meta.remove(shrink::COPY_CURSOR).map_err(store_err)?;
+            meta.insert(shrink::RECORDS_TABLE, "keys.packed".as_bytes())
+                .map_err(store_err)?;
+            meta.insert(shrink::COMPACT_FILE, &[1u8][..])
+                .map_err(store_err)?;
+            mark_done(&mut meta)?;
+        }
+    }
+    drop(meta);
+    let names = ids.finish();
+    if !more {
+        txn.delete_table(KEYS).map_err(store_err)?;
+    }
     txn.commit().map_err(store_err)?;
     vt.publish(names);
-    state.examined.fetch_add(examined, Relaxed);
+    state.examined.fetch_add(copy.len() as u64, Relaxed);
     state.rewritten.fetch_add(rewritten, Relaxed);
     state.corrupt.fetch_add(corrupt, Relaxed);
-    if done {
+    if !more {
+        state.packed.store(true, Release);
+        state.compaction_pending.store(true, Relaxed);
         state.done.store(true, Relaxed);
     }
-    Ok(done)
+    Ok(!more)
+}
+
+/// The compact encoding of the legacy record `value` (`None`: it is compact already),
+/// checked to decode to the same record.
+fn reencode(
+    ids: &mut Ids<'_, '_>,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Option<Vec<u8>>, IndexError> {
+    if value.first() == Some(&compact::VERSION_COMPACT) {
+        return Ok(None);
+    }
+    let record = ids.decode(key, value)?;
+    let encoded = ids.encode(&record)?;
+    if ids.decode(key, &encoded)? != record {
+        return Err(IndexError::Store(redb::Error::Io(std::io::Error::other(
+            format!(
+                "the compact encoding of the record of {:?} does not read back the same",
+                String::from_utf8_lossy(key)
+            ),
+        ))));
+    }
+    Ok(Some(encoded))
 }
 
 #[cfg(test)]
 #[path = "migrate_tests.rs"]
-mod tests;
+pub(crate) mod tests;

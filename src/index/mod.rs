@@ -29,6 +29,7 @@ mod migrate;
 mod record;
 mod replicated;
 mod scan;
+mod shrink;
 mod table_map;
 mod volume_table;
 
@@ -138,9 +139,13 @@ impl Index {
         std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         let existed = path.exists();
         // Opening takes redb's lock on the file: only then is the marker ours.
-        let db = Database::builder()
+        let mut db = Database::builder()
             .create(&path)
             .map_err(|e| open_err(e.into()))?;
+        shrink::compact_if_pending(&mut db).map_err(|e| match e {
+            IndexError::Store(source) => open_err(source),
+            other => other,
+        })?;
         let recovered = existed && !dir.join(CLEAN_MARKER).exists();
         clear_clean_marker(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         if recovered {
@@ -242,8 +247,7 @@ impl Index {
     /// Reads the record of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, IndexError> {
         let started = std::time::Instant::now();
-        let txn = self.db.begin_read().map_err(store_err)?;
-        let table = txn.open_table(KEYS).map_err(store_err)?;
+        let (txn, table) = self.read_records()?;
         let record = match table.get(key).map_err(store_err)? {
             Some(v) => self.vt.decode_read(&txn, key, v.value()).map(Some),
             None => Ok(None),
@@ -306,8 +310,7 @@ impl Index {
         mut visit: impl FnMut(&[u8], Record) -> bool,
     ) -> Result<(), IndexError> {
         use std::ops::Bound;
-        let txn = self.db.begin_read().map_err(store_err)?;
-        let table = txn.open_table(KEYS).map_err(store_err)?;
+        let (txn, table) = self.read_records()?;
         let lower = match after {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
@@ -334,7 +337,7 @@ fn init_tables(db: &Database, vt: &VolumeTable) -> Result<Counts, IndexError> {
     migrate::init(&txn)?;
     let counts = {
         let ids = Ids::open(vt, &txn)?;
-        let keys = txn.open_table(KEYS).map_err(store_err)?;
+        let keys = txn.open_table(shrink::current(&txn)?).map_err(store_err)?;
         let mut meta = txn.open_table(META).map_err(store_err)?;
         let stored = meta
             .get(COUNTS)
@@ -469,9 +472,10 @@ fn apply_batch(
     // Persist allocator state with each commit so reopening after a crash is fast.
     txn.set_quick_repair(true);
     let (results, counts, durable, names) = {
-        let mut table = txn.open_table(KEYS).map_err(store_err)?;
+        let mut tables = shrink::open_write(&txn)?;
         let mut map = TableMap {
-            table: &mut table,
+            table: &mut tables.main,
+            shadow: tables.shadow.as_mut(),
             counts,
             meta: Vec::new(),
             reader: db,

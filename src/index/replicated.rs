@@ -101,9 +101,10 @@ impl Index {
         let mut txn = self.db.begin_write().map_err(store_err)?;
         txn.set_durability(Durability::None).map_err(store_err)?;
         let (results, after, names) = {
-            let mut table = txn.open_table(KEYS).map_err(store_err)?;
+            let mut tables = super::shrink::open_write(&txn)?;
             let mut map = TableMap {
-                table: &mut table,
+                table: &mut tables.main,
+                shadow: tables.shadow.as_mut(),
                 counts: *counts,
                 meta: Vec::new(),
                 reader: &self.db,
@@ -165,7 +166,7 @@ impl Index {
         names: &[&str],
     ) -> Result<(u64, MetaValues), IndexError> {
         let io = |e: std::io::Error| IndexError::Store(redb::Error::Io(e));
-        let txn = self.db.begin_read().map_err(store_err)?;
+        let (txn, records) = self.read_records()?;
         let meta = txn.open_table(META).map_err(store_err)?;
         let values = names
             .iter()
@@ -200,7 +201,7 @@ impl Index {
             }
             Ok(())
         })?;
-        let table = txn.open_table(KEYS).map_err(store_err)?;
+        let table = records;
         let mut n = 0;
         for item in table.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
@@ -251,7 +252,7 @@ impl Index {
         let mut n = 0;
         let mut entries = Vec::new();
         let names = {
-            txn.delete_table(KEYS).map_err(store_err)?;
+            super::shrink::reset(&txn)?;
             let mut table = txn.open_table(KEYS).map_err(store_err)?;
             let mut ids = Ids::open(&self.vt, &txn)?;
             let mut foreign = Foreign::default();

@@ -10,9 +10,7 @@
 //! Records are filtered by the state byte of their header ([`Record::peek_state`]);
 //! the rest of a record is not decoded.
 
-use redb::ReadableDatabase;
-
-use super::{store_err, Index, IndexError, Record, State, KEYS};
+use super::{store_err, Index, IndexError, Record, State};
 
 /// Most keys one page returns: a larger `limit` is clamped to this.
 pub const MAX_PAGE_KEYS: usize = 10_000;
@@ -139,8 +137,7 @@ impl Index {
         let Some((low, high)) = range.bounds() else {
             return Ok(page);
         };
-        let txn = self.db.begin_read().map_err(store_err)?;
-        let table = txn.open_table(KEYS).map_err(store_err)?;
+        let (_txn, table) = self.read_records()?;
         let upper = match &high {
             Some(h) => Bound::Excluded(h.as_slice()),
             None => Bound::Unbounded,

@@ -4,12 +4,15 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+use super::shrink::Shadow;
 use super::volume_table::Ids;
 use super::{counts, store_err, Counts, IndexError, Record, RecordMap, META};
 
 /// The records table seen as a [`RecordMap`], keeping [`Counts`] up to date.
 pub(super) struct TableMap<'a, 'txn> {
     pub(super) table: &'a mut redb::Table<'txn, &'static [u8], &'static [u8]>,
+    /// The migration's partial copy, which every change up to its cursor goes to too.
+    pub(super) shadow: Option<&'a mut Shadow<'txn>>,
     pub(super) counts: Counts,
     /// Index-wide values written (`None`: removed) by the commands, stored with the
     /// transaction.
@@ -32,6 +35,9 @@ impl RecordMap for TableMap<'_, '_> {
     }
     fn put(&mut self, key: &[u8], record: &Record) -> Result<(), IndexError> {
         let encoded = self.ids.encode(record)?;
+        if let Some(shadow) = self.shadow.as_mut() {
+            shadow.put(key, &encoded)?;
+        }
         let old = self
             .table
             .insert(key, encoded.as_slice())
@@ -58,6 +64,9 @@ impl RecordMap for TableMap<'_, '_> {
         Ok(())
     }
     fn remove(&mut self, key: &[u8]) -> Result<(), IndexError> {
+        if let Some(shadow) = self.shadow.as_mut() {
+            shadow.remove(key)?;
+        }
         let old = self
             .table
             .remove(key)
