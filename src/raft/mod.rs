@@ -2,7 +2,7 @@
 //! a Raft log (openraft 0.9), so any of them can fail without losing an acknowledged
 //! write.
 //!
-//! Layers, bottom up: [`log_store`] (log and vote, fsynced, in `<db>/raft-log.redb`),
+//! Layers, bottom up: [`log_store`] (log and vote, fsynced, in `<db>/raft-log/`: [`segments`]),
 //! [`state_machine`] (committed commands applied to the index with the same
 //! `index::apply` as a single server; snapshots of the index as files), [`network`]
 //! (JSON over HTTP to peers), [`api`] (the `/-/raft/…` endpoints), and [`RaftNode`]
@@ -30,6 +30,7 @@ mod batch;
 pub mod log_store;
 pub mod members;
 pub mod network;
+mod segments;
 pub mod state_machine;
 
 use std::collections::BTreeMap;
@@ -228,7 +229,7 @@ impl RaftNode {
         index: Index,
         token: Option<String>,
     ) -> anyhow::Result<Arc<RaftNode>> {
-        let log = log_store::LogStore::open(&db.join("raft-log.redb"))?;
+        let log = log_store::LogStore::open(&db.join("raft-log"))?;
         let sm = state_machine::StateMachine::new(index.clone(), &db.join("snapshots"))?;
         let ca = match &cfg.tls_ca {
             Some(path) => crate::tls::ca_certificates(path)?,
