@@ -128,16 +128,22 @@ async fn a_torn_append_is_cut_off_when_the_log_opens() {
         let log = LogStore::open(&dir).unwrap();
         append(&log, entries(1, 1..=5)).await;
     }
-    // A crash in the middle of the next append: a header promising more than is there.
+    // The segment is allocated ahead, in zeros after its records.
     let first = segments::list_segments(&dir).unwrap()[0];
     let path = segments::segment_path(&dir, first);
-    let good = std::fs::metadata(&path).unwrap().len();
-    let mut torn = Vec::new();
-    segments::encode_record(&[b'x'; 100], &mut torn);
-    torn.truncate(40);
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes.extend_from_slice(&torn);
-    std::fs::write(&path, &bytes).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let (good, torn) = segments::scan(&file, |_| {}).unwrap();
+    assert!(!torn);
+    assert_eq!(file.metadata().unwrap().len(), super::ALLOCATE_BYTES);
+    // A crash in the middle of the next append: a record only partly written.
+    let mut record = Vec::new();
+    segments::encode_record(&[b'x'; 100], &mut record);
+    record.truncate(40);
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&record, good).unwrap();
+    }
 
     let mut log = LogStore::open(&dir).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
@@ -159,9 +165,10 @@ async fn a_corrupt_record_before_the_last_segment_fails_the_open() {
     }
     assert_eq!(segment_count(&dir), 2);
     let path = segments::segment_path(&dir, 1);
+    let (end, _) = segments::scan(&std::fs::File::open(&path).unwrap(), |_| {}).unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 2;
-    bytes[last] ^= 0x55;
+    // The last byte of the last record's JSON.
+    bytes[end as usize - 1] ^= 0x55;
     std::fs::write(&path, &bytes).unwrap();
     let err = LogStore::open(&dir)
         .err()

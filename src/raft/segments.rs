@@ -5,6 +5,9 @@
 //!   consecutive entries as records: `len: u32 LE | crc32: u32 LE | payload` (the
 //!   payload is the entry's JSON, the CRC is over the payload). A record is only ever
 //!   appended; a truncation cuts a segment's end and deletes the segments after it.
+//!   Segments are grown ahead of the records in zeroed chunks, so that an append
+//!   rewrites allocated blocks and its `fdatasync` has no file size or extent to
+//!   journal: a zero length where a record would start marks the end of the records.
 //! * A torn or corrupt record at the end of the *last* segment is what a crash during
 //!   an append leaves (that append was never acknowledged): it is cut off when the log
 //!   is opened. The same in an earlier segment is corruption, and opening fails.
@@ -87,12 +90,21 @@ pub fn scan(file: &File, mut each: impl FnMut(Found)) -> std::io::Result<(u64, b
     let mut pos = 0u64;
     let mut payload = Vec::new();
     while pos < size {
-        let mut header = [0u8; HEADER as usize];
-        if size - pos < HEADER || reader.read_exact(&mut header).is_err() {
-            return Ok((pos, true));
+        if size - pos < HEADER {
+            // Room for no header: zeros of the allocation, or a torn header.
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest)?;
+            return Ok((pos, rest.iter().any(|b| *b != 0)));
         }
+        let mut header = [0u8; HEADER as usize];
+        reader.read_exact(&mut header)?;
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 {
+            // No record has an empty payload: the zeroed space after the last one, or
+            // a torn header (a CRC without a length).
+            return Ok((pos, crc != 0));
+        }
         if len > MAX_RECORD || size - pos - HEADER < u64::from(len) {
             return Ok((pos, true));
         }
