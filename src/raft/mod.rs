@@ -32,6 +32,7 @@ pub mod members;
 pub mod network;
 mod segments;
 pub mod state_machine;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::Path;

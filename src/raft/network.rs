@@ -33,6 +33,9 @@ pub enum CallError {
     /// The request or its answer broke.
     #[error("peer call failed: {0}")]
     Network(String),
+    /// The peer could not read the request (`400`).
+    #[error("peer refused the request: {0}")]
+    Refused(String),
 }
 
 impl PeerClient {
@@ -85,10 +88,29 @@ impl PeerClient {
         Req: serde::Serialize + ?Sized,
         Resp: serde::de::DeserializeOwned,
     {
+        let body = serde_json::to_vec(req).map_err(|e| CallError::Network(e.to_string()))?;
+        self.call_with(addr, path, body, "application/json", timeout)
+            .await
+    }
+
+    /// POSTs `body` (of `content_type`) to `/-/raft/{path}` on `addr` and decodes the
+    /// JSON answer.
+    pub async fn call_with<Resp>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Resp: serde::de::DeserializeOwned,
+    {
         let builder = self
             .post(addr, &format!("/-/raft/{path}"))
             .timeout(timeout)
-            .json(req);
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
         let resp = builder.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
                 CallError::Unreachable(e)
@@ -96,6 +118,9 @@ impl PeerClient {
                 CallError::Network(e.to_string())
             }
         })?;
+        if resp.status() == reqwest::StatusCode::BAD_REQUEST {
+            return Err(CallError::Refused(format!("{addr} answered 400")));
+        }
         if !resp.status().is_success() {
             return Err(CallError::Network(format!(
                 "{addr} answered {}",
@@ -123,6 +148,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         Peer {
             client: self.client.clone(),
+            json_only: false,
             target,
             addr: self
                 .peers
@@ -136,6 +162,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The connection to one peer.
 pub struct Peer {
     client: PeerClient,
+    /// The peer refused a binary AppendEntries (an earlier version): send it JSON.
+    json_only: bool,
     target: u64,
     addr: String,
 }
@@ -152,16 +180,27 @@ impl Peer {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
-        let answer: Result<Resp, E> = self
+        let answer = self
             .client
             .call(&self.addr, path, req, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
-                CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
-                CallError::Network(msg) => {
-                    RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
-                }
-            })?;
+            .await;
+        self.answer(answer)
+    }
+
+    /// openraft's view of a call's outcome.
+    fn answer<Resp, E>(
+        &self,
+        answer: Result<Result<Resp, E>, CallError>,
+    ) -> Result<Resp, RPCError<u64, BasicNode, E>>
+    where
+        E: std::error::Error,
+    {
+        let answer = answer.map_err(|e| match e {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(msg) | CallError::Refused(msg) => {
+                RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
+            }
+        })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -172,6 +211,28 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        if !self.json_only {
+            let body = super::wire::encode_append(&rpc)
+                .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
+            let answer = self
+                .client
+                .call_with(
+                    &self.addr,
+                    "append",
+                    body,
+                    "application/octet-stream",
+                    option.hard_ttl(),
+                )
+                .await;
+            if !matches!(answer, Err(CallError::Refused(_))) {
+                return self.answer(answer);
+            }
+            tracing::info!(
+                "node {} does not read binary AppendEntries: sending it JSON",
+                self.target
+            );
+            self.json_only = true;
+        }
         self.rpc("append", &rpc, &option).await
     }
 
