@@ -278,7 +278,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             };
             let end = match range.end_bound() {
                 Bound::Included(&e) => e.min(last),
-                Bound::Excluded(&e) if e == 0 => return Ok(Vec::new()),
+                Bound::Excluded(&0) => return Ok(Vec::new()),
                 Bound::Excluded(&e) => (e - 1).min(last),
                 Bound::Unbounded => last,
             };

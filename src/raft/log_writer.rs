@@ -10,6 +10,9 @@ use openraft::{LogId, RaftLogId};
 use super::super::segments::{self, HEADER};
 use super::{io_err, lock, Done, Loc, Op, Shared, SyncOp, ALLOCATE_BYTES};
 
+/// Encoded entries, and what to call once they are durable.
+type Append = (Vec<(LogId<u64>, Vec<u8>)>, Done);
+
 /// The segment the writer appends to.
 pub(super) struct Segment {
     pub(super) first: u64,
@@ -54,7 +57,7 @@ impl Writer {
 
     /// Writes `appends` to the current segment (a new one when there is none or it is
     /// full), fsyncs it, and calls back.
-    fn flush(&mut self, appends: Vec<(Vec<(LogId<u64>, Vec<u8>)>, Done)>) {
+    fn flush(&mut self, appends: Vec<Append>) {
         let Some(first) = appends.iter().flat_map(|(e, _)| e).next().map(|e| e.0) else {
             for (_, done) in appends {
                 done(Ok(()));

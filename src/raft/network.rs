@@ -187,7 +187,8 @@ impl Peer {
         self.answer(answer)
     }
 
-    /// openraft's view of a call's outcome.
+    /// openraft's view of a call's outcome (its error type is openraft's, large).
+    #[allow(clippy::result_large_err)]
     fn answer<Resp, E>(
         &self,
         answer: Result<Result<Resp, E>, CallError>,
