@@ -5,7 +5,7 @@
 //! Layers, bottom up: [`log_store`] (log and vote, fsynced, in `<db>/raft-log/`: [`segments`]),
 //! [`state_machine`] (committed commands applied to the index with the same
 //! `index::apply` as a single server; snapshots of the index as files), [`network`]
-//! (JSON over HTTP to peers), [`api`] (the `/-/raft/…` endpoints), and [`RaftNode`]
+//! (HTTP to peers; AppendEntries in postcard, [`wire`]), [`api`] (the `/-/raft/…` endpoints), and [`RaftNode`]
 //! here, which the index uses as its [`Replicator`]:
 //!
 //! * **Writes**: `Index::apply` proposes the command. On the leader it is appended,

@@ -1,5 +1,5 @@
-//! Raft RPCs between index servers: JSON over HTTP on each server's own port, under
-//! `/-/raft/…` (served by [`super::api`]). The same client also forwards commands and
+//! Raft RPCs between index servers: HTTP on each server's own port, under `/-/raft/…`
+//! (served by [`super::api`]); JSON bodies, AppendEntries in postcard ([`super::wire`]). The same client also forwards commands and
 //! read-index requests to the leader.
 
 use std::time::Duration;
@@ -254,5 +254,68 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.rpc("vote", &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use openraft::testing::log_id;
+    use openraft::Vote;
+
+    use super::*;
+
+    /// A member of an earlier version: JSON only, `400` for anything else.
+    async fn json_only_member(binary_seen: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new().route(
+            "/-/raft/append",
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                use axum::response::IntoResponse;
+                match serde_json::from_slice::<AppendEntriesRequest<TypeConfig>>(&body) {
+                    Ok(_) => axum::Json(Ok::<_, RaftError<u64>>(
+                        AppendEntriesResponse::<u64>::Success,
+                    ))
+                    .into_response(),
+                    Err(_) => {
+                        binary_seen.fetch_add(1, Ordering::SeqCst);
+                        axum::http::StatusCode::BAD_REQUEST.into_response()
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_member_refusing_binary_append_entries_gets_json() {
+        let binary_seen = Arc::new(AtomicUsize::new(0));
+        let addr = json_only_member(Arc::clone(&binary_seen)).await;
+        let client = PeerClient::new(Duration::from_secs(1), None, false, Vec::new()).unwrap();
+        let mut network = Network {
+            client,
+            peers: [(2, addr.clone())].into(),
+        };
+        let mut peer = network.new_client(2, &BasicNode { addr }).await;
+        let req = || AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(1, 1, 1)),
+            leader_commit: None,
+            entries: Vec::new(),
+        };
+        let option = RPCOption::new(Duration::from_secs(5));
+        for _ in 0..2 {
+            let answer = peer.append_entries(req(), option.clone()).await;
+            assert!(
+                matches!(answer, Ok(AppendEntriesResponse::Success)),
+                "{answer:?}"
+            );
+        }
+        // Binary once; JSON from then on.
+        assert_eq!(binary_seen.load(Ordering::SeqCst), 1);
     }
 }
