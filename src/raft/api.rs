@@ -1,7 +1,8 @@
 //! The `/-/raft/…` endpoints every index cluster member serves: Raft's own RPCs
 //! (`append`, `vote`, `snapshot`), commands forwarded to the leader (`propose`),
 //! membership changes forwarded to it (`members`) and read-index requests
-//! (`read-index`). JSON in, JSON out; POST only. Under auth they
+//! (`read-index`). JSON in (AppendEntries also binary: [`super::wire`]), JSON
+//! out; POST only. Under auth they
 //! need the cluster token like any write.
 
 use axum::body::Body;
@@ -51,7 +52,14 @@ pub async fn handle(node: &RaftNode, name: &str, body: Body) -> Response {
         };
     }
     match name {
-        "append" => axum::Json(node.raft.append_entries(parse!()).await).into_response(),
+        "append" => match super::wire::decode_append(&bytes) {
+            Ok(req) => axum::Json(node.raft.append_entries(req).await).into_response(),
+            Err(e) => (
+                StatusCode::BAD_REQUEST,
+                format!("bad append request: {e}\n"),
+            )
+                .into_response(),
+        },
         "vote" => axum::Json(node.raft.vote(parse!()).await).into_response(),
         "snapshot" => axum::Json(node.raft.install_snapshot(parse!()).await).into_response(),
         "propose" => {

@@ -17,15 +17,58 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::TypeConfig;
 use crate::index::{Applied, Command, IndexError};
 
-/// What one log entry proposes. Untagged, so entries written before batching existed
-/// (a bare command) still read as [`Proposal::One`].
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
+/// What one log entry proposes. In JSON (the log) untagged, so entries written before
+/// batching existed (a bare command) still read as [`Proposal::One`]; in binary
+/// formats (AppendEntries, see `super::wire`), which cannot tell variants apart by
+/// their shape, tagged.
+#[derive(Debug, Clone)]
 pub enum Proposal {
     /// One command.
     One(Command),
     /// Commands applied in this order, in one index transaction.
     Many(Vec<Command>),
+}
+
+/// [`Proposal`] as JSON writes it.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Untagged<C, M> {
+    One(C),
+    Many(M),
+}
+
+/// [`Proposal`] as binary formats write it.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Tagged<C, M> {
+    One(C),
+    Many(M),
+}
+
+impl serde::Serialize for Proposal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self, s.is_human_readable()) {
+            (Proposal::One(c), true) => Untagged::<_, &[Command]>::One(c).serialize(s),
+            (Proposal::Many(m), true) => Untagged::<&Command, _>::Many(m).serialize(s),
+            (Proposal::One(c), false) => Tagged::<_, &[Command]>::One(c).serialize(s),
+            (Proposal::Many(m), false) => Tagged::<&Command, _>::Many(m).serialize(s),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Proposal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(if d.is_human_readable() {
+            match Untagged::<Command, Vec<Command>>::deserialize(d)? {
+                Untagged::One(c) => Proposal::One(c),
+                Untagged::Many(m) => Proposal::Many(m),
+            }
+        } else {
+            match Tagged::<Command, Vec<Command>>::deserialize(d)? {
+                Tagged::One(c) => Proposal::One(c),
+                Tagged::Many(m) => Proposal::Many(m),
+            }
+        })
+    }
 }
 
 impl Proposal {

@@ -2,10 +2,10 @@
 //! a Raft log (openraft 0.9), so any of them can fail without losing an acknowledged
 //! write.
 //!
-//! Layers, bottom up: [`log_store`] (log and vote, fsynced, in `<db>/raft-log.redb`),
+//! Layers, bottom up: [`log_store`] (log and vote, fsynced, in `<db>/raft-log/`: [`segments`]),
 //! [`state_machine`] (committed commands applied to the index with the same
 //! `index::apply` as a single server; snapshots of the index as files), [`network`]
-//! (JSON over HTTP to peers), [`api`] (the `/-/raft/…` endpoints), and [`RaftNode`]
+//! (HTTP to peers; AppendEntries in postcard, [`wire`]), [`api`] (the `/-/raft/…` endpoints), and [`RaftNode`]
 //! here, which the index uses as its [`Replicator`]:
 //!
 //! * **Writes**: `Index::apply` proposes the command. On the leader it is appended,
@@ -30,7 +30,9 @@ mod batch;
 pub mod log_store;
 pub mod members;
 pub mod network;
+mod segments;
 pub mod state_machine;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -228,7 +230,7 @@ impl RaftNode {
         index: Index,
         token: Option<String>,
     ) -> anyhow::Result<Arc<RaftNode>> {
-        let log = log_store::LogStore::open(&db.join("raft-log.redb"))?;
+        let log = log_store::LogStore::open(&db.join("raft-log"))?;
         let sm = state_machine::StateMachine::new(index.clone(), &db.join("snapshots"))?;
         let ca = match &cfg.tls_ca {
             Some(path) => crate::tls::ca_certificates(path)?,

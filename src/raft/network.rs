@@ -1,5 +1,5 @@
-//! Raft RPCs between index servers: JSON over HTTP on each server's own port, under
-//! `/-/raft/…` (served by [`super::api`]). The same client also forwards commands and
+//! Raft RPCs between index servers: HTTP on each server's own port, under `/-/raft/…`
+//! (served by [`super::api`]); JSON bodies, AppendEntries in postcard ([`super::wire`]). The same client also forwards commands and
 //! read-index requests to the leader.
 
 use std::time::Duration;
@@ -33,6 +33,9 @@ pub enum CallError {
     /// The request or its answer broke.
     #[error("peer call failed: {0}")]
     Network(String),
+    /// The peer could not read the request (`400`).
+    #[error("peer refused the request: {0}")]
+    Refused(String),
 }
 
 impl PeerClient {
@@ -85,10 +88,29 @@ impl PeerClient {
         Req: serde::Serialize + ?Sized,
         Resp: serde::de::DeserializeOwned,
     {
+        let body = serde_json::to_vec(req).map_err(|e| CallError::Network(e.to_string()))?;
+        self.call_with(addr, path, body, "application/json", timeout)
+            .await
+    }
+
+    /// POSTs `body` (of `content_type`) to `/-/raft/{path}` on `addr` and decodes the
+    /// JSON answer.
+    pub async fn call_with<Resp>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Resp: serde::de::DeserializeOwned,
+    {
         let builder = self
             .post(addr, &format!("/-/raft/{path}"))
             .timeout(timeout)
-            .json(req);
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
         let resp = builder.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
                 CallError::Unreachable(e)
@@ -96,6 +118,9 @@ impl PeerClient {
                 CallError::Network(e.to_string())
             }
         })?;
+        if resp.status() == reqwest::StatusCode::BAD_REQUEST {
+            return Err(CallError::Refused(format!("{addr} answered 400")));
+        }
         if !resp.status().is_success() {
             return Err(CallError::Network(format!(
                 "{addr} answered {}",
@@ -123,6 +148,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         Peer {
             client: self.client.clone(),
+            json_only: false,
             target,
             addr: self
                 .peers
@@ -136,6 +162,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The connection to one peer.
 pub struct Peer {
     client: PeerClient,
+    /// The peer refused a binary AppendEntries (an earlier version): send it JSON.
+    json_only: bool,
     target: u64,
     addr: String,
 }
@@ -152,16 +180,28 @@ impl Peer {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
-        let answer: Result<Resp, E> = self
+        let answer = self
             .client
             .call(&self.addr, path, req, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
-                CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
-                CallError::Network(msg) => {
-                    RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
-                }
-            })?;
+            .await;
+        self.answer(answer)
+    }
+
+    /// openraft's view of a call's outcome (its error type is openraft's, large).
+    #[allow(clippy::result_large_err)]
+    fn answer<Resp, E>(
+        &self,
+        answer: Result<Result<Resp, E>, CallError>,
+    ) -> Result<Resp, RPCError<u64, BasicNode, E>>
+    where
+        E: std::error::Error,
+    {
+        let answer = answer.map_err(|e| match e {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(msg) | CallError::Refused(msg) => {
+                RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
+            }
+        })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -172,6 +212,28 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        if !self.json_only {
+            let body = super::wire::encode_append(&rpc)
+                .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
+            let answer = self
+                .client
+                .call_with(
+                    &self.addr,
+                    "append",
+                    body,
+                    "application/octet-stream",
+                    option.hard_ttl(),
+                )
+                .await;
+            if !matches!(answer, Err(CallError::Refused(_))) {
+                return self.answer(answer);
+            }
+            tracing::info!(
+                "node {} does not read binary AppendEntries: sending it JSON",
+                self.target
+            );
+            self.json_only = true;
+        }
         self.rpc("append", &rpc, &option).await
     }
 
@@ -192,5 +254,68 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.rpc("vote", &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use openraft::testing::log_id;
+    use openraft::Vote;
+
+    use super::*;
+
+    /// A member of an earlier version: JSON only, `400` for anything else.
+    async fn json_only_member(binary_seen: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new().route(
+            "/-/raft/append",
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                use axum::response::IntoResponse;
+                match serde_json::from_slice::<AppendEntriesRequest<TypeConfig>>(&body) {
+                    Ok(_) => axum::Json(Ok::<_, RaftError<u64>>(
+                        AppendEntriesResponse::<u64>::Success,
+                    ))
+                    .into_response(),
+                    Err(_) => {
+                        binary_seen.fetch_add(1, Ordering::SeqCst);
+                        axum::http::StatusCode::BAD_REQUEST.into_response()
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_member_refusing_binary_append_entries_gets_json() {
+        let binary_seen = Arc::new(AtomicUsize::new(0));
+        let addr = json_only_member(Arc::clone(&binary_seen)).await;
+        let client = PeerClient::new(Duration::from_secs(1), None, false, Vec::new()).unwrap();
+        let mut network = Network {
+            client,
+            peers: [(2, addr.clone())].into(),
+        };
+        let mut peer = network.new_client(2, &BasicNode { addr }).await;
+        let req = || AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(1, 1, 1)),
+            leader_commit: None,
+            entries: Vec::new(),
+        };
+        let option = RPCOption::new(Duration::from_secs(5));
+        for _ in 0..2 {
+            let answer = peer.append_entries(req(), option.clone()).await;
+            assert!(
+                matches!(answer, Ok(AppendEntriesResponse::Success)),
+                "{answer:?}"
+            );
+        }
+        // Binary once; JSON from then on.
+        assert_eq!(binary_seen.load(Ordering::SeqCst), 1);
     }
 }
