@@ -212,6 +212,12 @@ impl LogStore {
                     "Raft log {}: cutting a torn record at offset {valid}",
                     path.display()
                 );
+            }
+            if i + 1 == list.len() && file.metadata().map_err(ctx)?.len() > valid {
+                // Cut the last segment where its records end: the zeros allocated ahead
+                // go, and with them anything a crash left there (a torn group's later
+                // records may have reached the disk before its first), which appends
+                // must never land next to. The next append allocates again.
                 file.set_len(valid).map_err(ctx)?;
                 file.sync_all().map_err(ctx)?;
             }

@@ -154,6 +154,46 @@ async fn a_torn_append_is_cut_off_when_the_log_opens() {
     assert_eq!(all(&mut log).await, ids(1, 1..=7));
 }
 
+/// A crash in the middle of a group of two records can leave the second on disk and
+/// the first still zeros. The open cuts the segment where its records end, so the
+/// stray record is gone before appends land next to it: re-appending the first entry
+/// alone (same bytes, same place) must not bring the second back.
+#[tokio::test]
+async fn a_stray_record_after_the_end_is_cut_off_when_the_log_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("raft-log");
+    {
+        let log = LogStore::open(&dir).unwrap();
+        append(&log, entries(1, 1..=5)).await;
+    }
+    let first = segments::list_segments(&dir).unwrap()[0];
+    let path = segments::segment_path(&dir, first);
+    let good = segments::scan(&std::fs::File::open(&path).unwrap(), |_| {})
+        .unwrap()
+        .0;
+    // Entries 6 and 7 as the writer would have written them; only 7 reached the disk.
+    let encode = |e: &Entry<TypeConfig>| {
+        let mut record = Vec::new();
+        segments::encode_record(&serde_json::to_vec(e).unwrap(), &mut record);
+        record
+    };
+    let six = encode(&entries(1, 6..=6)[0]);
+    let seven = encode(&entries(1, 7..=7)[0]);
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&seven, good + six.len() as u64).unwrap();
+    }
+
+    let mut log = LogStore::open(&dir).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+    assert_eq!(all(&mut log).await, ids(1, 1..=5));
+    append(&log, entries(1, 6..=6)).await;
+    drop(log);
+    let mut log = LogStore::open(&dir).unwrap();
+    assert_eq!(all(&mut log).await, ids(1, 1..=6));
+}
+
 #[tokio::test]
 async fn a_corrupt_record_before_the_last_segment_fails_the_open() {
     let tmp = tempfile::tempdir().unwrap();
