@@ -192,19 +192,8 @@ impl Writer {
             }
             (doomed, cut)
         };
-        for first in doomed.iter().rev() {
-            std::fs::remove_file(segments::segment_path(&self.dir, *first))?;
-        }
-        if !doomed.is_empty() {
-            segments::sync_dir(&self.dir)?;
-        }
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|s| doomed.contains(&s.first))
-        {
-            self.current = None;
-        }
+        let newest_first: Vec<u64> = doomed.iter().rev().copied().collect();
+        self.remove_segments(&newest_first)?;
         if let Some((segment, offset)) = cut.filter(|(s, _)| !doomed.contains(s)) {
             let file = lock(&self.shared).files.get(&segment).cloned();
             if let Some(file) = file {
@@ -274,7 +263,14 @@ impl Writer {
             }
             doomed
         };
-        for first in &doomed {
+        self.remove_segments(&doomed)?;
+        Ok(())
+    }
+
+    /// Deletes the segments starting at `doomed`, in that order, makes the deletions
+    /// durable, and forgets the current segment if it was one of them.
+    fn remove_segments(&mut self, doomed: &[u64]) -> std::io::Result<()> {
+        for first in doomed {
             std::fs::remove_file(segments::segment_path(&self.dir, *first))?;
         }
         if !doomed.is_empty() {
