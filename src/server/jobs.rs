@@ -184,6 +184,9 @@ pub async fn start(
     if !node.is_leader() {
         return Err(JobsError::NotLeader);
     }
+    // Between publishing the record and launching the job, `supervise` would see a
+    // running job of this member that does not run here, and take it over.
+    let _starting = app.job_start.lock().await;
     let (record, owner) = app.store.index.job().map_err(OpsError::from)?;
     let previous = record.as_deref().and_then(parse);
     if !owner.is_empty() {
@@ -313,6 +316,8 @@ pub async fn supervise(app: Weak<App>) {
         tokio::time::sleep(TICK).await;
         let Some(app) = app.upgrade() else { return };
         let Some(node) = app.raft.clone() else { return };
+        // Not while `start` is between publishing a job and launching it.
+        let _starting = app.job_start.lock().await;
         let latest = app.jobs.latest();
         if !node.is_leader() {
             if let Some(job) = latest.filter(|j| !j.has_ended()) {

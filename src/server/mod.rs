@@ -128,6 +128,9 @@ pub struct App {
     pub started: Instant,
     /// Runs background operations (rebalance, verify), one at a time.
     pub jobs: Worker,
+    /// Held while this member starts the cluster's job or takes one over (see
+    /// `jobs::start` and `jobs::supervise`), so the two never both launch it.
+    pub job_start: tokio::sync::Mutex<()>,
     /// Records volume registrations.
     pub membership: Membership,
     /// This server's Raft member, when the index is replicated.
@@ -258,6 +261,7 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         store,
         started: Instant::now(),
         jobs: Worker::default(),
+        job_start: tokio::sync::Mutex::new(()),
         membership,
         raft,
         series: ui::series::Series::default(),
