@@ -75,6 +75,13 @@ fn ids(term: u64, range: std::ops::RangeInclusive<u64>) -> Vec<(u64, u64)> {
     range.map(|i| (term, i)).collect()
 }
 
+/// Writes `bytes` at `offset` of the file at `path`, as a crash would have left them.
+fn write_at(path: &Path, bytes: &[u8], offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+}
+
 fn segment_count(dir: &Path) -> usize {
     segments::list_segments(dir).expect("list").len()
 }
@@ -139,11 +146,7 @@ async fn a_torn_append_is_cut_off_when_the_log_opens() {
     let mut record = Vec::new();
     segments::encode_record(&[b'x'; 100], &mut record);
     record.truncate(40);
-    {
-        use std::os::unix::fs::FileExt;
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&record, good).unwrap();
-    }
+    write_at(&path, &record, good);
 
     let mut log = LogStore::open(&dir).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
@@ -179,11 +182,7 @@ async fn a_stray_record_after_the_end_is_cut_off_when_the_log_opens() {
     };
     let six = encode(&entries(1, 6..=6)[0]);
     let seven = encode(&entries(1, 7..=7)[0]);
-    {
-        use std::os::unix::fs::FileExt;
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&seven, good + six.len() as u64).unwrap();
-    }
+    write_at(&path, &seven, good + six.len() as u64);
 
     let mut log = LogStore::open(&dir).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
