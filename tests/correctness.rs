@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{client, Cluster, Kind, Volume};
+use common::uploads_in_progress;
 use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -25,17 +26,6 @@ where
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Uploads a native volume has in progress (files in its temp directory).
-fn uploads_in_progress(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join(".hoard-tmp"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("put-"))
-                .count()
-        })
-        .unwrap_or_else(|e| panic!("cannot read the temp directory of {}: {e}", dir.display()))
 }
 
 /// A volume whose disk is full: it answers the prober, reads every PUT body to its end
@@ -105,7 +95,7 @@ async fn rolled_back_write_never_lands_late() {
         "a",
         &["--test-rename-delay", "1s"],
     );
-    let a_dir = a.dir.clone();
+    let (a_dir, a_pid) = (a.dir.clone(), a.proc.pid().unwrap());
     let b = full_volume(1).await;
     let list = format!("{},{b}", a.addr);
     let c = Cluster::with_volumes(tmp, vec![a], &list, &["--replicas", "2"]);
@@ -116,7 +106,7 @@ async fn rolled_back_write_never_lands_late() {
     assert!(r.status().is_server_error(), "{}", r.status());
     // Whatever A was doing with the upload is over: nothing of it may remain.
     wait_until(Duration::from_secs(10), "A's upload to end", || async {
-        uploads_in_progress(&a_dir) == 0
+        uploads_in_progress(&a_dir, a_pid) == 0
     })
     .await;
     assert_eq!(c.volumes[0].files(), Vec::<String>::new());
@@ -150,10 +140,10 @@ async fn volume_cancels_uploads_overtaken_by_delete_or_newer_put() {
         tokio::spawn(async move { http.put(&url).body(body).send().await.unwrap().status() })
     };
     let in_flight = |n: usize| {
-        let dir = v.dir.clone();
+        let (dir, pid) = (v.dir.clone(), v.proc.pid().unwrap());
         move || {
             let dir = dir.clone();
-            async move { uploads_in_progress(&dir) == n }
+            async move { uploads_in_progress(&dir, pid) == n }
         }
     };
 
@@ -174,7 +164,7 @@ async fn volume_cancels_uploads_overtaken_by_delete_or_newer_put() {
     assert_eq!(newer.await.unwrap(), StatusCode::CREATED);
     let got = http.get(&url).send().await.unwrap();
     assert_eq!(got.text().await.unwrap(), "two");
-    assert_eq!(uploads_in_progress(&v.dir), 0);
+    assert_eq!(uploads_in_progress(&v.dir, v.proc.pid().unwrap()), 0);
 }
 
 /// Defect: the degraded-write completer copied one key at a time with no deadline,
@@ -244,8 +234,9 @@ async fn one_stuck_completion_stops_nothing_else() {
     // C comes back; as soon as a copy to it is in flight, it hangs.
     c.volumes[2].restart();
     let c_dir = c.volumes[2].dir.clone();
+    let c_pid = c.volumes[2].proc.pid().unwrap();
     wait_until(Duration::from_secs(20), "a copy to C", || async {
-        uploads_in_progress(&c_dir) > 0
+        uploads_in_progress(&c_dir, c_pid) > 0
     })
     .await;
     let pid = c.volumes[2].proc.pid().unwrap().to_string();

@@ -59,10 +59,13 @@ impl Fixture {
         raw_request(&self.vol.addr(), request.as_bytes()).expect("raw request")
     }
 
+    /// Entries of the temp directory (uploads with a name, large files being deleted)
+    /// plus the unnamed uploads the process holds open.
     fn temp_files(&self) -> usize {
-        std::fs::read_dir(self.dir().join(".hoard-tmp"))
+        let entries = std::fs::read_dir(self.dir().join(".hoard-tmp"))
             .expect("temp dir exists")
-            .count()
+            .count();
+        entries + common::unnamed_uploads(self.dir(), self.vol.pid())
     }
 }
 

@@ -22,6 +22,7 @@ pub mod listing;
 pub mod path;
 pub mod read;
 pub mod root;
+pub mod temp;
 pub mod walk;
 pub mod write;
 

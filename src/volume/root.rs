@@ -19,6 +19,7 @@ use anyhow::Context as _;
 use super::beneath::{self, Resolved, RootFd};
 use super::error::VolumeError;
 use super::inflight::InFlight;
+use super::temp;
 use super::path::VolumePath;
 
 /// Name of the hidden directory holding uploads in progress. Request paths can never
@@ -33,6 +34,9 @@ pub struct Root {
     fd: Arc<RootFd>,
     inflight: Arc<InFlight>,
     rename_delay: Option<Duration>,
+    /// Uploads are unnamed (`O_TMPFILE`) files in their target's directory
+    /// ([`super::temp`]); false where the file system does not allow it.
+    unnamed_temp: bool,
 }
 
 impl Root {
@@ -47,6 +51,7 @@ impl Root {
             fd: Arc::new(fd),
             inflight: Arc::default(),
             rename_delay: None,
+            unnamed_temp: false,
         };
         let temp = root.temp_dir();
         match fs::remove_dir_all(&temp) {
@@ -55,7 +60,11 @@ impl Root {
             Err(e) => return Err(e).with_context(|| format!("clearing {}", temp.display())),
         }
         fs::create_dir(&temp).with_context(|| format!("creating {}", temp.display()))?;
-        Ok(root)
+        let unnamed_temp = temp::probe_unnamed(&temp);
+        Ok(Self {
+            unnamed_temp,
+            ..root
+        })
     }
 
     /// Makes every upload wait `delay` between syncing its data and renaming it into
@@ -64,6 +73,11 @@ impl Root {
     pub fn with_rename_delay(mut self, delay: Option<Duration>) -> Self {
         self.rename_delay = delay;
         self
+    }
+
+    /// Whether uploads are unnamed files in their target's directory ([`super::temp`]).
+    pub fn unnamed_temp(&self) -> bool {
+        self.unnamed_temp
     }
 
     /// The pause before an upload's rename (a test hook; normally none).

@@ -301,3 +301,32 @@ macro_rules! both_kinds {
         }
     )*};
 }
+
+/// Uploads a native volume (process `pid`, data directory `dir`) has in progress: named
+/// temp files in `<dir>/.hoard-tmp` plus [`unnamed_uploads`]. Panics if either cannot be
+/// read (a test that cannot see uploads must not pass).
+pub fn uploads_in_progress(dir: &Path, pid: u32) -> usize {
+    let temp = dir.join(".hoard-tmp");
+    let named = std::fs::read_dir(&temp)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", temp.display()))
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("put-"))
+        .count();
+    named + unnamed_uploads(dir, pid)
+}
+
+/// The unnamed (`O_TMPFILE`) upload files process `pid` holds open under `dir`:
+/// `/proc/<pid>/fd` shows them as `<dir>/…/#<inode> (deleted)`.
+pub fn unnamed_uploads(dir: &Path, pid: u32) -> usize {
+    let root = std::fs::canonicalize(dir).expect("volume directory");
+    let fds = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&fds)
+        .unwrap_or_else(|e| panic!("cannot read {fds}: {e}"))
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|target| {
+            let name = target.file_name().unwrap_or_default().to_string_lossy();
+            target.starts_with(&root) && name.starts_with('#') && name.ends_with(" (deleted)")
+        })
+        .count()
+}

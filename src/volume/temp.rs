@@ -1,0 +1,321 @@
+//! An upload's temp file, and how it is put in place.
+//!
+//! Where the file system allows it, the temp file is created with `O_TMPFILE` *in the
+//! target's directory*: it has no name until it is complete, so no listing or walk can
+//! see it, and a process that dies before the end leaves nothing behind (the kernel frees
+//! the inode when the descriptor closes). It is then given its name with one `linkat`,
+//! which fails if the name is taken (that tells 201 from 204). Two things make this
+//! cheaper than a named file in one shared temp directory renamed across directories:
+//! concurrent uploads do not queue on that one directory's lock while its inode
+//! allocation runs, and no cross-directory rename takes the file system's rename mutex.
+//! (Measured in docs/BENCHMARKS.md, "one volume direct".)
+//!
+//! Otherwise (a file system without `O_TMPFILE`, or no `/proc` for `linkat` to name the
+//! descriptor — [`probe_unnamed`] decides once at startup) the temp file is a named file
+//! in `<root>/.hoard-tmp`, renamed into place; [`super::root::Root::prepare`] empties
+//! that directory at startup.
+//!
+//! Replacing an existing file is atomic either way: the unnamed file is first linked
+//! under a random name in `<root>/.hoard-tmp`, then renamed over the target.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use super::error::VolumeError;
+
+/// An upload's temp file. Dropping it before [`TempFile::place`] succeeded deletes the
+/// file, however the request ended. Blocking methods.
+pub struct TempFile {
+    file: File,
+    /// The file's name, if it has one (a named temp file, or an unnamed one linked into
+    /// the temp directory for a replacement); removed on drop unless placed.
+    name: Option<PathBuf>,
+    /// Where unnamed, the directory it was created in (for messages).
+    dir: PathBuf,
+    placed: bool,
+}
+
+impl TempFile {
+    /// Creates an unnamed file in `dir` (the target's directory) when `unnamed`, else a
+    /// uniquely named file in `temp_dir`.
+    pub fn create(unnamed: bool, dir: &Path, temp_dir: &Path) -> Result<Self, VolumeError> {
+        if unnamed {
+            let opened = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_TMPFILE)
+                .open(dir);
+            let file = opened
+                .map_err(|e| VolumeError::io(format!("creating a file in {}", dir.display()), e))?;
+            return Ok(Self {
+                file,
+                name: None,
+                dir: dir.to_path_buf(),
+                placed: false,
+            });
+        }
+        let (file, path) = create_named(temp_dir)?;
+        Ok(Self {
+            file,
+            name: Some(path),
+            dir: temp_dir.to_path_buf(),
+            placed: false,
+        })
+    }
+
+    fn describe(&self) -> String {
+        match &self.name {
+            Some(path) => path.display().to_string(),
+            None => format!("a new file in {}", self.dir.display()),
+        }
+    }
+
+    /// Appends `data`.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), VolumeError> {
+        let written = self.file.write_all(data);
+        written.map_err(|e| VolumeError::io(format!("writing {}", self.describe()), e))
+    }
+
+    /// Syncs the data to disk.
+    pub fn sync(&mut self) -> Result<(), VolumeError> {
+        let synced = self.file.sync_all();
+        synced.map_err(|e| VolumeError::io(format!("syncing {}", self.describe()), e))
+    }
+
+    /// Puts the file at `target`, replacing any file there (not a directory); true when
+    /// nothing was there. `temp_dir` holds the name a replacement goes through.
+    pub fn place(&mut self, target: &Path, temp_dir: &Path) -> Result<bool, VolumeError> {
+        if self.name.is_none() {
+            match link_fd(&self.file, target) {
+                Ok(()) => {
+                    self.placed = true;
+                    return Ok(true);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    let context = format!("linking {} as {}", self.describe(), target.display());
+                    return Err(VolumeError::io(context, e));
+                }
+            }
+            // Taken: give the file a name beside the other temp files, then rename it
+            // over the target (atomic for readers).
+            self.name = Some(link_named(&self.file, temp_dir)?);
+            return self.rename_over(target, true);
+        }
+        let from = self.name.as_deref().unwrap_or(temp_dir);
+        match rename_noreplace(from, target) {
+            Ok(()) => {
+                self.placed = true;
+                Ok(true)
+            }
+            // Taken, or a file system without RENAME_NOREPLACE: replace.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::EINVAL)) => {
+                let existed = match std::fs::symlink_metadata(target) {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                    Err(e) => {
+                        let context = format!("inspecting {}", target.display());
+                        return Err(VolumeError::io(context, e));
+                    }
+                };
+                self.rename_over(target, existed)
+            }
+            Err(e) => Err(rename_error(from, target, e)),
+        }
+    }
+
+    /// Renames the named file over `target`; `!existed` is the answer.
+    fn rename_over(&mut self, target: &Path, existed: bool) -> Result<bool, VolumeError> {
+        let Some(from) = self.name.as_deref() else {
+            return Err(VolumeError::io(
+                format!("replacing {}", target.display()),
+                io::Error::other("the temp file has no name"),
+            ));
+        };
+        match std::fs::rename(from, target) {
+            Ok(()) => {
+                self.placed = true;
+                Ok(!existed)
+            }
+            Err(e) => Err(rename_error(from, target, e)),
+        }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let (false, Some(name)) = (self.placed, &self.name) {
+            // Best effort: a named leftover is cleared at the next startup. An unnamed
+            // file vanishes with its descriptor.
+            let _ = std::fs::remove_file(name);
+        }
+    }
+}
+
+/// Whether unnamed temp files work in `dir`: creates one, links it under a random name
+/// and removes that name. Blocking; run once at startup.
+pub fn probe_unnamed(dir: &Path) -> bool {
+    let Ok(file) = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    else {
+        return false;
+    };
+    match link_named(&file, dir) {
+        Ok(name) => std::fs::remove_file(name).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Creates a new, uniquely named file in `dir`.
+fn create_named(dir: &Path) -> Result<(File, PathBuf), VolumeError> {
+    loop {
+        let path = dir.join(format!("put-{:016x}", fastrand::u64(..)));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(VolumeError::io(format!("creating {}", path.display()), e)),
+        }
+    }
+}
+
+/// Links the unnamed `file` under a new random name in `dir`.
+fn link_named(file: &File, dir: &Path) -> Result<PathBuf, VolumeError> {
+    loop {
+        let path = dir.join(format!("put-{:016x}", fastrand::u64(..)));
+        match link_fd(file, &path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(VolumeError::io(format!("linking {}", path.display()), e)),
+        }
+    }
+}
+
+/// `linkat` of an open (unnamed) file to `to`, through its `/proc/self/fd` entry (which
+/// needs no privilege, unlike `AT_EMPTY_PATH`). Fails with `EEXIST` if `to` exists.
+fn link_fd(file: &File, to: &Path) -> io::Result<()> {
+    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let to = cstring(to)?;
+    // SAFETY: two NUL-terminated paths (both absolute); the result is checked.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// `renameat2(from, to, RENAME_NOREPLACE)`: fails with `EEXIST` if `to` exists.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (from, to) = (cstring(from)?, cstring(to)?);
+    // SAFETY: two NUL-terminated paths relative to the working directory (both are
+    // absolute); the result is checked.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+fn cstring(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn rename_error(from: &Path, to: &Path, e: io::Error) -> VolumeError {
+    match e.kind() {
+        io::ErrorKind::IsADirectory => VolumeError::Conflict("the path is a directory"),
+        _ => VolumeError::io(
+            format!("renaming {} to {}", from.display(), to.display()),
+            e,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, temp) = (tmp.path().join("d"), tmp.path().join("t"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(&temp).unwrap();
+        (tmp, dir, temp)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn both_kinds_create_replace_and_leave_nothing() {
+        let (_tmp, dir, temp) = setup();
+        let unnamed = probe_unnamed(&temp);
+        for kind in [true, false].into_iter().filter(|k| !k || unnamed) {
+            let target = dir.join(format!("f-{kind}"));
+            let mut t = TempFile::create(kind, &dir, &temp).unwrap();
+            t.write(b"one").unwrap();
+            t.sync().unwrap();
+            // Invisible until placed, wherever it lives.
+            assert!(!names(&dir).contains(&format!("f-{kind}")));
+            assert!(t.place(&target, &temp).unwrap(), "new name: created");
+            drop(t);
+            assert_eq!(std::fs::read(&target).unwrap(), b"one");
+            let mut t = TempFile::create(kind, &dir, &temp).unwrap();
+            t.write(b"two").unwrap();
+            assert!(!t.place(&target, &temp).unwrap(), "taken name: replaced");
+            drop(t);
+            assert_eq!(std::fs::read(&target).unwrap(), b"two");
+            // An abandoned upload leaves nothing.
+            let mut t = TempFile::create(kind, &dir, &temp).unwrap();
+            t.write(b"lost").unwrap();
+            drop(t);
+            assert!(names(&temp).is_empty(), "{:?}", names(&temp));
+        }
+        let expected = if unnamed { vec!["f-false", "f-true"] } else { vec!["f-false"] };
+        assert_eq!(names(&dir), expected);
+    }
+
+    #[test]
+    fn a_directory_in_the_way_is_a_conflict() {
+        let (_tmp, dir, temp) = setup();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        for kind in [true, false] {
+            if kind && !probe_unnamed(&temp) {
+                continue;
+            }
+            let mut t = TempFile::create(kind, &dir, &temp).unwrap();
+            t.write(b"x").unwrap();
+            let err = t.place(&dir.join("sub"), &temp).unwrap_err();
+            assert!(matches!(err, VolumeError::Conflict(_)), "{err:?}");
+            drop(t);
+            assert!(names(&temp).is_empty());
+        }
+    }
+}
