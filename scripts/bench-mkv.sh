@@ -9,6 +9,14 @@
 #        HOARD_BEFORE=/path/to/an/older/hoard: a set-up named `NAME:before` (e.g.
 #        `native-nofsync:before`) runs that binary's servers instead, for before/after in
 #        one run (the load generators and limits always use HOARD).
+#        VOLUME_ARGS="--threads 1": extra arguments of every `hoard volume` (one worker
+#        thread, as nginx runs here with `worker_processes 1`; VOLUME_ARGS= for the
+#        default of one per core). Not given to `NAME:before` set-ups (an older binary
+#        may not have the option).
+#        BENCH_DIR=/tmp: where the volumes, indexes and limits run. On a shared ext4 the
+#        inode allocator's state (how many inodes were freed in the last 30 s) moves
+#        small-file costs by 5x between runs; BENCH_DIR=/dev/shm (tmpfs) takes the file
+#        system out of the comparison and leaves the software.
 #
 # Set-ups, each started fresh, index on 127.0.0.1:3000 (minikeyvalue's thrasher only talks
 # to localhost:3000), 5 volumes, 3 replicas, 10 subvolumes:
@@ -33,6 +41,7 @@ KEYS=${KEYS:-5000}
 WRK_SECONDS=${WRK_SECONDS:-5}
 BIG=${BIG:-256MB}
 SETUPS=${SETUPS:-mkv nginx native-nofsync native dev}
+VOLUME_ARGS=${VOLUME_ARGS---threads 1}
 for tool in "$MKV/mkv" "$MKV/thrasher" "$HOARD" /usr/sbin/nginx; do
   [ -x "$tool" ] || { echo "missing $tool (build-minikeyvalue.sh / cargo build --release / apt install nginx)" >&2; exit 1; }
 done
@@ -40,7 +49,7 @@ command -v wrk >/dev/null || { echo "missing wrk (apt install wrk)" >&2; exit 1;
 command -v curl >/dev/null || { echo "missing curl" >&2; exit 1; }
 
 # nginx's worker user must be able to read the volume directories.
-WORK=$(mktemp -d /tmp/hoard-bench-mkv.XXXXXX)
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/hoard-bench-mkv.XXXXXX")
 chmod 755 "$WORK"
 RESULTS="$WORK/results.tsv"
 PIDS=()
@@ -97,7 +106,8 @@ bin_of() { case $1 in *:before|*:before.ops) realpath "${HOARD_BEFORE:?set HOARD
 
 # Starts 5 volumes of KIND (nginx | native | native-nofsync) over $WORK/$2/volN; sets VPIDS.
 start_volumes() {
-  local kind=$1 base=$WORK/$2 i bin; bin=$(bin_of "$2")
+  local kind=$1 base=$WORK/$2 i bin va=$VOLUME_ARGS; bin=$(bin_of "$2")
+  case $2 in *:before*) va= ;; esac
   VPIDS=()
   for i in 0 1 2 3 4; do
     local dir=$base/vol$i port=${VPORTS[$i]}
@@ -110,8 +120,10 @@ start_volumes() {
             -e "s|@PORT@|$port|g" -e "s|@ROOT@|$dir|g" \
             scripts/nginx-volume.conf > "$base/nginx$i/nginx.conf"
         /usr/sbin/nginx -e stderr -p "$base/nginx$i" -c "$base/nginx$i/nginx.conf" 2>>"$WORK/volumes.log" & ;;
-      native) "$bin" volume --dir "$dir" --port "$port" --bind 127.0.0.1 2>>"$WORK/volumes.log" & ;;
-      native-nofsync) "$bin" volume --dir "$dir" --port "$port" --bind 127.0.0.1 --fsync=false 2>>"$WORK/volumes.log" & ;;
+      # shellcheck disable=SC2086 # $va is a list of arguments
+      native) "$bin" $va volume --dir "$dir" --port "$port" --bind 127.0.0.1 2>>"$WORK/volumes.log" & ;;
+      # shellcheck disable=SC2086
+      native-nofsync) "$bin" $va volume --dir "$dir" --port "$port" --bind 127.0.0.1 --fsync=false 2>>"$WORK/volumes.log" & ;;
     esac
     VPIDS+=($!); PIDS+=($!)
   done
@@ -290,7 +302,7 @@ EOF
 
 for p in $PORT "${VPORTS[@]}" 3001 3002 3003; do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && { echo "port $p is in use" >&2; exit 1; }; done
 : > "$RESULTS"
-log "hoard: $HOARD; minikeyvalue: $MKV; $(nproc) cores"
+log "hoard: $HOARD; minikeyvalue: $MKV; $(nproc) cores; volumes: ${VOLUME_ARGS:-default}; in $WORK"
 limits
 for s in $SETUPS; do
   start_setup "$s"

@@ -48,6 +48,14 @@ pub struct Cli {
     #[arg(long, global = true, env = "HOARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Worker threads of the async runtime (default: one per CPU core). Blocking file
+    /// work (fsync, large writes) runs on a separate pool either way. One thread spares
+    /// the hand-offs between workers: `hoard volume --threads 1` is the counterpart of
+    /// nginx's `worker_processes 1` (docs/BENCHMARKS.md measures both).
+    #[arg(long, global = true, env = "HOARD_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+
     /// The role to run.
     #[command(subcommand)]
     pub command: Command,
@@ -68,7 +76,7 @@ pub enum Command {
     /// Run a native volume server storing files under --dir.
     ///
     /// Speaks the same HTTP as the stock nginx WebDAV volume minikeyvalue uses: PUT
-    /// (atomic: temp file, fsync, rename), GET/HEAD with Range, DELETE, and JSON
+    /// (atomic: temp file, fsync, then linked into place), GET/HEAD with Range, DELETE, and JSON
     /// directory listings for paths ending in `/`.
     Volume(VolumeArgs),
     /// Reconstruct a lost index from the files on the volumes, into a new --db.
@@ -127,10 +135,11 @@ pub fn main() -> ExitCode {
     crate::telemetry::init_logging(cli.log_format);
     // reqwest is built without a default rustls provider: every client needs this.
     crate::tls::install_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hoard: cannot start the async runtime: {e}");
@@ -167,5 +176,14 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn threads_must_be_positive() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let ok = parse(&["hoard", "volume", "--dir", "d", "--threads", "1"]).unwrap();
+        assert_eq!(ok.threads, Some(1));
+        assert!(parse(&["hoard", "--threads", "0", "volume", "--dir", "d"]).is_err());
+        assert_eq!(parse(&["hoard", "volume", "--dir", "d"]).unwrap().threads, None);
     }
 }

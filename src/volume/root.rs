@@ -154,9 +154,8 @@ impl Root {
 
     /// Makes sure the directories `parents` exist, creating missing ones one at a time
     /// and refusing to step through a symlink that leaves the root or through a file.
-    /// Returns the canonical directory and the directories created (outermost first).
     /// Blocking.
-    pub fn make_dirs(&self, parents: &[String]) -> Result<(PathBuf, Vec<PathBuf>), VolumeError> {
+    pub fn make_dirs(&self, parents: &[String]) -> Result<MadeDirs, VolumeError> {
         if let Some(done) = self.make_dirs_fast(parents) {
             return Ok(done);
         }
@@ -173,14 +172,19 @@ impl Root {
                 }
             };
         }
-        Ok((dir, created))
+        Ok(MadeDirs {
+            path: dir,
+            created,
+            fd: None,
+        })
     }
 
     /// [`Root::make_dirs`] without a symlink on the way: finds the deepest existing
     /// directory with one `openat2` per level tried (one in all when the directory
-    /// exists), then creates the rest with `mkdirat` under it. `None` when anything is
-    /// unusual (a symlink, a file in the way, an error): the general path decides.
-    fn make_dirs_fast(&self, parents: &[String]) -> Option<(PathBuf, Vec<PathBuf>)> {
+    /// exists), then creates the rest with `mkdirat` under it, and keeps the last one
+    /// open. `None` when anything is unusual (a symlink, a file in the way, an error):
+    /// the general path decides.
+    fn make_dirs_fast(&self, parents: &[String]) -> Option<MadeDirs> {
         let flags = libc::O_PATH | libc::O_DIRECTORY;
         let mut existing = parents.len();
         let mut dir = loop {
@@ -194,20 +198,20 @@ impl Root {
         let mut path = self.path.clone();
         path.extend(&parents[..existing]);
         let mut created = Vec::new();
-        for (i, name) in parents.iter().enumerate().skip(existing) {
+        for name in &parents[existing..] {
             let made = beneath::mkdir_in(&dir, name).ok()?;
-            if i + 1 < parents.len() {
-                dir = beneath::open_dir_in(&dir, name).ok()?;
-            } else if !made {
-                // Someone else made it meanwhile: check it is a real directory.
-                beneath::open_dir_in(&dir, name).ok()?;
-            }
+            // Also checks that one made meanwhile by someone else is a real directory.
+            dir = beneath::open_dir_in(&dir, name).ok()?;
             path.push(name);
             if made {
                 created.push(path.clone());
             }
         }
-        Some((path, created))
+        Some(MadeDirs {
+            path,
+            created,
+            fd: Some(dir),
+        })
     }
 
     /// One level of [`Root::make_dirs`]: `next`'s parent is canonical and inside the
@@ -270,6 +274,17 @@ impl Root {
     }
 }
 
+/// The directory a PUT writes into, from [`Root::make_dirs`].
+#[derive(Debug)]
+pub struct MadeDirs {
+    /// Its canonical path.
+    pub path: PathBuf,
+    /// The directories created on the way (outermost first).
+    pub created: Vec<PathBuf>,
+    /// The directory, open (`O_PATH`), when it was reached without a symlink.
+    pub fd: Option<std::os::fd::OwnedFd>,
+}
+
 /// What [`Root::step`] found or did.
 enum Step {
     Dir,
@@ -303,11 +318,12 @@ mod tests {
     fn make_dirs_creates_and_refuses_files() {
         let tmp = tempfile::tempdir().unwrap();
         let root = Root::prepare(tmp.path()).unwrap();
-        let (dir, created) = root.make_dirs(&["a".into(), "b".into()]).unwrap();
-        assert_eq!(dir, root.path().join("a/b"));
-        assert_eq!(created, [root.path().join("a"), root.path().join("a/b")]);
-        let (_, created) = root.make_dirs(&["a".into(), "b".into()]).unwrap();
-        assert!(created.is_empty());
+        let made = root.make_dirs(&["a".into(), "b".into()]).unwrap();
+        assert_eq!(made.path, root.path().join("a/b"));
+        assert_eq!(made.created, [root.path().join("a"), root.path().join("a/b")]);
+        assert!(made.fd.is_some(), "no symlink on the way: the fast path");
+        let made = root.make_dirs(&["a".into(), "b".into()]).unwrap();
+        assert!(made.created.is_empty());
         fs::write(root.path().join("f"), b"x").unwrap();
         assert!(matches!(
             root.make_dirs(&["f".into(), "g".into()]),
@@ -346,7 +362,7 @@ mod tests {
             root.entry(&["out".into()], "secret"),
             Err(VolumeError::Forbidden(_))
         ));
-        let (dir, _) = root.make_dirs(&["inside".into(), "n".into()]).unwrap();
-        assert_eq!(dir, root.path().join("real/n"));
+        let made = root.make_dirs(&["inside".into(), "n".into()]).unwrap();
+        assert_eq!(made.path, root.path().join("real/n"));
     }
 }

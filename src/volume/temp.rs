@@ -4,7 +4,10 @@
 //! target's directory*: it has no name until it is complete, so no listing or walk can
 //! see it, and a process that dies before the end leaves nothing behind (the kernel frees
 //! the inode when the descriptor closes). It is then given its name with one `linkat`,
-//! which fails if the name is taken (that tells 201 from 204). Two things make this
+//! which fails if the name is taken (that tells 201 from 204). Both calls work from the
+//! directory's descriptor when the caller has it (no walk of the full path), and the
+//! link names the file by its descriptor (`AT_EMPTY_PATH`, allowed to the file's opener
+//! since Linux 6.10), else by its `/proc/self/fd` entry. Two things make this
 //! cheaper than a named file in one shared temp directory renamed across directories:
 //! concurrent uploads do not queue on that one directory's lock while its inode
 //! allocation runs, and no cross-directory rename takes the file system's rename mutex.
@@ -18,15 +21,30 @@
 //! Replacing an existing file is atomic either way: the unnamed file is first linked
 //! under a random name in `<root>/.hoard-tmp`, then renamed over the target.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::error::VolumeError;
+
+/// Whether `linkat(fd, "", …, AT_EMPTY_PATH)` works for this process (decided by
+/// [`probe_unnamed`]); otherwise the file is named through `/proc/self/fd`.
+static LINK_BY_FD: AtomicBool = AtomicBool::new(false);
+
+/// The directory a file goes into: its path, and its descriptor when the caller has one
+/// open (then no call walks the full path).
+#[derive(Debug, Clone, Copy)]
+pub struct Dir<'a> {
+    /// The directory's path.
+    pub path: &'a Path,
+    /// The directory, open (`O_PATH` is enough).
+    pub fd: Option<&'a OwnedFd>,
+}
 
 /// An upload's temp file. Dropping it before [`TempFile::place`] succeeded deletes the
 /// file, however the request ended. Blocking methods.
@@ -43,18 +61,22 @@ pub struct TempFile {
 impl TempFile {
     /// Creates an unnamed file in `dir` (the target's directory) when `unnamed`, else a
     /// uniquely named file in `temp_dir`.
-    pub fn create(unnamed: bool, dir: &Path, temp_dir: &Path) -> Result<Self, VolumeError> {
+    pub fn create(unnamed: bool, dir: Dir<'_>, temp_dir: &Path) -> Result<Self, VolumeError> {
         if unnamed {
-            let opened = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_TMPFILE)
-                .open(dir);
-            let file = opened
-                .map_err(|e| VolumeError::io(format!("creating a file in {}", dir.display()), e))?;
+            let opened = match dir.fd {
+                Some(fd) => open_unnamed_at(fd),
+                None => OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_TMPFILE)
+                    .open(dir.path),
+            };
+            let file = opened.map_err(|e| {
+                VolumeError::io(format!("creating a file in {}", dir.path.display()), e)
+            })?;
             return Ok(Self {
                 file,
                 name: None,
-                dir: dir.to_path_buf(),
+                dir: dir.path.to_path_buf(),
                 placed: false,
             });
         }
@@ -86,11 +108,22 @@ impl TempFile {
         synced.map_err(|e| VolumeError::io(format!("syncing {}", self.describe()), e))
     }
 
-    /// Puts the file at `target`, replacing any file there (not a directory); true when
-    /// nothing was there. `temp_dir` holds the name a replacement goes through.
-    pub fn place(&mut self, target: &Path, temp_dir: &Path) -> Result<bool, VolumeError> {
+    /// Puts the file at `target` (named `name` in `dir`), replacing any file there (not
+    /// a directory); true when nothing was there. `temp_dir` holds the name a
+    /// replacement goes through.
+    pub fn place(
+        &mut self,
+        target: &Path,
+        dir: Dir<'_>,
+        name: &str,
+        temp_dir: &Path,
+    ) -> Result<bool, VolumeError> {
         if self.name.is_none() {
-            match link_fd(&self.file, target) {
+            let linked = match dir.fd {
+                Some(fd) => cstring(Path::new(name)).and_then(|n| link_fd(&self.file, fd.as_raw_fd(), &n)),
+                None => cstring(target).and_then(|t| link_fd(&self.file, libc::AT_FDCWD, &t)),
+            };
+            match linked {
                 Ok(()) => {
                     self.placed = true;
                     return Ok(true);
@@ -157,19 +190,43 @@ impl Drop for TempFile {
 }
 
 /// Whether unnamed temp files work in `dir`: creates one, links it under a random name
-/// and removes that name. Blocking; run once at startup.
+/// (by descriptor if allowed, else through `/proc/self/fd`) and removes that name.
+/// Blocking; run once at startup.
 pub fn probe_unnamed(dir: &Path) -> bool {
-    let Ok(file) = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir)
-    else {
-        return false;
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)
     };
-    match link_named(&file, dir) {
-        Ok(name) => std::fs::remove_file(name).is_ok(),
-        Err(_) => false,
+    for by_fd in [true, false] {
+        let Ok(file) = open() else {
+            return false;
+        };
+        LINK_BY_FD.store(by_fd, Ordering::Relaxed);
+        if let Ok(name) = link_named(&file, dir) {
+            return std::fs::remove_file(name).is_ok();
+        }
     }
+    false
+}
+
+/// `openat(dir, ".", O_TMPFILE | O_WRONLY)`: an unnamed file in the open directory.
+fn open_unnamed_at(dir: &OwnedFd) -> io::Result<File> {
+    // SAFETY: valid descriptor, a static NUL-terminated path; the result is checked.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o666 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor owned by nobody else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Creates a new, uniquely named file in `dir`.
@@ -188,7 +245,7 @@ fn create_named(dir: &Path) -> Result<(File, PathBuf), VolumeError> {
 fn link_named(file: &File, dir: &Path) -> Result<PathBuf, VolumeError> {
     loop {
         let path = dir.join(format!("put-{:016x}", fastrand::u64(..)));
-        match link_fd(file, &path) {
+        match cstring(&path).and_then(|p| link_fd(file, libc::AT_FDCWD, &p)) {
             Ok(()) => return Ok(path),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
             Err(e) => return Err(VolumeError::io(format!("linking {}", path.display()), e)),
@@ -196,21 +253,35 @@ fn link_named(file: &File, dir: &Path) -> Result<PathBuf, VolumeError> {
     }
 }
 
-/// `linkat` of an open (unnamed) file to `to`, through its `/proc/self/fd` entry (which
-/// needs no privilege, unlike `AT_EMPTY_PATH`). Fails with `EEXIST` if `to` exists.
-fn link_fd(file: &File, to: &Path) -> io::Result<()> {
-    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let to = cstring(to)?;
-    // SAFETY: two NUL-terminated paths (both absolute); the result is checked.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
+/// `linkat` of an open (unnamed) file to `to` (relative to the directory `dir`, or
+/// absolute with `AT_FDCWD`): by its descriptor (`AT_EMPTY_PATH`) when [`LINK_BY_FD`],
+/// else through its `/proc/self/fd` entry (which needs no privilege). Fails with
+/// `EEXIST` if `to` exists.
+fn link_fd(file: &File, dir: RawFd, to: &CStr) -> io::Result<()> {
+    let rc = if LINK_BY_FD.load(Ordering::Relaxed) {
+        // SAFETY: valid descriptors, NUL-terminated paths; the result is checked.
+        unsafe {
+            libc::linkat(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                dir,
+                to.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        }
+    } else {
+        let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: as above.
+        unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                dir,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        }
     };
     match rc {
         0 => Ok(()),
@@ -273,32 +344,52 @@ mod tests {
         v
     }
 
+    /// `dir` opened as `O_PATH`, as the volume's fast path holds it.
+    fn open_dir(dir: &Path) -> OwnedFd {
+        let c = cstring(dir).unwrap();
+        // SAFETY: NUL-terminated path; checked below.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: a new descriptor.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
     #[test]
-    fn both_kinds_create_replace_and_leave_nothing() {
+    fn every_way_creates_replaces_and_leaves_nothing() {
         let (_tmp, dir, temp) = setup();
         let unnamed = probe_unnamed(&temp);
+        let fd = open_dir(&dir);
+        let mut expected = Vec::new();
         for kind in [true, false].into_iter().filter(|k| !k || unnamed) {
-            let target = dir.join(format!("f-{kind}"));
-            let mut t = TempFile::create(kind, &dir, &temp).unwrap();
-            t.write(b"one").unwrap();
-            t.sync().unwrap();
-            // Invisible until placed, wherever it lives.
-            assert!(!names(&dir).contains(&format!("f-{kind}")));
-            assert!(t.place(&target, &temp).unwrap(), "new name: created");
-            drop(t);
-            assert_eq!(std::fs::read(&target).unwrap(), b"one");
-            let mut t = TempFile::create(kind, &dir, &temp).unwrap();
-            t.write(b"two").unwrap();
-            assert!(!t.place(&target, &temp).unwrap(), "taken name: replaced");
-            drop(t);
-            assert_eq!(std::fs::read(&target).unwrap(), b"two");
-            // An abandoned upload leaves nothing.
-            let mut t = TempFile::create(kind, &dir, &temp).unwrap();
-            t.write(b"lost").unwrap();
-            drop(t);
-            assert!(names(&temp).is_empty(), "{:?}", names(&temp));
+            for by_fd in [true, false] {
+                let name = format!("f-{kind}-{by_fd}");
+                let d = Dir {
+                    path: &dir,
+                    fd: by_fd.then_some(&fd),
+                };
+                let target = dir.join(&name);
+                let mut t = TempFile::create(kind, d, &temp).unwrap();
+                t.write(b"one").unwrap();
+                t.sync().unwrap();
+                // Invisible until placed, wherever it lives.
+                assert!(!names(&dir).contains(&name));
+                assert!(t.place(&target, d, &name, &temp).unwrap(), "new: created");
+                drop(t);
+                assert_eq!(std::fs::read(&target).unwrap(), b"one");
+                let mut t = TempFile::create(kind, d, &temp).unwrap();
+                t.write(b"two").unwrap();
+                assert!(!t.place(&target, d, &name, &temp).unwrap(), "taken: replaced");
+                drop(t);
+                assert_eq!(std::fs::read(&target).unwrap(), b"two");
+                // An abandoned upload leaves nothing.
+                let mut t = TempFile::create(kind, d, &temp).unwrap();
+                t.write(b"lost").unwrap();
+                drop(t);
+                assert!(names(&temp).is_empty(), "{:?}", names(&temp));
+                expected.push(name);
+            }
         }
-        let expected = if unnamed { vec!["f-false", "f-true"] } else { vec!["f-false"] };
+        expected.sort();
         assert_eq!(names(&dir), expected);
     }
 
@@ -306,13 +397,18 @@ mod tests {
     fn a_directory_in_the_way_is_a_conflict() {
         let (_tmp, dir, temp) = setup();
         std::fs::create_dir(dir.join("sub")).unwrap();
+        let fd = open_dir(&dir);
         for kind in [true, false] {
             if kind && !probe_unnamed(&temp) {
                 continue;
             }
-            let mut t = TempFile::create(kind, &dir, &temp).unwrap();
+            let d = Dir {
+                path: &dir,
+                fd: Some(&fd),
+            };
+            let mut t = TempFile::create(kind, d, &temp).unwrap();
             t.write(b"x").unwrap();
-            let err = t.place(&dir.join("sub"), &temp).unwrap_err();
+            let err = t.place(&dir.join("sub"), d, "sub", &temp).unwrap_err();
             assert!(matches!(err, VolumeError::Conflict(_)), "{err:?}");
             drop(t);
             assert!(names(&temp).is_empty());

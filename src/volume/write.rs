@@ -39,8 +39,8 @@ use http_body_util::BodyExt as _;
 use super::error::{blocking, VolumeError};
 use super::inflight::Ticket;
 use super::path::VolumePath;
-use super::root::Root;
-use super::temp::TempFile;
+use super::root::{MadeDirs, Root};
+use super::temp::{Dir, TempFile};
 
 /// Bytes gathered before each write to the file: large writes keep the number of trips
 /// to the blocking pool low. A body no longer than this is stored in one trip.
@@ -131,9 +131,9 @@ async fn next_chunk(body: &mut Body) -> Result<(Bytes, bool), VolumeError> {
 struct Upload {
     temp: TempFile,
     temp_dir: PathBuf,
-    dir: PathBuf,
+    dir: MadeDirs,
+    name: String,
     target: PathBuf,
-    created_dirs: Vec<PathBuf>,
     ticket: Ticket,
     rename_delay: Option<std::time::Duration>,
 }
@@ -141,16 +141,16 @@ struct Upload {
 impl Upload {
     /// Creates the parent directories and the temp file.
     fn start(root: &Root, parents: &[String], name: &str) -> Result<Self, VolumeError> {
-        let (dir, created_dirs) = root.make_dirs(parents)?;
-        let target = dir.join(name);
+        let dir = root.make_dirs(parents)?;
+        let target = dir.path.join(name);
         let temp_dir = root.temp_dir();
         Ok(Upload {
-            temp: TempFile::create(root.unnamed_temp(), &dir, &temp_dir)?,
+            temp: TempFile::create(root.unnamed_temp(), dir_of(&dir), &temp_dir)?,
             temp_dir,
             ticket: root.inflight().start(&target),
             target,
             dir,
-            created_dirs,
+            name: name.to_string(),
             rename_delay: root.rename_delay(),
         })
     }
@@ -165,23 +165,32 @@ impl Upload {
             std::thread::sleep(delay);
         }
         let (temp, target, temp_dir) = (&mut self.temp, &self.target, &self.temp_dir);
+        let (dir, name) = (dir_of(&self.dir), &self.name);
         let created =
             self.ticket
-                .finish(|| temp.place(target, temp_dir))
+                .finish(|| temp.place(target, dir, name, temp_dir))
                 .ok_or(VolumeError::Conflict(
                     "upload cancelled by a later DELETE or PUT of the path",
                 ))??;
         if fsync {
             let mut dirs: Vec<&Path> = self
-                .created_dirs
+                .dir
+                .created
                 .iter()
                 .filter_map(|d| d.parent())
                 .collect();
-            dirs.push(&self.dir);
+            dirs.push(&self.dir.path);
             dirs.dedup();
             dirs.into_iter().try_for_each(sync_dir)?;
         }
         Ok(created)
+    }
+}
+
+fn dir_of(made: &MadeDirs) -> Dir<'_> {
+    Dir {
+        path: &made.path,
+        fd: made.fd.as_ref(),
     }
 }
 
