@@ -13,6 +13,9 @@
 #        thread, as nginx runs here with `worker_processes 1`; VOLUME_ARGS= for the
 #        default of one per core). Not given to `NAME:before` set-ups (an older binary
 #        may not have the option).
+#        ROUNDS=1: repeat the whole sequence (limits, then every set-up) this many times
+#        and print the median of each figure; the thrasher ratio is the median of each
+#        round's ratio (set-ups of one round ran minutes apart, rounds further apart).
 #        BENCH_DIR=/tmp: where the volumes, indexes and limits run. On a shared ext4 the
 #        inode allocator's state (how many inodes were freed in the last 30 s) moves
 #        small-file costs by 5x between runs; BENCH_DIR=/dev/shm (tmpfs) takes the file
@@ -42,6 +45,8 @@ WRK_SECONDS=${WRK_SECONDS:-5}
 BIG=${BIG:-256MB}
 SETUPS=${SETUPS:-mkv nginx native-nofsync native dev}
 VOLUME_ARGS=${VOLUME_ARGS---threads 1}
+ROUNDS=${ROUNDS:-1}
+ROUND=1
 for tool in "$MKV/mkv" "$MKV/thrasher" "$HOARD" /usr/sbin/nginx; do
   [ -x "$tool" ] || { echo "missing $tool (build-minikeyvalue.sh / cargo build --release / apt install nginx)" >&2; exit 1; }
 done
@@ -66,7 +71,7 @@ VOLS=$(printf '127.0.0.1:%s,' "${VPORTS[@]}"); VOLS=${VOLS%,}
 THREE=$(printf '127.0.0.1:%s,' "${VPORTS[@]:0:3}"); THREE=${THREE%,}
 
 log() { echo "$(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg): $*" >&2; }
-record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$RESULTS"; }  # setup, metric, value
+record() { printf '%s\t%s\t%s\t%s\n' "$ROUND" "$1" "$2" "$3" >> "$RESULTS"; }  # round, setup, metric, value
 
 # CPU ticks (utime + stime) of the given pids, summed.
 ticks() {
@@ -303,44 +308,56 @@ EOF
 for p in $PORT "${VPORTS[@]}" 3001 3002 3003; do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && { echo "port $p is in use" >&2; exit 1; }; done
 : > "$RESULTS"
 log "hoard: $HOARD; minikeyvalue: $MKV; $(nproc) cores; volumes: ${VOLUME_ARGS:-default}; in $WORK"
-limits
-for s in $SETUPS; do
-  start_setup "$s"
-  curl -sS -f -X PUT --data-binary "hoard bench wrk" "http://127.0.0.1:$PORT/wrk-key" >/dev/null
-  thrasher "$s"
-  wrk_case "$s" existing /wrk-key
-  wrk_case "$s" missing /wrk-missing
-  big "$s"
-  case ${s%:before} in nginx|native|native-nofsync) volume_direct "$s" ;; esac
-  case ${s%:before} in
-    mkv|nginx|native-nofsync) ops "$s" ;;
-    *) stop "$IPID" "${VPIDS[@]}" ;;
-  esac
+for ROUND in $(seq "$ROUNDS"); do
+  log "round $ROUND of $ROUNDS"
+  for s in $SETUPS; do rm -rf "${WORK:?}/$s" "$WORK/$s.ops"; done
+  limits
+  for s in $SETUPS; do
+    start_setup "$s"
+    curl -sS -f -X PUT --data-binary "hoard bench wrk" "http://127.0.0.1:$PORT/wrk-key" >/dev/null
+    thrasher "$s"
+    wrk_case "$s" existing /wrk-key
+    wrk_case "$s" missing /wrk-missing
+    big "$s"
+    case ${s%:before} in nginx|native|native-nofsync) volume_direct "$s" ;; esac
+    case ${s%:before} in
+      mkv|nginx|native-nofsync) ops "$s" ;;
+      *) stop "$IPID" "${VPIDS[@]}" ;;
+    esac
+  done
 done
 
-python3 - "$RESULTS" "$SETUPS" <<'EOF'
-import sys
-rows, order = {}, sys.argv[2].split()
+python3 - "$RESULTS" "$SETUPS" "$ROUNDS" <<'EOF'
+import statistics, sys
+rows, order, rounds = {}, sys.argv[2].split(), int(sys.argv[3])
 for line in open(sys.argv[1]):
-    s, metric, value = line.rstrip("\n").split("\t")
-    rows.setdefault(metric, {})[s] = value
+    r, s, metric, value = line.rstrip("\n").split("\t")
+    rows.setdefault(metric, {}).setdefault(s, {})[r] = float(value)
+def fmt(v):
+    return str(int(v)) if v == int(v) and abs(v) >= 10 else "%.2f" % v
+def median(by_round):
+    return fmt(statistics.median(by_round.values())) if by_round else "—"
 names = {"mkv": "minikeyvalue / nginx", "nginx": "hoard / nginx", "native-nofsync": "hoard / native --fsync=false",
          "native": "hoard / native (fsync)", "dev": "hoard dev (fsync)"}
 name = lambda s: names.get(s, s) if not s.endswith(":before") else names.get(s[:-7], s[:-7]) + " (before)"
+if rounds > 1:
+    print("Median of %d rounds.\n" % rounds)
 print("| metric | " + " | ".join(name(s) for s in order) + " |")
 print("|---|" + "---|" * len(order))
 for metric, vals in rows.items():
     if "limits" in vals:
         continue
-    print("| %s | %s |" % (metric, " | ".join(vals.get(s, "—") for s in order)))
-mkv = rows.get("thrasher ops/s", {}).get("mkv")
-if mkv and float(mkv) > 0:
-    print("| thrasher ratio to minikeyvalue | %s |" % " | ".join(
-        "%.2f" % (float(rows["thrasher ops/s"][s]) / float(mkv)) if s in rows["thrasher ops/s"] else "—"
-        for s in order))
+    print("| %s | %s |" % (metric, " | ".join(median(vals.get(s, {})) for s in order)))
+thr = rows.get("thrasher ops/s", {})
+if thr.get("mkv"):
+    def ratio(s):
+        per_round = [thr[s][r] / thr["mkv"][r] for r in thr.get(s, {}) if thr["mkv"].get(r)]
+        return "%.2f" % statistics.median(per_round) if per_round else "—"
+    print("| thrasher ratio to minikeyvalue%s | %s |" % (
+        " (median of the rounds' ratios)" if rounds > 1 else "", " | ".join(ratio(s) for s in order)))
 print()
 print("| physical limit (same run) | value |\n|---|---|")
 for metric, vals in rows.items():
     if "limits" in vals:
-        print("| %s | %s |" % (metric, vals["limits"]))
+        print("| %s | %s |" % (metric, median(vals["limits"])))
 EOF
