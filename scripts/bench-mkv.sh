@@ -295,13 +295,13 @@ EOF
   log "limits: small files"
   "$HOARD" bench baseline --dir "$WORK" --disk-size 16MB --fsync-count 50 --small-files 5000 --json \
     > "$WORK/baseline.json"
-  python3 - "$WORK/baseline.json" >> "$RESULTS" <<'EOF'
+  python3 - "$WORK/baseline.json" "$ROUND" >> "$RESULTS" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 f = r["small_files"]
 for k in ["create_write_close", "rename", "unlink", "mkdir"]:
-    print("limits\traw %s per s (one thread)\t%d" % (k.replace("_", "+"), f[k + "_per_sec"]))
-print("limits\t4 KiB append + fdatasync per s\t%d" % r["fsync"]["per_sec"])
+    print("%s\tlimits\traw %s per s (one thread)\t%d" % (sys.argv[2], k.replace("_", "+"), f[k + "_per_sec"]))
+print("%s\tlimits\t4 KiB append + fdatasync per s\t%d" % (sys.argv[2], r["fsync"]["per_sec"]))
 EOF
 }
 

@@ -184,6 +184,9 @@ mod tests {
         let ok = parse(&["hoard", "volume", "--dir", "d", "--threads", "1"]).unwrap();
         assert_eq!(ok.threads, Some(1));
         assert!(parse(&["hoard", "--threads", "0", "volume", "--dir", "d"]).is_err());
-        assert_eq!(parse(&["hoard", "volume", "--dir", "d"]).unwrap().threads, None);
+        assert_eq!(
+            parse(&["hoard", "volume", "--dir", "d"]).unwrap().threads,
+            None
+        );
     }
 }

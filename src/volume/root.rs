@@ -19,8 +19,8 @@ use anyhow::Context as _;
 use super::beneath::{self, Resolved, RootFd};
 use super::error::VolumeError;
 use super::inflight::InFlight;
-use super::temp;
 use super::path::VolumePath;
+use super::temp;
 
 /// Name of the hidden directory holding uploads in progress. Request paths can never
 /// name it: segments starting with `.` are refused.
@@ -320,7 +320,10 @@ mod tests {
         let root = Root::prepare(tmp.path()).unwrap();
         let made = root.make_dirs(&["a".into(), "b".into()]).unwrap();
         assert_eq!(made.path, root.path().join("a/b"));
-        assert_eq!(made.created, [root.path().join("a"), root.path().join("a/b")]);
+        assert_eq!(
+            made.created,
+            [root.path().join("a"), root.path().join("a/b")]
+        );
         assert!(made.fd.is_some(), "no symlink on the way: the fast path");
         let made = root.make_dirs(&["a".into(), "b".into()]).unwrap();
         assert!(made.created.is_empty());

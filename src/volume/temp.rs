@@ -120,7 +120,9 @@ impl TempFile {
     ) -> Result<bool, VolumeError> {
         if self.name.is_none() {
             let linked = match dir.fd {
-                Some(fd) => cstring(Path::new(name)).and_then(|n| link_fd(&self.file, fd.as_raw_fd(), &n)),
+                Some(fd) => {
+                    cstring(Path::new(name)).and_then(|n| link_fd(&self.file, fd.as_raw_fd(), &n))
+                }
                 None => cstring(target).and_then(|t| link_fd(&self.file, libc::AT_FDCWD, &t)),
             };
             match linked {
@@ -378,7 +380,10 @@ mod tests {
                 assert_eq!(std::fs::read(&target).unwrap(), b"one");
                 let mut t = TempFile::create(kind, d, &temp).unwrap();
                 t.write(b"two").unwrap();
-                assert!(!t.place(&target, d, &name, &temp).unwrap(), "taken: replaced");
+                assert!(
+                    !t.place(&target, d, &name, &temp).unwrap(),
+                    "taken: replaced"
+                );
                 drop(t);
                 assert_eq!(std::fs::read(&target).unwrap(), b"two");
                 // An abandoned upload leaves nothing.

@@ -166,19 +166,14 @@ impl Upload {
         }
         let (temp, target, temp_dir) = (&mut self.temp, &self.target, &self.temp_dir);
         let (dir, name) = (dir_of(&self.dir), &self.name);
-        let created =
-            self.ticket
-                .finish(|| temp.place(target, dir, name, temp_dir))
-                .ok_or(VolumeError::Conflict(
-                    "upload cancelled by a later DELETE or PUT of the path",
-                ))??;
+        let created = self
+            .ticket
+            .finish(|| temp.place(target, dir, name, temp_dir))
+            .ok_or(VolumeError::Conflict(
+                "upload cancelled by a later DELETE or PUT of the path",
+            ))??;
         if fsync {
-            let mut dirs: Vec<&Path> = self
-                .dir
-                .created
-                .iter()
-                .filter_map(|d| d.parent())
-                .collect();
+            let mut dirs: Vec<&Path> = self.dir.created.iter().filter_map(|d| d.parent()).collect();
             dirs.push(&self.dir.path);
             dirs.dedup();
             dirs.into_iter().try_for_each(sync_dir)?;
