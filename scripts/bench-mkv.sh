@@ -9,7 +9,7 @@
 #        HOARD_BEFORE=/path/to/an/older/hoard: a set-up named `NAME:before` (e.g.
 #        `native-nofsync:before`) runs that binary's servers instead, for before/after in
 #        one run (the load generators and limits always use HOARD).
-#        VOLUME_ARGS="--threads 1": extra arguments of every `hoard volume` (one worker
+#        VOLUME_ARGS="--runtime-threads 1": extra arguments of every `hoard volume` (one worker
 #        thread, as nginx runs here with `worker_processes 1`; VOLUME_ARGS= for the
 #        default of one per core). Not given to `NAME:before` set-ups (an older binary
 #        may not have the option).
@@ -44,7 +44,7 @@ KEYS=${KEYS:-5000}
 WRK_SECONDS=${WRK_SECONDS:-5}
 BIG=${BIG:-256MB}
 SETUPS=${SETUPS:-mkv nginx native-nofsync native dev}
-VOLUME_ARGS=${VOLUME_ARGS---threads 1}
+VOLUME_ARGS=${VOLUME_ARGS---runtime-threads 1}
 ROUNDS=${ROUNDS:-1}
 ROUND=1
 for tool in "$MKV/mkv" "$MKV/thrasher" "$HOARD" /usr/sbin/nginx; do

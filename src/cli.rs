@@ -50,11 +50,11 @@ pub struct Cli {
 
     /// Worker threads of the async runtime (default: one per CPU core). Blocking file
     /// work (fsync, large writes) runs on a separate pool either way. One thread spares
-    /// the hand-offs between workers: `hoard volume --threads 1` is the counterpart of
-    /// nginx's `worker_processes 1` (docs/BENCHMARKS.md measures both).
-    #[arg(long, global = true, env = "HOARD_THREADS", value_name = "N",
+    /// the hand-offs between workers: `hoard volume --runtime-threads 1` is the
+    /// counterpart of nginx's `worker_processes 1` (docs/BENCHMARKS.md measures both).
+    #[arg(long, global = true, env = "HOARD_RUNTIME_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
-    pub threads: Option<u16>,
+    pub runtime_threads: Option<u16>,
 
     /// The role to run.
     #[command(subcommand)]
@@ -136,7 +136,7 @@ pub fn main() -> ExitCode {
     // reqwest is built without a default rustls provider: every client needs this.
     crate::tls::install_provider();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli.threads {
+    if let Some(n) = cli.runtime_threads {
         builder.worker_threads(usize::from(n));
     }
     let runtime = match builder.enable_all().build() {
@@ -179,14 +179,23 @@ mod tests {
     }
 
     #[test]
-    fn threads_must_be_positive() {
+    fn runtime_threads_must_be_positive() {
         let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
-        let ok = parse(&["hoard", "volume", "--dir", "d", "--threads", "1"]).unwrap();
-        assert_eq!(ok.threads, Some(1));
-        assert!(parse(&["hoard", "--threads", "0", "volume", "--dir", "d"]).is_err());
-        assert_eq!(
-            parse(&["hoard", "volume", "--dir", "d"]).unwrap().threads,
-            None
-        );
+        let ok = parse(&["hoard", "volume", "--dir", "d", "--runtime-threads", "1"]).unwrap();
+        assert_eq!(ok.runtime_threads, Some(1));
+        assert!(parse(&["hoard", "--runtime-threads", "0", "volume", "--dir", "d"]).is_err());
+        let default = parse(&["hoard", "volume", "--dir", "d"]).unwrap();
+        assert_eq!(default.runtime_threads, None);
+        // `hoard bench` keeps its own `--threads` (load generator threads).
+        let bench = [
+            "hoard",
+            "bench",
+            "get-redirect",
+            "--url",
+            "http://x",
+            "--threads",
+            "4",
+        ];
+        assert_eq!(parse(&bench).unwrap().runtime_threads, None);
     }
 }

@@ -70,11 +70,11 @@ impl Fixture {
 }
 
 /// Both ways a volume writes: with fsync (on the blocking pool) and without (inline);
-/// the latter also on a runtime of one worker thread (`--threads 1`).
+/// the latter also on a runtime of one worker thread (`--runtime-threads 1`).
 const FSYNC_MODES: [&[&str]; 3] = [
     &[],
     &["--fsync=false"],
-    &["--fsync=false", "--threads", "1"],
+    &["--fsync=false", "--runtime-threads", "1"],
 ];
 
 #[tokio::test]
