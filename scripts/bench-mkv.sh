@@ -16,6 +16,8 @@
 #        ROUNDS=1: repeat the whole sequence (limits, then every set-up) this many times
 #        and print the median of each figure; the thrasher ratio is the median of each
 #        round's ratio (set-ups of one round ran minutes apart, rounds further apart).
+#        RESULTS_OUT=FILE: also keep every round's figures there (TSV: round, set-up,
+#        metric, value), to see the spread behind the medians.
 #        BENCH_DIR=/tmp: where the volumes, indexes and limits run. On a shared ext4 the
 #        inode allocator's state (how many inodes were freed in the last 30 s) moves
 #        small-file costs by 5x between runs; BENCH_DIR=/dev/shm (tmpfs) takes the file
@@ -59,6 +61,7 @@ chmod 755 "$WORK"
 RESULTS="$WORK/results.tsv"
 PIDS=()
 cleanup() {
+  [ -z "${RESULTS_OUT:-}" ] || cp "$RESULTS" "$RESULTS_OUT" 2>/dev/null || true
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
