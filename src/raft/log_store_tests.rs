@@ -127,34 +127,56 @@ async fn reopened_log_keeps_entries_vote_and_purge_and_reads_from_disk() {
     );
 }
 
+/// A log holding entries 1..=5 of term 1 in its first segment; that segment's path and
+/// where its records end.
+async fn five_entries(dir: &Path) -> (std::path::PathBuf, u64) {
+    {
+        let log = LogStore::open(dir).unwrap();
+        append(&log, entries(1, 1..=5)).await;
+    }
+    let first = segments::list_segments(dir).unwrap()[0];
+    let path = segments::segment_path(dir, first);
+    let file = std::fs::File::open(&path).unwrap();
+    let (good, torn) = segments::scan(&file, |_| {}).unwrap();
+    assert!(!torn);
+    (path, good)
+}
+
+/// Opens the log after a crash left bytes past `good` in `path`: the segment must be cut
+/// back to `good` with entries 1..=5 readable, and entries `more` appended then must be
+/// all that follows them after another reopen.
+async fn reopen_cuts_and_appends(
+    dir: &Path,
+    path: &Path,
+    good: u64,
+    more: std::ops::RangeInclusive<u64>,
+) {
+    let mut log = LogStore::open(dir).unwrap();
+    assert_eq!(std::fs::metadata(path).unwrap().len(), good);
+    assert_eq!(all(&mut log).await, ids(1, 1..=5));
+    let last = *more.end();
+    append(&log, entries(1, more)).await;
+    drop(log);
+    let mut log = LogStore::open(dir).unwrap();
+    assert_eq!(all(&mut log).await, ids(1, 1..=last));
+}
+
 #[tokio::test]
 async fn a_torn_append_is_cut_off_when_the_log_opens() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("raft-log");
-    {
-        let log = LogStore::open(&dir).unwrap();
-        append(&log, entries(1, 1..=5)).await;
-    }
+    let (path, good) = five_entries(&dir).await;
     // The segment is allocated ahead, in zeros after its records.
-    let first = segments::list_segments(&dir).unwrap()[0];
-    let path = segments::segment_path(&dir, first);
-    let file = std::fs::File::open(&path).unwrap();
-    let (good, torn) = segments::scan(&file, |_| {}).unwrap();
-    assert!(!torn);
-    assert_eq!(file.metadata().unwrap().len(), super::ALLOCATE_BYTES);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        super::ALLOCATE_BYTES
+    );
     // A crash in the middle of the next append: a record only partly written.
     let mut record = Vec::new();
     segments::encode_record(&[b'x'; 100], &mut record);
     record.truncate(40);
     write_at(&path, &record, good);
-
-    let mut log = LogStore::open(&dir).unwrap();
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
-    assert_eq!(all(&mut log).await, ids(1, 1..=5));
-    append(&log, entries(1, 6..=7)).await;
-    drop(log);
-    let mut log = LogStore::open(&dir).unwrap();
-    assert_eq!(all(&mut log).await, ids(1, 1..=7));
+    reopen_cuts_and_appends(&dir, &path, good, 6..=7).await;
 }
 
 /// A crash in the middle of a group of two records can leave the second on disk and
@@ -165,15 +187,7 @@ async fn a_torn_append_is_cut_off_when_the_log_opens() {
 async fn a_stray_record_after_the_end_is_cut_off_when_the_log_opens() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("raft-log");
-    {
-        let log = LogStore::open(&dir).unwrap();
-        append(&log, entries(1, 1..=5)).await;
-    }
-    let first = segments::list_segments(&dir).unwrap()[0];
-    let path = segments::segment_path(&dir, first);
-    let good = segments::scan(&std::fs::File::open(&path).unwrap(), |_| {})
-        .unwrap()
-        .0;
+    let (path, good) = five_entries(&dir).await;
     // Entries 6 and 7 as the writer would have written them; only 7 reached the disk.
     let encode = |e: &Entry<TypeConfig>| {
         let mut record = Vec::new();
@@ -183,14 +197,7 @@ async fn a_stray_record_after_the_end_is_cut_off_when_the_log_opens() {
     let six = encode(&entries(1, 6..=6)[0]);
     let seven = encode(&entries(1, 7..=7)[0]);
     write_at(&path, &seven, good + six.len() as u64);
-
-    let mut log = LogStore::open(&dir).unwrap();
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
-    assert_eq!(all(&mut log).await, ids(1, 1..=5));
-    append(&log, entries(1, 6..=6)).await;
-    drop(log);
-    let mut log = LogStore::open(&dir).unwrap();
-    assert_eq!(all(&mut log).await, ids(1, 1..=6));
+    reopen_cuts_and_appends(&dir, &path, good, 6..=6).await;
 }
 
 #[tokio::test]
