@@ -46,7 +46,7 @@ impl Root {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
         let fd = RootFd::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let root = Self {
+        let mut root = Self {
             path,
             fd: Arc::new(fd),
             inflight: Arc::default(),
@@ -60,11 +60,8 @@ impl Root {
             Err(e) => return Err(e).with_context(|| format!("clearing {}", temp.display())),
         }
         fs::create_dir(&temp).with_context(|| format!("creating {}", temp.display()))?;
-        let unnamed_temp = temp::probe_unnamed(&temp);
-        Ok(Self {
-            unnamed_temp,
-            ..root
-        })
+        root.unnamed_temp = temp::probe_unnamed(&temp);
+        Ok(root)
     }
 
     /// Makes every upload wait `delay` between syncing its data and renaming it into

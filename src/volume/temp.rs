@@ -118,67 +118,62 @@ impl TempFile {
         name: &str,
         temp_dir: &Path,
     ) -> Result<bool, VolumeError> {
-        if self.name.is_none() {
-            let linked = match dir.fd {
-                Some(fd) => {
-                    cstring(Path::new(name)).and_then(|n| link_fd(&self.file, fd.as_raw_fd(), &n))
-                }
-                None => cstring(target).and_then(|t| link_fd(&self.file, libc::AT_FDCWD, &t)),
-            };
-            match linked {
-                Ok(()) => {
-                    self.placed = true;
-                    return Ok(true);
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => {
-                    let context = format!("linking {} as {}", self.describe(), target.display());
-                    return Err(VolumeError::io(context, e));
-                }
-            }
-            // Taken: give the file a name beside the other temp files, then rename it
-            // over the target (atomic for readers).
-            self.name = Some(link_named(&self.file, temp_dir)?);
-            return self.rename_over(target, true);
-        }
-        let from = self.name.as_deref().unwrap_or(temp_dir);
-        match rename_noreplace(from, target) {
-            Ok(()) => {
-                self.placed = true;
-                Ok(true)
-            }
-            // Taken, or a file system without RENAME_NOREPLACE: replace.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::EINVAL)) => {
-                let existed = match std::fs::symlink_metadata(target) {
-                    Ok(_) => true,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        let created = match &self.name {
+            Some(from) => place_named(from, target)?,
+            None => {
+                let linked = match dir.fd {
+                    Some(fd) => cstring(Path::new(name))
+                        .and_then(|n| link_fd(&self.file, fd.as_raw_fd(), &n)),
+                    None => cstring(target).and_then(|t| link_fd(&self.file, libc::AT_FDCWD, &t)),
+                };
+                match linked {
+                    Ok(()) => true,
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        // Taken: give the file a name beside the other temp files (removed
+                        // on drop if the rename fails), then rename it over the target
+                        // (atomic for readers).
+                        let from = self.name.insert(link_named(&self.file, temp_dir)?);
+                        rename_over(from, target)?;
+                        false
+                    }
                     Err(e) => {
-                        let context = format!("inspecting {}", target.display());
+                        let context =
+                            format!("linking {} as {}", self.describe(), target.display());
                         return Err(VolumeError::io(context, e));
                     }
-                };
-                self.rename_over(target, existed)
+                }
             }
-            Err(e) => Err(rename_error(from, target, e)),
-        }
-    }
-
-    /// Renames the named file over `target`; `!existed` is the answer.
-    fn rename_over(&mut self, target: &Path, existed: bool) -> Result<bool, VolumeError> {
-        let Some(from) = self.name.as_deref() else {
-            return Err(VolumeError::io(
-                format!("replacing {}", target.display()),
-                io::Error::other("the temp file has no name"),
-            ));
         };
-        match std::fs::rename(from, target) {
-            Ok(()) => {
-                self.placed = true;
-                Ok(!existed)
-            }
-            Err(e) => Err(rename_error(from, target, e)),
-        }
+        self.placed = true;
+        Ok(created)
     }
+}
+
+/// Moves the named file `from` to `target`, replacing a file there; true when nothing
+/// was there. One `renameat2(RENAME_NOREPLACE)` tells a new name from a replacement.
+fn place_named(from: &Path, target: &Path) -> Result<bool, VolumeError> {
+    match rename_noreplace(from, target) {
+        Ok(()) => Ok(true),
+        // Taken, or a file system without RENAME_NOREPLACE: replace.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::EINVAL)) => {
+            let existed = match std::fs::symlink_metadata(target) {
+                Ok(_) => true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => {
+                    let context = format!("inspecting {}", target.display());
+                    return Err(VolumeError::io(context, e));
+                }
+            };
+            rename_over(from, target)?;
+            Ok(!existed)
+        }
+        Err(e) => Err(rename_error(from, target, e)),
+    }
+}
+
+/// Renames `from` over `target` (a directory there is a conflict).
+fn rename_over(from: &Path, target: &Path) -> Result<(), VolumeError> {
+    std::fs::rename(from, target).map_err(|e| rename_error(from, target, e))
 }
 
 impl Drop for TempFile {
