@@ -206,6 +206,15 @@ pub enum Command {
 }
 
 impl Command {
+    /// The time an intent-taking command (`Begin`, `BeginDelete`) measures write and
+    /// delete leases with (see [`LEASE_CLOCK_META`]); `None` for other commands.
+    pub fn lease_ms_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Command::Begin { now_ms, .. } | Command::BeginDelete { now_ms, .. } => Some(now_ms),
+            _ => None,
+        }
+    }
+
     /// The key this command changes.
     pub fn key(&self) -> &[u8] {
         match self {
@@ -305,7 +314,27 @@ pub const VOLUMES_META: &str = "volumes";
 
 /// The meta entries that are replicated state (set by commands), carried by Raft
 /// snapshots along with the records.
-pub const REPLICATED_META: &[&str] = &[VOLUMES_META, JOB_META, JOB_OWNER_META, RETIRED_META];
+pub const REPLICATED_META: &[&str] = &[
+    VOLUMES_META,
+    JOB_META,
+    JOB_OWNER_META,
+    RETIRED_META,
+    LEASE_CLOCK_META,
+];
+
+/// Meta entry holding the highest lease time an intent was stamped with (decimal ms).
+///
+/// Write and delete leases ([`WRITE_LEASE_MS`], [`DELETE_LEASE_MS`]) compare the
+/// `now_ms` of the command taking an intent with the `changed_ms` of the intent it
+/// finds. Stamped by each proposer's own wall clock, two index servers whose clocks
+/// differ by more than a lease would each see the other's fresh intent as expired, and
+/// a write could take over a delete still removing the files it writes (issue 23's
+/// nemesis found exactly that with clocks 150 s apart). In an index cluster the leader
+/// therefore restamps `Begin` and `BeginDelete` (`raft::batch`) with one clock: this
+/// value, continued by the leader's monotonic clock from when it began to lead. It
+/// never jumps with a member's wall clock; it only runs slow while no leader is
+/// elected, which makes leases longer, never shorter.
+pub const LEASE_CLOCK_META: &str = "lease-clock";
 
 /// Meta entry holding the cluster's background job record (see `Command::SetJob`).
 pub const JOB_META: &str = "job";
@@ -324,6 +353,20 @@ pub fn retired_members(json: Option<&[u8]>) -> Vec<u64> {
 
 /// Prefix of the `meta` entries of [`Command::SetFrontend`].
 pub const FRONTEND_META_PREFIX: &str = "fe/";
+
+/// Keeps [`LEASE_CLOCK_META`] at the highest lease time seen.
+fn note_lease_time<M: RecordMap>(map: &mut M, ms: u64) -> Result<(), M::Error> {
+    let seen = lease_clock(map.get_meta(LEASE_CLOCK_META)?.as_deref());
+    if seen.is_none_or(|seen| ms > seen) {
+        map.put_meta(LEASE_CLOCK_META, Some(ms.to_string().into_bytes()))?;
+    }
+    Ok(())
+}
+
+/// The value of [`LEASE_CLOCK_META`] (`None`: absent or unreadable).
+pub fn lease_clock(value: Option<&[u8]>) -> Option<u64> {
+    std::str::from_utf8(value?).ok()?.parse().ok()
+}
 
 /// Applies `cmd` to `map`. The outer `Result` is a storage failure; the inner one is the
 /// command's own outcome.
@@ -376,6 +419,9 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         let json = serde_json::to_vec(&retired).unwrap_or_default();
         map.put_meta(RETIRED_META, Some(json))?;
         return Ok(Ok(None));
+    }
+    if let Command::Begin { now_ms, .. } | Command::BeginDelete { now_ms, .. } = cmd {
+        note_lease_time(map, *now_ms)?;
     }
     let key = cmd.key();
     let prev = map.get(key)?;

@@ -496,3 +496,50 @@ fn inline_values() {
     assert!(run(&mut m, put_inline(false, 2 << 32)).is_ok());
     assert_eq!(m.get(&b"/k"[..]).unwrap().stale, ["a:1"]);
 }
+
+#[test]
+fn intents_keep_the_highest_lease_time_in_replicated_meta() {
+    let mut m = BTreeMap::new();
+    let lease = |m: &mut BTreeMap<Vec<u8>, Record>| {
+        crate::index::lease_clock(m.get_meta(LEASE_CLOCK_META).unwrap().as_deref())
+    };
+    let begin = |key: &str, now_ms| Command::Begin {
+        key: key.as_bytes().to_vec(),
+        volumes: vec!["a:1".into()],
+        now_ms,
+        owner: 1 << 32,
+        replace: false,
+    };
+    assert_eq!(lease(&mut m), None);
+    run(&mut m, begin("/a", 500)).unwrap();
+    assert_eq!(lease(&mut m), Some(500));
+    // An older stamp (a slower clock) never moves it back.
+    run(&mut m, begin("/b", 400)).unwrap();
+    assert_eq!(lease(&mut m), Some(500));
+    let commit = Command::Commit {
+        key: b"/a".to_vec(),
+        size: 1,
+        md5: None,
+        missing: Vec::new(),
+        now_ms: 600,
+        owner: 1 << 32,
+        meta: Vec::new(),
+    };
+    run(&mut m, commit).unwrap();
+    assert_eq!(lease(&mut m), Some(500));
+    let del = Command::BeginDelete {
+        key: b"/a".to_vec(),
+        protect: false,
+        now_ms: 900,
+        owner: 1 << 32,
+    };
+    run(&mut m, del).unwrap();
+    assert_eq!(lease(&mut m), Some(900));
+    // Other commands leave it alone.
+    let unlink = Command::Unlink {
+        key: b"/b".to_vec(),
+        now_ms: 5_000,
+    };
+    let _ = run(&mut m, unlink);
+    assert_eq!(lease(&mut m), Some(900));
+}

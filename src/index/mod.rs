@@ -34,7 +34,10 @@ mod table_map;
 mod volume_table;
 
 pub use bulk::BulkLoad;
-pub use command::{apply, Applied, Command, RecordMap, Rejection, FRONTEND_META_PREFIX};
+pub use command::{
+    apply, lease_clock, Applied, Command, RecordMap, Rejection, FRONTEND_META_PREFIX,
+    LEASE_CLOCK_META,
+};
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
 pub use migrate::{MigrationStatus, BATCH as MIGRATION_BATCH};

@@ -101,11 +101,56 @@ pub struct Batcher {
     tx: mpsc::UnboundedSender<Waiting>,
 }
 
+/// Reads the replicated lease clock ([`crate::index::LEASE_CLOCK_META`]) from
+/// this member's index; `None` when absent (a new cluster) or unreadable.
+pub type LeaseSeed = Box<dyn Fn() -> Option<u64> + Send + Sync>;
+
+/// The one clock the cluster's write and delete leases are measured on, kept by the
+/// leader: from the replicated value when this node began to lead (its term), advanced
+/// by this node's monotonic clock, never below a value it handed out. Stamped into
+/// every `Begin` and `BeginDelete` the leader appends, so no member's wall clock, fast
+/// or slow, shortens another member's lease.
+struct LeaseClock {
+    seed: LeaseSeed,
+    /// The term it was seeded in, when, and the value then.
+    base: Option<(u64, std::time::Instant, u64)>,
+    /// The highest value handed out.
+    last: u64,
+}
+
+impl LeaseClock {
+    /// The lease time now, for an entry appended in `term`.
+    fn now(&mut self, term: u64) -> u64 {
+        let (at, base) = match self.base {
+            Some((t, at, base)) if t == term => (at, base),
+            _ => {
+                // A new term: continue from the replicated value (or, in a new
+                // cluster, this node's wall clock).
+                let base = (self.seed)()
+                    .unwrap_or_else(crate::index::now_ms)
+                    .max(self.last);
+                let at = std::time::Instant::now();
+                self.base = Some((term, at, base));
+                (at, base)
+            }
+        };
+        let now = base.saturating_add(at.elapsed().as_millis() as u64);
+        self.last = self.last.max(now);
+        self.last
+    }
+}
+
 impl Batcher {
-    /// Starts the task that feeds `raft`; it ends when the batcher is dropped.
-    pub fn start(raft: Raft<TypeConfig>) -> Self {
+    /// Starts the task that feeds `raft`; it ends when the batcher is dropped. `seed`
+    /// reads the replicated lease clock when this node begins to lead.
+    pub fn start(raft: Raft<TypeConfig>, seed: LeaseSeed) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        let clock = LeaseClock {
+            seed,
+            base: None,
+            last: 0,
+        };
+        tokio::spawn(run(raft, rx, clock));
         Batcher { tx }
     }
 
@@ -121,7 +166,7 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Waiting>) {
+async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Waiting>, mut clock: LeaseClock) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     // A command that did not fit in the previous entry.
     let mut carried: Option<Waiting> = None;
@@ -147,6 +192,14 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Waiting>) {
                 break;
             }
             group.push(next);
+        }
+        // Intents take the leader's lease time (see `LeaseClock`). On a member that
+        // does not lead nothing is appended, so the stamp is never used.
+        let term = raft.metrics().borrow().current_term;
+        for (cmd, _) in &mut group {
+            if let Some(ms) = cmd.lease_ms_mut() {
+                *ms = clock.now(term);
+            }
         }
         let raft = raft.clone();
         tokio::spawn(async move {
@@ -237,6 +290,52 @@ mod tests {
         let many = Proposal::Many(vec![unlink("/a"), unlink("/b")]);
         let back: Proposal = serde_json::from_slice(&serde_json::to_vec(&many).unwrap()).unwrap();
         assert_eq!(back.into_commands(), vec![unlink("/a"), unlink("/b")]);
+    }
+
+    fn clock(seed: Option<u64>) -> LeaseClock {
+        LeaseClock {
+            seed: Box::new(move || seed),
+            base: None,
+            last: 0,
+        }
+    }
+
+    #[test]
+    fn the_lease_clock_continues_the_replicated_value_not_the_wall_clock() {
+        // A leader whose wall clock is far ahead (or behind) of the stamps already
+        // in the index continues from those, so intents it finds keep their age.
+        let replicated = 1_000_000;
+        let mut c = clock(Some(replicated));
+        let first = c.now(7);
+        assert!(
+            (replicated..replicated + 1_000).contains(&first),
+            "{first}"
+        );
+        assert!(c.now(7) >= first);
+        // A new term re-reads the seed but never goes back.
+        let mut behind = clock(Some(10));
+        let a = behind.now(1);
+        assert!(a < 1_000, "{a}");
+        behind.seed = Box::new(|| Some(5));
+        assert!(behind.now(2) >= a);
+        // Without a replicated value (a new cluster) it starts at the wall clock.
+        let mut fresh = clock(None);
+        let now = crate::index::now_ms();
+        assert!(fresh.now(1).abs_diff(now) < 60_000);
+    }
+
+    #[test]
+    fn intents_are_stamped_by_the_lease_clock_only() {
+        let mut begin = Command::Begin {
+            key: b"/k".to_vec(),
+            volumes: vec![],
+            now_ms: 5,
+            owner: 1,
+            replace: false,
+        };
+        *begin.lease_ms_mut().unwrap() = 9;
+        assert!(matches!(begin, Command::Begin { now_ms: 9, .. }));
+        assert!(unlink("/a").lease_ms_mut().is_none());
     }
 
     #[test]

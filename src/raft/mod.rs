@@ -69,8 +69,15 @@ pub struct Outcome(pub Vec<Applied>);
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
 /// How long after a quorum acknowledged it the leader answers linearizable reads from
 /// its own log without asking the quorum again (its lease is `election_timeout_max`,
-/// 1 s; see [`RaftNode::lease_read_index`]).
-const LEASE_READ: Duration = Duration::from_millis(400);
+/// [`ELECTION_MAX_MS`]; see [`RaftNode::lease_read_index`]): under half of it.
+const LEASE_READ: Duration = Duration::from_millis(ELECTION_MAX_MS * 3 / 8);
+/// The shortest election timeout, ms: a follower that heard no leader for
+/// `ELECTION_MAX_MS` (openraft's leader lease) plus a random time from this to
+/// [`ELECTION_MAX_MS`] campaigns, so a leader's death or isolation is followed by an
+/// election after 1.2–1.6 s (heartbeats every 100 ms).
+const ELECTION_MIN_MS: u64 = 400;
+/// The longest election timeout, ms, and the followers' leader lease.
+const ELECTION_MAX_MS: u64 = 800;
 /// Most entries in one AppendEntries: with entries of at most `batch::MAX_ENTRY_BYTES`
 /// (or one command), a request stays well under the Raft endpoint's body limit.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
@@ -204,13 +211,14 @@ struct BarrierState {
     waiting: Vec<oneshot::Sender<Result<u64, String>>>,
 }
 
-/// Raft timing: heartbeats every 100 ms; an election after 0.5–1 s without one.
+/// Raft timing: heartbeats every 100 ms; an election after [`ELECTION_MIN_MS`] to
+/// [`ELECTION_MAX_MS`] past the leader lease without one.
 fn raft_config(snapshot_every: u64) -> anyhow::Result<Config> {
     let config = Config {
         cluster_name: "hoard".into(),
         heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        election_timeout_min: ELECTION_MIN_MS,
+        election_timeout_max: ELECTION_MAX_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: snapshot_every.min(1_000),
         snapshot_max_chunk_size: 1 << 20,
@@ -260,7 +268,7 @@ impl RaftNode {
             barrier: Mutex::default(),
             lease: Arc::default(),
             me: me.clone(),
-            batcher: batch::Batcher::start(raft.clone()),
+            batcher: batch::Batcher::start(raft.clone(), lease_seed(me.clone())),
             raft,
         });
         if cfg.join {
@@ -396,10 +404,10 @@ impl RaftNode {
     /// The read index without a round trip, while the leader's lease holds: a quorum
     /// acknowledged this leader less than [`LEASE_READ`] ago, in its current term.
     /// openraft's followers refuse to vote for anyone else for `election_timeout_max`
-    /// (1 s) after a heartbeat of a leader, so no other leader can exist, and so commit
+    /// ([`ELECTION_MAX_MS`]) after a heartbeat of a leader, so no other leader can exist, and so commit
     /// anything, until a full second after that acknowledgment: every write
     /// acknowledged before now is in this leader's log, and the read waits until it has
-    /// applied its whole log. The margin (1 s − [`LEASE_READ`]) covers clock drift and
+    /// applied its whole log. The margin ([`ELECTION_MAX_MS`] − [`LEASE_READ`]) covers clock drift and
     /// a heartbeat's time in flight.
     fn lease_read_index(&self) -> Option<u64> {
         let (at, term) = (*self.lease.lock().unwrap_or_else(|p| p.into_inner()))?;
@@ -417,11 +425,16 @@ impl RaftNode {
                 return Ok(index);
             }
             if let Some((leader, addr)) = self.leader_addr().filter(|(l, _)| *l != self.id) {
-                let answer: Result<Result<Option<u64>, String>, CallError> =
-                    self.client.call(&addr, "read-index", &(), WAIT_LIMIT).await;
+                let call = self.client.call(&addr, "read-index", &(), WAIT_LIMIT);
+                // A read is safe to ask again: stop waiting on a leader that has been
+                // replaced (cut off, it may never answer) and ask the new one.
+                let answer: Result<Result<Option<u64>, String>, CallError> = tokio::select! {
+                    answer = call => answer,
+                    () = self.leader_replaced(leader) => continue,
+                };
                 match answer {
                     Ok(Ok(Some(index))) => return Ok(index),
-                    Ok(Ok(None)) | Err(CallError::Unreachable(_)) => {}
+                    Ok(Ok(None)) | Err(CallError::Unreachable(_) | CallError::Timeout(_)) => {}
                     Ok(Err(e)) => return Err(IndexError::Replication(e)),
                     Err(e) => {
                         return Err(IndexError::Replication(format!(
@@ -436,6 +449,24 @@ impl RaftNode {
                 ));
             }
             tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Resolves once this node knows of a leader other than `leader` (or Raft stops).
+    async fn leader_replaced(&self, leader: u64) {
+        let mut rx = self.raft.metrics();
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if m.state == ServerState::Shutdown
+                    || m.current_leader.is_some_and(|l| l != leader)
+                {
+                    return;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
         }
     }
 
@@ -457,6 +488,17 @@ impl RaftNode {
             }
         }
     }
+}
+
+/// Reads the replicated lease clock from the index `node` replicates (see
+/// `batch::LeaseClock`); weak, as the node owns the batcher that calls it.
+fn lease_seed(node: std::sync::Weak<RaftNode>) -> batch::LeaseSeed {
+    Box::new(move || {
+        let node = node.upgrade()?;
+        let index = node.index.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let value = index.meta(crate::index::LEASE_CLOCK_META).ok()?;
+        crate::index::lease_clock(value.as_deref())
+    })
 }
 
 /// Keeps the Raft gauges of `/-/metrics` current, and counts leader changes, until Raft
@@ -529,12 +571,36 @@ impl Replicator for RaftNode {
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
             loop {
-                if let Some((applied, _)) = self.propose_here(cmd.clone()).await? {
-                    return Ok(applied);
+                // A leader cut off from the majority cannot commit: bounded, the
+                // outcome is unknown (the entry may still commit if it reached a
+                // majority).
+                let here = tokio::time::timeout_at(deadline, self.propose_here(cmd.clone()));
+                match here.await {
+                    Ok(answer) => {
+                        if let Some((applied, _)) = answer? {
+                            return Ok(applied);
+                        }
+                    }
+                    Err(_) => {
+                        return Err(IndexError::Replication(
+                            "the leader could not commit in time (no majority?); outcome unknown"
+                                .into(),
+                        ))
+                    }
                 }
                 if let Some((leader, addr)) = self.leader_addr().filter(|(l, _)| *l != self.id) {
-                    let answer: Result<api::ProposeAnswer, CallError> =
-                        self.client.call(&addr, "propose", &cmd, WAIT_LIMIT).await;
+                    let call = self.client.call(&addr, "propose", &cmd, WAIT_LIMIT);
+                    // A leader replaced while the command was with it may never answer
+                    // (cut off) or may have appended it: the outcome is unknown, and
+                    // failing now beats hanging until the timeout.
+                    let answer: Result<api::ProposeAnswer, CallError> = tokio::select! {
+                        answer = call => answer,
+                        () = self.leader_replaced(leader) => {
+                            return Err(IndexError::Replication(format!(
+                                "leader {leader} was replaced while it had the command; outcome unknown"
+                            )))
+                        }
+                    };
                     match answer {
                         Ok(api::ProposeAnswer::Applied { applied, index }) => {
                             self.applied_at_least(index).await?;

@@ -27,9 +27,12 @@ pub struct PeerClient {
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// The peer could not be reached (refused, timed out).
+    /// The peer could not be reached: no connection was made, so nothing was sent.
     #[error("peer unreachable: {0}")]
     Unreachable(reqwest::Error),
+    /// No answer in time: the request may have been sent and acted upon.
+    #[error("peer did not answer in time: {0}")]
+    Timeout(reqwest::Error),
     /// The request or its answer broke.
     #[error("peer call failed: {0}")]
     Network(String),
@@ -112,8 +115,12 @@ impl PeerClient {
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
         let resp = builder.send().await.map_err(|e| {
-            if e.is_connect() || e.is_timeout() {
+            // A connect error (refused, or the connect timed out) sent nothing; any
+            // other timeout may come after the request reached the peer.
+            if e.is_connect() {
                 CallError::Unreachable(e)
+            } else if e.is_timeout() {
+                CallError::Timeout(e)
             } else {
                 CallError::Network(e.to_string())
             }
@@ -197,7 +204,9 @@ impl Peer {
         E: std::error::Error,
     {
         let answer = answer.map_err(|e| match e {
-            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Unreachable(e) | CallError::Timeout(e) => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
             CallError::Network(msg) | CallError::Refused(msg) => {
                 RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
             }

@@ -200,6 +200,29 @@ impl Volume {
         Volume { addr, dir, proc }
     }
 
+    /// Starts a native volume server on host `host` of `net`, port `port`, storing
+    /// under `root/name`; waits until it listens (the caller's thread must reach it).
+    pub fn start_netns(net: &super::netns::Net, host: &str, root: &Path, name: &str, port: u16) -> Volume {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ip = net.ip(host).to_owned();
+        let addr = format!("{ip}:{port}");
+        let cmd: Vec<String> = vec![
+            hoard_bin().to_string(),
+            "volume".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            ip,
+            "--fsync=false".into(),
+        ];
+        let proc = Proc::spawn(net.command(host, &[], &cmd), root.join(format!("{name}.log")));
+        wait_listening(&addr);
+        Volume { addr, dir, proc }
+    }
+
     /// Stops the server (kill -9).
     pub fn stop(&mut self) {
         self.proc.kill();

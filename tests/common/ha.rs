@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cluster::{client, free_port, hoard_bin, wait_listening, Kind, Proc, Volume};
+use super::netns::Net;
 use super::proxy::Proxy;
 
 /// How long the harness waits for the cluster to reach a state it asks for (a
@@ -139,6 +140,8 @@ pub struct IndexNode {
     pub id: u64,
     /// Its port (clients and peers; Raft rides on it under `/-/raft/`).
     pub port: u16,
+    /// `host:port` where clients and peers reach it.
+    pub addr: String,
     /// Its index directory.
     pub db: PathBuf,
     /// The process.
@@ -146,9 +149,9 @@ pub struct IndexNode {
 }
 
 impl IndexNode {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<addr>`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.addr)
     }
 }
 
@@ -227,18 +230,89 @@ impl IndexCluster {
                 IndexNode {
                     id,
                     port: ports[&id],
+                    addr: format!("127.0.0.1:{}", ports[&id]),
                     db,
                     proc,
                 },
             );
         }
         for node in nodes.values() {
-            wait_listening(&format!("127.0.0.1:{}", node.port));
+            wait_listening(&node.addr);
         }
         IndexCluster {
             nodes,
             volumes,
             proxies,
+            samples: SampleLog::default(),
+            tmp,
+        }
+    }
+
+    /// Starts `volumes` native volumes on host `vol` of `net` (ports 3001…) and `n`
+    /// index servers on hosts `n1`…`n<n>` (port 3000 each), with `extra` server flags
+    /// and, per node, `env(id)` in its environment (a clock offset through
+    /// libfaketime, say); waits until every process listens. The caller's thread must
+    /// be in a host of `net` that reaches them ([`Net::enter`]).
+    pub fn start_netns(
+        net: &Net,
+        n: u64,
+        volumes: usize,
+        extra: &[&str],
+        env: impl Fn(u64) -> Vec<(String, String)>,
+    ) -> IndexCluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let volumes: Vec<Volume> = (0..volumes)
+            .map(|i| Volume::start_netns(net, "vol", tmp.path(), &format!("vol{i}"), 3001 + i as u16))
+            .collect();
+        let volume_list = volumes
+            .iter()
+            .map(|v| v.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let addr = |id: u64| format!("{}:3000", net.ip(&format!("n{id}")));
+        let peers = (1..=n)
+            .map(|id| format!("{id}={}", addr(id)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let db = tmp.path().join(format!("db{id}"));
+            let host = format!("n{id}");
+            let mut cmd: Vec<String> = vec![
+                hoard_bin().into(),
+                "server".into(),
+                "--node-id".into(),
+                id.to_string(),
+                "--peers".into(),
+                peers.clone(),
+                "--db".into(),
+                db.display().to_string(),
+                "--volumes".into(),
+                volume_list.clone(),
+                "--port".into(),
+                "3000".into(),
+                "--bind".into(),
+                net.ip(&host).to_owned(),
+            ];
+            cmd.extend(extra.iter().map(|s| s.to_string()));
+            let cmd = net.command(&host, &env(id), &cmd);
+            let proc = Proc::spawn(cmd, tmp.path().join(format!("node{id}.log")));
+            let node = IndexNode {
+                id,
+                port: 3000,
+                addr: addr(id),
+                db,
+                proc,
+            };
+            nodes.insert(id, node);
+        }
+        for node in nodes.values() {
+            wait_listening(&node.addr);
+        }
+        IndexCluster {
+            nodes,
+            volumes,
+            proxies: BTreeMap::new(),
             samples: SampleLog::default(),
             tmp,
         }
@@ -276,8 +350,18 @@ impl IndexCluster {
         ];
         cmd.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(cmd, self.tmp.path().join(format!("node{id}.log")));
-        wait_listening(&format!("127.0.0.1:{port}"));
-        self.nodes.insert(id, IndexNode { id, port, db, proc });
+        let addr = format!("127.0.0.1:{port}");
+        wait_listening(&addr);
+        self.nodes.insert(
+            id,
+            IndexNode {
+                id,
+                port,
+                addr,
+                db,
+                proc,
+            },
+        );
     }
 
     /// Forgets node `id` (after killing it): later waits and samples leave it out.
@@ -451,7 +535,7 @@ impl IndexCluster {
     pub fn restart(&mut self, id: u64) {
         let node = self.nodes.get_mut(&id).unwrap();
         node.proc.restart();
-        wait_listening(&format!("127.0.0.1:{}", node.port));
+        wait_listening(&node.addr);
     }
 
     /// kill -9 every node at once (the signals are sent before any is reaped).
@@ -475,7 +559,7 @@ impl IndexCluster {
             node.proc.restart();
         }
         for node in self.nodes.values() {
-            wait_listening(&format!("127.0.0.1:{}", node.port));
+            wait_listening(&node.addr);
         }
     }
 

@@ -162,6 +162,32 @@ impl History {
         self.ops.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Writes every operation as one JSON line (client, node, key, op, value id,
+    /// invoked and returned in ms since the history began, outcome), for the record.
+    pub fn write_jsonl(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for o in self.operations() {
+            let ms = |t: Instant| t.saturating_duration_since(self.start).as_secs_f64() * 1e3;
+            let (op, value) = match o.op {
+                Op::Put(v) => ("put", Some(v)),
+                Op::Get => ("get", None),
+                Op::Delete => ("delete", None),
+            };
+            let outcome = match o.outcome {
+                Outcome::Ok(r) => format!("{r:?}"),
+                Outcome::Failed => "failed".into(),
+                Outcome::Unknown => "unknown".into(),
+            };
+            let line = serde_json::json!({
+                "client": o.client, "node": o.node, "key": o.key, "op": op, "value": value,
+                "invoked_ms": ms(o.invoked), "returned_ms": o.returned.map(ms), "outcome": outcome,
+            });
+            writeln!(out, "{line}")?;
+        }
+        out.flush()
+    }
+
     /// Checks the whole history with `budget` search steps per key.
     pub fn check(&self, budget: u64) -> Result<CheckStats, Violation> {
         check(&self.operations(), self.start, budget)

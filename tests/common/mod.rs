@@ -251,7 +251,9 @@ pub mod browser;
 pub mod cluster;
 pub mod ha;
 pub mod history;
+pub mod netns;
 pub mod proxy;
+pub mod workload;
 
 /// Open file descriptors of process `pid`. Panics when `/proc` cannot tell: a check
 /// against a limit must not pass because nothing was measured.

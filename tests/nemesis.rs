@@ -1,0 +1,629 @@
+//! The nemesis suite (issue 23): a 3-member index cluster and its volumes on a real
+//! virtual network — every index server, the volumes and the clients in network
+//! namespaces of their own, joined by veth pairs and a bridge (tests/common/netns.rs)
+//! — while faults are injected with iptables, signals and libfaketime, and 16 clients
+//! record every request in a history (tests/common/workload.rs) that is checked
+//! afterwards: linearizable per key (tests/common/history.rs), every volume read
+//! explained, and after the heal every key read back from every member, with every
+//! acknowledged write present and every acknowledged delete absent.
+//!
+//! Faults ([`Fault`]): the leader cut off from the other members (clients still reach
+//! it), a follower cut off, a one-way loss (the leader's packets to the others dropped,
+//! theirs to it delivered), a flapping link, SIGSTOP of the leader for longer than an
+//! election, kill -9 of the leader, of a follower and of all members at once, a member
+//! wiped and rejoined under a new id, and every member cut off from the volumes.
+//! Index clocks are offset by minutes throughout ([`CLOCK_OFFSETS`], libfaketime with
+//! `FAKETIME_DONT_FAKE_MONOTONIC=1`), when libfaketime is installed.
+//!
+//! Each `#[test]` here runs one fault alone, a few times; `mixed` runs them at random
+//! from a printed seed. `HOARD_NEMESIS_SEED=S` replays a seed, `HOARD_NEMESIS_SECONDS=N`
+//! runs `mixed` for N seconds of faults, and `HOARD_NEMESIS_REPORT=FILE` writes the
+//! report (faults, operations, anomalies by kind, failover times) as JSON:
+//! `scripts/nemesis.sh` drives those for soaks. Histories are written next to the
+//! report (`HOARD_NEMESIS_HISTORY_DIR`), one JSON line per request.
+//!
+//! Needs root, iproute2 and iptables (scripts/test.sh installs them): a machine
+//! without them fails here with a message, rather than passing without testing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::ha::IndexCluster;
+use common::history::{Op, Outcome, Ret};
+use common::netns::Net;
+use futures_util::FutureExt;
+use common::workload::{assert_certain_finals, check_history, read_back, Load, Shared};
+
+/// The scenarios load the machine: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Index cluster members.
+const NODES: u64 = 3;
+/// Volume servers (on one host of their own).
+const VOLUMES: usize = 3;
+/// Each member's clock offset, in seconds (node 1, 2, 3), when libfaketime is here.
+const CLOCK_OFFSETS: [i64; 3] = [0, 150, -90];
+/// How long a fault lasts (chosen per fault from this range, by the seed).
+const FAULT_MS: std::ops::Range<u64> = 2_500..6_000;
+/// Where libfaketime lives on Debian.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    /// The leader cut off from both followers, both ways.
+    LeaderCut,
+    /// A follower cut off from the others.
+    FollowerCut,
+    /// The leader's packets to the followers dropped; theirs to it delivered.
+    OneWay,
+    /// The link between the leader and one follower going down and up every 300 ms
+    /// (the other follower cut off meanwhile, so the flapping link matters).
+    Flap,
+    /// SIGSTOP of the leader for longer than an election, then SIGCONT.
+    PauseLeader,
+    /// kill -9 of the leader, restarted after the fault.
+    KillLeader,
+    /// kill -9 of a follower, restarted after the fault.
+    KillFollower,
+    /// kill -9 of every member at once, restarted together.
+    KillAll,
+    /// Every member cut off from the volumes.
+    VolumesCut,
+}
+
+const ALL_FAULTS: [Fault; 9] = [
+    Fault::LeaderCut,
+    Fault::FollowerCut,
+    Fault::OneWay,
+    Fault::Flap,
+    Fault::PauseLeader,
+    Fault::KillLeader,
+    Fault::KillFollower,
+    Fault::KillAll,
+    Fault::VolumesCut,
+];
+
+impl Fault {
+    /// Faults after which a new leader must be elected (failover is measured).
+    fn deposes_leader(self) -> bool {
+        matches!(
+            self,
+            Fault::LeaderCut | Fault::OneWay | Fault::PauseLeader | Fault::KillLeader
+        )
+    }
+}
+
+/// One fault as injected, for the report.
+#[derive(Debug, Clone)]
+struct Injected {
+    fault: Fault,
+    /// The member it hit (0: all or none).
+    node: u64,
+    at: Instant,
+    held: Duration,
+    /// For faults that depose the leader: from the injection to the first 201 of a
+    /// PUT sent after it.
+    failover: Option<Duration>,
+    /// For the same faults: from the injection to the first sample in which another
+    /// member said it leads.
+    elected: Option<Duration>,
+}
+
+/// What a run found.
+#[derive(Debug, Default)]
+struct Report {
+    seed: u64,
+    faults: Vec<Injected>,
+    operations: usize,
+    acknowledged_writes: usize,
+    /// Anomaly kind → messages.
+    anomalies: BTreeMap<String, Vec<String>>,
+}
+
+impl Report {
+    fn anomaly(&mut self, kind: &str, msg: String) {
+        eprintln!("ANOMALY {kind}: {msg}");
+        self.anomalies.entry(kind.into()).or_default().push(msg);
+    }
+
+    fn to_json(&self, seconds: f64) -> serde_json::Value {
+        let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+        for f in &self.faults {
+            *by_kind.entry(format!("{:?}", f.fault)).or_default() += 1;
+        }
+        let failovers: Vec<f64> = self
+            .faults
+            .iter()
+            .filter_map(|f| f.failover)
+            .map(|d| d.as_secs_f64())
+            .collect();
+        // Histogram of failover times, 250 ms buckets up to 5 s, then one for the rest.
+        let mut histogram: BTreeMap<String, usize> = BTreeMap::new();
+        for &s in &failovers {
+            let bucket = if s >= 5.0 {
+                ">=5.00".to_string()
+            } else {
+                let lo = (s / 0.25).floor() * 0.25;
+                format!("{lo:.2}-{:.2}", lo + 0.25)
+            };
+            *histogram.entry(bucket).or_default() += 1;
+        }
+        let mut elections: Vec<f64> = self
+            .faults
+            .iter()
+            .filter_map(|f| f.elected)
+            .map(|d| d.as_secs_f64())
+            .collect();
+        elections.sort_by(f64::total_cmp);
+        let mut sorted = failovers.clone();
+        sorted.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * p).round() as usize])
+        };
+        serde_json::json!({
+            "seed": self.seed,
+            "seconds": seconds,
+            "faults": by_kind,
+            "faults_total": self.faults.len(),
+            "operations": self.operations,
+            "acknowledged_writes": self.acknowledged_writes,
+            "anomalies": self.anomalies.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
+            "anomaly_examples": self.anomalies.iter().map(|(k, v)| (k.clone(), v.iter().take(3).cloned().collect::<Vec<_>>())).collect::<BTreeMap<_, _>>(),
+            "new_leader_s": {
+                "count": elections.len(),
+                "p50": (!elections.is_empty()).then(|| elections[(elections.len() - 1) / 2]),
+                "max": elections.last(),
+            },
+            "failover_s": {
+                "count": failovers.len(),
+                "p50": pct(0.5),
+                "p99": pct(0.99),
+                "max": sorted.last(),
+                "histogram": histogram,
+            },
+        })
+    }
+}
+
+/// The seed: `HOARD_NEMESIS_SEED`, else from the clock; printed.
+fn seed() -> u64 {
+    let seed = std::env::var("HOARD_NEMESIS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("nemesis seed {seed} (replay: HOARD_NEMESIS_SEED={seed})");
+    seed
+}
+
+/// The environment of member `id`: its clock offset, when libfaketime is installed.
+fn clock_env(id: u64) -> Vec<(String, String)> {
+    if !std::path::Path::new(LIBFAKETIME).exists() {
+        return Vec::new();
+    }
+    let offset = CLOCK_OFFSETS[(id as usize - 1) % CLOCK_OFFSETS.len()];
+    vec![
+        ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+        ("FAKETIME".into(), format!("{offset:+}s")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
+}
+
+/// Sends `sig` to member `id`.
+fn signal(c: &IndexCluster, id: u64, sig: libc::c_int) {
+    if let Some(pid) = c.nodes[&id].proc.pid() {
+        // SAFETY: kill(2) on a child we started and have not reaped.
+        unsafe {
+            libc::kill(pid as libc::pid_t, sig);
+        }
+    }
+}
+
+/// The hosts of the members other than `id`.
+fn others(id: u64) -> Vec<String> {
+    (1..=NODES).filter(|&n| n != id).map(|n| format!("n{n}")).collect()
+}
+
+/// A running scenario: the network, the cluster, the load, what was injected.
+struct Run {
+    cluster: IndexCluster,
+    net: Net,
+    rng: fastrand::Rng,
+    report: Report,
+    /// The key prefix of this run (names its kept logs).
+    prefix: String,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // A round that panicked (the cluster did not come back) keeps its logs too.
+        if std::thread::panicking() {
+            self.keep_logs(&self.prefix.clone());
+        }
+    }
+}
+
+impl Run {
+    /// Injects `fault` (held for a time drawn from [`FAULT_MS`]) and heals it; waits
+    /// until the cluster serves again.
+    async fn inject(&mut self, fault: Fault, load: &Load) {
+        let (leader, _) = self.cluster.leader().await;
+        let follower = *others(leader)
+            .iter()
+            .map(|h| h[1..].parse::<u64>().unwrap())
+            .collect::<Vec<_>>()
+            .get(self.rng.usize(..NODES as usize - 1))
+            .unwrap();
+        let held = Duration::from_millis(self.rng.u64(FAULT_MS));
+        let l = format!("n{leader}");
+        // Each fault's rules on one host take effect together; `at` is when they did.
+        let mut at = Instant::now();
+        let node = match fault {
+            Fault::LeaderCut => {
+                self.net.isolate(&l, &others(leader));
+                at = Instant::now();
+                leader
+            }
+            Fault::FollowerCut => {
+                self.net.isolate(&format!("n{follower}"), &others(follower));
+                follower
+            }
+            Fault::OneWay => {
+                self.net.cut_one_way_many(&l, &others(leader));
+                at = Instant::now();
+                leader
+            }
+            Fault::Flap => {
+                let f = format!("n{follower}");
+                let third = others(leader).into_iter().find(|h| *h != f).unwrap();
+                self.net.cut(&l, &third);
+                let until = Instant::now() + held;
+                let mut down = false;
+                while Instant::now() < until {
+                    if down {
+                        self.net.heal();
+                        self.net.cut(&l, &third);
+                    } else {
+                        self.net.cut(&l, &f);
+                    }
+                    down = !down;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                leader
+            }
+            Fault::PauseLeader => {
+                signal(&self.cluster, leader, libc::SIGSTOP);
+                leader
+            }
+            Fault::KillLeader => {
+                self.cluster.kill(leader);
+                leader
+            }
+            Fault::KillFollower => {
+                self.cluster.kill(follower);
+                follower
+            }
+            Fault::KillAll => {
+                self.cluster.kill_all();
+                0
+            }
+            Fault::VolumesCut => {
+                let members: Vec<String> = (1..=NODES).map(|n| format!("n{n}")).collect();
+                self.net.isolate("vol", &members);
+                0
+            }
+        };
+        if fault != Fault::Flap {
+            tokio::time::sleep(held).await;
+        }
+        // Measured while the old leader is still out of the way.
+        let failover = if fault.deposes_leader() {
+            Some(self.wait_failover(load, at, leader).await)
+        } else {
+            None
+        };
+        let elected = fault
+            .deposes_leader()
+            .then(|| {
+                self.cluster
+                    .samples
+                    .samples()
+                    .iter()
+                    .filter(|s| s.at >= at && s.node != leader && s.status.is_leader())
+                    .map(|s| s.at - at)
+                    .min()
+            })
+            .flatten();
+        // Heal.
+        match fault {
+            Fault::PauseLeader => signal(&self.cluster, leader, libc::SIGCONT),
+            Fault::KillLeader => self.cluster.restart(leader),
+            Fault::KillFollower => self.cluster.restart(follower),
+            Fault::KillAll => self.cluster.restart_all(),
+            _ => self.net.heal(),
+        }
+        println!(
+            "{fault:?} on node {node} for {} ms{}",
+            held.as_millis(),
+            failover.map_or(String::new(), |d| format!(
+                ", new leader after {} ms, first write after {} ms",
+                elected.map_or(0, |e| e.as_millis()),
+                d.as_millis()
+            ))
+        );
+        self.report.faults.push(Injected {
+            fault,
+            node,
+            at,
+            held,
+            failover,
+            elected,
+        });
+        // Serving again: one leader that all agree on, and new writes acknowledged.
+        self.cluster.leader().await;
+        let t = Instant::now();
+        load.wait_created_after(t, 5, |_| true).await;
+    }
+
+    /// Copies every process's log next to the histories (`HOARD_NEMESIS_HISTORY_DIR`).
+    fn keep_logs(&self, prefix: &str) {
+        let Ok(dir) = std::env::var("HOARD_NEMESIS_HISTORY_DIR") else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(self.cluster.tmp.path()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".log") {
+                let to = std::path::Path::new(&dir).join(format!("{prefix}-{name}"));
+                let _ = std::fs::copy(e.path(), to);
+            }
+        }
+    }
+
+    /// The time from `at` to the first 201 of a PUT sent after `at` to a member
+    /// other than `old` (waits for it, at most a minute).
+    async fn wait_failover(&self, load: &Load, at: Instant, old: u64) -> Duration {
+        load.wait_created_after(at, 1, |n| n != old).await;
+        let ops = load.sh.history.operations();
+        ops.iter()
+            .filter(|o| {
+                matches!(o.op, Op::Put(_))
+                    && o.outcome == Outcome::Ok(Ret::Created)
+                    && o.invoked >= at
+                    && o.node != old
+            })
+            .filter_map(|o| o.returned)
+            .min()
+            .map_or(Duration::MAX, |r| r - at)
+    }
+
+    /// After the faults: heal, converge, repair, and check the history and the
+    /// read-back; anomalies go to the report (by kind).
+    async fn verify(&mut self, sh: Arc<Shared>) {
+        self.net.heal();
+        let ids = self.cluster.ids();
+        let st = self.cluster.wait_converged(&ids).await;
+        // Missing or lost replica files show here first: verify finds them, and a
+        // key it cannot repair has lost its value.
+        let repair = std::panic::AssertUnwindSafe(self.cluster.repair(st.leader_id.unwrap()))
+            .catch_unwind()
+            .await;
+        if let Err(p) = repair {
+            self.report
+                .anomaly("replica files lost (repair failed)", panic_text_any(p));
+        }
+        self.cluster.wait_converged(&ids).await;
+        self.cluster.wait_no_intents(&ids).await;
+        let ops = sh.history.operations();
+        self.report.operations += ops.len();
+        self.report.acknowledged_writes += ops
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Ok(Ret::Created | Ret::Deleted)))
+            .count();
+        write_history(&sh);
+        self.keep_logs(&sh.prefix);
+        let urls = self.cluster.urls();
+        // The checks panic with their finding: caught, classified, reported.
+        let sh2 = Arc::clone(&sh);
+        let finals = tokio::spawn(async move {
+            let finals = read_back(&sh2, &urls).await;
+            assert_certain_finals(&sh2, &finals);
+        })
+        .await;
+        if let Err(e) = finals {
+            self.report.anomaly("lost or wrong final value", panic_text(e));
+        }
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_history(&sh)));
+        if let Err(e) = checked {
+            let msg = panic_text_any(e);
+            let kind = if msg.contains("not linearizable") {
+                "not linearizable (stale read, lost or phantom write)"
+            } else if msg.contains("volume served") || msg.contains("redirected") {
+                "volume read disagreeing with the index"
+            } else if msg.contains("unexpected answers") {
+                "unexpected answer"
+            } else {
+                "history check"
+            };
+            self.report.anomaly(kind, msg);
+        }
+        if let Err(e) = self.cluster.samples.check_one_leader_per_term() {
+            self.report.anomaly("two leaders in one term", e);
+        }
+    }
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => panic_text_any(p),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn panic_text_any(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Writes the history as JSON lines under `HOARD_NEMESIS_HISTORY_DIR`, if set.
+fn write_history(sh: &Shared) {
+    if let Ok(dir) = std::env::var("HOARD_NEMESIS_HISTORY_DIR") {
+        let path = std::path::Path::new(&dir).join(format!("{}.jsonl", sh.prefix));
+        if let Err(e) = sh.history.write_jsonl(&path) {
+            eprintln!("writing {}: {e}", path.display());
+        }
+    }
+}
+
+/// Runs `faults` (in order) under the load on a fresh network and cluster, and
+/// returns the report. Panics only when the harness itself cannot work.
+fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
+    // One cluster at a time: each loads the machine.
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = Net::available() {
+        panic!("the nemesis suite needs root, iproute2 and iptables: {e}");
+    }
+    let net = Net::create(&["client", "vol", "n1", "n2", "n3"]);
+    net.enter("client");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let faults = faults.to_vec();
+    let prefix = format!("{name}-{seed}");
+    rt.block_on(async move {
+        let cluster = IndexCluster::start_netns(&net, NODES, VOLUMES, &[], clock_env);
+        cluster.leader().await;
+        cluster.wait_volumes_up(&cluster.ids()).await;
+        let mut run = Run {
+            cluster,
+            net,
+            rng: fastrand::Rng::with_seed(seed),
+            report: Report {
+                seed,
+                ..Report::default()
+            },
+            prefix: prefix.clone(),
+        };
+        let sampler = run.cluster.start_sampler();
+        let load = Load::start(run.cluster.urls(), &prefix);
+        load.wait_created_after(Instant::now(), 20, |_| true).await;
+        for fault in faults {
+            run.inject(fault, &load).await;
+        }
+        let sh = load.finish().await;
+        sampler.stop().await;
+        run.verify(sh).await;
+        let report = std::mem::take(&mut run.report);
+        drop(run);
+        report
+    })
+}
+
+/// Asserts a report found nothing, printing it.
+fn assert_clean(report: &Report) {
+    println!("{}", report.to_json(0.0));
+    assert!(
+        report.anomalies.is_empty(),
+        "anomalies (seed {}): {:#?}",
+        report.seed,
+        report.anomalies
+    );
+    assert!(report.acknowledged_writes > 0, "nothing was acknowledged");
+}
+
+#[test]
+fn leader_cut_off() {
+    assert_clean(&scenario("leadercut", seed(), &[Fault::LeaderCut; 3]));
+}
+
+#[test]
+fn one_way_loss_and_flapping() {
+    assert_clean(&scenario(
+        "oneway",
+        seed(),
+        &[Fault::OneWay, Fault::Flap, Fault::FollowerCut],
+    ));
+}
+
+#[test]
+fn pauses_and_kills() {
+    assert_clean(&scenario(
+        "kills",
+        seed(),
+        &[Fault::PauseLeader, Fault::KillLeader, Fault::KillFollower, Fault::KillAll],
+    ));
+}
+
+#[test]
+fn volumes_cut_off() {
+    assert_clean(&scenario("volcut", seed(), &[Fault::VolumesCut]));
+}
+
+/// Faults at random from the seed: a few in CI, `HOARD_NEMESIS_SECONDS` for soaks,
+/// rounds of up to 8 faults each (each round on a fresh cluster with its own
+/// history), the report to `HOARD_NEMESIS_REPORT`.
+#[test]
+fn mixed() {
+    let seed = seed();
+    let seconds: u64 = std::env::var("HOARD_NEMESIS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let started = Instant::now();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut total = Report {
+        seed,
+        ..Report::default()
+    };
+    let mut round = 0;
+    loop {
+        let n = if seconds == 0 { 3 } else { 8 };
+        let faults: Vec<Fault> = (0..n).map(|_| ALL_FAULTS[rng.usize(..ALL_FAULTS.len())]).collect();
+        let round_seed = rng.u64(..);
+        println!("round {round}: seed {round_seed}, faults {faults:?}");
+        let name = format!("mixed{round}");
+        let run = std::panic::catch_unwind(|| scenario(&name, round_seed, &faults));
+        let r = match run {
+            Ok(r) => r,
+            // The cluster did not come back (no leader, no convergence, a stuck
+            // repair): an anomaly of its own; the soak goes on.
+            Err(p) => {
+                let mut r = Report::default();
+                r.anomaly(
+                    "cluster did not recover",
+                    format!("round {round} (seed {round_seed}): {}", panic_text_any(p)),
+                );
+                r
+            }
+        };
+        total.faults.extend(r.faults);
+        total.operations += r.operations;
+        total.acknowledged_writes += r.acknowledged_writes;
+        for (k, v) in r.anomalies {
+            total.anomalies.entry(k).or_default().extend(v);
+        }
+        round += 1;
+        if started.elapsed().as_secs() >= seconds {
+            break;
+        }
+    }
+    let json = total.to_json(started.elapsed().as_secs_f64());
+    if let Ok(path) = std::env::var("HOARD_NEMESIS_REPORT") {
+        std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        println!("report written to {path}");
+    }
+    assert_clean(&total);
+}
