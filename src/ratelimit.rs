@@ -2,7 +2,14 @@
 //! (`--rate-limit N` requests per second, bursts up to N; beyond: 429 with
 //! `Retry-After`) and a time limit on handling requests that carry no upload
 //! (`--request-timeout`; an upload is bounded by the body idle timeout instead).
-//! `/-/health` is exempt from both.
+//!
+//! Exempt from both ([`exempt`]): `/-/health`, and an index cluster's own traffic, so a
+//! busy client can neither make the leader miss heartbeats nor cut a membership change
+//! half-way. Raft's RPCs and the calls members forward to the leader (`/-/raft/…`)
+//! are bounded by the calling member's per-call timeouts; membership changes
+//! (`/-/cluster/members…`) by their own limit,
+//! [`crate::raft::members::MEMBERSHIP_TIMEOUT`]. Under `--auth-mode` both need the
+//! cluster token like any write.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,9 +61,18 @@ pub struct Admission {
     pub request_timeout: Duration,
 }
 
+/// Whether requests to `path` bypass the client rate limit and time limit: the health
+/// check and the index cluster's own traffic (see the module documentation).
+pub fn exempt(path: &str) -> bool {
+    path == "/-/health"
+        || path.starts_with("/-/raft/")
+        || path == "/-/cluster/members"
+        || path.starts_with("/-/cluster/members/")
+}
+
 /// Middleware: rate limit, then the request time limit.
 pub async fn admit(State(adm): State<Admission>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/-/health" {
+    if exempt(req.uri().path()) {
         return next.run(req).await;
     }
     if let Some(bucket) = &adm.bucket {
@@ -99,5 +115,27 @@ mod tests {
         assert!(wait <= Duration::from_millis(200), "{wait:?}");
         std::thread::sleep(Duration::from_millis(250));
         assert!(b.take().is_ok());
+    }
+
+    #[test]
+    fn cluster_traffic_is_exempt_and_clients_are_not() {
+        for path in [
+            "/-/health",
+            "/-/raft/append",
+            "/-/raft/members",
+            "/-/cluster/members",
+            "/-/cluster/members/4",
+        ] {
+            assert!(exempt(path), "{path}");
+        }
+        for path in [
+            "/-/cluster",
+            "/-/raftx",
+            "/-/admin/verify",
+            "/k",
+            "/-/cluster/membersx",
+        ] {
+            assert!(!exempt(path), "{path}");
+        }
     }
 }

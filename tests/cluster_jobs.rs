@@ -150,3 +150,103 @@ async fn a_rebalance_survives_the_death_of_the_leader() {
         assert!(Instant::now() < deadline);
     }
 }
+
+/// The value of `key` read through `url` (the index's redirect, then the volume), or
+/// why it could not be read.
+async fn read_value(url: &str, key: &str) -> Result<String, String> {
+    let r = http()
+        .get(format!("{url}{key}"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| format!("{key}: status {}, no redirect", r.status()))?
+        .to_string();
+    let v = http()
+        .get(&location)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if v.status() != 200 {
+        return Err(format!("{location}: status {}", v.status()));
+    }
+    v.text().await.map_err(|e| e.to_string())
+}
+
+/// Keys the verify job checks before it looks for orphans: at `max_rate=15` keys/s,
+/// several seconds, time enough to cut its member off and write through the others.
+const VERIFIED: usize = 150;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leader_deletes_no_file_of_the_majority() {
+    let c = IndexCluster::start(3, 3, Links::Proxied, &[]);
+    let (old, _) = c.leader().await;
+    c.wait_volumes_up(&c.ids()).await;
+    for i in 0..VERIFIED {
+        let r = http()
+            .put(format!("{}/k/{i}", c.url(old)))
+            .body(format!("value {i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "PUT /k/{i}");
+    }
+    // A repairing verify (every unreferenced file is an orphan at once) on the leader.
+    let r = http()
+        .post(format!(
+            "{}/-/admin/verify?repair=1&grace=0s&max_rate=15",
+            c.url(old)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    wait_status(&c.url(old), "the verify running", |s| {
+        s["running"]["counts"]["scanned"].as_u64() > Some(0)
+    })
+    .await;
+
+    // The leader is cut off mid-job (it still believes it leads); the others elect a
+    // leader and take writes, whose files the cut-off member's index does not know.
+    c.partition(old);
+    let others: Vec<u64> = c.ids().into_iter().filter(|&i| i != old).collect();
+    let (new, _) = c.wait_leader_among(&others).await;
+    for i in 0..10 {
+        let r = http()
+            .put(format!("{}/new/{i}", c.url(new)))
+            .body(format!("new {i}"))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "PUT /new/{i}");
+    }
+
+    // The cut-off member's job goes on to its orphan pass and ends there.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let log = loop {
+        let log = c.nodes[&old].proc.log_text();
+        if log.contains("verify job ended") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "the job never ended:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // It deleted nothing the majority refers to.
+    for i in 0..10 {
+        let got = read_value(&c.url(new), &format!("/new/{i}")).await;
+        assert_eq!(
+            got.as_deref(),
+            Ok(format!("new {i}").as_str()),
+            "/new/{i} after the cut-off member's orphan pass; its log:\n{log}"
+        );
+    }
+    // It stopped before deleting (no quorum to confirm its reads, or the job taken
+    // over), rather than running to its end on a stale index.
+    assert!(log.contains("verify job failed"), "{log}");
+    assert!(!log.contains("deleted orphan"), "{log}");
+}

@@ -219,10 +219,9 @@ async fn snapshots_carry_the_volume_table_and_import_re_encodes() {
     assert_eq!(third.get(b"/x").unwrap(), None);
     // A record naming an id the snapshot's table lacks is refused.
     let mut bad = Vec::new();
-    for part in [&b"/k"[..], &[16, 2, 0, 0, 0, 1, 18][..]] {
-        bad.extend((part.len() as u32).to_le_bytes());
-        bad.extend(part);
-    }
+    let mut w = crate::index::snapfile::SnapWriter::new(&mut bad).unwrap();
+    w.pair(b"/k", &[16, 2, 0, 0, 0, 1, 18]).unwrap();
+    w.finish().unwrap();
     assert!(third.import(&mut bad.as_slice(), &[]).is_err());
     assert_all_records(&third, 300);
 }

@@ -30,6 +30,7 @@ mod record;
 mod replicated;
 mod scan;
 mod shrink;
+pub mod snapfile;
 mod table_map;
 mod volume_table;
 

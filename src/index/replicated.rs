@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use redb::{Durability, ReadableDatabase, ReadableTable};
 
+use super::snapfile::{snapshot_err, SnapReader, SnapWriter};
 use super::volume_table::{self, Foreign, Ids};
 use super::{apply, store_err, Applied, Command, Counts, Index, IndexError, TableMap};
 use super::{KEYS, META};
@@ -28,9 +29,6 @@ pub trait Replicator: Send + Sync + 'static {
 
 /// Values of named `meta` entries, in the order asked (`None`: absent).
 pub type MetaValues = Vec<Option<Vec<u8>>>;
-
-/// Most bytes of one key or record in a snapshot (far above real sizes).
-const MAX_SNAPSHOT_ITEM: u32 = 1 << 20;
 
 /// Snapshot item key prefix of a volume table entry: `\0vol:` and the id (u32,
 /// little-endian); the value is the name. They come before the records, which are in
@@ -154,7 +152,8 @@ impl Index {
     }
 
     /// Writes every record to `out` (`u32 key length, key, u32 record length, record`,
-    /// little-endian, key order) from one read transaction, which also reads the `meta`
+    /// little-endian, key order, framed as [`super::snapfile`] describes: a versioned
+    /// header, and a trailer with the item count and a checksum) from one read transaction, which also reads the `meta`
     /// values named in `names` (so they describe exactly the records written); the
     /// number of records and those values. The replicated meta entries (volume list,
     /// job, retired members) come first, and front-ends' entries (`SetFrontend`) last,
@@ -165,51 +164,31 @@ impl Index {
         out: &mut impl Write,
         names: &[&str],
     ) -> Result<(u64, MetaValues), IndexError> {
-        let io = |e: std::io::Error| IndexError::Store(redb::Error::Io(e));
         let (txn, records) = self.read_records()?;
         let meta = txn.open_table(META).map_err(store_err)?;
         let values = names
             .iter()
             .map(|n| Ok(meta.get(*n).map_err(store_err)?.map(|v| v.value().to_vec())))
             .collect::<Result<Vec<_>, IndexError>>()?;
+        let mut w = SnapWriter::new(out)?;
         for name in super::command::REPLICATED_META {
             if let Some(v) = meta.get(*name).map_err(store_err)? {
                 let key = [b"\0", name.as_bytes()].concat();
-                for part in [key.as_slice(), v.value()] {
-                    out.write_all(&(part.len() as u32).to_le_bytes())
-                        .map_err(io)?;
-                    out.write_all(part).map_err(io)?;
-                }
+                w.pair(&key, v.value())?;
             }
         }
         // The change feed's tables (`super::feed`), as items of their own prefixes.
-        super::feed::export(&txn, &mut |key: &[u8], value: &[u8]| {
-            for part in [key, value] {
-                out.write_all(&(part.len() as u32).to_le_bytes())
-                    .map_err(io)?;
-                out.write_all(part).map_err(io)?;
-            }
-            Ok(())
-        })?;
+        super::feed::export(&txn, &mut |key: &[u8], value: &[u8]| w.pair(key, value))?;
         // The volume table the records' compact encoding refers to.
         volume_table::each(&txn, |id, name| {
             let key = [SNAP_VOLUME, &id.to_le_bytes()].concat();
-            for part in [key.as_slice(), name.as_bytes()] {
-                out.write_all(&(part.len() as u32).to_le_bytes())
-                    .map_err(io)?;
-                out.write_all(part).map_err(io)?;
-            }
-            Ok(())
+            w.pair(&key, name.as_bytes())
         })?;
         let table = records;
         let mut n = 0;
         for item in table.iter().map_err(store_err)? {
             let (k, v) = item.map_err(store_err)?;
-            for part in [k.value(), v.value()] {
-                out.write_all(&(part.len() as u32).to_le_bytes())
-                    .map_err(io)?;
-                out.write_all(part).map_err(io)?;
-            }
+            w.pair(k.value(), v.value())?;
             n += 1;
         }
         // Front-ends' entries (`Command::SetFrontend`) follow the records, as items
@@ -225,18 +204,16 @@ impl Index {
         {
             let (k, v) = item.map_err(store_err)?;
             let key = [b"\0", k.value().as_bytes()].concat();
-            for part in [key.as_slice(), v.value()] {
-                out.write_all(&(part.len() as u32).to_le_bytes())
-                    .map_err(io)?;
-                out.write_all(part).map_err(io)?;
-            }
+            w.pair(&key, v.value())?;
         }
-        out.flush().map_err(io)?;
+        w.finish()?;
         Ok((n, values))
     }
 
     /// Replaces every record with those read from `input` (as written by
-    /// [`Index::export`]) and stores `state` in `meta`, in one synced transaction;
+    /// [`Index::export`]) and stores `state` in `meta`, in one synced transaction,
+    /// committed only once the whole snapshot was read and its trailer matched: a cut,
+    /// altered or unversioned snapshot is refused with the index untouched;
     /// counts are recomputed. Records are decoded with the snapshot's volume table and
     /// stored in this index's compact encoding (a snapshot of legacy records is
     /// migrated on the way). Blocking.
@@ -257,8 +234,10 @@ impl Index {
             let mut ids = Ids::open(&self.vt, &txn)?;
             let mut foreign = Foreign::default();
             let mut feed = super::feed::Importer::open(&txn)?;
-            while let Some(key) = read_item(input)? {
-                let value = read_item(input)?.ok_or_else(|| snapshot_err("record missing"))?;
+            // Nothing is committed unless the snapshot reads to its trailer and
+            // matches it (count and checksum): `next_pair` fails otherwise.
+            let mut reader = SnapReader::new(input)?;
+            while let Some((key, value)) = reader.next_pair()? {
                 if feed.item(&key, &value)? {
                     continue;
                 }
@@ -319,31 +298,6 @@ impl Index {
         self.refresh_volumes();
         Ok(n)
     }
-}
-
-fn snapshot_err(msg: &str) -> IndexError {
-    IndexError::Store(redb::Error::Io(std::io::Error::other(format!(
-        "index snapshot: {msg}"
-    ))))
-}
-
-/// One length-prefixed item; `None` at a clean end of input.
-fn read_item(input: &mut impl Read) -> Result<Option<Vec<u8>>, IndexError> {
-    let mut len = [0u8; 4];
-    match input.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(IndexError::Store(redb::Error::Io(e))),
-    }
-    let len = u32::from_le_bytes(len);
-    if len > MAX_SNAPSHOT_ITEM {
-        return Err(snapshot_err("item too large"));
-    }
-    let mut item = vec![0; len as usize];
-    input
-        .read_exact(&mut item)
-        .map_err(|_| snapshot_err("truncated"))?;
-    Ok(Some(item))
 }
 
 #[cfg(test)]
@@ -446,5 +400,84 @@ mod tests {
         let cut = &file[..file.len() - 3];
         assert!(target.import(&mut &cut[..], &[]).is_err());
         assert_eq!(target.counts().live, 1);
+    }
+
+    /// An index of `n` live records `/k/0…`, exported.
+    fn snapshot_of(dir: &std::path::Path, n: usize) -> (Index, Vec<u8>) {
+        let index = Index::open(dir).unwrap();
+        let mut batch = Vec::new();
+        for i in 0..n {
+            let key = format!("/k/{i}").into_bytes();
+            batch.push(Some(Command::Begin {
+                key: key.clone(),
+                volumes: vec!["v:1".into()],
+                now_ms: 1,
+                owner: 0,
+                replace: false,
+            }));
+            batch.push(Some(Command::Commit {
+                key,
+                size: 1,
+                md5: None,
+                missing: Vec::new(),
+                now_ms: 2,
+                owner: 0,
+                meta: Vec::new(),
+            }));
+        }
+        index.apply_committed(&batch, &[]).unwrap();
+        let mut file = Vec::new();
+        index.export(&mut file, &[]).unwrap();
+        (index, file)
+    }
+
+    /// Where the item of `key` (its length, then the key) starts in `file`.
+    fn item_at(file: &[u8], key: &[u8]) -> usize {
+        let needle = [&(key.len() as u32).to_le_bytes()[..], key].concat();
+        file.windows(needle.len())
+            .position(|w| w == needle.as_slice())
+            .expect("key in the snapshot")
+    }
+
+    /// A target index holding one record `/old`, to see that a refused import leaves it.
+    fn target_with_one_record(dir: &std::path::Path) -> Index {
+        let target = Index::open(dir).unwrap();
+        let begin = Command::Begin {
+            key: b"/old".to_vec(),
+            volumes: vec!["v:1".into()],
+            now_ms: 1,
+            owner: 0,
+            replace: false,
+        };
+        target.apply_committed(&[Some(begin)], &[]).unwrap();
+        target
+    }
+
+    #[test]
+    fn a_snapshot_cut_at_an_item_boundary_is_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_source, file) = snapshot_of(a.path(), 3);
+        let target = target_with_one_record(b.path());
+        // Cut just before the last record's key: every item before it is whole.
+        let cut = &file[..item_at(&file, b"/k/2")];
+        assert!(target.import(&mut &cut[..], &[]).is_err());
+        assert!(target.get(b"/old").unwrap().is_some(), "index untouched");
+        assert_eq!(target.get(b"/k/0").unwrap(), None);
+        // The whole snapshot goes in.
+        assert_eq!(target.import(&mut file.as_slice(), &[]).unwrap(), 3);
+        assert_eq!(target.counts().live, 3);
+    }
+
+    #[test]
+    fn a_snapshot_with_a_flipped_byte_is_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_source, file) = snapshot_of(a.path(), 3);
+        let target = target_with_one_record(b.path());
+        // `/k/1` becomes `/k/9`: still a well-formed item.
+        let mut bad = file.clone();
+        bad[item_at(&file, b"/k/1") + 4 + 3] = b'9';
+        assert!(target.import(&mut bad.as_slice(), &[]).is_err());
+        assert!(target.get(b"/old").unwrap().is_some(), "index untouched");
+        assert_eq!(target.get(b"/k/9").unwrap(), None);
     }
 }

@@ -7,6 +7,7 @@
 //! * [`rebalance`] — every key to its placement (offline, online, or one key).
 //! * [`verify`] — replicas, intents; [`orphans`] — unreferenced files (offline, online).
 //! * [`worker`] — the background-job mechanism: progress, throttle, cancel.
+//! * [`fence`] — what an online job checks before deleting files in an index cluster.
 //! * [`upkeep`] — completing missing replicas, deleting stale files; releasing a record
 //!   with its files.
 //! * [`membership`] — volumes joining or leaving a running index server.
@@ -18,6 +19,7 @@
 
 pub mod args;
 pub mod copy;
+pub mod fence;
 pub mod listing;
 pub mod membership;
 pub mod offline;
@@ -93,6 +95,9 @@ pub enum OpsError {
     /// A background task panicked or was stopped.
     #[error("background task: {0}")]
     Task(String),
+    /// This member no longer owns the cluster's job: it stops (`fence`).
+    #[error("job stopped: {0}")]
+    Fenced(String),
 }
 
 /// Everything an operation needs: the index, volumes, placement and per-key locks.

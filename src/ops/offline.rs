@@ -111,6 +111,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         deep: args.deep,
         grace: args.grace,
         concurrency: args.cluster.concurrency,
+        fence: Default::default(),
     };
     let index = ctx.index.clone();
     let result = with_progress(&job, verify::run(ctx, Arc::clone(&job), opts)).await;

@@ -5,10 +5,14 @@
 //! Every volume is walked through its listings ([`super::listing`]). A file is an
 //! orphan when the record of its key (in any state, intents included) does not list its
 //! location and its mtime is older than the grace period, so files of writes still in
-//! flight are never touched. With `repair`, each orphan is deleted under its key's lock
-//! after re-reading the record, so a PUT, rebalance or repair that started meanwhile and
-//! now refers to the file keeps it. Files that are not hoard value files are never
-//! touched.
+//! flight are never touched. With `repair`, orphans are deleted in batches: before each,
+//! the job's [`super::fence::Fence`] is checked (in an index cluster: a read barrier, so
+//! this member's copy of the index is current, and this member still owning the
+//! cluster's job — a cut-off or deposed member stops there, having deleted nothing);
+//! then each orphan is deleted under its key's lock after re-reading the record, so a
+//! PUT, rebalance or repair that started meanwhile and now refers to the file keeps it.
+//! The fence module documents what a crash or partition at each step leaves. Files
+//! that are not hoard value files are never touched.
 //!
 //! The grace period compares a volume's mtimes with this machine's clock: keep it well
 //! above any clock skew between machines.
@@ -23,6 +27,9 @@ use super::worker::{inc, Job};
 use super::{Ctx, OpsError};
 use crate::index::now_ms;
 use crate::replica::VolumeClient;
+
+/// Most orphans deleted after one [`super::fence::Fence`] check.
+const DELETE_BATCH: usize = 64;
 
 /// True when the index refers to `found`'s location for its key (as a replica, or as a
 /// stale location that the record's own cleanup will delete).
@@ -69,21 +76,27 @@ pub async fn collect(
         tracing::warn!("orphan scan of {server} incomplete: {e}");
     }
     p.orphans.fetch_add(candidates.len() as u64, Relaxed);
-    if !opts.repair || job.is_cancelled() {
+    if !opts.repair {
         return Ok(());
     }
-    stream::iter(candidates)
-        .for_each_concurrent(opts.concurrency.max(1), |found| async move {
-            match delete_orphan(ctx, &found).await {
-                Ok(true) => inc(&p.orphans_deleted),
-                Ok(false) => {}
-                Err(e) => {
-                    inc(&p.failed);
-                    tracing::warn!("deleting orphan at {}: {e}", found.location);
+    let batch = DELETE_BATCH.max(opts.concurrency);
+    let mut candidates = candidates.into_iter().peekable();
+    while candidates.peek().is_some() && !job.is_cancelled() {
+        // Right before each batch: a linearizable read, and the job still ours.
+        opts.fence.check(&ctx.index).await?;
+        stream::iter(candidates.by_ref().take(batch))
+            .for_each_concurrent(opts.concurrency.max(1), |found| async move {
+                match delete_orphan(ctx, &found).await {
+                    Ok(true) => inc(&p.orphans_deleted),
+                    Ok(false) => {}
+                    Err(e) => {
+                        inc(&p.failed);
+                        tracing::warn!("deleting orphan at {}: {e}", found.location);
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+    }
     Ok(())
 }
 

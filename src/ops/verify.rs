@@ -20,7 +20,10 @@
 //!   ([`super::rebalance::one`]; the old copies go after a short delay, or as orphans).
 //!
 //! Every repair holds the key's lock and first re-reads the record, acting only if it
-//! is the version that was checked. What a kill -9 at each step leaves behind:
+//! is the version that was checked. Deleting files on verify's own judgement (rolling
+//! back an intent, finishing a delete, orphans) first passes the job's
+//! [`super::fence::Fence`]: in an index cluster a linearizable read, and this member
+//! still owning the cluster's job; a member that lost the job stops it. What a kill -9 at each step leaves behind:
 //!
 //! * *While re-creating a replica:* the copy is a PUT of a checked stream to the
 //!   location the record already names; the volume keeps the old file (or none) until
@@ -65,6 +68,9 @@ pub struct Options {
     pub grace: Duration,
     /// Keys checked concurrently; also listing requests in flight per volume.
     pub concurrency: usize,
+    /// Checked before deleting files on the job's own judgement (intents rolled back,
+    /// orphans): in an index cluster, this member must still own the job.
+    pub fence: super::fence::Fence,
 }
 
 /// The state of one replica as checked.
@@ -102,18 +108,28 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
         for (_, record) in &chunk {
             servers.extend(record.volumes.iter().map(|v| server_of(v).to_string()));
         }
+        let fenced = std::sync::Mutex::new(None);
         stream::iter(chunk)
             .for_each_concurrent(opts.concurrency.max(1), |(key, record)| {
-                let (ctx, job, opts) = (&ctx, &job, &opts);
+                let (ctx, job, opts, fenced) = (&ctx, &job, &opts, &fenced);
                 async move {
                     inc(&job.progress.scanned);
-                    if let Err(e) = check(ctx, job, opts, &key, record).await {
-                        inc(&job.progress.failed);
-                        tracing::warn!("verify of {}: {e}", show(&key));
+                    match check(ctx, job, opts, &key, record).await {
+                        Ok(()) => {}
+                        Err(OpsError::Fenced(e)) => {
+                            *fenced.lock().unwrap_or_else(|p| p.into_inner()) = Some(e)
+                        }
+                        Err(e) => {
+                            inc(&job.progress.failed);
+                            tracing::warn!("verify of {}: {e}", show(&key));
+                        }
                     }
                 }
             })
             .await;
+        if let Some(e) = fenced.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(OpsError::Fenced(e));
+        }
         if let Some(done) = &after {
             job.set_cursor(done);
         }
@@ -140,14 +156,14 @@ async fn check(
                 return Ok(());
             }
             inc(&p.stale_intents);
-            if opts.repair && drop_record(ctx, key, &record).await? {
+            if opts.repair && drop_record(ctx, opts, key, &record).await? {
                 inc(&p.intents_rolled_back);
             }
             Ok(())
         }
         State::Deleting => {
             inc(&p.stale_deletes);
-            if opts.repair && drop_record(ctx, key, &record).await? {
+            if opts.repair && drop_record(ctx, opts, key, &record).await? {
                 inc(&p.deletes_finished);
             }
             Ok(())
@@ -157,11 +173,19 @@ async fn check(
 }
 
 /// Deletes the files of an intent or interrupted delete, then its record. False when
-/// the record changed meanwhile or the key stayed busy.
-async fn drop_record(ctx: &Ctx, key: &[u8], seen: &Record) -> Result<bool, OpsError> {
+/// the record changed meanwhile or the key stayed busy. The record is re-read after
+/// the fence check (a linearizable read; the job still ours), so a member with a stale
+/// copy of the index deletes nothing.
+async fn drop_record(
+    ctx: &Ctx,
+    opts: &Options,
+    key: &[u8],
+    seen: &Record,
+) -> Result<bool, OpsError> {
     let Some(_guard) = ctx.locks.lock_within(key, LOCK_PATIENCE).await else {
         return Ok(false);
     };
+    opts.fence.check(&ctx.index).await?;
     if ctx.index.get(key)?.as_ref() != Some(seen) {
         return Ok(false);
     }

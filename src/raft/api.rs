@@ -3,7 +3,10 @@
 //! membership changes forwarded to it (`members`) and read-index requests
 //! (`read-index`). JSON in (AppendEntries also binary: [`super::wire`]), JSON
 //! out; POST only. Under auth they
-//! need the cluster token like any write.
+//! need the cluster token like any write. They bypass the client rate limit and
+//! request time limit (`crate::ratelimit::exempt`): each call is bounded by the calling
+//! member's own timeout, and a membership change by
+//! [`super::members::MEMBERSHIP_TIMEOUT`].
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -73,7 +76,7 @@ pub async fn handle(node: &RaftNode, name: &str, body: Body) -> Response {
         }
         "members" => {
             use super::members::{MemberAnswer, MembersError};
-            let answer = match node.change_members_here(parse!()).await {
+            let answer = match node.change_members_here_detached(parse!()).await {
                 Ok(Some(voters)) => MemberAnswer::Done(voters),
                 Ok(None) => MemberAnswer::NotLeader,
                 Err(MembersError::Refused(e)) => MemberAnswer::Refused(e),

@@ -32,6 +32,13 @@ use crate::index::{Command, IndexError};
 /// voter.
 pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
 
+/// Longest a membership change request waits for its outcome (180 s): the catch-up,
+/// the forwarding to the leader and the joint-consensus changes. Such requests bypass
+/// `--request-timeout` and `--rate-limit` (`crate::ratelimit::exempt`); the change
+/// itself runs on its own task, so neither this limit nor a client that hangs up stops
+/// it half-way (say between adding a learner and dropping it again).
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// A membership change, as forwarded to the leader.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum MemberChange {
@@ -148,6 +155,49 @@ impl RaftNode {
             tracing::warn!("reading retired member ids: {e}");
             Vec::new()
         })
+    }
+
+    /// [`RaftNode::change_members`] on a task of its own, answered within
+    /// [`MEMBERSHIP_TIMEOUT`] (after which the change goes on unobserved).
+    pub async fn change_members_detached(
+        &self,
+        change: MemberChange,
+    ) -> Result<Vec<u64>, MembersError> {
+        self.detached(move |me| async move { me.change_members(change).await })
+            .await
+    }
+
+    /// [`RaftNode::change_members_here`] on a task of its own, answered within
+    /// [`MEMBERSHIP_TIMEOUT`] (after which the change goes on unobserved).
+    pub async fn change_members_here_detached(
+        &self,
+        change: MemberChange,
+    ) -> Result<Option<Vec<u64>>, MembersError> {
+        self.detached(move |me| async move { me.change_members_here(change).await })
+            .await
+    }
+
+    async fn detached<T, F>(
+        &self,
+        change: impl FnOnce(std::sync::Arc<RaftNode>) -> F,
+    ) -> Result<T, MembersError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, MembersError>> + Send + 'static,
+    {
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| MembersError::Failed("Raft is stopping".into()))?;
+        let task = tokio::spawn(change(me));
+        match tokio::time::timeout(MEMBERSHIP_TIMEOUT, task).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => Err(MembersError::Failed(format!("membership change task: {e}"))),
+            Err(_) => Err(MembersError::Failed(format!(
+                "no outcome after {} s; the change goes on (see `hoard cluster status`)",
+                MEMBERSHIP_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// Applies `change` on the leader, forwarding it there from any member. Returns

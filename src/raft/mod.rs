@@ -27,6 +27,7 @@
 
 pub mod api;
 mod batch;
+mod lease;
 pub mod log_store;
 pub mod members;
 pub mod network;
@@ -195,9 +196,8 @@ pub struct RaftNode {
     stopping: std::sync::atomic::AtomicBool,
     reads: ReadConsistency,
     barrier: Mutex<BarrierState>,
-    /// While leading: when a quorum last acknowledged this leader, and in which term
-    /// (kept by [`export_metrics`], which sees every metrics change).
-    lease: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
+    /// While leading: the read lease, from this leader's read-index rounds.
+    lease: lease::Lease,
     /// This node itself, for the background read-index rounds.
     me: std::sync::Weak<RaftNode>,
     /// Groups this leader's proposals into log entries.
@@ -266,7 +266,7 @@ impl RaftNode {
             stopping: Default::default(),
             reads: cfg.reads,
             barrier: Mutex::default(),
-            lease: Arc::default(),
+            lease: lease::Lease::default(),
             me: me.clone(),
             batcher: batch::Batcher::start(raft.clone(), lease_seed(me.clone())),
             raft,
@@ -291,7 +291,7 @@ impl RaftNode {
             }
         }
         index.replicate_with(node.clone());
-        tokio::spawn(export_metrics(node.raft.metrics(), Arc::clone(&node.lease)));
+        tokio::spawn(export_metrics(node.raft.metrics()));
         Ok(node)
     }
 
@@ -394,27 +394,34 @@ impl RaftNode {
             return Ok(Some(index));
         }
         metrics::counter!("hoard_raft_read_index_total", "by" => "quorum").increment(1);
+        // Taken before the quorum is asked: its acknowledgement comes after this.
+        let round = lease::Lease::round(self.raft.metrics().borrow().current_term);
         match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => Ok(Some(read.map_or(0, |l| l.index))),
+            Ok((read, _applied)) => {
+                self.lease.confirm(round);
+                Ok(Some(read.map_or(0, |l| l.index)))
+            }
             Err(RaftError::APIError(_)) => Ok(None),
             Err(e) => Err(IndexError::Replication(e.to_string())),
         }
     }
 
-    /// The read index without a round trip, while the leader's lease holds: a quorum
-    /// acknowledged this leader less than [`LEASE_READ`] ago, in its current term.
-    /// openraft's followers refuse to vote for anyone else for `election_timeout_max`
-    /// ([`ELECTION_MAX_MS`]) after a heartbeat of a leader, so no other leader can exist, and so commit
-    /// anything, until a full second after that acknowledgment: every write
+    /// The read index without a round trip, while the leader's lease holds: a read-index
+    /// round of this leader's current term that began less than [`LEASE_READ`] ago was
+    /// confirmed by a quorum ([`lease`]). openraft's followers refuse to vote for anyone
+    /// else for `election_timeout_max` ([`ELECTION_MAX_MS`]) after a heartbeat of a leader, and every
+    /// heartbeat of that round was sent after it began, so no other leader can exist,
+    /// and so commit anything, until `election_timeout_max` after the round began: every write
     /// acknowledged before now is in this leader's log, and the read waits until it has
-    /// applied its whole log. The margin ([`ELECTION_MAX_MS`] − [`LEASE_READ`]) covers clock drift and
-    /// a heartbeat's time in flight.
+    /// applied its whole log. The margin ([`ELECTION_MAX_MS`] − [`LEASE_READ`]) covers clock drift.
     fn lease_read_index(&self) -> Option<u64> {
-        let (at, term) = (*self.lease.lock().unwrap_or_else(|p| p.into_inner()))?;
         let rx = self.raft.metrics();
         let m = rx.borrow();
-        (m.state == ServerState::Leader && m.current_term == term && at.elapsed() < LEASE_READ)
-            .then(|| m.last_log_index.unwrap_or(0))
+        (m.state == ServerState::Leader
+            && self
+                .lease
+                .holds(m.current_term, std::time::Instant::now(), LEASE_READ))
+        .then(|| m.last_log_index.unwrap_or(0))
     }
 
     /// One read-index round: from this node if it leads, else from the leader.
@@ -505,22 +512,10 @@ fn lease_seed(node: std::sync::Weak<RaftNode>) -> batch::LeaseSeed {
 /// stops.
 async fn export_metrics(
     mut rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
-    lease: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
 ) {
     let mut leader = None;
     loop {
         let m = rx.borrow_and_update().clone();
-        {
-            // The instant a quorum last acknowledged this leader: openraft measures
-            // `millis_since_quorum_ack` from when the acknowledged heartbeat was sent.
-            let ack = match (m.state, m.millis_since_quorum_ack) {
-                (ServerState::Leader, Some(ms)) => std::time::Instant::now()
-                    .checked_sub(Duration::from_millis(ms))
-                    .map(|at| (at, m.current_term)),
-                _ => None,
-            };
-            *lease.lock().unwrap_or_else(|p| p.into_inner()) = ack;
-        }
         metrics::gauge!("hoard_raft_term").set(m.current_term as f64);
         metrics::gauge!("hoard_raft_is_leader")
             .set(f64::from(u8::from(m.state == ServerState::Leader)));

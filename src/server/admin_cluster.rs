@@ -6,7 +6,10 @@
 //! | `POST /-/cluster/members` `{"id": 4, "addr": "host:port"}` | add a member started with `--join`: 200 `{"voters": […]}` once it caught up and votes |
 //! | `DELETE /-/cluster/members/{id}` | remove a member and retire its id: 200 `{"voters": […]}` |
 //!
-//! Any member answers; changes are forwarded to the leader. 400 for a refused change
+//! Any member answers; changes are forwarded to the leader. Changes bypass
+//! `--rate-limit` and `--request-timeout`, and are answered within
+//! [`crate::raft::members::MEMBERSHIP_TIMEOUT`] (a change still running then goes on).
+//! 400 for a refused change
 //! (unknown or retired id, the last member) or a server without `--peers`, 503 when
 //! the change failed or its outcome is unknown (no leader, the new node never caught
 //! up).
@@ -80,7 +83,7 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
         }
         _ => return failure(StatusCode::NOT_FOUND, "not found"),
     };
-    match node.change_members(change).await {
+    match node.change_members_detached(change).await {
         Ok(voters) => axum::Json(json!({ "voters": voters })).into_response(),
         Err(MembersError::Refused(e)) => failure(StatusCode::BAD_REQUEST, &e),
         Err(MembersError::Failed(e)) => failure(StatusCode::SERVICE_UNAVAILABLE, &e),

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::admin_ops::DELETE_DELAY;
 use super::App;
 use crate::index::{now_ms, Command, Rejection};
+use crate::ops::fence::Fence;
 use crate::ops::worker::{Counts, Job, JobKind, JobState, JobStatus, Rate, Resume, WorkerStatus};
 use crate::ops::{rebalance, verify, OpsError};
 
@@ -154,11 +155,18 @@ fn launch(
                 })
         }
         JobKind::Verify => {
+            // In an index cluster the job deletes files only while the replicated job
+            // record still names this member as its owner (`ops::fence`).
+            let fence = match (&app.raft, resume.id) {
+                (Some(node), Some(id)) => Fence::owned_as(format!("{id}/{}", node.id)),
+                _ => Fence::default(),
+            };
             let opts = verify::Options {
                 repair: params.repair,
                 deep: params.deep,
                 grace: Duration::from_secs_f64(params.grace_s.max(0.0)),
                 concurrency: params.concurrency,
+                fence,
             };
             app.jobs
                 .start_from(kind, shown, params.max_rate, resume, move |job| {

@@ -322,8 +322,13 @@ impl IndexCluster {
     /// the same volumes (with `extra` flags); waits until it listens. It is not a
     /// member until added (`hoard cluster add`).
     pub fn start_joining(&mut self, id: u64, extra: &[&str]) {
+        self.start_joining_at(id, free_port(), extra);
+    }
+
+    /// [`IndexCluster::start_joining`] on a port the caller chose (for instance one
+    /// already named in a `cluster add` that is waiting for the node).
+    pub fn start_joining_at(&mut self, id: u64, port: u16, extra: &[&str]) {
         assert!(!self.nodes.contains_key(&id), "node {id} exists");
-        let port = free_port();
         let db = self.tmp.path().join(format!("db{id}"));
         let volumes = self
             .volumes
