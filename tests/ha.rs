@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Kind};
 use common::ha::{http, IndexCluster, Links, WAIT};
-use common::history::{History, Op, Operation, Outcome, Ret, Violation};
+use common::history::{Op, Operation, Outcome, Ret, Violation};
 use common::workload::{
     assert_certain_finals, certain_final, check_history, created, get, read_back, Load, Shared,
-    Step,
+    CHECK_BUDGET,
 };
 
 /// The tests here load the machine: run them one at a time.

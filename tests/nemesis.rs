@@ -32,10 +32,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::ha::IndexCluster;
-use common::history::{Op, Outcome, Ret};
+use common::history::{History, Op, Operation, Outcome, Ret};
 use common::netns::Net;
+use common::workload::{
+    assert_certain_finals, check_history, read_back, Load, Shared, CHECK_BUDGET,
+};
 use futures_util::FutureExt;
-use common::workload::{assert_certain_finals, check_history, read_back, Load, Shared};
 
 /// The scenarios load the machine: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -103,7 +105,6 @@ struct Injected {
     fault: Fault,
     /// The member it hit (0: all or none).
     node: u64,
-    at: Instant,
     held: Duration,
     /// For faults that depose the leader: from the injection to the first 201 of a
     /// PUT sent after it.
@@ -120,6 +121,8 @@ struct Report {
     faults: Vec<Injected>,
     operations: usize,
     acknowledged_writes: usize,
+    s3_operations: usize,
+    s3_acknowledged: usize,
     /// Anomaly kind → messages.
     anomalies: BTreeMap<String, Vec<String>>,
 }
@@ -169,8 +172,17 @@ impl Report {
             "seconds": seconds,
             "faults": by_kind,
             "faults_total": self.faults.len(),
+            "fault_log": self.faults.iter().map(|f| serde_json::json!({
+                "fault": format!("{:?}", f.fault),
+                "node": f.node,
+                "held_ms": f.held.as_millis() as u64,
+                "new_leader_ms": f.elected.map(|d| d.as_millis() as u64),
+                "first_write_ms": f.failover.map(|d| d.as_millis() as u64),
+            })).collect::<Vec<_>>(),
             "operations": self.operations,
             "acknowledged_writes": self.acknowledged_writes,
+            "s3_operations": self.s3_operations,
+            "s3_acknowledged_writes": self.s3_acknowledged,
             "anomalies": self.anomalies.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
             "anomaly_examples": self.anomalies.iter().map(|(k, v)| (k.clone(), v.iter().take(3).cloned().collect::<Vec<_>>())).collect::<BTreeMap<_, _>>(),
             "new_leader_s": {
@@ -228,7 +240,10 @@ fn signal(c: &IndexCluster, id: u64, sig: libc::c_int) {
 
 /// The hosts of the members other than `id`.
 fn others(id: u64) -> Vec<String> {
-    (1..=NODES).filter(|&n| n != id).map(|n| format!("n{n}")).collect()
+    (1..=NODES)
+        .filter(|&n| n != id)
+        .map(|n| format!("n{n}"))
+        .collect()
 }
 
 /// A running scenario: the network, the cluster, the load, what was injected.
@@ -361,7 +376,6 @@ impl Run {
         self.report.faults.push(Injected {
             fault,
             node,
-            at,
             held,
             failover,
             elected,
@@ -370,6 +384,44 @@ impl Run {
         self.cluster.leader().await;
         let t = Instant::now();
         load.wait_created_after(t, 5, |_| true).await;
+    }
+
+    /// After [`Run::verify`] (healed, converged, repaired): reads every S3 key through
+    /// every member, then checks the S3 history (linearizable per key, with S3's
+    /// overwriting PUT and idempotent DELETE).
+    fn verify_s3(&mut self, s3: &S3Load) {
+        s3.final_reads(&self.net);
+        let history = match s3.history() {
+            Ok(h) => h,
+            Err(e) => {
+                self.report.anomaly("S3 worker failed", e);
+                return;
+            }
+        };
+        let ops = history.operations();
+        self.report.s3_operations += ops.len();
+        self.report.s3_acknowledged += ops
+            .iter()
+            .filter(|o| {
+                matches!(o.op, Op::Set(_) | Op::Remove) && matches!(o.outcome, Outcome::Ok(_))
+            })
+            .count();
+        if let Ok(dir) = std::env::var("HOARD_NEMESIS_HISTORY_DIR") {
+            let path = std::path::Path::new(&dir).join(format!("{}-s3.jsonl", self.prefix));
+            let _ = history.write_jsonl(&path);
+        }
+        match history.check(CHECK_BUDGET) {
+            Ok(stats) => println!(
+                "S3 history: {} operations, {} keys, {} of unknown outcome",
+                ops.len(),
+                stats.keys,
+                stats.unknown
+            ),
+            Err(v) => self.report.anomaly(
+                "S3: not linearizable (stale read, lost or phantom write)",
+                v.to_string(),
+            ),
+        }
     }
 
     /// Copies every process's log next to the histories (`HOARD_NEMESIS_HISTORY_DIR`).
@@ -440,7 +492,8 @@ impl Run {
         })
         .await;
         if let Err(e) = finals {
-            self.report.anomaly("lost or wrong final value", panic_text(e));
+            self.report
+                .anomaly("lost or wrong final value", panic_text(e));
         }
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_history(&sh)));
         if let Err(e) = checked {
@@ -476,6 +529,150 @@ fn panic_text_any(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
+/// Port of every member's S3 API.
+const S3_PORT: &str = "9000";
+/// The S3 credentials of the run.
+const S3_ACCESS: &str = "nemesis";
+const S3_SECRET: &str = "nemesis-secret-key";
+
+/// The S3 clients: `tests/s3/nemesis_worker.py` (boto3) in the clients' namespace,
+/// recording into a file of its own until told to stop.
+struct S3Load {
+    child: Option<std::process::Child>,
+    out: std::path::PathBuf,
+    stop_file: std::path::PathBuf,
+    prefix: String,
+    /// This process's `Instant` and CLOCK_MONOTONIC at one moment: the worker's times
+    /// are CLOCK_MONOTONIC nanoseconds.
+    reference: (Instant, u64),
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock `Instant` reads on Linux).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl S3Load {
+    fn args(&self, net: &Net, stop: &str) -> Vec<String> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3/nemesis_worker.py");
+        let mut args = vec![
+            script.to_string(),
+            self.out.display().to_string(),
+            S3_ACCESS.into(),
+            S3_SECRET.into(),
+            "nemesis".into(),
+            self.prefix.clone(),
+            stop.into(),
+        ];
+        args.extend(
+            (1..=NODES).map(|id| format!("{id}=http://{}:{S3_PORT}", net.ip(&format!("n{id}")))),
+        );
+        args
+    }
+
+    /// Starts the worker (this thread is in the clients' namespace, and so is it).
+    fn start(net: &Net, dir: &std::path::Path, prefix: &str) -> S3Load {
+        let mut load = S3Load {
+            child: None,
+            out: dir.join("s3-history.jsonl"),
+            stop_file: dir.join("s3-stop"),
+            prefix: format!("s3/{prefix}"),
+            reference: (Instant::now(), monotonic_ns()),
+        };
+        let args = load.args(net, &load.stop_file.display().to_string());
+        let log = std::fs::File::create(dir.join("s3-worker.log")).expect("worker log");
+        load.child = Some(
+            std::process::Command::new("python3")
+                .args(&args)
+                .stderr(log)
+                .spawn()
+                .expect("python3 tests/s3/nemesis_worker.py"),
+        );
+        load
+    }
+
+    /// Tells the worker to stop and waits for it.
+    fn stop(&mut self) {
+        std::fs::write(&self.stop_file, b"stop").expect("stop file");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Reads every key through every member once (appended to the history).
+    fn final_reads(&self, net: &Net) {
+        let status = std::process::Command::new("python3")
+            .args(self.args(net, "final"))
+            .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("S3 final reads failed: {status:?}");
+        }
+    }
+
+    /// The recorded history.
+    fn history(&self) -> Result<History, String> {
+        let text = std::fs::read_to_string(&self.out).map_err(|e| e.to_string())?;
+        let (at, ns) = self.reference;
+        let instant = |t: u64| {
+            if t >= ns {
+                at + Duration::from_nanos(t - ns)
+            } else {
+                at - Duration::from_nanos(ns - t)
+            }
+        };
+        let history = History::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            let op = match (v["op"].as_str(), v["value"].as_u64()) {
+                (Some("set"), Some(id)) => Op::Set(id),
+                (Some("get"), _) => Op::Get,
+                (Some("remove"), _) => Op::Remove,
+                _ => return Err(format!("bad line {line}")),
+            };
+            let outcome = match v["outcome"].as_str().unwrap_or_default() {
+                "failed" => Outcome::Failed,
+                "unknown" => Outcome::Unknown,
+                "Created" => Outcome::Ok(Ret::Created),
+                "Deleted" => Outcome::Ok(Ret::Deleted),
+                "Absent" => Outcome::Ok(Ret::Absent),
+                other => match other
+                    .strip_prefix("Value(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .and_then(|id| id.parse().ok())
+                {
+                    Some(id) => Outcome::Ok(Ret::Value(id)),
+                    None => return Err(format!("bad outcome in {line}")),
+                },
+            };
+            history.push(Operation {
+                client: v["client"].as_u64().unwrap_or_default() as usize,
+                node: v["node"].as_u64().unwrap_or_default(),
+                key: v["key"].as_str().unwrap_or_default().to_owned(),
+                op,
+                invoked: instant(v["invoked_ns"].as_u64().unwrap_or_default()),
+                returned: v["returned_ns"].as_u64().map(instant),
+                outcome,
+            });
+        }
+        Ok(history)
+    }
+}
+
+impl Drop for S3Load {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Writes the history as JSON lines under `HOARD_NEMESIS_HISTORY_DIR`, if set.
 fn write_history(sh: &Shared) {
     if let Ok(dir) = std::env::var("HOARD_NEMESIS_HISTORY_DIR") {
@@ -504,9 +701,18 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
     let faults = faults.to_vec();
     let prefix = format!("{name}-{seed}");
     rt.block_on(async move {
-        let cluster = IndexCluster::start_netns(&net, NODES, VOLUMES, &[], clock_env);
+        let s3_flags = [
+            "--s3-port",
+            S3_PORT,
+            "--s3-access-key",
+            S3_ACCESS,
+            "--s3-secret-key",
+            S3_SECRET,
+        ];
+        let cluster = IndexCluster::start_netns(&net, NODES, VOLUMES, &s3_flags, clock_env);
         cluster.leader().await;
         cluster.wait_volumes_up(&cluster.ids()).await;
+        let mut s3 = S3Load::start(&net, cluster.tmp.path(), &prefix);
         let mut run = Run {
             cluster,
             net,
@@ -524,8 +730,10 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
             run.inject(fault, &load).await;
         }
         let sh = load.finish().await;
+        s3.stop();
         sampler.stop().await;
         run.verify(sh).await;
+        run.verify_s3(&s3);
         let report = std::mem::take(&mut run.report);
         drop(run);
         report
@@ -542,6 +750,10 @@ fn assert_clean(report: &Report) {
         report.anomalies
     );
     assert!(report.acknowledged_writes > 0, "nothing was acknowledged");
+    assert!(
+        report.s3_acknowledged > 0,
+        "no S3 write was acknowledged: the S3 workload did not run"
+    );
 }
 
 #[test]
@@ -563,7 +775,12 @@ fn pauses_and_kills() {
     assert_clean(&scenario(
         "kills",
         seed(),
-        &[Fault::PauseLeader, Fault::KillLeader, Fault::KillFollower, Fault::KillAll],
+        &[
+            Fault::PauseLeader,
+            Fault::KillLeader,
+            Fault::KillFollower,
+            Fault::KillAll,
+        ],
     ));
 }
 
@@ -591,7 +808,9 @@ fn mixed() {
     let mut round = 0;
     loop {
         let n = if seconds == 0 { 3 } else { 8 };
-        let faults: Vec<Fault> = (0..n).map(|_| ALL_FAULTS[rng.usize(..ALL_FAULTS.len())]).collect();
+        let faults: Vec<Fault> = (0..n)
+            .map(|_| ALL_FAULTS[rng.usize(..ALL_FAULTS.len())])
+            .collect();
         let round_seed = rng.u64(..);
         println!("round {round}: seed {round_seed}, faults {faults:?}");
         let name = format!("mixed{round}");
@@ -612,6 +831,8 @@ fn mixed() {
         total.faults.extend(r.faults);
         total.operations += r.operations;
         total.acknowledged_writes += r.acknowledged_writes;
+        total.s3_operations += r.s3_operations;
+        total.s3_acknowledged += r.s3_acknowledged;
         for (k, v) in r.anomalies {
             total.anomalies.entry(k).or_default().extend(v);
         }

@@ -166,7 +166,11 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Waiting>, mut clock: LeaseClock) {
+async fn run(
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::UnboundedReceiver<Waiting>,
+    mut clock: LeaseClock,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     // A command that did not fit in the previous entry.
     let mut carried: Option<Waiting> = None;
@@ -307,10 +311,7 @@ mod tests {
         let replicated = 1_000_000;
         let mut c = clock(Some(replicated));
         let first = c.now(7);
-        assert!(
-            (replicated..replicated + 1_000).contains(&first),
-            "{first}"
-        );
+        assert!((replicated..replicated + 1_000).contains(&first), "{first}");
         assert!(c.now(7) >= first);
         // A new term re-reads the seed but never goes back.
         let mut behind = clock(Some(10));

@@ -465,8 +465,7 @@ impl RaftNode {
         loop {
             {
                 let m = rx.borrow_and_update();
-                if m.state == ServerState::Shutdown
-                    || m.current_leader.is_some_and(|l| l != leader)
+                if m.state == ServerState::Shutdown || m.current_leader.is_some_and(|l| l != leader)
                 {
                     return;
                 }
@@ -502,7 +501,11 @@ impl RaftNode {
 fn lease_seed(node: std::sync::Weak<RaftNode>) -> batch::LeaseSeed {
     Box::new(move || {
         let node = node.upgrade()?;
-        let index = node.index.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let index = node
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
         let value = index.meta(crate::index::LEASE_CLOCK_META).ok()?;
         crate::index::lease_clock(value.as_deref())
     })

@@ -202,7 +202,13 @@ impl Volume {
 
     /// Starts a native volume server on host `host` of `net`, port `port`, storing
     /// under `root/name`; waits until it listens (the caller's thread must reach it).
-    pub fn start_netns(net: &super::netns::Net, host: &str, root: &Path, name: &str, port: u16) -> Volume {
+    pub fn start_netns(
+        net: &super::netns::Net,
+        host: &str,
+        root: &Path,
+        name: &str,
+        port: u16,
+    ) -> Volume {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let ip = net.ip(host).to_owned();
@@ -218,7 +224,10 @@ impl Volume {
             ip,
             "--fsync=false".into(),
         ];
-        let proc = Proc::spawn(net.command(host, &[], &cmd), root.join(format!("{name}.log")));
+        let proc = Proc::spawn(
+            net.command(host, &[], &cmd),
+            root.join(format!("{name}.log")),
+        );
         wait_listening(&addr);
         Volume { addr, dir, proc }
     }

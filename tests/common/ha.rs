@@ -262,7 +262,9 @@ impl IndexCluster {
     ) -> IndexCluster {
         let tmp = tempfile::tempdir().unwrap();
         let volumes: Vec<Volume> = (0..volumes)
-            .map(|i| Volume::start_netns(net, "vol", tmp.path(), &format!("vol{i}"), 3001 + i as u16))
+            .map(|i| {
+                Volume::start_netns(net, "vol", tmp.path(), &format!("vol{i}"), 3001 + i as u16)
+            })
             .collect();
         let volume_list = volumes
             .iter()

@@ -60,6 +60,22 @@ pub enum Op {
     Get,
     /// DELETE.
     Delete,
+    /// An overwriting PUT of the value with this id (S3): stores it whatever the key
+    /// held, answering [`Ret::Created`].
+    Set(ValueId),
+    /// An idempotent DELETE (S3): removes any value, answering [`Ret::Deleted`] even
+    /// on an absent key.
+    Remove,
+}
+
+impl Op {
+    /// The value a write stores.
+    pub fn value(self) -> Option<ValueId> {
+        match self {
+            Op::Put(v) | Op::Set(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// What a request that took effect answered.
@@ -173,6 +189,8 @@ impl History {
                 Op::Put(v) => ("put", Some(v)),
                 Op::Get => ("get", None),
                 Op::Delete => ("delete", None),
+                Op::Set(v) => ("set", Some(v)),
+                Op::Remove => ("remove", None),
             };
             let outcome = match o.outcome {
                 Outcome::Ok(r) => format!("{r:?}"),
@@ -186,6 +204,56 @@ impl History {
             writeln!(out, "{line}")?;
         }
         out.flush()
+    }
+
+    /// Reads a history written by [`History::write_jsonl`] (times relative to a new
+    /// start), for checking a recorded run again.
+    pub fn read_jsonl(path: &std::path::Path) -> std::io::Result<History> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+        let history = History::new();
+        let at = |ms: f64| history.start + std::time::Duration::from_secs_f64(ms / 1e3);
+        for line in std::fs::read_to_string(path)?.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+            let op = match (v["op"].as_str(), v["value"].as_u64()) {
+                (Some("put"), Some(id)) => Op::Put(id),
+                (Some("get"), _) => Op::Get,
+                (Some("delete"), _) => Op::Delete,
+                (Some("set"), Some(id)) => Op::Set(id),
+                (Some("remove"), _) => Op::Remove,
+                _ => return Err(bad(&format!("bad op in {line}"))),
+            };
+            let outcome = match v["outcome"].as_str().unwrap_or_default() {
+                "failed" => Outcome::Failed,
+                "unknown" => Outcome::Unknown,
+                "Created" => Outcome::Ok(Ret::Created),
+                "Exists" => Outcome::Ok(Ret::Exists),
+                "Deleted" => Outcome::Ok(Ret::Deleted),
+                "NotFound" => Outcome::Ok(Ret::NotFound),
+                "Absent" => Outcome::Ok(Ret::Absent),
+                other => match other
+                    .strip_prefix("Value(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .and_then(|id| id.parse().ok())
+                {
+                    Some(id) => Outcome::Ok(Ret::Value(id)),
+                    None => return Err(bad(&format!("bad outcome in {line}"))),
+                },
+            };
+            history.push(Operation {
+                client: v["client"].as_u64().unwrap_or_default() as usize,
+                node: v["node"].as_u64().unwrap_or_default(),
+                key: v["key"].as_str().ok_or_else(|| bad("no key"))?.to_owned(),
+                op,
+                invoked: at(v["invoked_ms"]
+                    .as_f64()
+                    .ok_or_else(|| bad("no invoked_ms"))?),
+                returned: v["returned_ms"].as_f64().map(at),
+                outcome,
+            });
+        }
+        Ok(history)
     }
 
     /// Checks the whole history with `budget` search steps per key.
@@ -357,6 +425,8 @@ fn apply(state: Option<ValueId>, op: Op) -> (Ret, Option<ValueId>) {
         (Op::Delete, None) => (Ret::NotFound, None),
         (Op::Get, Some(v)) => (Ret::Value(v), state),
         (Op::Get, None) => (Ret::Absent, None),
+        (Op::Set(v), _) => (Ret::Created, Some(v)),
+        (Op::Remove, _) => (Ret::Deleted, None),
     }
 }
 
@@ -512,7 +582,7 @@ impl<'a> Searcher<'a> {
                 None if next == state => continue,
                 // Unknown DELETEs already invoked are interchangeable (any of them
                 // stays available later): trying the earliest-invoked one suffices.
-                None if e.op == Op::Delete => {
+                None if matches!(e.op, Op::Delete | Op::Remove) => {
                     if unknown_delete_tried {
                         continue;
                     }
@@ -695,7 +765,7 @@ fn explain(ops: &[&Operation], entries: &[Entry], budget: u64, start: Instant) -
         if entries[i].returned == t {
             continue;
         }
-        if let Op::Put(v) = entries[i].op {
+        if let Some(v) = entries[i].op.value() {
             let shown = kept
                 .iter()
                 .any(|&j| j != i && at_t(j).expect == Some(Ret::Value(v)));
@@ -730,7 +800,12 @@ fn explain(ops: &[&Operation], entries: &[Entry], budget: u64, start: Instant) -
         .iter()
         .copied()
         .filter(|&i| !kept.contains(&i))
-        .filter(|&i| matches!(entries[i].op, Op::Put(v) if shown_values.contains(&v)))
+        .filter(|&i| {
+            entries[i]
+                .op
+                .value()
+                .is_some_and(|v| shown_values.contains(&v))
+        })
         .collect();
     let before = (cut > 0).then(|| {
         let what = match inits[0] {
@@ -785,6 +860,8 @@ fn render(
             Op::Put(v) => format!("PUT v{v}"),
             Op::Get => "GET".to_owned(),
             Op::Delete => "DELETE".to_owned(),
+            Op::Set(v) => format!("PUT (overwrite) v{v}"),
+            Op::Remove => "DELETE (idempotent)".to_owned(),
         };
         let answer = match o.outcome {
             Outcome::Ok(Ret::Created) => "201".to_owned(),

@@ -114,14 +114,30 @@ impl Net {
         let ns = format!("{}{name}", self.run);
         let addr = format!("10.{}.{}.{}", self.subnet.0, self.subnet.1, 10 + i);
         // Interface names: at most 15 bytes.
-        let (inner, outer) = (format!("{}i{i}", self.short()), format!("{}o{i}", self.short()));
+        let (inner, outer) = (
+            format!("{}i{i}", self.short()),
+            format!("{}o{i}", self.short()),
+        );
         run_cmd_ns_add(&ns);
-        sh(&["ip", "link", "add", &inner, "type", "veth", "peer", "name", &outer]);
+        sh(&[
+            "ip", "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+        ]);
         sh(&["ip", "link", "set", &inner, "netns", &ns]);
         sh(&["ip", "link", "set", &outer, "netns", &self.hub]);
-        sh(&["ip", "-n", &self.hub, "link", "set", &outer, "master", "br0"]);
+        sh(&[
+            "ip", "-n", &self.hub, "link", "set", &outer, "master", "br0",
+        ]);
         sh(&["ip", "-n", &self.hub, "link", "set", &outer, "up"]);
-        sh(&["ip", "-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &inner,
+        ]);
         sh(&["ip", "-n", &ns, "link", "set", &inner, "up"]);
         sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         self.hosts.insert(name.to_owned(), (ns, addr));
@@ -195,7 +211,14 @@ impl Net {
     fn add_rules(&self, host: &str, rules: &[String]) {
         use std::io::Write;
         let mut child = Command::new("ip")
-            .args(["netns", "exec", self.ns(host), "iptables-restore", "-w", "--noflush"])
+            .args([
+                "netns",
+                "exec",
+                self.ns(host),
+                "iptables-restore",
+                "-w",
+                "--noflush",
+            ])
             .stdin(std::process::Stdio::piped())
             .spawn()
             .expect("iptables-restore");
@@ -207,7 +230,10 @@ impl Net {
             .write_all(text.as_bytes())
             .expect("write rules");
         let status = child.wait().expect("iptables-restore");
-        assert!(status.success(), "iptables-restore on {host} failed: {text}");
+        assert!(
+            status.success(),
+            "iptables-restore on {host} failed: {text}"
+        );
     }
 
     /// Drops every packet `from` sends to `to` (one direction).
@@ -247,7 +273,9 @@ impl Net {
         let port = port.to_string();
         self.iptables(
             from,
-            &["-A", "OUTPUT", "-p", "tcp", "-d", &to_ip, "--dport", &port, "-j", "DROP"],
+            &[
+                "-A", "OUTPUT", "-p", "tcp", "-d", &to_ip, "--dport", &port, "-j", "DROP",
+            ],
         );
     }
 

@@ -358,6 +358,23 @@ impl Load {
             if ok(&ops) {
                 return;
             }
+            if Instant::now() >= deadline {
+                // What the clients saw, for the post-mortem (the nemesis suite's
+                // history directory).
+                if let Ok(dir) = std::env::var("HOARD_NEMESIS_HISTORY_DIR") {
+                    let path =
+                        std::path::Path::new(&dir).join(format!("{}-stuck.jsonl", self.sh.prefix));
+                    let _ = self.sh.history.write_jsonl(&path);
+                    let errors = self.sh.errors.lock().unwrap().clone();
+                    let tail: Vec<String> = errors
+                        .iter()
+                        .rev()
+                        .take(40)
+                        .map(|(n, e)| format!("node {n}: {e}"))
+                        .collect();
+                    let _ = std::fs::write(path.with_extension("errors.txt"), tail.join("\n"));
+                }
+            }
             assert!(
                 Instant::now() < deadline,
                 "load never reached: {what} ({} operations, {} created)",
@@ -412,7 +429,17 @@ pub fn created(ops: &[Operation]) -> impl Iterator<Item = &Operation> {
 /// every replica, listed exactly when live; the same on every node. Returns the final
 /// value of each key.
 pub async fn read_back(sh: &Shared, nodes: &[(u64, String)]) -> BTreeMap<String, Option<ValueId>> {
-    let keys: BTreeSet<String> = sh.history.operations().into_iter().map(|o| o.key).collect();
+    let ops = sh.history.operations();
+    let keys: BTreeSet<String> = ops.iter().map(|o| o.key.clone()).collect();
+    // A write of unknown outcome (its client gave up) may still take effect at any
+    // time, even during these reads — the server finishes a write whose body it has
+    // after the client went away — so such keys can change between two reads here;
+    // the history checker judges them (these reads are in the history too).
+    let uncertain: BTreeSet<String> = ops
+        .iter()
+        .filter(|o| o.op != Op::Get && o.outcome == Outcome::Unknown)
+        .map(|o| o.key.clone())
+        .collect();
     let mut seen: BTreeMap<u64, BTreeMap<String, Option<ValueId>>> = BTreeMap::new();
     for (node, url) in nodes {
         let node = *node;
@@ -446,19 +473,32 @@ pub async fn read_back(sh: &Shared, nodes: &[(u64, String)]) -> BTreeMap<String,
             }
             values.insert(key.clone(), value.map(|v| v.0));
         }
-        let listed = list(url, &format!("/{}/", sh.prefix)).await;
+        let listed: BTreeSet<String> = list(url, &format!("/{}/", sh.prefix))
+            .await
+            .into_iter()
+            .filter(|k| !uncertain.contains(k))
+            .collect();
         let live: BTreeSet<String> = values
             .iter()
-            .filter(|(_, v)| v.is_some())
+            .filter(|(k, v)| v.is_some() && !uncertain.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
         assert_eq!(listed, live, "node {node}: ?list disagrees with GET");
         seen.insert(node, values);
     }
     let (first_node, first) = seen.iter().next().unwrap();
+    let certain =
+        |values: &BTreeMap<String, Option<ValueId>>| -> BTreeMap<String, Option<ValueId>> {
+            values
+                .iter()
+                .filter(|(k, _)| !uncertain.contains(*k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
     for (node, values) in &seen {
         assert_eq!(
-            values, first,
+            certain(values),
+            certain(first),
             "node {node} disagrees with node {first_node}"
         );
     }
@@ -512,11 +552,7 @@ pub fn certain_final(ops: &[Operation], key: &str) -> Option<Option<ValueId>> {
         .iter()
         .filter(|o| !std::ptr::eq(**o, *last))
         .all(|o| o.returned.is_some_and(|r| r < last.invoked));
-    let value = match last.op {
-        Op::Put(v) => Some(v),
-        _ => None,
-    };
-    settled.then_some(value)
+    settled.then_some(last.op.value())
 }
 
 /// Every key under `prefix` (`GET prefix?list`).
@@ -593,4 +629,3 @@ pub fn check_history(sh: &Shared) {
         .count();
     assert!(reads >= 20, "too few reads of values");
 }
-
