@@ -258,9 +258,12 @@ struct Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        // A round that panicked (the cluster did not come back) keeps its logs too.
+        // A round that panicked (the cluster did not come back) keeps its logs too,
+        // and every member's thread stacks (gdb), to tell a hung member from a
+        // harness problem.
         if std::thread::panicking() {
             self.keep_logs(&self.prefix.clone());
+            self.keep_stacks();
         }
     }
 }
@@ -421,6 +424,31 @@ impl Run {
                 "S3: not linearizable (stale read, lost or phantom write)",
                 v.to_string(),
             ),
+        }
+    }
+
+    /// Writes each member's thread stacks (`gdb -batch`, when installed) next to the
+    /// histories (`HOARD_NEMESIS_HISTORY_DIR`).
+    fn keep_stacks(&self) {
+        let Ok(dir) = std::env::var("HOARD_NEMESIS_HISTORY_DIR") else {
+            return;
+        };
+        for node in self.cluster.nodes.values() {
+            let Some(pid) = node.proc.pid() else { continue };
+            let out = std::process::Command::new("gdb")
+                .args([
+                    "-p",
+                    &pid.to_string(),
+                    "-batch",
+                    "-ex",
+                    "thread apply all bt",
+                ])
+                .output();
+            if let Ok(out) = out {
+                let path = std::path::Path::new(&dir)
+                    .join(format!("{}-node{}-stacks.txt", self.prefix, node.id));
+                let _ = std::fs::write(path, out.stdout);
+            }
         }
     }
 
