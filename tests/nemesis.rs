@@ -757,6 +757,9 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
         for fault in faults {
             run.inject(fault, &load).await;
         }
+        // Served again after the last fault, long enough for the history to show it
+        // (and for the load's own floor of acknowledged writes).
+        load.wait_created_after(Instant::now(), 60, |_| true).await;
         let sh = load.finish().await;
         s3.stop();
         sampler.stop().await;

@@ -34,7 +34,8 @@ OPS_PER_KEY = 40
 MAX_REQUESTS = 20_000
 
 lock = threading.Lock()
-out = open(OUT, "w", buffering=1)
+# The final reads append to the history the load wrote.
+out = open(OUT, "a" if STOPFILE == "final" else "w", buffering=1)
 seq = [0]
 values = [0]
 
@@ -133,9 +134,7 @@ def run(c):
 
 def final_reads():
     """Reads every key ever used through every member, once each."""
-    global out
     keys = sorted({json.loads(line)["key"] for line in open(OUT)})
-    out = open(OUT, "a", buffering=1)
     for node, url in NODES:
         s3 = client(url)
         for key in keys:
