@@ -420,6 +420,9 @@ impl Run {
                 stats.keys,
                 stats.unknown
             ),
+            Err(v @ common::history::Violation::BudgetExhausted { .. }) => self
+                .report
+                .anomaly("S3: check undecided (search budget)", v.to_string()),
             Err(v) => self.report.anomaly(
                 "S3: not linearizable (stale read, lost or phantom write)",
                 v.to_string(),
@@ -526,7 +529,9 @@ impl Run {
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_history(&sh)));
         if let Err(e) = checked {
             let msg = panic_text_any(e);
-            let kind = if msg.contains("not linearizable") {
+            let kind = if msg.contains("undecided after") {
+                "check undecided (search budget)"
+            } else if msg.contains("not linearizable") {
                 "not linearizable (stale read, lost or phantom write)"
             } else if msg.contains("volume served") || msg.contains("redirected") {
                 "volume read disagreeing with the index"
@@ -654,30 +659,13 @@ impl S3Load {
                 at - Duration::from_nanos(ns - t)
             }
         };
-        let history = History::new();
+        // Times count from before the worker started (the checker clamps earlier
+        // instants to the start, which would make every operation simultaneous).
+        let history = History::starting_at(at);
         for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-            let op = match (v["op"].as_str(), v["value"].as_u64()) {
-                (Some("set"), Some(id)) => Op::Set(id),
-                (Some("get"), _) => Op::Get,
-                (Some("remove"), _) => Op::Remove,
-                _ => return Err(format!("bad line {line}")),
-            };
-            let outcome = match v["outcome"].as_str().unwrap_or_default() {
-                "failed" => Outcome::Failed,
-                "unknown" => Outcome::Unknown,
-                "Created" => Outcome::Ok(Ret::Created),
-                "Deleted" => Outcome::Ok(Ret::Deleted),
-                "Absent" => Outcome::Ok(Ret::Absent),
-                other => match other
-                    .strip_prefix("Value(")
-                    .and_then(|r| r.strip_suffix(')'))
-                    .and_then(|id| id.parse().ok())
-                {
-                    Some(id) => Outcome::Ok(Ret::Value(id)),
-                    None => return Err(format!("bad outcome in {line}")),
-                },
-            };
+            let (op, outcome) =
+                common::history::parse_line(&v).ok_or_else(|| format!("bad line {line}"))?;
             history.push(Operation {
                 client: v["client"].as_u64().unwrap_or_default() as usize,
                 node: v["node"].as_u64().unwrap_or_default(),

@@ -179,20 +179,10 @@ impl Volume {
         let addr = format!("127.0.0.1:{port}");
         let log = root.join(format!("{name}.log"));
         let cmd = match kind {
-            Kind::Native => vec![
-                hoard_bin().to_string(),
-                "volume".into(),
-                "--dir".into(),
-                dir.display().to_string(),
-                "--port".into(),
-                port.to_string(),
-                "--bind".into(),
-                "127.0.0.1".into(),
-                "--fsync=false".into(),
-            ]
-            .into_iter()
-            .chain(extra.iter().map(|s| s.to_string()))
-            .collect(),
+            Kind::Native => volume_command(&dir, "127.0.0.1", port)
+                .into_iter()
+                .chain(extra.iter().map(|s| s.to_string()))
+                .collect(),
             Kind::Nginx => nginx_command(root, name, &dir, port),
         };
         let proc = Proc::spawn(cmd, log);
@@ -213,17 +203,7 @@ impl Volume {
         std::fs::create_dir_all(&dir).unwrap();
         let ip = net.ip(host).to_owned();
         let addr = format!("{ip}:{port}");
-        let cmd: Vec<String> = vec![
-            hoard_bin().to_string(),
-            "volume".into(),
-            "--dir".into(),
-            dir.display().to_string(),
-            "--port".into(),
-            port.to_string(),
-            "--bind".into(),
-            ip,
-            "--fsync=false".into(),
-        ];
+        let cmd = volume_command(&dir, &ip, port);
         let proc = Proc::spawn(
             net.command(host, &[], &cmd),
             root.join(format!("{name}.log")),
@@ -258,6 +238,21 @@ impl Volume {
         out.sort();
         out
     }
+}
+
+/// `hoard volume` storing in `dir`, serving `bind:port`, without fsync (nginx's parity).
+fn volume_command(dir: &Path, bind: &str, port: u16) -> Vec<String> {
+    vec![
+        hoard_bin().to_string(),
+        "volume".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        bind.to_string(),
+        "--fsync=false".into(),
+    ]
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {

@@ -207,22 +207,7 @@ impl IndexCluster {
                 .collect::<Vec<_>>()
                 .join(",");
             let db = tmp.path().join(format!("db{id}"));
-            let mut cmd: Vec<String> = vec![
-                hoard_bin().into(),
-                "server".into(),
-                "--node-id".into(),
-                id.to_string(),
-                "--peers".into(),
-                peers,
-                "--db".into(),
-                db.display().to_string(),
-                "--volumes".into(),
-                volume_list.clone(),
-                "--port".into(),
-                ports[&id].to_string(),
-                "--bind".into(),
-                "127.0.0.1".into(),
-            ];
+            let mut cmd = server_command(id, &peers, &db, &volume_list, ports[&id], "127.0.0.1");
             cmd.extend(extra.iter().map(|s| s.to_string()));
             let proc = Proc::spawn(cmd, tmp.path().join(format!("node{id}.log")));
             nodes.insert(
@@ -280,22 +265,7 @@ impl IndexCluster {
         for id in 1..=n {
             let db = tmp.path().join(format!("db{id}"));
             let host = format!("n{id}");
-            let mut cmd: Vec<String> = vec![
-                hoard_bin().into(),
-                "server".into(),
-                "--node-id".into(),
-                id.to_string(),
-                "--peers".into(),
-                peers.clone(),
-                "--db".into(),
-                db.display().to_string(),
-                "--volumes".into(),
-                volume_list.clone(),
-                "--port".into(),
-                "3000".into(),
-                "--bind".into(),
-                net.ip(&host).to_owned(),
-            ];
+            let mut cmd = server_command(id, &peers, &db, &volume_list, 3000, net.ip(&host));
             cmd.extend(extra.iter().map(|s| s.to_string()));
             let cmd = net.command(&host, &env(id), &cmd);
             let proc = Proc::spawn(cmd, tmp.path().join(format!("node{id}.log")));
@@ -338,23 +308,9 @@ impl IndexCluster {
             .map(|v| v.addr.clone())
             .collect::<Vec<_>>()
             .join(",");
-        let mut cmd: Vec<String> = vec![
-            hoard_bin().into(),
-            "server".into(),
-            "--node-id".into(),
-            id.to_string(),
-            "--peers".into(),
-            format!("{id}=127.0.0.1:{port}"),
-            "--join".into(),
-            "--db".into(),
-            db.display().to_string(),
-            "--volumes".into(),
-            volumes,
-            "--port".into(),
-            port.to_string(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-        ];
+        let peers = format!("{id}=127.0.0.1:{port}");
+        let mut cmd = server_command(id, &peers, &db, &volumes, port, "127.0.0.1");
+        cmd.push("--join".into());
         cmd.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(cmd, self.tmp.path().join(format!("node{id}.log")));
         let addr = format!("127.0.0.1:{port}");
@@ -681,6 +637,37 @@ impl IndexCluster {
         }
         out
     }
+}
+
+/// `hoard server` as member `id` of an index cluster of `peers`, with its database in
+/// `db`, over `volumes`, serving `bind:port`.
+fn server_command(
+    id: u64,
+    peers: &str,
+    db: &std::path::Path,
+    volumes: &str,
+    port: u16,
+    bind: &str,
+) -> Vec<String> {
+    [
+        hoard_bin(),
+        "server",
+        "--node-id",
+        &id.to_string(),
+        "--peers",
+        peers,
+        "--db",
+        &db.display().to_string(),
+        "--volumes",
+        volumes,
+        "--port",
+        &port.to_string(),
+        "--bind",
+        bind,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// A background Raft sampler (see [`IndexCluster::start_sampler`]).

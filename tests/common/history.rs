@@ -147,6 +147,15 @@ impl History {
         }
     }
 
+    /// An empty history whose times count from `start` (a recording made elsewhere,
+    /// all of whose operations came after `start`).
+    pub fn starting_at(start: Instant) -> Self {
+        History {
+            start,
+            ops: Arc::default(),
+        }
+    }
+
     /// The instant reports count from.
     pub fn start(&self) -> Instant {
         self.start
@@ -216,31 +225,7 @@ impl History {
         for line in std::fs::read_to_string(path)?.lines() {
             let v: serde_json::Value =
                 serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
-            let op = match (v["op"].as_str(), v["value"].as_u64()) {
-                (Some("put"), Some(id)) => Op::Put(id),
-                (Some("get"), _) => Op::Get,
-                (Some("delete"), _) => Op::Delete,
-                (Some("set"), Some(id)) => Op::Set(id),
-                (Some("remove"), _) => Op::Remove,
-                _ => return Err(bad(&format!("bad op in {line}"))),
-            };
-            let outcome = match v["outcome"].as_str().unwrap_or_default() {
-                "failed" => Outcome::Failed,
-                "unknown" => Outcome::Unknown,
-                "Created" => Outcome::Ok(Ret::Created),
-                "Exists" => Outcome::Ok(Ret::Exists),
-                "Deleted" => Outcome::Ok(Ret::Deleted),
-                "NotFound" => Outcome::Ok(Ret::NotFound),
-                "Absent" => Outcome::Ok(Ret::Absent),
-                other => match other
-                    .strip_prefix("Value(")
-                    .and_then(|r| r.strip_suffix(')'))
-                    .and_then(|id| id.parse().ok())
-                {
-                    Some(id) => Outcome::Ok(Ret::Value(id)),
-                    None => return Err(bad(&format!("bad outcome in {line}"))),
-                },
-            };
+            let (op, outcome) = parse_line(&v).ok_or_else(|| bad(&format!("bad line {line}")))?;
             history.push(Operation {
                 client: v["client"].as_u64().unwrap_or_default() as usize,
                 node: v["node"].as_u64().unwrap_or_default(),
@@ -260,6 +245,36 @@ impl History {
     pub fn check(&self, budget: u64) -> Result<CheckStats, Violation> {
         check(&self.operations(), self.start, budget)
     }
+}
+
+/// The operation and outcome of one recorded line (`op`, `value`, `outcome` as
+/// [`History::write_jsonl`] writes them); `None` if they are not of that form.
+pub fn parse_line(v: &serde_json::Value) -> Option<(Op, Outcome)> {
+    let op = match (v["op"].as_str()?, v["value"].as_u64()) {
+        ("put", Some(id)) => Op::Put(id),
+        ("get", _) => Op::Get,
+        ("delete", _) => Op::Delete,
+        ("set", Some(id)) => Op::Set(id),
+        ("remove", _) => Op::Remove,
+        _ => return None,
+    };
+    let outcome = match v["outcome"].as_str()? {
+        "failed" => Outcome::Failed,
+        "unknown" => Outcome::Unknown,
+        "Created" => Outcome::Ok(Ret::Created),
+        "Exists" => Outcome::Ok(Ret::Exists),
+        "Deleted" => Outcome::Ok(Ret::Deleted),
+        "NotFound" => Outcome::Ok(Ret::NotFound),
+        "Absent" => Outcome::Ok(Ret::Absent),
+        other => Outcome::Ok(Ret::Value(
+            other
+                .strip_prefix("Value(")?
+                .strip_suffix(')')?
+                .parse()
+                .ok()?,
+        )),
+    };
+    Some((op, outcome))
 }
 
 /// An operation in flight; [`Pending::end`] records its outcome.

@@ -6,7 +6,7 @@ Usage: nemesis_worker.py OUT ACCESS SECRET BUCKET PREFIX STOPFILE ID=URL [ID=URL
        every member, after the faults, and append those reads to OUT)
 
 Each of 4 threads overwrites (PUT), reads (GET) and deletes (DELETE) a few keys at a
-time under PREFIX, moving to fresh keys every 40 operations per key, until STOPFILE
+time under PREFIX, moving to fresh keys every 12 operations per key, until STOPFILE
 exists (or 20,000 requests). A line per request: client, node, key, op ("set": an
 overwriting PUT of a unique value, "get", "remove": an idempotent DELETE), value id,
 invoked_ns / returned_ns (CLOCK_MONOTONIC, the clock Rust's Instant reads; returned
@@ -30,7 +30,7 @@ OUT, ACCESS, SECRET, BUCKET, PREFIX, STOPFILE = sys.argv[1:7]
 NODES = [(int(n.split("=", 1)[0]), n.split("=", 1)[1]) for n in sys.argv[7:]]
 THREADS = 4
 KEYS_PER_GEN = 4
-OPS_PER_KEY = 40
+OPS_PER_KEY = 12
 MAX_REQUESTS = 20_000
 
 lock = threading.Lock()
