@@ -6,7 +6,9 @@
 # every request; each round's history is checked (linearizability per key, no
 # acknowledged write lost, one leader per term) and the report written.
 #
-# Usage: scripts/nemesis.sh --minutes N [--seed S] [--out DIR]
+# Usage: scripts/nemesis.sh --minutes N [--seed S] [--out DIR] [--s3]
+#   --s3 adds 4 boto3 S3 clients (overwrite, read, delete) with their own checked
+#   history; today it finds hoard's non-atomic S3 overwrite (issue 25) in every round.
 #   Writes DIR/report.json (faults by kind, operations, anomalies by kind, failover
 #   times as a histogram) and DIR/*.jsonl (every round's history). Needs root.
 #   Release build; every fault and load loop is bounded, and the namespaces,
@@ -19,7 +21,8 @@ while [ $# -gt 0 ]; do
     --minutes) minutes="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --s3) export HOARD_NEMESIS_S3=1; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "nemesis.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done

@@ -57,8 +57,9 @@ def client(url):
     )
 
 
-def record(c, node, key, op, value, invoked, returned, outcome):
+def record(c, node, key, op, value, invoked, returned, outcome, error=None):
     line = {
+        "error": error,
         "client": 100 + c,
         "node": node,
         "key": key,
@@ -73,14 +74,20 @@ def record(c, node, key, op, value, invoked, returned, outcome):
 
 
 def classify(e):
-    """failed (refused: nothing was applied) or unknown."""
-    if isinstance(e, botocore.exceptions.EndpointConnectionError):
-        return "failed"
+    """failed (certainly not applied) or unknown.
+
+    Only a connection that could not be made (refused, or its connect timed out: nothing
+    was sent) and a 409 (another write of the key holds it: refused before anything is
+    recorded) are certain; any other error may come after the change was applied.
+    """
     if isinstance(e, botocore.exceptions.ClientError):
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
-        # 409 (another write of the key in flight) and other 4xx: refused.
-        if 400 <= status < 500:
-            return "failed"
+        return "failed" if status == 409 else "unknown"
+    if type(e) in (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectTimeoutError,
+    ):
+        return "failed"
     return "unknown"
 
 
@@ -126,7 +133,7 @@ def run(c):
             op = "set" if roll < 40 else ("get" if roll < 80 else "remove")
             value = v if roll < 40 else None
             returned = time.monotonic_ns() if kind == "failed" else None
-            record(c, node, key, op, value, invoked, returned, kind)
+            record(c, node, key, op, value, invoked, returned, kind, f"{type(e).__name__}: {e}"[:200])
             if kind == "failed":
                 target = (target + 1) % len(NODES)
             time.sleep(0.1)
