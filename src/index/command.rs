@@ -354,13 +354,13 @@ pub fn retired_members(json: Option<&[u8]>) -> Vec<u64> {
 /// Prefix of the `meta` entries of [`Command::SetFrontend`].
 pub const FRONTEND_META_PREFIX: &str = "fe/";
 
-/// Keeps [`LEASE_CLOCK_META`] at the highest lease time seen.
+/// Keeps [`LEASE_CLOCK_META`] at the highest lease time seen. Written even when it does
+/// not change: later commands of the same batch then read it from the batch's pending
+/// meta, not from a read transaction of their own.
 fn note_lease_time<M: RecordMap>(map: &mut M, ms: u64) -> Result<(), M::Error> {
     let seen = lease_clock(map.get_meta(LEASE_CLOCK_META)?.as_deref());
-    if seen.is_none_or(|seen| ms > seen) {
-        map.put_meta(LEASE_CLOCK_META, Some(ms.to_string().into_bytes()))?;
-    }
-    Ok(())
+    let max = seen.map_or(ms, |seen| seen.max(ms));
+    map.put_meta(LEASE_CLOCK_META, Some(max.to_string().into_bytes()))
 }
 
 /// The value of [`LEASE_CLOCK_META`] (`None`: absent or unreadable).

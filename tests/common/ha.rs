@@ -178,11 +178,7 @@ impl IndexCluster {
         let volumes: Vec<Volume> = (0..volumes)
             .map(|i| Volume::start(Kind::Native, tmp.path(), &format!("vol{i}")))
             .collect();
-        let volume_list = volumes
-            .iter()
-            .map(|v| v.addr.clone())
-            .collect::<Vec<_>>()
-            .join(",");
+        let volume_list = addresses(&volumes);
         let ids: Vec<u64> = (1..=n).collect();
         let ports: BTreeMap<u64, u16> = ids.iter().map(|&id| (id, free_port())).collect();
         let mut proxies = BTreeMap::new();
@@ -251,11 +247,7 @@ impl IndexCluster {
                 Volume::start_netns(net, "vol", tmp.path(), &format!("vol{i}"), 3001 + i as u16)
             })
             .collect();
-        let volume_list = volumes
-            .iter()
-            .map(|v| v.addr.clone())
-            .collect::<Vec<_>>()
-            .join(",");
+        let volume_list = addresses(&volumes);
         let addr = |id: u64| format!("{}:3000", net.ip(&format!("n{id}")));
         let peers = (1..=n)
             .map(|id| format!("{id}={}", addr(id)))
@@ -302,12 +294,7 @@ impl IndexCluster {
     pub fn start_joining_at(&mut self, id: u64, port: u16, extra: &[&str]) {
         assert!(!self.nodes.contains_key(&id), "node {id} exists");
         let db = self.tmp.path().join(format!("db{id}"));
-        let volumes = self
-            .volumes
-            .iter()
-            .map(|v| v.addr.clone())
-            .collect::<Vec<_>>()
-            .join(",");
+        let volumes = addresses(&self.volumes);
         let peers = format!("{id}=127.0.0.1:{port}");
         let mut cmd = server_command(id, &peers, &db, &volumes, port, "127.0.0.1");
         cmd.push("--join".into());
@@ -637,6 +624,15 @@ impl IndexCluster {
         }
         out
     }
+}
+
+/// The volumes' addresses, comma-separated (`--volumes`).
+fn addresses(volumes: &[Volume]) -> String {
+    volumes
+        .iter()
+        .map(|v| v.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `hoard server` as member `id` of an index cluster of `peers`, with its database in
