@@ -325,22 +325,47 @@ impl SharedPlacement {
     }
 }
 
-/// The path of `key`'s file inside a volume location: `/%02x/%02x/<base64(key)>`.
+/// The path of `key`'s file inside a volume location: `/%02x/%02x/<base64(key)>`
+/// (minikeyvalue's layout). The value of generation 0 has this name; see [`file_path`].
 pub fn key_path(key: &[u8]) -> String {
     let digest: [u8; 16] = Md5::digest(key).into();
     let b64 = base64::engine::general_purpose::STANDARD.encode(key);
     format!("/{:02x}/{:02x}/{}", digest[0], digest[1], b64)
 }
 
-/// Recovers the key from the base64 part of a file path (everything after `/xx/yy/`),
-/// checking that the two hash directories match. `None` if the name is not a hoard file.
-pub fn key_from_path(path: &str) -> Option<Vec<u8>> {
+/// Separates a generation from the base64 key in a file name (never a base64 character).
+const GEN_MARK: char = '~';
+
+/// The path of the files of generation `gen` of `key`'s value (see `Record::gen`):
+/// [`key_path`] for generation 0, the first value a key ever had — minikeyvalue's
+/// layout, so a store that never overwrites is a minikeyvalue volume — and
+/// `key_path~<gen in decimal>` for a later one. Every overwrite writes a new generation
+/// under its own name, so the files of the value readers see are never touched by it.
+pub fn file_path(key: &[u8], gen: u64) -> String {
+    match gen {
+        0 => key_path(key),
+        g => format!("{}{GEN_MARK}{g}", key_path(key)),
+    }
+}
+
+/// Recovers the key and the generation from a file path made by [`file_path`],
+/// checking that the two hash directories match. `None` if the name is not a hoard
+/// file.
+pub fn file_from_path(path: &str) -> Option<(Vec<u8>, u64)> {
     let rest = path.strip_prefix('/')?;
     let (d0, rest) = rest.split_once('/')?;
-    let (d1, b64) = rest.split_once('/')?;
+    let (d1, name) = rest.split_once('/')?;
+    let (b64, gen) = match name.split_once(GEN_MARK) {
+        None => (name, 0),
+        // No leading zeros or sign: one generation has exactly one name.
+        Some((b64, g)) if !g.starts_with('0') && g.bytes().all(|c| c.is_ascii_digit()) => {
+            (b64, g.parse().ok()?)
+        }
+        Some(_) => return None,
+    };
     let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     let digest: [u8; 16] = Md5::digest(&key).into();
-    (d0 == format!("{:02x}", digest[0]) && d1 == format!("{:02x}", digest[1])).then_some(key)
+    (d0 == format!("{:02x}", digest[0]) && d1 == format!("{:02x}", digest[1])).then_some((key, gen))
 }
 
 /// The volume server (`host:port`) part of a location (`host:port/svXX`).

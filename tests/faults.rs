@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{client, Cluster, Kind};
-use hoard::placement::{key_from_path, key_path, Placement};
+use hoard::placement::{file_from_path, key_path, Placement};
 use reqwest::StatusCode;
 
 /// The tests here load the machine and assert time bounds: run them one at a time.
@@ -291,7 +291,7 @@ fn assert_no_torn_files(c: &Cluster) {
                 _ => rel.as_str(),
             };
             let path = format!("/{rel_key}");
-            let key = key_from_path(&path)
+            let (key, _gen) = file_from_path(&path)
                 .unwrap_or_else(|| panic!("unexpected file {path} on {}", v.addr));
             let key = String::from_utf8(key).unwrap();
             let data = std::fs::read(v.dir.join(&rel)).unwrap();

@@ -36,6 +36,7 @@ async fn prefill(db: &Path, volume: &str, keys: &[String]) {
                     };
                     index.apply(begin).await.unwrap().unwrap();
                     let commit = Command::Commit {
+                        gen: 0,
                         key,
                         size: 1,
                         md5: None,

@@ -145,6 +145,7 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
             owner: 0,
             meta: Vec::new(),
             inline: None,
+            gen: 0,
         };
         batch.push((key, record));
         if batch.len() == batch.capacity() {

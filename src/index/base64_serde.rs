@@ -76,6 +76,7 @@ mod tests {
             owner: 0,
             meta: Vec::new(),
             inline: Some(vec![0, 1, 255]),
+            gen: 0,
         };
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains(r#""inline":"AAH/""#), "{json}");

@@ -10,11 +10,26 @@ use super::record::{Record, State};
 /// [`apply`], so applying is deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
-    /// Record the intent to write `key` to `volumes`. Rejected with
-    /// [`Rejection::Exists`] when the key is live, unless `replace`. Replaces any other
-    /// record (unlinked, an abandoned intent, an interrupted delete — or, with
-    /// `replace`, a live value), keeping every location it named that is not a target
-    /// as `stale`, so no file is forgotten.
+    /// Record the intent to write `key` to `volumes`, as a new generation of its files
+    /// (`Record::gen`) that no other record of the key names. Rejected with
+    /// [`Rejection::Exists`] when the key is live, unless `replace`.
+    ///
+    /// * With `replace` (S3, minivault), the key's record is not touched: readers keep
+    ///   the old value until the write commits. The intent is a record of its own, at
+    ///   [`gen_key`]`(key, gen)`; `Commit` makes it the key's record and retires the
+    ///   one it replaces, a rollback drops it. Overwrites never touch the files
+    ///   readers see, and concurrent overwrites of one key never refuse each other
+    ///   (no [`Rejection::Busy`]): each has its own intent, the last to commit wins.
+    /// * Otherwise (minikeyvalue: no record, an unlinked value, an abandoned intent, an
+    ///   interrupted delete) the intent becomes the key's record, and the record it
+    ///   replaces, if it names files, is *retired*: kept at `gen_key(key, its gen)` in
+    ///   state `deleting`, owner 0, for the upkeep worker (or repair) to delete its
+    ///   files — a different name from the new write's, so no file is shared.
+    ///
+    /// The generation is 0 (minikeyvalue's file name) for a key's record when the key
+    /// has none and no record of generation 0 is retired; else the first number from
+    /// `now_ms` on (above the key's record's) that no record of the key uses. Answers
+    /// the intent written (not the previous record).
     Begin {
         /// The key.
         key: Vec<u8>,
@@ -28,15 +43,16 @@ pub enum Command {
         /// write one key.
         owner: u64,
         /// Overwrite a live value (S3 and minivault semantics; minikeyvalue's PUT
-        /// refuses). The old value stops being visible at once: its files share the
-        /// new value's paths, so from here on they are being overwritten.
+        /// refuses). The old value stays visible until the new one commits.
         #[serde(default)]
         replace: bool,
     },
     /// The write reached its quorum: the key becomes live. `missing` lists the target
     /// locations that do not hold the value (a degraded write, `--write-quorum` below
-    /// the replica count); empty when every replica acknowledged. Requires state
-    /// `writing`.
+    /// the replica count); empty when every replica acknowledged. Requires the
+    /// intent of generation `gen` — the key's record, or an overwrite's record at
+    /// [`gen_key`]`(key, gen)`, which then replaces the key's record (retired, see
+    /// [`Command::Begin`]). Answers the key's record as it was before.
     Commit {
         /// The key.
         key: Vec<u8>,
@@ -53,11 +69,14 @@ pub enum Command {
         /// A front-end's metadata of the value (see `Record::meta`); empty for none.
         #[serde(default)]
         meta: Vec<u8>,
+        /// The generation of the intent (`Record::gen` of what `Begin` answered).
+        #[serde(default)]
+        gen: u64,
     },
     /// Store a small value in the key's record itself (`--inline-max`): the key becomes
     /// live at once, with no volumes. Refused like [`Command::Begin`] (a live key
-    /// without `replace`, another node's fresh intent); every location an older record
-    /// named is kept as `stale`, for the upkeep worker to delete.
+    /// without `replace`, another node's fresh intent); an older record that names
+    /// files is retired (see [`Command::Begin`]) for the upkeep worker to delete.
     PutInline {
         /// The key.
         key: Vec<u8>,
@@ -82,6 +101,10 @@ pub enum Command {
         key: Vec<u8>,
         /// The location that now holds the value.
         location: String,
+        /// The generation copied (`Record::gen`): a record of another generation is
+        /// left alone ([`Rejection::Changed`]).
+        #[serde(default)]
+        gen: u64,
     },
     /// The files at `locations` were deleted: they are no longer `stale`. Any state.
     Cleaned {
@@ -111,7 +134,8 @@ pub enum Command {
         owner: u64,
     },
     /// Move a live or unlinked key to new replica locations (rebalance, repair).
-    /// Requires the record to still list `from`, so a concurrent change wins.
+    /// Requires the record to still list `from` and name files of generation `gen`
+    /// (the copies were made of those), so a concurrent change wins.
     Relocate {
         /// The key.
         key: Vec<u8>,
@@ -119,6 +143,9 @@ pub enum Command {
         from: Vec<String>,
         /// The new locations.
         to: Vec<String>,
+        /// The generation of the files copied (`Record::gen`).
+        #[serde(default)]
+        gen: u64,
     },
     /// Record the md5 of a live or unlinked key's value, learned by verification.
     /// Requires the record to be the same version of the value the caller hashed:
@@ -180,6 +207,7 @@ pub enum Command {
     /// remote changes), applied by `super::feed`; changes no record.
     Feed(super::feed::FeedCommand),
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
+    /// `key` may be a [`gen_key`]: an overwrite's intent or a retired record.
     Remove {
         /// The key.
         key: Vec<u8>,
@@ -307,6 +335,48 @@ pub trait RecordMap {
     fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, Self::Error>;
     /// Writes (`None`: removes) an index-wide value.
     fn put_meta(&mut self, name: &str, value: Option<Vec<u8>>) -> Result<(), Self::Error>;
+    /// The command must be durable when answered, whatever the index would otherwise
+    /// decide for it (it retired a visible value, whose files may be deleted next).
+    fn must_persist(&mut self) {}
+}
+
+/// First byte of a [`gen_key`]. Keys of values start with `/` (see `crate::key`), so
+/// these never clash with them and sort before them.
+const GEN_KEY_MARK: u8 = 0;
+
+/// The index key of the record of generation `gen` of `key`'s files when it is not
+/// the key's record: an overwrite in flight (`writing`) or a retired value whose files
+/// are being deleted (`deleting`). `0x00, key, 0x00, gen as 8 big-endian bytes` — keys
+/// hold no NUL, so the key's records sort together, by generation.
+pub fn gen_key(key: &[u8], gen: u64) -> Vec<u8> {
+    let mut out = gen_prefix(key);
+    out.extend_from_slice(&gen.to_be_bytes());
+    out
+}
+
+/// The prefix of every [`gen_key`] of `key`.
+pub fn gen_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 10);
+    out.push(GEN_KEY_MARK);
+    out.extend_from_slice(key);
+    out.push(GEN_KEY_MARK);
+    out
+}
+
+/// True for a [`gen_key`].
+pub fn is_gen_key(index_key: &[u8]) -> bool {
+    index_key.first() == Some(&GEN_KEY_MARK)
+}
+
+/// The key whose files an index key's record names: the index key itself, or the key
+/// a [`gen_key`] belongs to.
+pub fn value_key(index_key: &[u8]) -> &[u8] {
+    match index_key {
+        [GEN_KEY_MARK, rest @ ..] if rest.len() >= 9 && rest[rest.len() - 9] == GEN_KEY_MARK => {
+            &rest[..rest.len() - 9]
+        }
+        _ => index_key,
+    }
 }
 
 /// Index-wide value of [`Command::SetVolumes`]: the volume list as JSON.
@@ -366,6 +436,56 @@ fn note_lease_time<M: RecordMap>(map: &mut M, ms: u64) -> Result<(), M::Error> {
 /// The value of [`LEASE_CLOCK_META`] (`None`: absent or unreadable).
 pub fn lease_clock(value: Option<&[u8]>) -> Option<u64> {
     std::str::from_utf8(value?).ok()?.parse().ok()
+}
+
+/// A generation for a new intent of `key` that no record of it uses: the first number
+/// from `now_ms` on (and above the key's record's), skipping those taken.
+fn fresh_gen<M: RecordMap>(
+    map: &mut M,
+    key: &[u8],
+    prev: Option<&Record>,
+    now_ms: u64,
+) -> Result<u64, M::Error> {
+    let mut gen = now_ms
+        .max(prev.map_or(0, |p| p.gen.saturating_add(1)))
+        .max(1);
+    while map.get(&gen_key(key, gen))?.is_some() {
+        gen += 1;
+    }
+    Ok(gen)
+}
+
+/// Keeps the files `old` (a record of `key` being replaced) names for deletion: as a
+/// `deleting` record with owner 0 at [`gen_key`]`(key, old.gen)`, merged with one
+/// already there. A record naming no file (inline, or nothing written) is dropped.
+/// Retiring a visible value makes the command durable: its files may be deleted as
+/// soon as it is answered.
+fn retire<M: RecordMap>(map: &mut M, key: &[u8], old: &Record) -> Result<(), M::Error> {
+    let mut files = old.all_locations();
+    if files.is_empty() {
+        return Ok(());
+    }
+    if matches!(old.state, State::Live | State::Unlinked) {
+        map.must_persist();
+    }
+    let at = gen_key(key, old.gen);
+    if let Some(there) = map.get(&at)? {
+        for l in there.all_locations() {
+            if !files.contains(&l) {
+                files.push(l);
+            }
+        }
+    }
+    let retired = Record {
+        state: State::Deleting,
+        volumes: files,
+        missing: Vec::new(),
+        stale: Vec::new(),
+        owner: 0,
+        inline: None,
+        ..old.clone()
+    };
+    map.put(&at, &retired)
 }
 
 /// Applies `cmd` to `map`. The outer `Result` is a storage failure; the inner one is the
@@ -437,30 +557,36 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             if state == Some(State::Live) && !replace {
                 return Ok(Err(Rejection::Exists));
             }
-            if held_elsewhere(prev.as_ref(), *owner, *now_ms) {
+            if !replace && held_elsewhere(prev.as_ref(), *owner, *now_ms) {
                 return Ok(Err(Rejection::Busy));
             }
-            let stale = prev
-                .as_ref()
-                .map(|r| {
-                    r.all_locations()
-                        .into_iter()
-                        .filter(|l| !volumes.contains(l))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Record {
+            let gen = match &prev {
+                None if !replace && map.get(&gen_key(key, 0))?.is_none() => 0,
+                _ => fresh_gen(map, key, prev.as_ref(), *now_ms)?,
+            };
+            let intent = Record {
                 state: State::Writing,
                 volumes: volumes.clone(),
                 size: 0,
                 md5: None,
                 changed_ms: *now_ms,
                 missing: Vec::new(),
-                stale,
+                stale: Vec::new(),
                 owner: *owner,
                 meta: Vec::new(),
                 inline: None,
+                gen,
+            };
+            if *replace {
+                // The key's record stays as it is until `Commit`.
+                map.put(&gen_key(key, gen), &intent)?;
+            } else {
+                if let Some(p) = &prev {
+                    retire(map, key, p)?;
+                }
+                map.put(key, &intent)?;
             }
+            return Ok(Ok(Some(intent)));
         }
         Command::PutInline {
             value,
@@ -477,6 +603,9 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             if held_elsewhere(prev.as_ref(), *owner, *now_ms) {
                 return Ok(Err(Rejection::Busy));
             }
+            if let Some(p) = &prev {
+                retire(map, key, p)?;
+            }
             Record {
                 state: State::Live,
                 volumes: Vec::new(),
@@ -484,10 +613,11 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 md5: *md5,
                 changed_ms: *now_ms,
                 missing: Vec::new(),
-                stale: prev.as_ref().map(Record::all_locations).unwrap_or_default(),
+                stale: Vec::new(),
                 owner: 0,
                 meta: meta.clone(),
                 inline: Some(value.clone()),
+                gen: 0,
             }
         }
         Command::Commit {
@@ -497,12 +627,10 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             now_ms,
             owner,
             meta,
+            gen,
             ..
-        } => match (&prev, state) {
-            (Some(r), Some(State::Writing)) if r.owner != *owner => {
-                return Ok(Err(Rejection::Changed))
-            }
-            (Some(r), Some(State::Writing)) => Record {
+        } => {
+            let committed = |intent: &Record| Record {
                 state: State::Live,
                 size: *size,
                 md5: *md5,
@@ -510,12 +638,43 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
                 missing: missing.clone(),
                 owner: 0,
                 meta: meta.clone(),
-                ..r.clone()
-            },
-            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
-            (_, None) => return Ok(Err(Rejection::NotFound)),
-        },
-        Command::Completed { location, .. } => match (&prev, state) {
+                ..intent.clone()
+            };
+            match (&prev, state) {
+                (Some(r), Some(State::Writing)) if r.gen == *gen => {
+                    if r.owner != *owner {
+                        return Ok(Err(Rejection::Changed));
+                    }
+                    committed(r)
+                }
+                // An overwrite's intent, kept beside the key's record.
+                _ => {
+                    let at = gen_key(key, *gen);
+                    match map.get(&at)? {
+                        Some(i) if i.state == State::Writing && i.owner == *owner => {
+                            map.remove(&at)?;
+                            if let Some(p) = &prev {
+                                retire(map, key, p)?;
+                            }
+                            map.put(key, &committed(&i))?;
+                            return Ok(Ok(prev));
+                        }
+                        // Another write's intent, or ours retired by a write that took
+                        // the key over.
+                        Some(_) => return Ok(Err(Rejection::Changed)),
+                        None => match state {
+                            Some(State::Writing) => return Ok(Err(Rejection::Changed)),
+                            Some(s) => return Ok(Err(Rejection::WrongState(s))),
+                            None => return Ok(Err(Rejection::NotFound)),
+                        },
+                    }
+                }
+            }
+        }
+        Command::Completed { location, gen, .. } => match (&prev, state) {
+            (Some(r), Some(State::Live | State::Unlinked)) if r.gen != *gen => {
+                return Ok(Err(Rejection::Changed))
+            }
             (Some(r), Some(State::Live | State::Unlinked)) => Record {
                 missing: r
                     .missing
@@ -566,24 +725,28 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             },
             _ => return Ok(Err(Rejection::NotFound)),
         },
-        Command::Relocate { from, to, .. } => match (&prev, state) {
-            (Some(r), Some(State::Live | State::Unlinked)) if &r.volumes == from => Record {
-                volumes: to.clone(),
-                missing: r
-                    .missing
-                    .iter()
-                    .filter(|m| to.contains(m))
-                    .cloned()
-                    .collect(),
-                // A stale location that is a replica again now holds the checked copy.
-                stale: r
-                    .stale
-                    .iter()
-                    .filter(|l| !to.contains(l))
-                    .cloned()
-                    .collect(),
-                ..r.clone()
-            },
+        Command::Relocate { from, to, gen, .. } => match (&prev, state) {
+            (Some(r), Some(State::Live | State::Unlinked))
+                if &r.volumes == from && r.gen == *gen =>
+            {
+                Record {
+                    volumes: to.clone(),
+                    missing: r
+                        .missing
+                        .iter()
+                        .filter(|m| to.contains(m))
+                        .cloned()
+                        .collect(),
+                    // A stale location that is a replica again now holds the checked copy.
+                    stale: r
+                        .stale
+                        .iter()
+                        .filter(|l| !to.contains(l))
+                        .cloned()
+                        .collect(),
+                    ..r.clone()
+                }
+            }
             (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
             (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
             (_, None) => return Ok(Err(Rejection::NotFound)),

@@ -38,6 +38,7 @@ impl RecordMap for BTreeMap<Vec<u8>, Record> {
             owner: 0,
             meta: value,
             inline: None,
+            gen: 0,
         };
         self.insert(key, r);
         Ok(())
@@ -59,6 +60,7 @@ fn begin() -> Command {
 }
 fn commit() -> Command {
     Command::Commit {
+        gen: 0,
         key: b"/k".to_vec(),
         size: 3,
         md5: Some([7; 16]),
@@ -75,7 +77,8 @@ fn state(m: &BTreeMap<Vec<u8>, Record>) -> Option<State> {
 #[test]
 fn write_life_cycle() {
     let mut m = BTreeMap::new();
-    assert_eq!(run(&mut m, begin()), Ok(None));
+    let intent = run(&mut m, begin()).unwrap();
+    assert_eq!(intent.as_ref(), m.get(&b"/k"[..]));
     assert_eq!(state(&m), Some(State::Writing));
     assert!(run(&mut m, commit()).is_ok());
     let r = m.get(&b"/k"[..]).unwrap();
@@ -157,6 +160,7 @@ fn set_md5_requires_the_same_value() {
     run(
         &mut m,
         Command::Commit {
+            gen: 0,
             key: b"/k".to_vec(),
             size: 3,
             md5: None,
@@ -185,6 +189,7 @@ fn degraded_write_then_completed() {
         replace: false,
     };
     let degraded = Command::Commit {
+        gen: 0,
         key: b"/k".to_vec(),
         size: 3,
         md5: None,
@@ -194,6 +199,7 @@ fn degraded_write_then_completed() {
         meta: Vec::new(),
     };
     let done = |loc: &str| Command::Completed {
+        gen: 0,
         key: b"/k".to_vec(),
         location: loc.into(),
     };
@@ -218,7 +224,7 @@ fn degraded_write_then_completed() {
 }
 
 #[test]
-fn replaced_records_keep_their_locations_as_stale() {
+fn replaced_records_are_retired_with_their_files() {
     let mut m = BTreeMap::new();
     let begin_on = |vols: &[&str], now_ms| Command::Begin {
         key: b"/k".to_vec(),
@@ -226,6 +232,11 @@ fn replaced_records_keep_their_locations_as_stale() {
         now_ms,
         owner: 0,
         replace: false,
+    };
+    let retired = |m: &BTreeMap<Vec<u8>, Record>, gen| {
+        let r = &m[&gen_key(b"/k", gen)];
+        assert_eq!((r.state, r.owner), (State::Deleting, 0));
+        r.all_locations()
     };
     // An unlinked value on a:1, b:2; the placement is now b:2, c:3.
     run(&mut m, begin_on(&["a:1", "b:2"], 1)).unwrap();
@@ -235,27 +246,20 @@ fn replaced_records_keep_their_locations_as_stale() {
         now_ms: 3,
     };
     run(&mut m, unlink).unwrap();
-    run(&mut m, begin_on(&["b:2", "c:3"], 4)).unwrap();
-    let r = &m[&b"/k"[..]];
-    assert_eq!(
-        (r.state, r.stale.clone()),
-        (State::Writing, vec!["a:1".into()])
-    );
-    // An abandoned intent replaced again on d:4: nothing is forgotten.
-    run(&mut m, begin_on(&["d:4"], 5)).unwrap();
-    let r = &m[&b"/k"[..]];
-    assert_eq!(r.stale, ["b:2", "c:3", "a:1"]);
-    assert_eq!(r.all_locations(), ["d:4", "b:2", "c:3", "a:1"]);
-    // A commit keeps them; Cleaned drops those deleted.
-    run(&mut m, commit()).unwrap();
-    assert_eq!(m[&b"/k"[..]].stale.len(), 3);
-    let cleaned = Command::Cleaned {
-        key: b"/k".to_vec(),
-        locations: vec!["a:1".into(), "b:2".into()],
-    };
-    run(&mut m, cleaned).unwrap();
-    assert_eq!(m[&b"/k"[..]].stale, ["c:3"]);
-    // An interrupted delete replaced by a write, placement back on c:3.
+    let g4 = run(&mut m, begin_on(&["b:2", "c:3"], 4)).unwrap().unwrap();
+    assert_eq!((g4.gen, g4.stale.len()), (4, 0));
+    assert_eq!(retired(&m, 0), ["a:1", "b:2"]);
+    // An abandoned intent replaced again on d:4: each generation's files are named.
+    let g5 = run(&mut m, begin_on(&["d:4"], 5)).unwrap().unwrap();
+    assert_eq!(g5.gen, 5);
+    assert_eq!(retired(&m, 4), ["b:2", "c:3"]);
+    assert_eq!(m[&b"/k"[..]].all_locations(), ["d:4"]);
+    // An interrupted delete replaced by a write.
+    let mut commit5 = commit();
+    if let Command::Commit { gen, .. } = &mut commit5 {
+        *gen = 5;
+    }
+    run(&mut m, commit5).unwrap();
     let del = Command::BeginDelete {
         key: b"/k".to_vec(),
         protect: false,
@@ -264,7 +268,15 @@ fn replaced_records_keep_their_locations_as_stale() {
     };
     run(&mut m, del).unwrap();
     run(&mut m, begin_on(&["c:3"], 7)).unwrap();
-    assert_eq!(m[&b"/k"[..]].stale, ["d:4"]);
+    assert_eq!(retired(&m, 5), ["d:4"]);
+    // Stale locations of a legacy record go with it when it is retired.
+    let mut m = BTreeMap::new();
+    run(&mut m, begin_on(&["a:1"], 1)).unwrap();
+    run(&mut m, commit()).unwrap();
+    m.get_mut(&b"/k"[..]).unwrap().stale = vec!["z:9".into()];
+    run(&mut m, replace("b:1", 8, 0)).unwrap();
+    run(&mut m, commit_gen(8, 0, 1)).unwrap();
+    assert_eq!(retired(&m, 0), ["a:1", "z:9"]);
 }
 
 #[test]
@@ -278,7 +290,8 @@ fn an_intent_belongs_to_its_write() {
         owner,
         replace: false,
     };
-    let commit = |owner| Command::Commit {
+    let commit = |owner, gen| Command::Commit {
+        gen,
         key: b"/k".to_vec(),
         size: 3,
         md5: None,
@@ -287,18 +300,23 @@ fn an_intent_belongs_to_its_write() {
         owner,
         meta: Vec::new(),
     };
-    run(&mut m, begin(node1, 10)).unwrap();
+    let gen = |applied: Applied| applied.unwrap().unwrap().gen;
+    let first = gen(run(&mut m, begin(node1, 10)));
     assert_eq!(m[&b"/k"[..]].owner, node1);
     // Another node's write is refused while the intent is fresh…
     assert_eq!(run(&mut m, begin(node2, 11)), Err(Rejection::Busy));
     // …but the same node (a restarted process) may take it over.
-    run(&mut m, begin(node1_later, 12)).unwrap();
+    let later = gen(run(&mut m, begin(node1_later, 12)));
     // Only the owner commits.
-    assert_eq!(run(&mut m, commit(node1)), Err(Rejection::Changed));
+    assert_eq!(run(&mut m, commit(node1, first)), Err(Rejection::Changed));
+    assert_eq!(run(&mut m, commit(node1, later)), Err(Rejection::Changed));
     // Past the lease, another node takes the abandoned intent over.
-    run(&mut m, begin(node2, 12 + WRITE_LEASE_MS)).unwrap();
-    assert_eq!(run(&mut m, commit(node1_later)), Err(Rejection::Changed));
-    run(&mut m, commit(node2)).unwrap();
+    let second = gen(run(&mut m, begin(node2, 12 + WRITE_LEASE_MS)));
+    assert_eq!(
+        run(&mut m, commit(node1_later, later)),
+        Err(Rejection::Changed)
+    );
+    run(&mut m, commit(node2, second)).unwrap();
     let r = &m[&b"/k"[..]];
     assert_eq!((r.state, r.owner), (State::Live, 0));
 
@@ -345,6 +363,7 @@ fn relocate_requires_unchanged_volumes() {
     let mut m = BTreeMap::new();
     run(&mut m, begin()).unwrap();
     let reloc = |from: &str| Command::Relocate {
+        gen: 0,
         key: b"/k".to_vec(),
         from: vec![from.into()],
         to: vec!["b:2".into()],
@@ -359,26 +378,138 @@ fn relocate_requires_unchanged_volumes() {
     assert_eq!(m[&b"/k"[..]].volumes, ["b:2"]);
 }
 
+fn replace(volume: &str, now_ms: u64, owner: u64) -> Command {
+    Command::Begin {
+        key: b"/k".to_vec(),
+        volumes: vec![volume.into()],
+        now_ms,
+        owner,
+        replace: true,
+    }
+}
+
+fn commit_gen(gen: u64, owner: u64, size: u64) -> Command {
+    Command::Commit {
+        gen,
+        key: b"/k".to_vec(),
+        size,
+        md5: None,
+        missing: Vec::new(),
+        now_ms: 10 + gen,
+        owner,
+        meta: Vec::new(),
+    }
+}
+
 #[test]
-fn replace_overwrites_a_live_value_keeping_its_other_locations_stale() {
+fn overwrites_write_a_new_generation_beside_the_live_value() {
+    let mut m = BTreeMap::new();
+    let intent = run(&mut m, begin()).unwrap().unwrap();
+    assert_eq!((intent.state, intent.gen), (State::Writing, 0));
+    run(&mut m, commit()).unwrap();
+    let first = m[&b"/k"[..]].clone();
+    // Two overwrites at once, each its own generation beside the live record, which
+    // stays as it is: readers keep the old value.
+    let a = run(&mut m, replace("b:1", 3, 1 << 32)).unwrap().unwrap();
+    let b = run(&mut m, replace("c:1", 3, 2 << 32)).unwrap().unwrap();
+    assert_eq!((a.gen, b.gen), (3, 4));
+    assert_eq!(m[&b"/k"[..]], first);
+    assert_eq!(m[&gen_key(b"/k", 3)], a);
+    assert_eq!(m[&gen_key(b"/k", 4)].state, State::Writing);
+    // Only the owner commits an intent; a generation nobody wrote is not found.
+    assert_eq!(
+        run(&mut m, commit_gen(3, 2 << 32, 5)),
+        Err(Rejection::Changed)
+    );
+    assert_eq!(
+        run(&mut m, commit_gen(99, 1 << 32, 5)),
+        Err(Rejection::WrongState(State::Live))
+    );
+    // The first to commit replaces the live record, which is retired.
+    assert_eq!(
+        run(&mut m, commit_gen(3, 1 << 32, 5)),
+        Ok(Some(first.clone()))
+    );
+    let now = m[&b"/k"[..]].clone();
+    assert_eq!((now.state, now.gen, now.size), (State::Live, 3, 5));
+    assert_eq!(now.volumes, ["b:1"]);
+    assert!(!m.contains_key(&gen_key(b"/k", 3)));
+    let retired = &m[&gen_key(b"/k", 0)];
+    assert_eq!(
+        (retired.state, retired.owner, retired.gen),
+        (State::Deleting, 0, 0)
+    );
+    assert_eq!(retired.volumes, ["a:1"]);
+    // The last to commit wins.
+    run(&mut m, commit_gen(4, 2 << 32, 6)).unwrap();
+    assert_eq!((m[&b"/k"[..]].gen, m[&b"/k"[..]].size), (4, 6));
+    assert_eq!(m[&gen_key(b"/k", 3)].volumes, ["b:1"]);
+    // A failed overwrite drops its own intent: the value stays.
+    let c = run(&mut m, replace("d:1", 4, 1 << 32)).unwrap().unwrap();
+    assert_eq!(c.gen, 5, "above the live record's generation");
+    let remove = |owner| Command::Remove {
+        key: gen_key(b"/k", 5),
+        expect: State::Writing,
+        owner,
+    };
+    assert_eq!(run(&mut m, remove(2 << 32)), Err(Rejection::Changed));
+    run(&mut m, remove(1 << 32)).unwrap();
+    assert_eq!((m[&b"/k"[..]].gen, m[&b"/k"[..]].size), (4, 6));
+    // Retired records finish like deletes.
+    for gen in [0, 3] {
+        let done = Command::Remove {
+            key: gen_key(b"/k", gen),
+            expect: State::Deleting,
+            owner: 0,
+        };
+        run(&mut m, done).unwrap();
+    }
+    let prefix = gen_prefix(b"/k");
+    assert_eq!(m.keys().filter(|k| k.starts_with(&prefix)).count(), 0);
+}
+
+#[test]
+fn a_write_never_reuses_the_files_of_a_record_it_replaces() {
     let mut m = BTreeMap::new();
     run(&mut m, begin()).unwrap();
     run(&mut m, commit()).unwrap();
-    let replace = Command::Begin {
-        key: b"/k".to_vec(),
-        volumes: vec!["b:1".into()],
-        now_ms: 3,
-        owner: 0,
-        replace: true,
-    };
-    let prev = run(&mut m, replace).unwrap().unwrap();
-    assert_eq!(prev.state, State::Live);
-    let r = m.get(&b"/k"[..]).unwrap();
-    assert_eq!(r.state, State::Writing);
-    assert_eq!(r.volumes, vec!["b:1".to_string()]);
-    assert_eq!(r.stale, vec!["a:1".to_string()]);
-    assert!(run(&mut m, commit()).is_ok());
-    assert_eq!(state(&m), Some(State::Live));
+    run(
+        &mut m,
+        Command::Unlink {
+            key: b"/k".to_vec(),
+            now_ms: 3,
+        },
+    )
+    .unwrap();
+    // minikeyvalue's PUT over an unlinked value: the intent is the key's record, at a
+    // new generation; the unlinked value is retired for deletion.
+    let mut begin_at = begin();
+    if let Command::Begin { now_ms, .. } = &mut begin_at {
+        *now_ms = 7;
+    }
+    let intent = run(&mut m, begin_at.clone()).unwrap().unwrap();
+    assert_eq!(intent.gen, 7);
+    assert_eq!(m[&b"/k"[..]], intent);
+    assert_eq!(m[&gen_key(b"/k", 0)].state, State::Deleting);
+    // Gone meanwhile, with generation 0 still being deleted: a new first write does
+    // not take generation 0's name.
+    m.remove(&b"/k"[..]);
+    assert_eq!(run(&mut m, begin_at).unwrap().unwrap().gen, 7);
+    m.remove(&gen_key(b"/k", 0));
+    m.remove(&b"/k"[..]);
+    assert_eq!(run(&mut m, begin()).unwrap().unwrap().gen, 0);
+}
+
+#[test]
+fn gen_keys_name_their_key_and_sort_before_keys() {
+    let k = gen_key(b"/a/b", 258);
+    assert!(is_gen_key(&k) && !is_gen_key(b"/a/b"));
+    assert_eq!(value_key(&k), b"/a/b");
+    assert_eq!(value_key(b"/a/b"), b"/a/b");
+    assert!(k.starts_with(&gen_prefix(b"/a/b")));
+    assert!(!gen_key(b"/a/bc", 1).starts_with(&gen_prefix(b"/a/b")));
+    assert!(k < b"/".to_vec());
+    assert!(gen_key(b"/a", 2) < gen_key(b"/a", 256));
 }
 
 #[test]
@@ -399,6 +530,7 @@ fn set_meta_replaces_only_the_metadata_of_the_version_read() {
     run(
         &mut m,
         Command::Commit {
+            gen: 0,
             key: b"/k".to_vec(),
             size: 0,
             md5: Some([7; 16]),
@@ -450,27 +582,22 @@ fn inline_values() {
     // A live key is refused without `replace`, by an inline or a volume write.
     assert_eq!(run(&mut m, put_inline(false, 0)), Err(Rejection::Exists));
     assert_eq!(run(&mut m, begin()), Err(Rejection::Exists));
-    // Replaced by a volume write: nothing stale (the inline value had no file).
-    let replace = Command::Begin {
-        key: b"/k".to_vec(),
-        volumes: vec!["a:1".into()],
-        now_ms: 1,
-        owner: 0,
-        replace: true,
-    };
-    run(&mut m, replace).unwrap();
-    let r = m.get(&b"/k"[..]).unwrap();
-    assert_eq!((r.state, r.inline.clone()), (State::Writing, None));
-    assert!(r.stale.is_empty());
-    run(&mut m, commit()).unwrap();
-    // Replaced by an inline value: the old files become stale.
+    // Replaced by a volume write: the inline value is served until it commits, and
+    // nothing is retired (the inline value had no file).
+    let g = run(&mut m, replace("a:1", 6, 0)).unwrap().unwrap().gen;
+    assert_eq!(m[&b"/k"[..]], r);
+    run(&mut m, commit_gen(g, 0, 3)).unwrap();
+    assert_eq!(m[&b"/k"[..]].inline, None);
+    assert!(!m.contains_key(&gen_key(b"/k", 0)));
+    // Replaced by an inline value: the old files are retired.
     assert_eq!(
         run(&mut m, put_inline(true, 0)).map(|p| p.map(|p| p.volumes)),
         Ok(Some(vec!["a:1".to_string()]))
     );
     let r = m.get(&b"/k"[..]).unwrap();
-    assert_eq!(r.stale, ["a:1"]);
-    assert!(r.volumes.is_empty() && r.inline.is_some());
+    assert!(r.stale.is_empty() && r.volumes.is_empty() && r.inline.is_some());
+    assert_eq!(m[&gen_key(b"/k", g)].volumes, ["a:1"]);
+    assert_eq!(m[&gen_key(b"/k", g)].state, State::Deleting);
     // Unlink and delete keep the value until the record goes.
     let unlink = Command::Unlink {
         key: b"/k".to_vec(),
@@ -492,9 +619,9 @@ fn inline_values() {
     };
     run(&mut m, theirs).unwrap();
     assert_eq!(run(&mut m, put_inline(true, 1 << 32)), Err(Rejection::Busy));
-    // Our own abandoned intent is taken over, its files kept as stale.
+    // Our own abandoned intent is taken over, its files retired.
     assert!(run(&mut m, put_inline(false, 2 << 32)).is_ok());
-    assert_eq!(m.get(&b"/k"[..]).unwrap().stale, ["a:1"]);
+    assert_eq!(m[&gen_key(b"/k", 0)].volumes, ["a:1"]);
 }
 
 #[test]
@@ -517,6 +644,7 @@ fn intents_keep_the_highest_lease_time_in_replicated_meta() {
     run(&mut m, begin("/b", 400)).unwrap();
     assert_eq!(lease(&mut m), Some(500));
     let commit = Command::Commit {
+        gen: 0,
         key: b"/a".to_vec(),
         size: 1,
         md5: None,

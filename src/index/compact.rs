@@ -5,8 +5,8 @@
 //! ```text
 //! u8     version = 16
 //! u8     state (1 writing, 2 live, 3 unlinked, 4 deleting) — as in versions 1–5
-//! u8     flags: 0x01 md5, 0x02 missing, 0x04 stale, 0x08 owner, 0x10 meta, 0x20 inline
-//!        (0x40 and 0x80 are reserved: a record with them set does not decode)
+//! u8     flags: 0x01 md5, 0x02 missing, 0x04 stale, 0x08 owner, 0x10 meta, 0x20 inline,
+//!        0x40 generation (0x80 is reserved: a record with it set does not decode)
 //! varint size
 //! varint changed_ms
 //! [md5]     16 bytes
@@ -16,6 +16,7 @@
 //! [owner]   varint ≠ 0
 //! [meta]    varint length (1..=MAX_META_LEN), bytes
 //! [inline]  varint length, bytes (possibly empty: an empty value)
+//! [gen]     varint ≠ 0: the generation of the value's files (absent: 0)
 //!
 //! location: varint (id << 1 | sub), then u8 subvolume when sub = 1 — the location is
 //!           the volume table's name `id` followed by `/svXX` (XX: the byte in
@@ -41,7 +42,8 @@ const STALE: u8 = 0x04;
 const OWNER: u8 = 0x08;
 const META: u8 = 0x10;
 const INLINE: u8 = 0x20;
-const KNOWN: u8 = MD5 | MISSING | STALE | OWNER | META | INLINE;
+const GEN: u8 = 0x40;
+const KNOWN: u8 = MD5 | MISSING | STALE | OWNER | META | INLINE | GEN;
 
 /// Longest inline value a record carries (far above what a front-end inlines; a bound
 /// so a corrupt length cannot ask for gigabytes).
@@ -83,6 +85,7 @@ pub fn encode<E>(
         (record.owner != 0, OWNER),
         (!record.meta.is_empty(), META),
         (record.inline.is_some(), INLINE),
+        (record.gen != 0, GEN),
     ] {
         if set {
             flags |= flag;
@@ -113,6 +116,9 @@ pub fn encode<E>(
     if let Some(inline) = &record.inline {
         put_varint(&mut out, inline.len() as u64);
         out.extend_from_slice(inline);
+    }
+    if record.gen != 0 {
+        put_varint(&mut out, record.gen);
     }
     Ok(out)
 }
@@ -177,6 +183,13 @@ pub fn decode(
         0 => None,
         _ => Some(take_bytes(b, MAX_INLINE_LEN)?.to_vec()),
     };
+    let mut gen = 0;
+    if flags & GEN != 0 {
+        gen = take_varint(b)?;
+        if gen == 0 {
+            return Err(DecodeError("generation flag with generation 0"));
+        }
+    }
     if !b.is_empty() {
         return Err(DecodeError("trailing bytes"));
     }
@@ -191,6 +204,7 @@ pub fn decode(
         owner,
         meta,
         inline,
+        gen,
     })
 }
 

@@ -31,6 +31,7 @@ fn sample() -> Record {
         owner: 0,
         meta: Vec::new(),
         inline: None,
+        gen: 0,
     }
 }
 
@@ -56,6 +57,13 @@ fn known_encoding() {
     r.changed_ms = 1;
     assert_eq!(enc(&r), [16, 1, 0, 0, 1, 0]);
     assert_eq!(dec(&enc(&r)), Ok(r));
+    // A later generation of the value's files: flag 0x40, a varint at the end.
+    let mut r = sample();
+    r.gen = 300;
+    let mut want = sample_bytes(0x01 | 0x40);
+    want.extend([0xac, 0x02]);
+    assert_eq!(enc(&r), want);
+    assert_eq!(dec(&want), Ok(r));
 }
 
 #[test]
@@ -182,8 +190,11 @@ fn rejects_corruption() {
     long.push(0);
     assert_eq!(dec(&long), Err(DecodeError("trailing bytes")));
     let mut flags = sample_bytes(0x01);
-    flags[2] |= 0x40;
+    flags[2] |= 0x80;
     assert_eq!(dec(&flags), Err(DecodeError("unknown record flags")));
+    let mut zero_gen = sample_bytes(0x01 | 0x40);
+    zero_gen.push(0);
+    assert!(dec(&zero_gen).is_err());
     let mut state = sample_bytes(0x01);
     state[1] = 9;
     assert_eq!(dec(&state), Err(DecodeError("unknown state")));

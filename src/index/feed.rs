@@ -228,6 +228,11 @@ impl<'txn> Hook<'txn> {
 
     /// Records what `cmd`, applied with `outcome`, means for the feed.
     pub(super) fn after(&mut self, cmd: &Command, outcome: &Applied) -> Result<(), IndexError> {
+        if super::command::is_gen_key(cmd.key()) {
+            // An overwrite's intent or a retired value: the key's own record tells
+            // the other sites what changed (its `Commit`).
+            return Ok(());
+        }
         let (key, ms, deleting) = match (cmd, outcome) {
             (Command::Feed(f), _) => return self.feed_command(f),
             (_, Err(_)) => return Ok(()),

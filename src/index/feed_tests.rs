@@ -13,6 +13,7 @@ fn record(state: State, changed_ms: u64) -> Record {
         owner: 0,
         meta: Vec::new(),
         inline: None,
+        gen: 0,
     }
 }
 
@@ -57,7 +58,9 @@ async fn put(index: &Index, key: &[u8], ms: u64) {
         owner: 0,
         replace: true,
     };
+    let intent = index.apply(begin).await.unwrap().unwrap();
     let commit = Command::Commit {
+        gen: intent.map_or(0, |i| i.gen),
         key: key.to_vec(),
         size: 1,
         md5: None,
@@ -66,7 +69,6 @@ async fn put(index: &Index, key: &[u8], ms: u64) {
         owner: 0,
         meta: Vec::new(),
     };
-    index.apply(begin).await.unwrap().unwrap();
     index.apply(commit).await.unwrap().unwrap();
 }
 
@@ -126,13 +128,30 @@ async fn feed_records_local_changes_only_while_a_target_exists() {
     assert_eq!(index.site_origin(b"/r").unwrap().unwrap().site, "");
     assert_eq!(index.feed_after(2, 10).unwrap().len(), 1);
 
-    // A failed write rolled back leaves the key absent: fed, with a tombstone.
+    // A failed overwrite rolled back leaves the key as it was: nothing is fed.
+    let overwrite = Command::Begin {
+        key: b"/r".to_vec(),
+        volumes: vec!["a:1".into()],
+        now_ms: 13,
+        owner: 0,
+        replace: true,
+    };
+    let intent = index.apply(overwrite).await.unwrap().unwrap().unwrap();
+    let rollback = Command::Remove {
+        key: crate::index::gen_key(b"/r", intent.gen),
+        expect: State::Writing,
+        owner: 0,
+    };
+    index.apply(rollback).await.unwrap().unwrap();
+    assert_eq!(index.feed_after(3, 10).unwrap(), vec![]);
+
+    // A failed write of an absent key rolled back: fed, with a tombstone.
     let begin = Command::Begin {
         key: b"/failed".to_vec(),
         volumes: vec!["a:1".into()],
         now_ms: 14,
         owner: 0,
-        replace: true,
+        replace: false,
     };
     index.apply(begin).await.unwrap().unwrap();
     let rollback = Command::Remove {

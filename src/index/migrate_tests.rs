@@ -32,6 +32,7 @@ pub(crate) fn record(i: u32) -> Record {
             Vec::new()
         },
         inline: None,
+        gen: 0,
     }
 }
 

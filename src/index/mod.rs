@@ -36,8 +36,8 @@ mod volume_table;
 
 pub use bulk::BulkLoad;
 pub use command::{
-    apply, lease_clock, Applied, Command, RecordMap, Rejection, FRONTEND_META_PREFIX,
-    LEASE_CLOCK_META,
+    apply, gen_key, gen_prefix, is_gen_key, lease_clock, value_key, Applied, Command, RecordMap,
+    Rejection, FRONTEND_META_PREFIX, LEASE_CLOCK_META,
 };
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
@@ -442,7 +442,7 @@ fn commit_batch(
     let lock = || counts.lock().unwrap_or_else(|p| p.into_inner());
     let before = *lock();
     match apply_batch(db, vt, before, batch) {
-        Ok((results, after)) => {
+        Ok((results, after, _)) => {
             *lock() = after;
             for (job, result) in batch.drain(..).zip(results) {
                 let _ = job.reply.send(Ok(result));
@@ -471,7 +471,7 @@ fn apply_batch(
     vt: &VolumeTable,
     counts: Counts,
     batch: &[Job],
-) -> Result<(Vec<Applied>, Counts), IndexError> {
+) -> Result<(Vec<Applied>, Counts, bool), IndexError> {
     let mut txn = db.begin_write().map_err(store_err)?;
     // Persist allocator state with each commit so reopening after a crash is fast.
     txn.set_quick_repair(true);
@@ -485,6 +485,7 @@ fn apply_batch(
             reader: db,
             volumes: counts::VolumeDeltas::new(),
             ids: Ids::open(vt, &txn)?,
+            persist: false,
         };
         let mut feed = feed::Hook::open(&txn)?;
         let mut results = Vec::with_capacity(batch.len());
@@ -494,10 +495,11 @@ fn apply_batch(
             results.push(applied);
         }
         drop(feed);
-        let durable = batch
-            .iter()
-            .zip(&results)
-            .any(|(job, applied)| needs_durability(&job.cmd, applied));
+        let durable = map.persist
+            || batch
+                .iter()
+                .zip(&results)
+                .any(|(job, applied)| needs_durability(&job.cmd, applied));
         let counts = map.counts;
         let mut meta = txn.open_table(META).map_err(store_err)?;
         meta.insert(COUNTS, counts.encode().as_slice())
@@ -512,19 +514,21 @@ fn apply_batch(
     }
     txn.commit().map_err(store_err)?;
     vt.publish(names);
-    Ok((results, counts))
+    Ok((results, counts, durable))
 }
 
 /// False for a command whose effect may be lost in a crash: one that changed nothing
 /// (rejected), and one that moves a key between states no reader sees — absent, a
 /// `writing` intent, a `deleting` record:
 ///
-/// * `Begin` of an absent key or over an abandoned intent or interrupted delete. If it
-///   is lost, the files its write uploaded have no record (verify collects orphans), or
-///   the older intent comes back (repair rolls it back or finishes the delete). The
-///   `Commit` that makes the value visible is durable, and makes this `Begin` durable
-///   with it. A `Begin` over a live (`replace`) or unlinked value stays durable: its
-///   write overwrites that value's files, which the record must not point to.
+/// * `Begin`. Its intent names a generation of files no other record names (see
+///   `Command::Begin`); if it is lost, the files its write uploaded have no record
+///   (verify collects orphans), and a record it replaced comes back (an abandoned
+///   intent or interrupted delete: repair rolls it back or finishes it). A `Begin`
+///   that retires an unlinked value asks to be durable itself
+///   ([`RecordMap::must_persist`]): that value's files may be deleted next. The
+///   `Commit` that makes a value visible is durable, and makes its `Begin` durable
+///   with it.
 /// * `Remove` of a `writing` or `deleting` record (the end of a delete or of a rolled
 ///   back write), after its files were deleted. If it is lost, the record comes back in
 ///   that state, still invisible, and repair deletes the (already gone) files again
@@ -539,8 +543,7 @@ fn needs_durability(cmd: &Command, applied: &Applied) -> bool {
             .is_none_or(|r| matches!(r.state, State::Writing | State::Deleting))
     };
     match (cmd, applied) {
-        (_, Err(_)) => false,
-        (Command::Begin { .. }, Ok(prev)) => !invisible(prev),
+        (_, Err(_)) | (Command::Begin { .. }, _) => false,
         (Command::Remove { .. }, Ok(prev)) => !invisible(prev),
         _ => true,
     }
@@ -602,6 +605,7 @@ pub(crate) mod testing {
             replace: false,
         };
         let commit = Command::Commit {
+            gen: 0,
             key: key.to_vec(),
             size: 1,
             md5: None,

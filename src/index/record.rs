@@ -112,6 +112,14 @@ pub struct Record {
     /// Raft log), where a byte array would be 4–5 times larger.
     #[serde(default, with = "super::base64_serde::option")]
     pub inline: Option<Vec<u8>>,
+    /// The generation of the value's files: they are named
+    /// [`crate::placement::file_path`]`(key, gen)` on every location the record names.
+    /// 0 for a key's first value (minikeyvalue's file name); an overwrite writes a new
+    /// generation under a new name while readers still see the old one (see
+    /// `Command::Begin`). Only the compact encoding stores it (legacy records are
+    /// generation 0).
+    #[serde(default)]
+    pub gen: u64,
 }
 
 /// A stored record could not be decoded.
@@ -162,7 +170,7 @@ impl Record {
     }
 
     /// Serialises the record in the legacy layout (versions 1–5, see the module docs),
-    /// which `inline` is not part of. The index writes the compact encoding
+    /// which `inline` and `gen` are not part of. The index writes the compact encoding
     /// (`super::compact`); this one is kept for benchmarks and migration tests that
     /// need an index in the old format.
     pub fn encode_legacy(&self) -> Vec<u8> {
@@ -293,6 +301,7 @@ impl Record {
             owner,
             meta,
             inline: None,
+            gen: 0,
         })
     }
 }
@@ -345,6 +354,7 @@ mod tests {
             owner: 0,
             meta: Vec::new(),
             inline: None,
+            gen: 0,
         }
     }
 

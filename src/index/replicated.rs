@@ -108,6 +108,8 @@ impl Index {
                 reader: &self.db,
                 volumes: super::counts::VolumeDeltas::new(),
                 ids: Ids::open(&self.vt, &txn)?,
+                // The log is durable; nothing here is synced.
+                persist: false,
             };
             let mut feed = super::feed::Hook::open(&txn)?;
             let mut results = Vec::with_capacity(batch.len());
@@ -320,6 +322,7 @@ mod tests {
             })
         };
         let commit = Some(Command::Commit {
+            gen: 0,
             key: b"/a".to_vec(),
             size: 7,
             md5: None,
@@ -416,6 +419,7 @@ mod tests {
                 replace: false,
             }));
             batch.push(Some(Command::Commit {
+                gen: 0,
                 key,
                 size: 1,
                 md5: None,

@@ -23,6 +23,8 @@ pub(super) struct TableMap<'a, 'txn> {
     pub(super) volumes: counts::VolumeDeltas,
     /// The volume table, to encode and decode records.
     pub(super) ids: Ids<'a, 'txn>,
+    /// A command asked for the batch to be durable ([`RecordMap::must_persist`]).
+    pub(super) persist: bool,
 }
 
 impl RecordMap for TableMap<'_, '_> {
@@ -62,6 +64,9 @@ impl RecordMap for TableMap<'_, '_> {
     fn put_meta(&mut self, name: &str, value: Option<Vec<u8>>) -> Result<(), IndexError> {
         self.meta.push((name.to_string(), value));
         Ok(())
+    }
+    fn must_persist(&mut self) {
+        self.persist = true;
     }
     fn remove(&mut self, key: &[u8]) -> Result<(), IndexError> {
         if let Some(shadow) = self.shadow.as_mut() {

@@ -25,6 +25,7 @@ async fn commands_are_durable_and_listed_in_order() {
                 if i % 2 == 0 {
                     index
                         .apply(Command::Commit {
+                            gen: 0,
                             key,
                             size: i.into(),
                             md5: None,
@@ -136,9 +137,9 @@ fn a_failing_command_does_not_fail_its_batch() {
         .into_iter()
         .map(|mut rx| rx.try_recv().unwrap())
         .collect();
-    assert!(matches!(answers[0], Ok(Ok(None))));
+    assert!(matches!(answers[0], Ok(Ok(Some(_)))));
     assert!(matches!(answers[1], Err(IndexError::Corrupt { .. })));
-    assert!(matches!(answers[2], Ok(Ok(None))));
+    assert!(matches!(answers[2], Ok(Ok(Some(_)))));
     assert_eq!(index.get(b"/one").unwrap().unwrap().state, State::Writing);
     assert_eq!(index.get(b"/two").unwrap().unwrap().state, State::Writing);
     assert_eq!(index.counts().writing, 2);
@@ -166,6 +167,7 @@ async fn replicas_are_counted_per_volume() {
         "intents hold nothing"
     );
     run(Command::Commit {
+        gen: 0,
         key: key.clone(),
         size: 10,
         md5: None,
@@ -179,6 +181,7 @@ async fn replicas_are_counted_per_volume() {
     assert_eq!(held["a:1"], VolumeCounts { keys: 1, bytes: 10 });
     assert_eq!(held.get("b:2").copied().unwrap_or_default().keys, 0);
     run(Command::Completed {
+        gen: 0,
         key: key.clone(),
         location: "b:2".into(),
     })
@@ -196,14 +199,22 @@ async fn replicas_are_counted_per_volume() {
     assert_eq!(held["b:2"], VolumeCounts::default());
 }
 
-/// Which steps of a key's life are fsynced when answered (`needs_durability`): only the
-/// ones that change what a reader sees, or whose loss would let a record name files
-/// being overwritten.
+/// Which steps of a key's life are fsynced when answered (`needs_durability`, and
+/// `RecordMap::must_persist`): only the ones that change what a reader sees, or whose
+/// loss would bring back a record naming files that may be deleted.
 #[tokio::test]
 async fn only_invisible_changes_skip_the_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let index = Index::open(dir.path()).unwrap();
     let key = b"/k".to_vec();
+    // Applies `cmd` alone in a batch: its answer, and whether the batch was synced.
+    let run = |cmd: Command| {
+        let (reply, _rx) = oneshot::channel();
+        let job = [Job { cmd, reply }];
+        let before = *index.counts.lock().unwrap();
+        let (mut results, _, durable) = apply_batch(&index.db, &index.vt, before, &job).unwrap();
+        (results.remove(0), durable)
+    };
     let begin = |replace| Command::Begin {
         key: key.clone(),
         volumes: vec!["a:1".into()],
@@ -211,7 +222,8 @@ async fn only_invisible_changes_skip_the_fsync() {
         owner: 0,
         replace,
     };
-    let commit = Command::Commit {
+    let commit = |gen| Command::Commit {
+        gen,
         key: key.clone(),
         size: 1,
         md5: None,
@@ -220,48 +232,50 @@ async fn only_invisible_changes_skip_the_fsync() {
         owner: 0,
         meta: Vec::new(),
     };
-    let remove = Command::Remove {
-        key: key.clone(),
+    let remove = |key: Vec<u8>| Command::Remove {
+        key,
         expect: State::Deleting,
         owner: 0,
     };
-    let steps = [
-        ("begin of an absent key", begin(false), false),
-        ("begin over an intent", begin(false), false),
-        ("commit", commit.clone(), true),
-        ("refused begin over a live value", begin(false), false),
-        ("begin replacing a live value", begin(true), true),
-        ("commit of the replacement", commit.clone(), true),
-        (
-            "unlink",
-            Command::Unlink {
-                key: key.clone(),
-                now_ms: 3,
-            },
-            true,
-        ),
-        ("begin over an unlinked value", begin(false), true),
-        ("commit over it", commit.clone(), true),
-        (
-            "begin delete",
-            Command::BeginDelete {
-                key: key.clone(),
-                protect: false,
-                now_ms: 4,
-                owner: 0,
-            },
-            true,
-        ),
-        ("remove of the deleting record", remove.clone(), false),
-        ("refused remove of an absent key", remove, false),
-    ];
-    for (what, cmd, durable) in steps {
-        let applied = index.apply(cmd.clone()).await.unwrap();
-        assert_eq!(
-            needs_durability(&cmd, &applied),
-            durable,
-            "{what}: {applied:?}"
-        );
+    let mut gen = 0;
+    let mut step = |what: &str, cmd: Command, want: bool| {
+        let (applied, durable) = run(cmd.clone());
+        assert_eq!(durable, want, "{what}: {applied:?}");
+        if let (Command::Begin { .. }, Ok(Some(intent))) = (&cmd, &applied) {
+            gen = intent.gen;
+        }
+        (applied, gen)
+    };
+    step("begin of an absent key", begin(false), false);
+    let (_, g) = step("begin over an intent", begin(false), false);
+    step("commit", commit(g), true);
+    step("refused begin over a live value", begin(false), false);
+    let (_, g) = step("begin of an overwrite", begin(true), false);
+    step("commit of the overwrite", commit(g), true);
+    let unlink = Command::Unlink {
+        key: key.clone(),
+        now_ms: 3,
+    };
+    step("unlink", unlink, true);
+    let (_, g) = step("begin over an unlinked value", begin(false), true);
+    step("commit over it", commit(g), true);
+    let delete = Command::BeginDelete {
+        key: key.clone(),
+        protect: false,
+        now_ms: 4,
+        owner: 0,
+    };
+    step("begin delete", delete, true);
+    step("remove of the deleting record", remove(key.clone()), false);
+    step(
+        "refused remove of an absent key",
+        remove(key.clone()),
+        false,
+    );
+    for retired in [0, 1] {
+        let what = format!("remove of retired generation {retired}");
+        let (applied, _) = step(&what, remove(crate::index::gen_key(&key, retired)), false);
+        assert!(applied.is_ok(), "{what}: {applied:?}");
     }
     let remove_live = Command::Remove {
         key: b"/live".to_vec(),
@@ -269,11 +283,10 @@ async fn only_invisible_changes_skip_the_fsync() {
         owner: 0,
     };
     crate::index::testing::put_live(&index, b"/live", false).await;
-    let applied = index.apply(remove_live.clone()).await.unwrap();
-    assert!(applied.is_ok(), "{applied:?}");
+    let (applied, durable) = run(remove_live);
     assert!(
-        needs_durability(&remove_live, &applied),
-        "remove of a live record"
+        applied.is_ok() && durable,
+        "remove of a live record: {applied:?}"
     );
     index.close();
 }

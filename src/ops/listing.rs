@@ -9,7 +9,7 @@
 //! The tree is `/svXX/aa/bb/<base64 of the key>` (or `/aa/bb/<base64>` without
 //! subvolumes; both layouts are recognised at the root). The base64 may contain `/`, so
 //! everything below `bb/` is walked recursively and the file's path below `bb/` is the
-//! base64; [`key_from_path`] checks it decodes and matches the hash directories.
+//! base64 (and a generation, see [`file_path`](crate::placement::file_path)); [`file_from_path`] checks it decodes and matches the hash directories.
 //! Anything else — nginx's temp directories, hidden names, foreign files — is ignored.
 //!
 //! Directories are listed concurrently: up to `per_volume` requests in flight per
@@ -23,7 +23,7 @@ use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
 
 use super::OpsError;
-use crate::placement::key_from_path;
+use crate::placement::file_from_path;
 use crate::replica::{VolumeClient, VolumeError};
 
 /// Longest wait for one directory listing.
@@ -55,6 +55,9 @@ pub struct Found {
     pub location: String,
     /// The key it holds.
     pub key: Vec<u8>,
+    /// The generation of the key's value it holds (`Record::gen`, see
+    /// [`crate::placement::file_path`]).
+    pub gen: u64,
     /// Its size.
     pub size: u64,
     /// Its modification time, unix ms (0 if the listing had none).
@@ -144,10 +147,11 @@ impl Dir {
         if !matches!(level, Level::Names) {
             return None;
         }
-        let key = key_from_path(&format!("{raw}{name}"))?;
+        let (key, gen) = file_from_path(&format!("{raw}{name}"))?;
         Some(Found {
             location: format!("{}{}", servers[self.server], self.sub),
             key,
+            gen,
             size: size.unwrap_or(0),
             mtime_ms: mtime,
         })

@@ -151,7 +151,29 @@ pub fn next_chunk(
     Ok(out)
 }
 
-/// A key for log messages.
+/// Every location where the index names a file of generation `gen` of `key`'s value:
+/// the key's record's (when it is of that generation) and those of the key's record of
+/// that generation ([`crate::index::gen_key`]: an overwrite in flight, a retired value).
+/// A file outside these is an orphan.
+pub fn named_locations(index: &Index, key: &[u8], gen: u64) -> Result<Vec<String>, OpsError> {
+    let mut named = match index.get(key)? {
+        Some(r) if r.gen == gen => r.all_locations(),
+        _ => Vec::new(),
+    };
+    if let Some(r) = index.get(&crate::index::gen_key(key, gen))? {
+        named.extend(r.all_locations());
+    }
+    Ok(named)
+}
+
+/// A key for log messages (a [`crate::index::gen_key`] shows as `key~gen`).
 pub fn show(key: &[u8]) -> String {
+    if crate::index::is_gen_key(key) {
+        let value = crate::index::value_key(key);
+        let gen = key[key.len() - 8..]
+            .try_into()
+            .map_or(0, u64::from_be_bytes);
+        return format!("{}~{gen}", String::from_utf8_lossy(value));
+    }
     String::from_utf8_lossy(key).into_owned()
 }

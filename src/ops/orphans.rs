@@ -31,13 +31,11 @@ use crate::replica::VolumeClient;
 /// Most orphans deleted after one [`super::fence::Fence`] check.
 const DELETE_BATCH: usize = 64;
 
-/// True when the index refers to `found`'s location for its key (as a replica, or as a
-/// stale location that the record's own cleanup will delete).
+/// True when the index refers to `found`'s location for its key and generation (as a
+/// replica, or as a location whose cleanup the record itself holds: stale, retired, an
+/// overwrite in flight).
 fn referenced(ctx: &Ctx, found: &Found) -> Result<bool, OpsError> {
-    Ok(ctx
-        .index
-        .get(&found.key)?
-        .is_some_and(|r| r.all_locations().contains(&found.location)))
+    Ok(super::named_locations(&ctx.index, &found.key, found.gen)?.contains(&found.location))
 }
 
 /// Finds (and with `opts.repair`, deletes) orphans on `servers`.
@@ -107,7 +105,7 @@ async fn delete_orphan(ctx: &Ctx, found: &Found) -> Result<bool, OpsError> {
     if referenced(ctx, found)? {
         return Ok(false);
     }
-    let url = VolumeClient::url(&found.location, &found.key);
+    let url = VolumeClient::url(&found.location, &found.key, found.gen);
     ctx.client.delete(&url).await?;
     tracing::info!("deleted orphan {url}");
     Ok(true)

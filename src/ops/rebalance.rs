@@ -66,6 +66,8 @@ pub enum Outcome {
         bytes: u64,
         /// Locations to delete.
         old: Vec<String>,
+        /// The generation of the files moved (`Record::gen`).
+        gen: u64,
     },
     /// A write or delete intent: left for verify.
     Skipped,
@@ -131,6 +133,7 @@ async fn move_key_limited(
         key: key.to_vec(),
         from: record.volumes.clone(),
         to: target.clone(),
+        gen: record.gen,
     };
     match ctx.index.apply(relocate).await {
         Ok(Ok(_)) => {}
@@ -145,7 +148,11 @@ async fn move_key_limited(
         .into_iter()
         .filter(|v| !target.contains(v))
         .collect();
-    Outcome::Moved { bytes, old }
+    Outcome::Moved {
+        bytes,
+        old,
+        gen: record.gen,
+    }
 }
 
 /// Copies the value to every location of `target` that `record` lacks, each from the
@@ -172,11 +179,18 @@ async fn copy_missing(
                 server_of(dst)
             )));
         }
-        let dst_url = VolumeClient::url(dst, key);
+        let dst_url = VolumeClient::url(dst, key, record.gen);
         let mut last_err = OpsError::Invalid("the record lists no replica".into());
         let mut copied = false;
         for src in &sources {
-            match copy(&ctx.client, &VolumeClient::url(src, key), &dst_url, expect).await {
+            match copy(
+                &ctx.client,
+                &VolumeClient::url(src, key, record.gen),
+                &dst_url,
+                expect,
+            )
+            .await
+            {
                 Ok(n) => {
                     bytes += n;
                     copied = true;
@@ -195,12 +209,12 @@ async fn copy_missing(
 /// Deletes `old` replica locations of `key` that the index does not refer to (any
 /// more), under the key's lock (waiting up to 10 s while the key is busy). False if
 /// some could not be deleted (they stay as orphans for verify).
-pub async fn delete_old(ctx: &Ctx, key: &[u8], old: &[String]) -> bool {
+pub async fn delete_old(ctx: &Ctx, key: &[u8], gen: u64, old: &[String]) -> bool {
     let Some(_guard) = ctx.locks.lock_within(key, Duration::from_secs(10)).await else {
         return false;
     };
-    let referenced = match ctx.index.get(key) {
-        Ok(record) => record.map(|r| r.all_locations()).unwrap_or_default(),
+    let referenced = match super::named_locations(&ctx.index, key, gen) {
+        Ok(named) => named,
         Err(_) => return false,
     };
     let old: Vec<String> = old
@@ -208,7 +222,7 @@ pub async fn delete_old(ctx: &Ctx, key: &[u8], old: &[String]) -> bool {
         .filter(|v| !referenced.contains(v))
         .cloned()
         .collect();
-    match delete_files(&ctx.client, ctx.health.as_deref(), key, &old).await {
+    match delete_files(&ctx.client, ctx.health.as_deref(), key, gen, &old).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!("old replica of {} left for verify: {e}", show(key));
@@ -220,11 +234,11 @@ pub async fn delete_old(ctx: &Ctx, key: &[u8], old: &[String]) -> bool {
 /// `REBALANCE /key`: moves one key; its old replicas are deleted after `delay`.
 pub async fn one(ctx: &Ctx, key: &[u8], delay: Duration) -> Outcome {
     let outcome = move_key(ctx, key, None).await;
-    if let Outcome::Moved { old, .. } = &outcome {
-        let (ctx, key, old) = (ctx.clone(), key.to_vec(), old.clone());
+    if let Outcome::Moved { old, gen, .. } = &outcome {
+        let (ctx, key, old, gen) = (ctx.clone(), key.to_vec(), old.clone(), *gen);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            delete_old(&ctx, &key, &old).await;
+            delete_old(&ctx, &key, gen, &old).await;
         });
     }
     outcome
@@ -241,18 +255,18 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
 
     // Deletions of old replicas run behind the moves, each after `delete_delay`.
     let (tx, rx) =
-        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>, Vec<String>)>();
+        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>, u64, Vec<String>)>();
     let mut deleter = {
         let (ctx, job) = (ctx.clone(), Arc::clone(&job));
         AbortOnDrop(tokio::spawn(async move {
             stream::unfold(rx, |mut rx| async {
                 rx.recv().await.map(|item| (item, rx))
             })
-            .for_each_concurrent(concurrency, |(due, key, old)| {
+            .for_each_concurrent(concurrency, |(due, key, gen, old)| {
                 let (ctx, job) = (&ctx, &job);
                 async move {
                     tokio::time::sleep_until(due).await;
-                    if !delete_old(ctx, &key, &old).await {
+                    if !delete_old(ctx, &key, gen, &old).await {
                         inc(&job.progress.cleanup_failed);
                     }
                 }
@@ -273,12 +287,12 @@ pub async fn run(ctx: Ctx, job: Arc<Job>, opts: Options) -> Result<(), OpsError>
             let p = &job.progress;
             match &outcome {
                 Outcome::Balanced => inc(&p.ok),
-                Outcome::Moved { bytes, old } => {
+                Outcome::Moved { bytes, old, gen } => {
                     inc(&p.moved);
                     p.bytes
                         .fetch_add(*bytes, std::sync::atomic::Ordering::Relaxed);
                     let due = tokio::time::Instant::now() + delay;
-                    let _ = tx.send((due, key.clone(), old.clone()));
+                    let _ = tx.send((due, key.clone(), *gen, old.clone()));
                 }
                 Outcome::Skipped | Outcome::Gone => inc(&p.skipped),
                 Outcome::Busy => {}

@@ -60,6 +60,9 @@ pub struct Rebuilt {
     pub size: u64,
     /// True when replicas disagree on the size.
     pub size_conflict: bool,
+    /// The newest generation of the key's files found (`Record::gen`); files of older
+    /// ones are left out (verify collects them as orphans).
+    pub gen: u64,
 }
 
 /// Orders `found` locations of `key`: its placement's first, in placement order, then
@@ -85,15 +88,20 @@ pub fn order_locations(
 }
 
 fn derive(placement: &Placement, ranking: &Placement, key: &[u8], seen: &Seen) -> Rebuilt {
-    let locations: Vec<String> = seen.replicas.iter().map(|(l, _)| l.clone()).collect();
+    // Generations are drawn from the clock, so the highest is the latest overwrite: an
+    // older one's files are a retired value not deleted yet. (An overwrite that never
+    // committed may have left complete files of a newer one: the index that knew is
+    // lost, and its value is taken — a write of unknown outcome.)
+    let gen = seen.replicas.iter().map(|r| r.2).max().unwrap_or(0);
+    let replicas: Vec<&(String, u64, u64)> = seen.replicas.iter().filter(|r| r.2 == gen).collect();
+    let locations: Vec<String> = replicas.iter().map(|(l, _, _)| l.clone()).collect();
     let volumes = order_locations(placement, ranking, key, &locations);
     let mut votes: Vec<(u64, usize)> = Vec::new();
     for loc in &volumes {
-        let size = seen
-            .replicas
+        let size = replicas
             .iter()
-            .find(|(l, _)| l == loc)
-            .map_or(0, |(_, s)| *s);
+            .find(|(l, _, _)| l == loc)
+            .map_or(0, |(_, s, _)| *s);
         match votes.iter_mut().find(|(s, _)| *s == size) {
             Some((_, n)) => *n += 1,
             None => votes.push((size, 1)),
@@ -109,6 +117,7 @@ fn derive(placement: &Placement, ranking: &Placement, key: &[u8], seen: &Seen) -
         volumes,
         size,
         size_conflict: votes.len() > 1,
+        gen,
     }
 }
 
@@ -316,6 +325,7 @@ async fn write_records(
                     owner: 0,
                     meta: Vec::new(),
                     inline: None,
+                    gen: r.gen,
                 };
                 (key, record)
             })
@@ -348,7 +358,7 @@ async fn md5_of(
     job: &Job,
 ) -> Option<[u8; 16]> {
     for loc in &rebuilt.volumes {
-        match hash(client, &VolumeClient::url(loc, key)).await {
+        match hash(client, &VolumeClient::url(loc, key, rebuilt.gen)).await {
             Ok(Some((size, md5))) if size == rebuilt.size => {
                 job.progress.bytes.fetch_add(size, Relaxed);
                 return Some(md5);
@@ -396,14 +406,26 @@ mod tests {
         let ranking = Placement::new(volumes.clone(), 3, 1).unwrap();
         let seen = Seen {
             replicas: vec![
-                (volumes[0].clone(), 5),
-                (volumes[1].clone(), 7),
-                (volumes[2].clone(), 5),
+                (volumes[0].clone(), 5, 0),
+                (volumes[1].clone(), 7, 0),
+                (volumes[2].clone(), 5, 0),
             ],
             mtime_ms: 1,
         };
         let r = derive(&p, &ranking, b"/k", &seen);
-        assert_eq!((r.size, r.size_conflict), (5, true));
+        assert_eq!((r.size, r.size_conflict, r.gen), (5, true, 0));
         assert_eq!(r.volumes.len(), 3);
+        // Files of a newer generation (an overwrite) win over an older one's.
+        let seen = Seen {
+            replicas: vec![
+                (volumes[0].clone(), 5, 0),
+                (volumes[1].clone(), 9, 1765000000000),
+                (volumes[2].clone(), 9, 1765000000000),
+            ],
+            mtime_ms: 1,
+        };
+        let r = derive(&p, &ranking, b"/k", &seen);
+        assert_eq!((r.size, r.size_conflict, r.gen), (9, false, 1765000000000));
+        assert_eq!(r.volumes.len(), 2);
     }
 }

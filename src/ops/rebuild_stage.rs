@@ -12,8 +12,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::listing::Found;
 use super::OpsError;
 
-/// `(key, location)` → `(size, mtime_ms)`.
-const FILES: TableDefinition<(&[u8], &str), (u64, u64)> = TableDefinition::new("files");
+/// `(key, location)` → `(size, mtime_ms, generation)`: the newest generation's file
+/// (`Record::gen`) when a location holds several.
+const FILES: TableDefinition<(&[u8], &str), (u64, u64, u64)> = TableDefinition::new("files");
 
 /// File name of the staging database, in the new index's directory.
 pub const STAGE_FILE: &str = "rebuild-staging.redb";
@@ -21,8 +22,8 @@ pub const STAGE_FILE: &str = "rebuild-staging.redb";
 /// What the volumes hold for one key.
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
-    /// `(location, size)` per replica file.
-    pub replicas: Vec<(String, u64)>,
+    /// `(location, size, generation)` per replica file.
+    pub replicas: Vec<(String, u64, u64)>,
     /// The newest modification time among them, unix ms.
     pub mtime_ms: u64,
 }
@@ -68,12 +69,16 @@ impl Stage {
         {
             let mut table = txn.open_table(FILES).map_err(|e| err("write", e))?;
             for f in files {
-                table
-                    .insert(
-                        (f.key.as_slice(), f.location.as_str()),
-                        (f.size, f.mtime_ms),
-                    )
-                    .map_err(|e| err("write", e))?;
+                let at = (f.key.as_slice(), f.location.as_str());
+                let newer = table
+                    .get(at)
+                    .map_err(|e| err("read", e))?
+                    .is_none_or(|seen| seen.value().2 <= f.gen);
+                if newer {
+                    table
+                        .insert(at, (f.size, f.mtime_ms, f.gen))
+                        .map_err(|e| err("write", e))?;
+                }
             }
         }
         txn.commit().map_err(|e| err("commit", e))
@@ -95,7 +100,7 @@ impl Stage {
         for item in table.iter().map_err(|e| err("read", e))? {
             let (k, v) = item.map_err(|e| err("read", e))?;
             let (key, location) = k.value();
-            let (size, mtime_ms) = v.value();
+            let (size, mtime_ms, gen) = v.value();
             if current.as_ref().is_some_and(|(c, _)| c.as_slice() != key) {
                 if let Some((c, seen)) = current.take() {
                     if !each(c, seen) {
@@ -104,7 +109,7 @@ impl Stage {
                 }
             }
             let (_, seen) = current.get_or_insert_with(|| (key.to_vec(), Seen::default()));
-            seen.replicas.push((location.to_string(), size));
+            seen.replicas.push((location.to_string(), size, gen));
             seen.mtime_ms = seen.mtime_ms.max(mtime_ms);
         }
         if let Some((c, seen)) = current {
@@ -139,6 +144,7 @@ mod tests {
         Found {
             location: location.into(),
             key: key.as_bytes().to_vec(),
+            gen: 0,
             size,
             mtime_ms,
         }
@@ -166,7 +172,7 @@ mod tests {
                 true
             })
             .unwrap();
-        let loc = |l: &str, s| (l.to_string(), s);
+        let loc = |l: &str, s| (l.to_string(), s, 0);
         assert_eq!(
             got,
             [
@@ -174,6 +180,22 @@ mod tests {
                 ("/b".into(), vec![loc("v1:1", 3), loc("v2:1", 3)], 7),
             ]
         );
+        // A location holding two generations of a key: the newest is kept.
+        let gen = |g, size| Found {
+            gen: g,
+            ..found("/c", "v1:1", size, 1)
+        };
+        stage.add(&[gen(7, 70), gen(9, 90), gen(8, 80)]).unwrap();
+        let mut c = Vec::new();
+        stage
+            .for_each_key(|k, s| {
+                if k == b"/c" {
+                    c = s.replicas;
+                }
+                true
+            })
+            .unwrap();
+        assert_eq!(c, [("v1:1".to_string(), 90, 9)]);
         stage.remove().unwrap();
         assert!(!dir.path().join(STAGE_FILE).exists());
         // An empty stage has no keys.

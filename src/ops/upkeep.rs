@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use super::copy::{copy, Expect};
 use super::{show, Ctx, OpsError};
-use crate::index::{Command, Record, State};
+use crate::index::{gen_prefix, is_gen_key, value_key, Command, Record, State};
 use crate::placement::server_of;
 use crate::replica::{delete_files, VolumeClient};
 
@@ -129,39 +129,94 @@ async fn refill(
     let last = chunk.last().map(|(k, _)| k.clone());
     let now = Instant::now();
     for (key, record) in chunk {
-        if needs_upkeep(&record) {
+        if needs_upkeep(&key, &record) {
             due.push_back((key, now));
         }
     }
     more.then_some(last)
 }
 
-/// True when `record` names replicas to complete or stale files to delete.
-pub fn needs_upkeep(record: &Record) -> bool {
+/// True when the record at `key` (an index key) names replicas to complete or stale
+/// files to delete, or is a retired value ([`crate::index::gen_key`], `deleting`, no
+/// owner) whose files are to be deleted.
+pub fn needs_upkeep(key: &[u8], record: &Record) -> bool {
+    if is_gen_key(key) {
+        return record.state == State::Deleting && record.owner == 0;
+    }
     matches!(record.state, State::Live | State::Unlinked)
         && (!record.missing.is_empty() || !record.stale.is_empty())
 }
 
-/// Completes the missing replicas of `key` and deletes its stale files, under its
-/// lock; true when nothing is left to do (or the key is gone or being rewritten).
+/// Retired records of one key tidied per call of [`tidy`] (the rest on its next).
+const RETIRED_PER_TIDY: usize = 16;
+
+/// Completes the missing replicas of `key` and deletes its stale files, then deletes
+/// the files of its retired values (each is also found by the walk on its own) — or,
+/// for a retired record's [`crate::index::gen_key`], deletes that one's files and drops
+/// it. Runs under the key's lock; true when nothing is left to do (or the key is gone
+/// or being rewritten).
 pub async fn tidy(ctx: &Ctx, key: &[u8]) -> bool {
-    let Some(_guard) = ctx.locks.lock_within(key, LOCK_PATIENCE).await else {
+    let Some(_guard) = ctx.locks.lock_within(value_key(key), LOCK_PATIENCE).await else {
         return false; // a write of the key is in flight: later
     };
-    let record = match ctx.index.get(key) {
-        Ok(Some(r)) if needs_upkeep(&r) => r,
-        Ok(_) => return true,
+    let mut done = true;
+    match ctx.index.get(key) {
+        Ok(Some(r)) if needs_upkeep(key, &r) => {
+            done &= match is_gen_key(key) {
+                true => release(ctx, key, &r, 0).await.is_ok(),
+                false => tidy_record(ctx, key, &r).await,
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!("upkeep of {}: {e}", show(key));
+            return false;
+        }
+    }
+    if !is_gen_key(key) {
+        done &= release_retired(ctx, key).await;
+    }
+    done
+}
+
+/// Completes the missing replicas of the record at `key` and deletes its stale files.
+async fn tidy_record(ctx: &Ctx, key: &[u8], record: &Record) -> bool {
+    let mut done = true;
+    for target in &record.missing {
+        done &= complete(ctx, key, record, target).await;
+    }
+    if !record.stale.is_empty() {
+        done &= clean(ctx, key, record.gen, &record.stale).await;
+    }
+    done
+}
+
+/// Deletes the files of `key`'s retired values and drops their records (up to
+/// [`RETIRED_PER_TIDY`]); false if some are left.
+async fn release_retired(ctx: &Ctx, key: &[u8]) -> bool {
+    let (index, prefix) = (ctx.index.clone(), gen_prefix(key));
+    let page = super::blocking(move || {
+        let limit = RETIRED_PER_TIDY;
+        Ok(index.scan(&prefix, None, State::Deleting, limit, 4 * limit)?)
+    })
+    .await;
+    let page = match page {
+        Ok(page) => page,
         Err(e) => {
             tracing::warn!("upkeep of {}: {e}", show(key));
             return false;
         }
     };
-    let mut done = true;
-    for target in &record.missing {
-        done &= complete(ctx, key, &record, target).await;
-    }
-    if !record.stale.is_empty() {
-        done &= clean(ctx, key, &record.stale).await;
+    let mut done = page.next.is_none();
+    for at in page.keys {
+        done &= match ctx.index.get(&at) {
+            Ok(Some(r)) if needs_upkeep(&at, &r) => release(ctx, &at, &r, 0).await.is_ok(),
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("upkeep of {}: {e}", show(&at));
+                false
+            }
+        };
     }
     done
 }
@@ -175,11 +230,11 @@ async fn complete(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool 
         size: record.size,
         md5: record.md5,
     };
-    let dst = VolumeClient::url(target, key);
+    let dst = VolumeClient::url(target, key, record.gen);
     let sources = record.holders().filter(|h| ctx.is_up(server_of(h)));
     let mut copied = false;
     for src in sources {
-        let src_url = VolumeClient::url(src, key);
+        let src_url = VolumeClient::url(src, key, record.gen);
         let copying = copy(&ctx.client, &src_url, &dst, expect);
         let ends = [src.to_string(), target.to_string()];
         // Stop waiting (and free the key's lock) as soon as either end is seen down.
@@ -204,6 +259,7 @@ async fn complete(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool 
     let cmd = Command::Completed {
         key: key.to_vec(),
         location: target.to_string(),
+        gen: record.gen,
     };
     match ctx.index.apply(cmd).await {
         Ok(Ok(_)) => {
@@ -221,10 +277,10 @@ async fn complete(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool 
     }
 }
 
-/// Deletes the stale files at `locations`, then records that (`Cleaned`); false if
-/// some could not be deleted. The caller holds the key's lock.
-pub async fn clean(ctx: &Ctx, key: &[u8], locations: &[String]) -> bool {
-    if let Err(e) = delete_files(&ctx.client, ctx.health.as_deref(), key, locations).await {
+/// Deletes the stale files of generation `gen` at `locations`, then records that
+/// (`Cleaned`); false if some could not be deleted. The caller holds the key's lock.
+pub async fn clean(ctx: &Ctx, key: &[u8], gen: u64, locations: &[String]) -> bool {
+    if let Err(e) = delete_files(&ctx.client, ctx.health.as_deref(), key, gen, locations).await {
         tracing::warn!("cleaning stale copies of {}: {e}", show(key));
         return false;
     }
@@ -241,15 +297,18 @@ pub async fn clean(ctx: &Ctx, key: &[u8], locations: &[String]) -> bool {
     }
 }
 
-/// Deletes every file `record` names for `key` (its replicas and stale locations),
-/// then drops the record if it is still in `record.state` and still owned by `owner`
-/// (0: whoever owns it). The caller holds the key's lock. If a file cannot be deleted the record stays, still naming it, for a retry or
+/// Deletes every file the record at index key `key` names (its replicas and stale
+/// locations, of its generation, for the key it belongs to: see
+/// [`crate::index::value_key`]), then drops the record if it is still in
+/// `record.state` and still owned by `owner` (0: whoever owns it). The caller holds the
+/// key's lock. If a file cannot be deleted the record stays, still naming it, for a retry or
 /// repair; `Ok(false)` when the record had changed state meanwhile.
 pub async fn release(ctx: &Ctx, key: &[u8], record: &Record, owner: u64) -> Result<bool, OpsError> {
     delete_files(
         &ctx.client,
         ctx.health.as_deref(),
-        key,
+        value_key(key),
+        record.gen,
         &record.all_locations(),
     )
     .await?;

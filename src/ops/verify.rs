@@ -182,7 +182,10 @@ async fn drop_record(
     key: &[u8],
     seen: &Record,
 ) -> Result<bool, OpsError> {
-    let Some(_guard) = ctx.locks.lock_within(key, LOCK_PATIENCE).await else {
+    // A record beside the key's (an overwrite's intent, a retired value) under the
+    // key's lock too: a minikeyvalue write of the key holds it while it streams.
+    let lock = crate::index::value_key(key);
+    let Some(_guard) = ctx.locks.lock_within(lock, LOCK_PATIENCE).await else {
         return Ok(false);
     };
     opts.fence.check(&ctx.index).await?;
@@ -250,7 +253,7 @@ async fn check_replicas(
     job.throttle.keys(1).await;
     // Replicas a degraded write left missing, and stale files, are the upkeep's to fix.
     let mut record = record;
-    if upkeep::needs_upkeep(&record) {
+    if upkeep::needs_upkeep(key, &record) {
         p.missing.fetch_add(record.missing.len() as u64, Relaxed);
         if opts.repair && upkeep::tidy(ctx, key).await {
             match ctx.index.get(key)? {
@@ -274,7 +277,7 @@ async fn check_replicas(
     // Only replicas that hold the value are checked, and only they are copied from.
     let urls: Vec<String> = record
         .holders()
-        .map(|v| VolumeClient::url(v, key))
+        .map(|v| VolumeClient::url(v, key, record.gen))
         .collect();
     let mut states = futures_util::future::join_all(
         urls.iter()

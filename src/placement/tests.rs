@@ -60,7 +60,7 @@ fn known_vectors() {
     for (key, volumes, path) in cases {
         assert_eq!(p.locate(key.as_bytes()), volumes.to_vec(), "{key}");
         assert_eq!(key_path(key.as_bytes()), *path, "{key}");
-        assert_eq!(key_from_path(path).as_deref(), Some(key.as_bytes()));
+        assert_eq!(file_from_path(path), Some((key.as_bytes().to_vec(), 0)));
     }
 }
 
@@ -103,10 +103,33 @@ fn rejects_bad_settings() {
 }
 
 #[test]
-fn key_from_path_rejects_foreign_files() {
-    assert_eq!(key_from_path("/00/00/L2hlbGxv"), None); // wrong hash dirs
-    assert_eq!(key_from_path("/3e/d1/not base64!"), None);
-    assert_eq!(key_from_path("body_temp"), None);
+fn file_from_path_rejects_foreign_files() {
+    assert_eq!(file_from_path("/00/00/L2hlbGxv"), None); // wrong hash dirs
+    assert_eq!(file_from_path("/3e/d1/not base64!"), None);
+    assert_eq!(file_from_path("body_temp"), None);
+    let path = key_path(b"/hello");
+    for bad in [
+        "~",
+        "~0",
+        "~01",
+        "~-1",
+        "~1x",
+        "~+1",
+        "~99999999999999999999999",
+    ] {
+        assert_eq!(file_from_path(&format!("{path}{bad}")), None, "{bad}");
+    }
+}
+
+#[test]
+fn generations_have_their_own_names() {
+    assert_eq!(file_path(b"/hello", 0), key_path(b"/hello"));
+    let later = file_path(b"/hello", 1765000000123);
+    assert_eq!(later, format!("{}~1765000000123", key_path(b"/hello")));
+    assert_eq!(
+        file_from_path(&later),
+        Some((b"/hello".to_vec(), 1765000000123))
+    );
 }
 
 #[test]

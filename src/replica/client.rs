@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::placement::key_path;
+use crate::placement::file_path;
 
 /// Why a volume request failed.
 #[derive(Debug, thiserror::Error)]
@@ -160,9 +160,10 @@ impl VolumeClient {
         self.timeout
     }
 
-    /// URL of `key`'s file on `location` (`host:port` or `host:port/svXX`).
-    pub fn url(location: &str, key: &[u8]) -> String {
-        format!("http://{location}{}", key_path(key))
+    /// URL of the file of generation `gen` of `key`'s value (`Record::gen`) on
+    /// `location` (`host:port` or `host:port/svXX`); see [`file_path`].
+    pub fn url(location: &str, key: &[u8], gen: u64) -> String {
+        format!("http://{location}{}", file_path(key, gen))
     }
 
     /// Streams `body` to `url`. Success means the volume answered 201 or 204, i.e. the

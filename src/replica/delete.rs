@@ -20,7 +20,8 @@ pub enum DeleteError {
     Volume(#[from] VolumeError),
 }
 
-/// Deletes `key`'s file at every location concurrently; a missing file counts as
+/// Deletes the file of generation `gen` of `key`'s value (`Record::gen`) at every
+/// location concurrently; a missing file counts as
 /// deleted. With `health`, volumes the prober sees down are not tried, and the step
 /// gives up as soon as one of the others goes down — a hung volume must not hold the
 /// caller for the whole delete timeout. Ok only when every location is clean.
@@ -28,12 +29,13 @@ pub async fn delete_files(
     client: &VolumeClient,
     health: Option<&Health>,
     key: &[u8],
+    gen: u64,
     locations: &[String],
 ) -> Result<(), DeleteError> {
     let is_up = |l: &&String| health.is_none_or(|h| h.is_up(server_of(l)));
     let (up, down): (Vec<&String>, Vec<&String>) = locations.iter().partition(is_up);
     let deletes = futures_util::future::join_all(up.iter().map(|l| {
-        let url = VolumeClient::url(l, key);
+        let url = VolumeClient::url(l, key, gen);
         async move { client.delete(&url).await }
     }));
     let results = match health {

@@ -252,6 +252,7 @@ mod tests {
             owner: 0,
             meta: Vec::new(),
             inline: None,
+            gen: 0,
         }
     }
 

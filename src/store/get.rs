@@ -119,7 +119,7 @@ impl Store {
             record.volumes.join(",")
         );
         for volume in up {
-            let url = VolumeClient::url(volume, key);
+            let url = VolumeClient::url(volume, key, record.gen);
             let header = (!whole).then(|| format!("bytes={}-{}", range.start, range.end - 1));
             match self.client.get_range(&url, header.as_deref()).await {
                 Ok(resp) => {

@@ -34,8 +34,8 @@ use md5::{Digest, Md5};
 
 use super::write::{detached, refusal};
 use super::{PutOptions, Store, StoreError, Written};
-use crate::index::{now_ms, Command, KeyGuard, Record, MAX_INLINE_LEN};
-use crate::ops::upkeep::clean;
+use crate::index::{gen_key, now_ms, Command, KeyGuard, Record, MAX_INLINE_LEN};
+use crate::ops::upkeep::release;
 
 /// The largest `--inline-max`.
 pub const MAX_INLINE: u64 = MAX_INLINE_LEN as u64;
@@ -116,14 +116,15 @@ fn concat(chunks: Vec<Bytes>) -> Bytes {
 }
 
 impl Store {
-    /// Stores `value` in `key`'s record (the caller holds the key's lock in `guard`).
+    /// Stores `value` in `key`'s record (the caller holds the key's lock in `guard`,
+    /// unless this is an overwrite).
     /// `len` is the length the caller declared, if any.
     pub(super) async fn put_inline(
         self: &Arc<Self>,
         key: Vec<u8>,
         value: Bytes,
         len: Option<u64>,
-        guard: KeyGuard,
+        guard: Option<KeyGuard>,
         opts: PutOptions,
     ) -> Result<Written, StoreError> {
         let size = value.len() as u64;
@@ -149,12 +150,19 @@ impl Store {
             };
             let prev = store.index.apply(cmd).await?.map_err(refusal)?;
             store.cache.invalidate(&key);
-            // Files of the value this one replaced are deleted now, still under the
-            // key's lock (so a DELETE right after this PUT does not meet the upkeep
-            // worker holding it); what cannot be deleted now is the worker's.
-            let stale = prev.map(|p| p.all_locations()).unwrap_or_default();
-            if !stale.is_empty() && !clean(&store.ops_ctx(), &key, &stale).await {
-                let _ = store.upkeep.send(key);
+            // Files of the value this one replaced (retired by `PutInline`) are
+            // deleted now, still under the key's lock (so a DELETE right after this PUT
+            // does not meet the upkeep worker holding it); what cannot be deleted now
+            // is the worker's.
+            if let Some(p) = prev.filter(|p| !p.all_locations().is_empty()) {
+                let at = gen_key(&key, p.gen);
+                let released = match store.index.get(&at) {
+                    Ok(Some(r)) => release(&store.ops_ctx(), &at, &r, 0).await.unwrap_or(false),
+                    _ => false,
+                };
+                if !released {
+                    let _ = store.upkeep.send(key);
+                }
             }
             Ok(Written {
                 size,
@@ -258,6 +266,7 @@ mod tests {
             owner: 0,
             meta: Vec::new(),
             inline: Some(b"hello".to_vec()),
+            gen: 0,
         };
         assert_eq!(collect(&record, 0..5).await.unwrap().unwrap(), b"hello");
         assert_eq!(collect(&record, 1..3).await.unwrap().unwrap(), b"el");

@@ -86,7 +86,9 @@ impl Store {
         };
         let pool = if near.is_empty() { &up } else { &near };
         let volume = pool[fastrand::usize(..pool.len())].to_string();
-        let url = self.client.scheme_url(&VolumeClient::url(&volume, key));
+        let url = self
+            .client
+            .scheme_url(&VolumeClient::url(&volume, key, record.gen));
         let balanced = placement.locate(key) == record.volumes;
         Ok(Some(Found::At(Location {
             record,

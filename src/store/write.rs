@@ -2,25 +2,35 @@
 //!
 //! PUT, and what a crash at each step leaves behind:
 //!
-//! 1. take the key's lock ([`StoreError::Conflict`] if held) and check it is not live
-//!    ([`StoreError::Exists`]); wait for the first body bytes ([`StoreError::Empty`] if
+//! 1. without `replace`, take the key's lock ([`StoreError::Conflict`] if held) and
+//!    check it is not live ([`StoreError::Exists`]); wait for the first body bytes ([`StoreError::Empty`] if
 //!    none, unless `PutOptions::allow_empty`); check that enough of its replica
 //!    volumes are up for the write quorum ([`StoreError::Unavailable`]) — nothing is
 //!    recorded yet;
 //! 2. from here the write runs on its own task, so a caller that goes away (an HTTP
 //!    client disconnecting) cannot cut it short. `Begin`: an intent record (state
-//!    `writing`, target volumes, and as `stale` every other location an older record of
-//!    the key named) is committed to the index — crash after this: a `writing` record,
-//!    invisible to GET and lists; repair rolls it back (deletes every file it names,
-//!    drops the record);
-//! 3. stream the body to every replica at once — crash or failure here: volumes hold at
-//!    most temp files (discarded) or complete files named by the intent record;
-//! 4. `Commit`: the record becomes `live` with size and md5 — only now is the key
-//!    visible, and only now does `put` return [`Written`]. Stale files, and replicas a
-//!    degraded write missed, are then the upkeep worker's (`ops::upkeep`).
+//!    `writing`, target volumes, owner) is committed to the index, for a *generation*
+//!    of the key's files that no other record of the key names (`Record::gen`: the
+//!    files are `file_path(key, gen)`, see [`crate::placement::file_path`]). Over a
+//!    live value (`PutOptions::replace`) the intent is a record of its own
+//!    (`index::gen_key(key, gen)`) and the key's record — the value readers see, and
+//!    its files — is not touched; otherwise the intent is the key's record and what
+//!    it replaces (an unlinked value, an abandoned intent) is retired: kept at its
+//!    own `gen_key` in state `deleting` for the upkeep worker. Crash after this: a
+//!    `writing` record, invisible to GET and lists (the old value, if any, still
+//!    served); repair rolls it back (deletes every file it names, drops the record);
+//! 3. stream the body to every replica at once, to the new generation's names —
+//!    crash or failure here: volumes hold at most temp files (discarded) or complete
+//!    files named by the intent record; the old value's files are untouched;
+//! 4. `Commit`: one command makes the intent the key's `live` record with size and
+//!    md5 and retires the record it replaces — only now does a reader see the new
+//!    value, and only now does `put` return [`Written`]. The retired value's files,
+//!    stale files, and replicas a degraded write missed are then the upkeep worker's
+//!    (`ops::upkeep`). A crash after `Commit`: the retired record is still there, and
+//!    the upkeep worker's walk at start finds it.
 //!
-//! A failed write is rolled back — its files and stale files deleted, then the intent
-//! dropped — only once it is *settled*: every replica request has ended, so no volume
+//! A failed write is rolled back — its files deleted, then the intent dropped; a value
+//! it was to replace is still the key's record, untouched — only once it is *settled*: every replica request has ended, so no volume
 //! can still rename the value into place after the cleanup (see `replica::fanout`). A
 //! write that cannot be settled (a volume hung holding the whole value), or whose
 //! cleanup fails, leaves its intent for repair. A failed or rejected `Commit` is rolled
@@ -43,7 +53,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::inline::Head;
 use super::{Store, StoreError};
-use crate::index::{now_ms, Command, KeyGuard, Rejection, State};
+use crate::index::{gen_key, now_ms, Command, KeyGuard, Record, Rejection, State};
 use crate::key::check_writable;
 use crate::ops::show;
 use crate::ops::upkeep::release;
@@ -94,9 +104,9 @@ impl<S> PutError<S> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutOptions {
     /// Overwrite a live value instead of refusing with [`StoreError::Exists`] (S3 and
-    /// minivault semantics). The old value is invisible from the moment the intent is
-    /// recorded (its files are overwritten in place); if the new write then fails, the
-    /// key is left absent, never half-written.
+    /// minivault semantics). Readers see the old value until the new one is committed,
+    /// then the new one; if the new write fails or is abandoned at any step, the old
+    /// value stays, intact (the new one is written under new file names).
     pub replace: bool,
     /// Hash the value even when `--md5sum` is off (S3 ETags need it).
     pub md5: bool,
@@ -214,16 +224,21 @@ impl Store {
                 owner: store.owner,
                 replace: opts.replace,
             };
-            store.index.apply(begin).await?.map_err(refusal)?;
-            store.cache.invalidate(&key);
+            let intent = store.index.apply(begin).await?.map_err(refusal)?;
+            // The intent's generation names the files written.
+            let gen = intent.map_or(0, |i| i.gen);
             match store
-                .write_replicas(&key, &volumes, quorum, stream, len, opts.md5)
+                .write_replicas(&key, gen, &volumes, quorum, stream, len, opts.md5)
                 .await
             {
-                Ok((uploaded, missing)) => store.commit(&key, uploaded, missing, opts.meta).await,
+                Ok((uploaded, missing)) => {
+                    store
+                        .commit(&key, gen, uploaded, missing, opts.meta)
+                        .await
+                }
                 Err(WriteFailed { error, settled }) => {
                     if settled {
-                        store.roll_back(&key).await;
+                        store.roll_back(&key, gen).await;
                     } else {
                         tracing::warn!(
                             "write of {} failed and a volume may still store it: intent left for repair",
@@ -239,19 +254,25 @@ impl Store {
     }
 
     /// The checks made before any byte of the body is read: key, length, lock,
-    /// existence. The guard holds the key's lock for the rest of the write.
+    /// existence. The guard holds the key's lock for the rest of the write — only for
+    /// minikeyvalue's semantics (a second PUT of a key being written is refused):
+    /// overwrites (`replace`) each write their own generation, so concurrent ones all
+    /// succeed and the last to commit wins, as in S3.
     fn admit(
         &self,
         key: &[u8],
         len: Option<u64>,
         opts: &PutOptions,
-    ) -> Result<KeyGuard, StoreError> {
+    ) -> Result<Option<KeyGuard>, StoreError> {
         check_writable(key)?;
         if opts.meta.len() > crate::index::MAX_META_LEN {
             return Err(StoreError::Invalid("metadata too large".into()));
         }
         if len == Some(0) && !opts.allow_empty {
             return Err(StoreError::Empty);
+        }
+        if opts.replace {
+            return Ok(None);
         }
         let guard = self.locks.try_lock(key).ok_or(StoreError::Conflict)?;
         // An early 403, before the body is read. In an index cluster this node's copy
@@ -263,14 +284,16 @@ impl Store {
         {
             return Err(StoreError::Exists);
         }
-        Ok(guard)
+        Ok(Some(guard))
     }
 
     /// Streams the value to the replica volumes that are up (those already down are
     /// missing from the start); the value and the locations that do not hold it.
+    #[allow(clippy::too_many_arguments)]
     async fn write_replicas<S, E>(
         &self,
         key: &[u8],
+        gen: u64,
         volumes: &[String],
         quorum: usize,
         stream: S,
@@ -293,7 +316,7 @@ impl Store {
         }
         let targets: Vec<String> = live
             .iter()
-            .map(|&i| VolumeClient::url(&volumes[i], key))
+            .map(|&i| VolumeClient::url(&volumes[i], key, gen))
             .collect();
         let down = |j: usize| !self.health.is_up(server_of(&volumes[live[j]]));
         let written = put_quorum(
@@ -323,12 +346,14 @@ impl Store {
         Ok((written.uploaded, missing))
     }
 
-    /// Makes a written value live. If the commit fails, the write is rolled back —
-    /// unless it did commit after all (a storage error after the fact), which a re-read
-    /// tells. Replicas to complete or stale files to delete go to the upkeep worker.
+    /// Makes a written value (of generation `gen`) live. If the commit fails, the
+    /// write is rolled back — unless it did commit after all (a storage error after the
+    /// fact), which a re-read tells. Replicas to complete, stale files and retired
+    /// values to delete go to the upkeep worker.
     async fn commit(
         &self,
         key: &[u8],
+        gen: u64,
         uploaded: Uploaded,
         missing: Vec<String>,
         meta: Vec<u8>,
@@ -342,6 +367,7 @@ impl Store {
             now_ms: now,
             owner: self.owner,
             meta,
+            gen,
         };
         // The previous record says whether stale files are left to delete.
         let (committed, failure) = match self.index.apply(commit).await {
@@ -352,7 +378,7 @@ impl Store {
             ),
             // Unknown outcome (storage error, lost leader): look, linearizably.
             Err(e) => match self.index.get_linearizable(key).await {
-                Ok(Some(r)) if r.state == State::Live && r.changed_ms == now => {
+                Ok(Some(r)) if r.state == State::Live && r.changed_ms == now && r.gen == gen => {
                     (Some(!r.stale.is_empty()), None)
                 }
                 _ => (None, Some(StoreError::Index(e))),
@@ -360,7 +386,9 @@ impl Store {
         };
         match (committed, failure) {
             (Some(stale), _) => {
-                if stale || !missing.is_empty() {
+                self.cache.invalidate(key);
+                // A new generation (≠ 0) means the key had a record, now retired.
+                if stale || gen != 0 || !missing.is_empty() {
                     let _ = self.upkeep.send(key.to_vec());
                 }
                 Ok(Written {
@@ -370,28 +398,40 @@ impl Store {
                 })
             }
             (None, failure) => {
-                self.roll_back(key).await;
+                self.roll_back(key, gen).await;
                 Err(failure.unwrap_or_else(|| StoreError::Volume("commit not recorded".into())))
             }
         }
     }
 
-    /// Removes the files of a failed write — and any stale files its intent names — and
-    /// then the intent. If a volume cannot be cleaned now, the intent stays for repair.
-    /// The caller holds the key's lock, and the write is settled (no replica can still
-    /// store the value).
-    async fn roll_back(&self, key: &[u8]) {
+    /// Removes the files of a failed write (of generation `gen`) and then its intent —
+    /// the key's record, or an overwrite's record beside it. If a volume cannot be
+    /// cleaned now, the intent stays for repair. A value the write was to replace is
+    /// not touched. The caller holds the key's lock, and the write is settled (no
+    /// replica can still store the value).
+    async fn roll_back(&self, key: &[u8], gen: u64) {
         // Linearizable: in an index cluster, this node's copy may lag the leader's.
-        let intent = match self.index.get_linearizable(key).await {
-            // Only our own intent: another write may have taken the key over.
-            Ok(Some(r)) if r.state == State::Writing && r.owner == self.owner => r,
+        // Only our own intent: another write may have taken the key over.
+        let ours = |r: &Record| r.state == State::Writing && r.owner == self.owner && r.gen == gen;
+        let mut at = key.to_vec();
+        let mut found = self.index.get_linearizable(key).await;
+        if matches!(&found, Ok(r) if !r.as_ref().is_some_and(ours)) {
+            at = gen_key(key, gen);
+            found = self.index.get_linearizable(&at).await;
+        }
+        let intent = match found {
+            Ok(Some(r)) if ours(&r) => r,
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!("rolling back {}: {e}; left for repair", show(key));
                 return;
             }
         };
-        if let Err(e) = release(&self.ops_ctx(), key, &intent, self.owner).await {
+        if gen != 0 {
+            // `Begin` may have retired an older record of the key.
+            let _ = self.upkeep.send(key.to_vec());
+        }
+        if let Err(e) = release(&self.ops_ctx(), &at, &intent, self.owner).await {
             tracing::warn!(
                 "could not clean up failed write of {} ({e}); left for repair",
                 show(key)
