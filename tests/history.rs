@@ -731,17 +731,24 @@ fn overwrites_and_idempotent_deletes() {
     resurrected.bad();
 }
 
-/// An S3 overwrite of unknown outcome may, as documented today, leave the key absent
-/// (issue 25 will take that allowance away); an acknowledged one may not, and neither
-/// may a refused one.
+/// An S3 overwrite of unknown outcome either happened or did not: it never leaves the
+/// key absent (issue 25: the old value survives a failed overwrite) — nor may an
+/// acknowledged or a refused one.
 #[test]
-fn an_abandoned_overwrite_may_leave_the_key_absent_an_acknowledged_one_not() {
+fn an_abandoned_overwrite_never_leaves_the_key_absent() {
     let mut abandoned = H::new();
     abandoned
         .op(1, "/k", Op::Set(1), 0, 10, Outcome::Ok(Ret::Created))
         .op(2, "/k", Op::Set(2), 20, 0, Outcome::Unknown)
         .get(3, 40, 50, Ret::Absent);
-    abandoned.ok();
+    abandoned.bad();
+    let mut either = H::new();
+    either
+        .op(1, "/k", Op::Set(1), 0, 10, Outcome::Ok(Ret::Created))
+        .op(2, "/k", Op::Set(2), 20, 0, Outcome::Unknown)
+        .get(3, 40, 50, Ret::Value(1))
+        .get(3, 60, 70, Ret::Value(2));
+    either.ok();
     let mut lost = H::new();
     lost.op(1, "/k", Op::Set(1), 0, 10, Outcome::Ok(Ret::Created))
         .get(3, 40, 50, Ret::Absent);

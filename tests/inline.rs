@@ -71,12 +71,14 @@ async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
 }
 
 /// Files of `key` on every volume.
+/// Every file of `key` on the volumes, of any generation (`placement::file_path`).
 fn files_of(c: &Cluster, key: &str) -> Vec<String> {
     let path = hoard::placement::key_path(key.as_bytes());
-    c.all_files()
-        .into_iter()
-        .filter(|f| f.ends_with(&path))
-        .collect()
+    let of_key = |f: &str| match f.rsplit_once('~') {
+        Some((base, gen)) if gen.bytes().all(|b| b.is_ascii_digit()) => base.ends_with(&path),
+        _ => f.ends_with(&path),
+    };
+    c.all_files().into_iter().filter(|f| of_key(f)).collect()
 }
 
 /// Runs an online verify (no repair) and returns its counters.

@@ -150,33 +150,45 @@ pub fn needs_upkeep(key: &[u8], record: &Record) -> bool {
 /// Retired records of one key tidied per call of [`tidy`] (the rest on its next).
 const RETIRED_PER_TIDY: usize = 16;
 
-/// Completes the missing replicas of `key` and deletes its stale files, then deletes
-/// the files of its retired values (each is also found by the walk on its own) — or,
-/// for a retired record's [`crate::index::gen_key`], deletes that one's files and drops
-/// it. Runs under the key's lock; true when nothing is left to do (or the key is gone
-/// or being rewritten).
+/// Completes the missing replicas of `key` and deletes its stale files (under the
+/// key's lock), then deletes the files of its retired values (each is also found by
+/// the walk on its own) — or, for a retired record's [`crate::index::gen_key`],
+/// deletes that one's files and drops it. True when nothing is left to do (or the key
+/// is gone or being rewritten).
+///
+/// Retired files need no lock: no record names them any more, and no write will (a
+/// generation is never reused while a record of it exists), so deleting them cannot
+/// race a request; two deleters at once (upkeep and verify) only delete twice.
 pub async fn tidy(ctx: &Ctx, key: &[u8]) -> bool {
-    let Some(_guard) = ctx.locks.lock_within(value_key(key), LOCK_PATIENCE).await else {
-        return false; // a write of the key is in flight: later
-    };
-    let mut done = true;
-    match ctx.index.get(key) {
-        Ok(Some(r)) if needs_upkeep(key, &r) => {
-            done &= match is_gen_key(key) {
-                true => release(ctx, key, &r, 0).await.is_ok(),
-                false => tidy_record(ctx, key, &r).await,
-            }
-        }
-        Ok(_) => {}
+    let record = match ctx.index.get(key) {
+        Ok(r) => r.filter(|r| needs_upkeep(key, r)),
         Err(e) => {
             tracing::warn!("upkeep of {}: {e}", show(key));
             return false;
         }
+    };
+    if is_gen_key(key) {
+        return match record {
+            Some(r) => release(ctx, key, &r, 0).await.is_ok(),
+            None => true,
+        };
     }
-    if !is_gen_key(key) {
-        done &= release_retired(ctx, key).await;
+    let mut done = true;
+    if record.is_some() {
+        let Some(_guard) = ctx.locks.lock_within(key, LOCK_PATIENCE).await else {
+            return false; // a write of the key is in flight: later
+        };
+        // Re-read under the lock.
+        match ctx.index.get(key) {
+            Ok(Some(r)) if needs_upkeep(key, &r) => done &= tidy_record(ctx, key, &r).await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("upkeep of {}: {e}", show(key));
+                return false;
+            }
+        }
     }
-    done
+    done & release_retired(ctx, key).await
 }
 
 /// Completes the missing replicas of the record at `key` and deletes its stale files.

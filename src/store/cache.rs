@@ -7,7 +7,7 @@
 //! replica) never reads values, so it neither uses nor fills the cache.
 //!
 //! **What a hit guarantees.** An entry is tagged with the version of the record it
-//! was read under (`changed_ms`, size, md5), and a lookup first reads the key's record
+//! was read under (`changed_ms`, size, md5, generation), and a lookup first reads the key's record
 //! from the index, as any read does, and only serves an entry whose tag matches it. So
 //! the cache never serves anything the index does not say is the current value: a
 //! write or delete through this node's store invalidates the entry at once (the store
@@ -55,6 +55,7 @@ struct Tag {
     changed_ms: u64,
     size: u64,
     md5: Option<[u8; 16]>,
+    gen: u64,
 }
 
 impl Tag {
@@ -63,6 +64,7 @@ impl Tag {
             changed_ms: r.changed_ms,
             size: r.size,
             md5: r.md5,
+            gen: r.gen,
         }
     }
 }

@@ -369,26 +369,35 @@ impl Store {
             meta,
             gen,
         };
-        // The previous record says whether stale files are left to delete.
+        // The previous record says whether files are left to delete: stale ones, or
+        // those of a record `Commit` (an overwrite's) or `Begin` (a new generation of
+        // the key's record: there was a record before) retired.
+        let ours = |p: &Record| p.state == State::Writing && p.gen == gen && p.owner == self.owner;
         let (committed, failure) = match self.index.apply(commit).await {
-            Ok(Ok(prev)) => (Some(prev.is_some_and(|p| !p.stale.is_empty())), None),
+            Ok(Ok(prev)) => (
+                Some(prev.is_some_and(|p| match ours(&p) {
+                    true => !p.stale.is_empty() || gen != 0,
+                    false => !p.all_locations().is_empty(),
+                })),
+                None,
+            ),
             Ok(Err(r)) => (
                 None,
                 Some(StoreError::Volume(format!("commit rejected: {r}"))),
             ),
             // Unknown outcome (storage error, lost leader): look, linearizably.
             Err(e) => match self.index.get_linearizable(key).await {
+                // Whatever it retired, the upkeep worker's walk finds too.
                 Ok(Some(r)) if r.state == State::Live && r.changed_ms == now && r.gen == gen => {
-                    (Some(!r.stale.is_empty()), None)
+                    (Some(true), None)
                 }
                 _ => (None, Some(StoreError::Index(e))),
             },
         };
         match (committed, failure) {
-            (Some(stale), _) => {
+            (Some(leftovers), _) => {
                 self.cache.invalidate(key);
-                // A new generation (≠ 0) means the key had a record, now retired.
-                if stale || gen != 0 || !missing.is_empty() {
+                if leftovers || !missing.is_empty() {
                     let _ = self.upkeep.send(key.to_vec());
                 }
                 Ok(Written {

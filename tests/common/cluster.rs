@@ -16,9 +16,13 @@ pub enum Kind {
     Nginx,
 }
 
-/// The hoard binary under test.
+/// The hoard binary under test: this build's, or `HOARD_TEST_BIN` (to show a test
+/// failing against another build, such as one from before a fix).
 pub fn hoard_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hoard")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("HOARD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hoard").into())
+    })
 }
 
 pub use super::free_port;

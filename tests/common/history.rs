@@ -593,33 +593,26 @@ impl<'a> Searcher<'a> {
             if e.expect.is_some_and(|want| want != ret) {
                 continue;
             }
-            // hoard's overwrite as documented today (`PutOptions::replace`): one that
-            // fails after its intent was recorded leaves the key absent. So an S3 PUT
-            // of unknown outcome may also have removed the value. Issue 25 (safe
-            // overwrites) removes this allowance.
-            let abandoned = (e.expect.is_none() && matches!(e.op, Op::Set(_))).then_some(None);
-            for next in [Some(next), abandoned].into_iter().flatten() {
-                match e.expect {
-                    // An unknown operation that would change nothing here is better
-                    // left for later (or never): taking it now only loses options.
-                    None if next == state => continue,
-                    // Unknown DELETEs already invoked are interchangeable (any of them
-                    // stays available later): trying the earliest-invoked one suffices.
-                    None if matches!(e.op, Op::Delete | Op::Remove) => {
-                        if unknown_delete_tried {
-                            continue;
-                        }
-                        unknown_delete_tried = true;
+            match e.expect {
+                // An unknown operation that would change nothing here is better
+                // left for later (or never): taking it now only loses options.
+                None if next == state => continue,
+                // Unknown DELETEs already invoked are interchangeable (any of them
+                // stays available later): trying the earliest-invoked one suffices.
+                None if matches!(e.op, Op::Delete | Op::Remove) => {
+                    if unknown_delete_tried {
+                        continue;
                     }
-                    _ => {}
+                    unknown_delete_tried = true;
                 }
-                Self::set(done, i, true);
-                let found = self.dfs(done, next);
-                Self::set(done, i, false);
-                match found {
-                    Some(false) => {}
-                    other => return other,
-                }
+                _ => {}
+            }
+            Self::set(done, i, true);
+            let found = self.dfs(done, next);
+            Self::set(done, i, false);
+            match found {
+                Some(false) => {}
+                other => return other,
             }
         }
         Some(false)
