@@ -118,7 +118,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     let s3_router = crate::s3::router(
         std::sync::Arc::clone(&started.app.store),
         &s3_users,
-        args.s3.domain.as_deref(),
+        &args.s3,
         verbose,
     )?;
     if let Some((access, secret)) = s3_users.first() {

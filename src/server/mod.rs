@@ -343,7 +343,7 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         let router = crate::s3::router(
             Arc::clone(&started.app.store),
             &users,
-            args.s3.domain.as_deref(),
+            &args.s3,
             verbose,
         )?;
         tracing::info!("S3 API on {}", listener.local_addr()?);
