@@ -128,6 +128,7 @@ pub fn router(
     store: Arc<Store>,
     users: &Users,
     args: &S3Args,
+    limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
     verbose: bool,
 ) -> anyhow::Result<axum::Router> {
     let front = Arc::new(Front {
@@ -166,10 +167,33 @@ pub fn router(
             sigv2::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(front, post::intercept))
+        .layer(axum::middleware::from_fn_with_state(limiter, rate_limit))
         .layer(axum::middleware::from_fn(
             expect::close_after_unexpected_answer,
         ));
     Ok(crate::http::observe(router, "s3", verbose))
+}
+
+/// `--rate-limit` (per client, shared with the other front-ends): beyond it, S3's
+/// `SlowDown` (503), which S3 clients retry with backoff, before anything of the
+/// request is read.
+async fn rate_limit(
+    axum::extract::State(limiter): axum::extract::State<Option<Arc<crate::ratelimit::RateLimiter>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(limiter) = &limiter {
+        if let Err(wait) = limiter.take(crate::ratelimit::peer_ip(&req)) {
+            let e = s3s::s3_error!(SlowDown, "Please reduce your request rate.");
+            let mut res = post::error_response(&e);
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::ratelimit::retry_after(wait)),
+            );
+            return res;
+        }
+    }
+    next.run(req).await
 }
 
 /// A request with neither `Content-Length` nor `Transfer-Encoding` has no body (HTTP/1.1)
