@@ -452,3 +452,34 @@ fn sigv2_is_refused_by_default_and_presigned_urls_expire() {
 fn sigv2_when_allowed_is_dated_and_checked() {
     signatures("on", &["--s3-allow-sigv2"]);
 }
+
+/// Small s3-tests gaps (`tests/s3/compat.py`): max-keys=0, an empty delimiter,
+/// BucketAlreadyOwnedByYou / BucketAlreadyExists (a second user from a keys file),
+/// ListObjectVersions of an unversioned bucket.
+#[test]
+fn s3_tests_small_gaps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    std::fs::write(&keys, "other other-secret\n").unwrap();
+    let keys = keys.display().to_string();
+    let (_proc, s3, _) = dev(&tmp.path().join("data"), &["--s3-keys-file", &keys]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3/compat.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(format!("http://{s3}"))
+        .args(["other", "other-secret"])
+        .env("AWS_ACCESS_KEY_ID", ACCESS)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .expect("python3 with boto3 (scripts/test.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}");
+    assert!(
+        out.status.success(),
+        "compat.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -11,7 +11,7 @@
 //! * [`buckets`] — List/Create/Head/DeleteBucket, GetBucketLocation; bucket records
 //!   are index entries.
 //! * [`objects`] — Put/Get/Head/Delete/Copy, DeleteObjects, conditional requests.
-//! * [`listing`] — ListObjects v1 and v2.
+//! * [`listing`] — ListObjects v1 and v2, ListObjectVersions (unversioned: `null`).
 //! * [`multipart`] — multipart uploads (design in its module docs).
 //! * [`part_copy`] — UploadPartCopy: a part copied from an existing object.
 //! * [`errors`] — store errors, keys and bucket names in S3 terms.
@@ -346,6 +346,14 @@ impl s3s::S3 for Hoard {
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         self.barrier().await?;
         listing::list_v2(&self.store, req).await
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        self.barrier().await?;
+        listing::list_versions(&self.store, req).await
     }
 
     async fn create_multipart_upload(
