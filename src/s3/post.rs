@@ -57,9 +57,10 @@ pub async fn intercept(State(front): State<Arc<Front>>, req: Request, next: Next
         Err(e) => {
             // A client still sending the file gets the answer rather than a reset
             // (bounded: at most a few MiB are read and thrown away, then the
-            // connection closes).
+            // connection closes). The fields were read, so a client that sent
+            // `Expect: 100-continue` got its 100 and is sending: drain it too.
             if let Some(form) = form {
-                crate::http::drain_rejected(&parts.headers, form.body).await;
+                crate::http::drain_rejected(&axum::http::HeaderMap::new(), form.body).await;
             }
             let mut res = error_response(&e);
             res.headers_mut()
