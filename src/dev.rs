@@ -118,7 +118,8 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     let s3_router = crate::s3::router(
         std::sync::Arc::clone(&started.app.store),
         &s3_users,
-        args.s3.domain.as_deref(),
+        &args.s3,
+        None,
         verbose,
     )?;
     if let Some((access, secret)) = s3_users.first() {
@@ -131,14 +132,22 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     let grace = options.grace;
     started.app.store.cache.enable(&args.cache);
     let store = std::sync::Arc::clone(&started.app.store);
-    let proto = crate::proto::start(&args.proto, &args.bind, store, Default::default()).await?;
+    let proto =
+        crate::proto::start(&args.proto, &args.bind, store, Default::default(), None).await?;
     if let Some(p) = &proto {
         eprintln!("hoard dev: binary protocol on {}", p.local_addr());
     }
     let store = std::sync::Arc::clone(&started.app.store);
     let listen = ListenArgs::default();
-    let json =
-        crate::jsonapi::start(&args.json, &args.bind, store, Default::default(), &listen).await?;
+    let json = crate::jsonapi::start(
+        &args.json,
+        &args.bind,
+        store,
+        Default::default(),
+        None,
+        &listen,
+    )
+    .await?;
     if let Some(j) = &json {
         eprintln!("hoard dev: JSON interface on http://{}", j.local_addr());
     }

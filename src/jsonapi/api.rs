@@ -19,6 +19,8 @@ pub(super) struct JsonState {
     pub(super) store: Arc<Store>,
     pub(super) auth: Auth,
     pub(super) max_body: usize,
+    /// `--rate-limit`, shared with the other front-ends.
+    pub(super) limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
 
 /// The JSON interface's router.
@@ -80,6 +82,20 @@ fn requires_token(auth: &Auth, method: &Method, path: &str) -> bool {
 
 async fn dispatch(State(s): State<Arc<JsonState>>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
+    if let Some(limiter) = s.limiter.as_ref().filter(|_| path != "/health") {
+        if let Err(wait) = limiter.take(crate::ratelimit::peer_ip(&req)) {
+            let mut res = Failure(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded: retry later".into(),
+            )
+            .into_response();
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::ratelimit::retry_after(wait)),
+            );
+            return res;
+        }
+    }
     if requires_token(&s.auth, req.method(), &path) && !s.auth.bearer_ok(req.headers()) {
         return Failure(StatusCode::UNAUTHORIZED, "authentication required".into()).into_response();
     }

@@ -17,6 +17,9 @@
 //! values GET returns are bounded by `--json-max-body`: the interface buffers them (it
 //! parses and produces JSON), so the bound is what keeps its memory bounded.
 //!
+//! `--rate-limit` applies per client (shared with the server's other front-ends):
+//! beyond it, 429 with `Retry-After` and `{"success": false, …}`; `/health` is exempt.
+//!
 //! Authentication follows hoard's modes (see [`crate::auth`]): with `--auth-mode
 //! writes` (the default with a token) PUT and DELETE need `Authorization: Bearer
 //! <token>`, with `all` every request but `/health` does.
@@ -87,6 +90,7 @@ pub async fn start(
     bind: &str,
     store: Arc<Store>,
     auth: Auth,
+    limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
     listen: &crate::net::ListenArgs,
 ) -> anyhow::Result<Option<Running>> {
     let Some(port) = args.json_port else {
@@ -100,6 +104,7 @@ pub async fn start(
         store,
         auth,
         max_body: args.json_max_body,
+        limiter,
     });
     let router = crate::http::observe(router, "json", false);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

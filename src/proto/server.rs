@@ -15,6 +15,9 @@
 //! * **Authentication**: when the server has a token (`--auth-token`, any auth mode),
 //!   every request but AUTH is refused until an AUTH with the right token; a wrong
 //!   token closes the connection.
+//! * **Rate limit**: over `--rate-limit` (per client, shared with the server's other
+//!   front-ends) a request is answered `0xFF` "rate limit exceeded: retry later", its
+//!   value skipped, the connection kept; HEALTH is exempt.
 //! * **Limits**: `--tcp-idle-timeout` bounds every read and write (an idle connection is
 //!   closed), `--tcp-max-connections` connections are served at once, keys are at most
 //!   1023 bytes (hoard's 1024 with the leading `/`), values at most `--tcp-max-value`.
@@ -45,6 +48,8 @@ pub(super) struct Ctx {
     pub(super) auth: Auth,
     pub(super) limits: Limits,
     pub(super) idle: Duration,
+    /// `--rate-limit`, shared with the other front-ends.
+    pub(super) limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
 
 /// A running binary-protocol listener.
@@ -80,6 +85,7 @@ pub async fn start(
     bind: &str,
     store: Arc<Store>,
     auth: Auth,
+    limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
 ) -> anyhow::Result<Option<Running>> {
     let Some(port) = args.tcp_port else {
         return Ok(None);
@@ -96,6 +102,7 @@ pub async fn start(
             max_value: args.tcp_max_value.min(u64::from(u32::MAX)),
         },
         idle: args.tcp_idle_timeout,
+        limiter,
     });
     let (stop, stopped) = watch::channel(false);
     let cap = args.tcp_max_connections.max(1);
@@ -133,7 +140,7 @@ async fn accept_loop(
                 conns.spawn(async move {
                     let _permit = permit;
                     metrics::gauge!("hoard_proto_connections").increment(1.0);
-                    if let Err(e) = serve(stream, &ctx, stop).await {
+                    if let Err(e) = serve(stream, peer.ip(), &ctx, stop).await {
                         tracing::debug!("binary protocol connection from {peer}: {e}");
                     }
                     metrics::gauge!("hoard_proto_connections").decrement(1.0);
@@ -250,6 +257,7 @@ impl Conn {
 /// position unknown, the idle timeout, or (between requests) `stop`.
 async fn serve(
     stream: TcpStream,
+    peer: std::net::IpAddr,
     ctx: &Ctx,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProtoError> {
@@ -260,8 +268,12 @@ async fn serve(
             Ok((req, used)) => {
                 conn.buf.advance(used);
                 let op = req.op;
-                let outcome = if !authed && op != Op::Auth {
-                    refuse_unauthenticated(&mut conn, &req).await
+                let limited =
+                    op != Op::Health && ctx.limiter.as_ref().is_some_and(|l| l.take(peer).is_err());
+                let outcome = if limited {
+                    refuse(&mut conn, &req, "rate limit exceeded: retry later").await
+                } else if !authed && op != Op::Auth {
+                    refuse(&mut conn, &req, "authentication required: send AUTH first").await
                 } else {
                     handle(&mut conn, ctx, req, &mut authed).await
                 };
@@ -317,13 +329,13 @@ async fn serve(
     }
 }
 
-/// A request before AUTH: skip its value, refuse it, keep the connection.
-async fn refuse_unauthenticated(conn: &mut Conn, req: &Request) -> Result<bool, ProtoError> {
+/// A request refused before it is handled (before AUTH, or over `--rate-limit`): skip
+/// its value, answer `why`, keep the connection.
+async fn refuse(conn: &mut Conn, req: &Request, why: &str) -> Result<bool, ProtoError> {
     if let Some(v) = req.value {
         conn.skip(u64::from(v.len)).await?;
     }
-    conn.error("authentication required: send AUTH first")
-        .await?;
+    conn.error(why).await?;
     Ok(false)
 }
 

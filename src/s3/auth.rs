@@ -1,7 +1,8 @@
 //! S3 users: access key → secret key, from `--s3-access-key` / `--s3-secret-key` and
 //! `--s3-keys-file`. Every request must be signed (SigV4 headers, presigned URLs or
-//! aws-chunked streaming signatures, all checked by s3s); anonymous requests are
-//! refused with `AccessDenied`.
+//! aws-chunked streaming signatures, all checked by s3s; POST forms by
+//! [`super::post`]); anonymous requests are refused with `AccessDenied`. Signature
+//! Version 2 only with `--s3-allow-sigv2` ([`super::sigv2`]).
 
 use std::path::Path;
 
@@ -59,6 +60,14 @@ impl Users {
     /// The access keys (for messages).
     pub fn access_keys(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(a, _)| a.as_str())
+    }
+
+    /// The secret key of `access`, if it is a user.
+    pub fn secret(&self, access: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(a, _)| a == access)
+            .map(|(_, s)| s.as_str())
     }
 
     /// The first user (what `hoard dev` prints).

@@ -83,7 +83,8 @@ pub async fn list(
     }))
 }
 
-/// CreateBucket: `BucketAlreadyOwnedByYou` when it exists.
+/// CreateBucket: when it exists, `BucketAlreadyOwnedByYou` to its creator and
+/// `BucketAlreadyExists` to any other user (409 both).
 pub async fn create(
     store: &Arc<Store>,
     req: S3Request<CreateBucketInput>,
@@ -99,7 +100,19 @@ pub async fn create(
         Ok(()) => Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{name}")),
         })),
-        Err(StoreError::Exists) => Err(s3_error!(BucketAlreadyOwnedByYou)),
+        Err(StoreError::Exists) => {
+            let existing = store
+                .frontend(&entry(&name))
+                .map_err(store_error)?
+                .and_then(|raw| serde_json::from_slice::<Bucket>(&raw).ok());
+            match existing {
+                Some(b) if b.owner != record.owner => Err(s3_error!(
+                    BucketAlreadyExists,
+                    "the bucket {name} exists and belongs to another user"
+                )),
+                _ => Err(s3_error!(BucketAlreadyOwnedByYou)),
+            }
+        }
         Err(e) => Err(store_error(e)),
     }
 }

@@ -53,6 +53,10 @@ pub struct Query<'a> {
 
 /// Lists one page of `q` (see the module docs).
 pub async fn list(store: &Arc<Store>, q: &Query<'_>) -> S3Result<Listed> {
+    // max-keys=0: nothing, and not truncated (as S3 answers).
+    if q.max == 0 {
+        return Ok(Listed::default());
+    }
     let base = bucket_prefix(q.bucket);
     let full_prefix = [base.as_slice(), q.prefix.as_bytes()].concat();
     // Keys cannot hold control characters, so `after` + NUL is the first key above it.
@@ -241,7 +245,7 @@ pub async fn list_v2(
         next_continuation_token: next,
         contents: Some(contents),
         common_prefixes: Some(prefixes),
-        delimiter: input.delimiter.map(&enc),
+        delimiter: input.delimiter.filter(|d| !d.is_empty()).map(&enc),
         encoding_type: input.encoding_type,
         start_after: input.start_after.map(&enc),
         ..Default::default()
@@ -274,7 +278,7 @@ pub async fn list_v1(
     let next_marker = listed
         .last
         .clone()
-        .filter(|_| input.delimiter.is_some())
+        .filter(|_| input.delimiter.as_ref().is_some_and(|d| !d.is_empty()))
         .map(&enc);
     let (contents, prefixes) = entries(listed, &enc);
     Ok(S3Response::new(ListObjectsOutput {
@@ -285,8 +289,68 @@ pub async fn list_v1(
         is_truncated: Some(truncated),
         contents: Some(contents),
         common_prefixes: Some(prefixes),
-        delimiter: input.delimiter.map(&enc),
+        delimiter: input.delimiter.clone().filter(|d| !d.is_empty()).map(&enc),
         next_marker,
+        encoding_type: input.encoding_type,
+        ..Default::default()
+    }))
+}
+
+/// ListObjectVersions of an unversioned bucket (hoard has no versioning): every object
+/// is its only, latest version, with version id `null` (as S3 lists objects of a
+/// bucket that never had versioning); no delete markers. Clients and test fixtures
+/// use it to empty buckets. `key-marker` pages like ListObjects' marker;
+/// `version-id-marker` can only be `null` then, and is ignored.
+pub async fn list_versions(
+    store: &Arc<Store>,
+    req: S3Request<ListObjectVersionsInput>,
+) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+    let input = req.input;
+    require(store, &input.bucket)?;
+    let enc = encoder(input.encoding_type.as_ref())?;
+    let max = max_keys(input.max_keys)?;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let listed = list(
+        store,
+        &Query {
+            bucket: &input.bucket,
+            prefix: &prefix,
+            delimiter: input.delimiter.as_deref(),
+            after: input.key_marker.as_deref().filter(|m| !m.is_empty()),
+            max,
+        },
+    )
+    .await?;
+    let truncated = listed.truncated;
+    let next_key = listed.last.clone().map(&enc);
+    let (objects, prefixes) = entries(listed, &enc);
+    let versions = objects
+        .into_iter()
+        .map(|o| ObjectVersion {
+            key: o.key,
+            size: o.size,
+            e_tag: o.e_tag,
+            last_modified: o.last_modified,
+            is_latest: Some(true),
+            version_id: Some("null".into()),
+            storage_class: Some(ObjectVersionStorageClass::from_static(
+                ObjectVersionStorageClass::STANDARD,
+            )),
+            ..Default::default()
+        })
+        .collect();
+    Ok(S3Response::new(ListObjectVersionsOutput {
+        name: Some(input.bucket),
+        prefix: Some(enc(prefix)),
+        key_marker: Some(input.key_marker.map(&enc).unwrap_or_default()),
+        version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
+        next_key_marker: next_key,
+        next_version_id_marker: truncated.then(|| "null".to_string()),
+        max_keys: Some(i32::try_from(max).unwrap_or(1000)),
+        is_truncated: Some(truncated),
+        versions: Some(versions),
+        common_prefixes: Some(prefixes),
+        delimiter: input.delimiter.filter(|d| !d.is_empty()).map(&enc),
         encoding_type: input.encoding_type,
         ..Default::default()
     }))

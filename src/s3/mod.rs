@@ -11,12 +11,21 @@
 //! * [`buckets`] — List/Create/Head/DeleteBucket, GetBucketLocation; bucket records
 //!   are index entries.
 //! * [`objects`] — Put/Get/Head/Delete/Copy, DeleteObjects, conditional requests.
-//! * [`listing`] — ListObjects v1 and v2.
+//! * [`listing`] — ListObjects v1 and v2, ListObjectVersions (unversioned: `null`).
 //! * [`multipart`] — multipart uploads (design in its module docs).
 //! * [`part_copy`] — UploadPartCopy: a part copied from an existing object.
 //! * [`errors`] — store errors, keys and bucket names in S3 terms.
 //! * [`expect`] — `Connection: close` where botocore's `Expect: 100-continue` handling
 //!   would misread the next answer.
+//! * [`post`] — POST Object (browser form uploads), streamed, in front of s3s.
+//! * [`sigv2`] — Signature Version 2: refused unless `--s3-allow-sigv2`, then checked
+//!   (date, constant-time signature) before s3s.
+//!
+//! Request bodies are bounded before authentication: s3s checks a request's signature
+//! before reading its body (a payload hash or aws-chunked signatures are checked as
+//! the body streams), refuses unsigned requests before it, and reads XML documents
+//! only after authentication (at most [`MAX_XML`]); POST forms read at most
+//! [`post::MAX_FIELDS`] bytes of fields before their signature is checked.
 //!
 //! Operations not listed in docs/ARCHITECTURE.md's compatibility table answer
 //! `NotImplemented`.
@@ -29,6 +38,8 @@ pub mod listing;
 pub mod multipart;
 pub mod objects;
 pub mod part_copy;
+pub mod post;
+pub mod sigv2;
 
 use std::sync::Arc;
 
@@ -64,6 +75,14 @@ pub struct S3Args {
     /// path-style requests always work.
     #[arg(long = "s3-domain", env = "HOARD_S3_DOMAIN")]
     pub domain: Option<String>,
+    /// Largest file of a POST Object (browser form upload), in bytes; the file is
+    /// streamed to the store and refused with EntityTooLarge beyond.
+    #[arg(long = "s3-max-post-size", env = "HOARD_S3_MAX_POST_SIZE", default_value_t = objects::MAX_OBJECT)]
+    pub max_post_size: u64,
+    /// Also accept requests signed with Signature Version 2 (refused by default: it
+    /// signs no payload); their date must then be within 15 minutes of the server's.
+    #[arg(long = "s3-allow-sigv2", env = "HOARD_S3_ALLOW_SIGV2")]
+    pub allow_sigv2: bool,
 }
 
 impl S3Args {
@@ -76,6 +95,15 @@ impl S3Args {
             dev,
         )
     }
+}
+
+/// What the layers in front of s3s (POST Object, SigV2) need.
+pub struct Front {
+    store: Arc<Store>,
+    users: Users,
+    domain: Option<String>,
+    max_post: u64,
+    allow_sigv2: bool,
 }
 
 /// The S3 front-end over a store.
@@ -99,18 +127,31 @@ impl Hoard {
 pub fn router(
     store: Arc<Store>,
     users: &Users,
-    domain: Option<&str>,
+    args: &S3Args,
+    limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
     verbose: bool,
 ) -> anyhow::Result<axum::Router> {
+    let front = Arc::new(Front {
+        store: Arc::clone(&store),
+        users: users.clone(),
+        domain: args.domain.clone(),
+        max_post: args.max_post_size,
+        allow_sigv2: args.allow_sigv2,
+    });
     let mut builder = S3ServiceBuilder::new(Hoard { store });
     builder.set_auth(users.auth());
-    if let Some(domain) = domain {
+    if let Some(domain) = args.domain.as_deref() {
         let host = s3s::host::SingleDomain::new(domain)
             .map_err(|e| anyhow::anyhow!("--s3-domain {domain}: {e}"))?;
         builder.set_host(host);
     }
     let mut config = s3s::config::S3Config::default();
     config.xml_max_body_size = MAX_XML;
+    // POST forms never reach s3s (`post::intercept` serves them, streamed); should one
+    // get through, s3s buffers nothing of its file and little of its fields.
+    config.post_object_max_file_size = 0;
+    config.form_max_fields_size = post::MAX_FIELDS;
+    config.form_max_field_size = post::MAX_FIELDS;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
         config,
     ))));
@@ -121,10 +162,38 @@ pub fn router(
     let router = axum::Router::new()
         .fallback_service(service)
         .layer(axum::middleware::map_request(bodiless))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&front),
+            sigv2::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(front, post::intercept))
+        .layer(axum::middleware::from_fn_with_state(limiter, rate_limit))
         .layer(axum::middleware::from_fn(
             expect::close_after_unexpected_answer,
         ));
     Ok(crate::http::observe(router, "s3", verbose))
+}
+
+/// `--rate-limit` (per client, shared with the other front-ends): beyond it, S3's
+/// `SlowDown` (503), which S3 clients retry with backoff, before anything of the
+/// request is read.
+async fn rate_limit(
+    axum::extract::State(limiter): axum::extract::State<Option<Arc<crate::ratelimit::RateLimiter>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(limiter) = &limiter {
+        if let Err(wait) = limiter.take(crate::ratelimit::peer_ip(&req)) {
+            let e = s3s::s3_error!(SlowDown, "Please reduce your request rate.");
+            let mut res = post::error_response(&e);
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::ratelimit::retry_after(wait)),
+            );
+            return res;
+        }
+    }
+    next.run(req).await
 }
 
 /// A request with neither `Content-Length` nor `Transfer-Encoding` has no body (HTTP/1.1)
@@ -277,6 +346,14 @@ impl s3s::S3 for Hoard {
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         self.barrier().await?;
         listing::list_v2(&self.store, req).await
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        self.barrier().await?;
+        listing::list_versions(&self.store, req).await
     }
 
     async fn create_multipart_upload(

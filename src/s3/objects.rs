@@ -88,7 +88,7 @@ pub async fn open_record(
 }
 
 /// The metadata S3 clients set on a write.
-fn meta_from(
+pub(super) fn meta_from(
     content_type: Option<String>,
     content_encoding: Option<String>,
     content_disposition: Option<String>,

@@ -321,11 +321,13 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
     let grace = serve_options.grace;
     let auth = started.app.cfg.safety.auth.clone();
     started.app.store.cache.enable(&args.cache);
+    let limiter = started.app.cfg.safety.limiter.clone();
     let proto = crate::proto::start(
         &args.proto,
         &args.bind,
         Arc::clone(&started.app.store),
         auth,
+        limiter.clone(),
     )
     .await?;
     let json = crate::jsonapi::start(
@@ -333,6 +335,7 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         &args.bind,
         Arc::clone(&started.app.store),
         started.app.cfg.safety.auth.clone(),
+        limiter,
         &args.safety.listen,
     )
     .await?;
@@ -343,7 +346,8 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         let router = crate::s3::router(
             Arc::clone(&started.app.store),
             &users,
-            args.s3.domain.as_deref(),
+            &args.s3,
+            started.app.cfg.safety.limiter.clone(),
             verbose,
         )?;
         tracing::info!("S3 API on {}", listener.local_addr()?);

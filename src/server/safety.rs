@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::auth::{Auth, AuthArgs};
 use crate::net::{ListenArgs, ServeOptions};
-use crate::ratelimit::{Admission, TokenBucket};
+use crate::ratelimit::{Admission, RateLimiter};
 use crate::replica::ClientOptions;
 
 /// How the index server reaches volumes.
@@ -29,8 +29,9 @@ pub struct SafetyArgs {
     /// never served, and copied in the background once their volumes are up.
     #[arg(long, env = "HOARD_WRITE_QUORUM")]
     pub write_quorum: Option<usize>,
-    /// Most requests per second, all clients together (0 = unlimited); beyond, 429
-    /// with Retry-After.
+    /// Most requests per second per client IP address (IPv6: per /64), bursts of as
+    /// many, counted together over every front-end port (HTTP, S3, binary protocol,
+    /// JSON); 0 = unlimited. Beyond: 429 with Retry-After (S3: SlowDown).
     #[arg(long, env = "HOARD_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
     /// Longest time to handle a request without an upload (0 = unlimited).
@@ -58,8 +59,10 @@ pub struct SafetyArgs {
 pub struct SafetyConfig {
     /// Replicas that must acknowledge a PUT (`1..=replicas`); `None` = all.
     pub write_quorum: Option<usize>,
-    /// Requests per second (0 = off).
+    /// Requests per second per client (0 = off).
     pub rate_limit: u32,
+    /// The per-client rate limit every front-end shares, when on.
+    pub limiter: Option<Arc<RateLimiter>>,
     /// Time limit of requests without an upload.
     pub request_timeout: Duration,
     /// Who may do what.
@@ -77,6 +80,7 @@ impl Default for SafetyConfig {
         SafetyConfig {
             write_quorum: None,
             rate_limit: 0,
+            limiter: None,
             request_timeout: Duration::ZERO,
             auth: Auth::default(),
             signed_url_ttl: Duration::from_secs(60),
@@ -98,6 +102,7 @@ impl SafetyConfig {
         Ok(SafetyConfig {
             write_quorum: args.write_quorum.filter(|&w| w < replicas),
             rate_limit: args.rate_limit,
+            limiter: (args.rate_limit > 0).then(|| Arc::new(RateLimiter::new(args.rate_limit))),
             request_timeout: args.request_timeout,
             auth: Auth::from_args(&args.auth)?,
             signed_url_ttl: args.signed_url_ttl,
@@ -122,7 +127,7 @@ impl SafetyConfig {
     /// limit), then the handlers.
     pub fn layers(&self, router: axum::Router) -> axum::Router {
         let admission = Admission {
-            bucket: (self.rate_limit > 0).then(|| Arc::new(TokenBucket::new(self.rate_limit))),
+            limiter: self.limiter.clone(),
             request_timeout: self.request_timeout,
         };
         router
