@@ -43,6 +43,9 @@ pub struct DevArgs {
     /// Small values stored in the index (`--inline-max`).
     #[command(flatten)]
     pub inline: crate::store::InlineArgs,
+    /// The continuous scrubber (`--scrub-interval`, `--scrub-max-rate`).
+    #[command(flatten)]
+    pub scrub: crate::ops::scrub::ScrubArgs,
     /// Replicate every committed PUT, DELETE and UNLINK, asynchronously and in commit
     /// order, to these other hoard stores (index server URLs, comma-separated).
     #[arg(long, env = "HOARD_REPLICATE_TO", value_delimiter = ',')]
@@ -107,6 +110,7 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         zone: None,
         sites: crate::sites::SitesConfig::parse(&args.replicate_to, args.replicate_rate, None)?,
         inline_max: args.inline.limit()?,
+        scrub: args.scrub.clone(),
     };
     let started = crate::server::start(cfg, &args.data.join("index")).await?;
     eprintln!(

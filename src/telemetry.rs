@@ -191,6 +191,18 @@ fn describe() {
         "Index operation latency (get, apply)"
     );
     describe_gauge!("hoard_keys", "Keys in the index, by state");
+    describe_counter!(
+        "hoard_scrub_objects_total",
+        "Replicas the scrubber read and checked"
+    );
+    describe_counter!(
+        "hoard_scrub_corrupt_total",
+        "Corrupt or missing replicas the scrubber found"
+    );
+    describe_counter!(
+        "hoard_scrub_repaired_total",
+        "Replicas the scrubber re-created from a good copy"
+    );
     describe_gauge!(
         "hoard_raft_term",
         "Raft term this index cluster member is in"

@@ -412,6 +412,9 @@ impl Run {
         if let Ok(dir) = std::env::var("HOARD_NEMESIS_HISTORY_DIR") {
             let path = std::path::Path::new(&dir).join(format!("{}-s3.jsonl", self.prefix));
             let _ = history.write_jsonl(&path);
+            // The worker's own lines, with each failure's error text.
+            let raw = std::path::Path::new(&dir).join(format!("{}-s3-raw.jsonl", self.prefix));
+            let _ = std::fs::copy(&s3.out, raw);
         }
         match history.check(CHECK_BUDGET) {
             Ok(stats) => println!(

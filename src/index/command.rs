@@ -203,6 +203,12 @@ pub enum Command {
         #[serde(default)]
         if_absent: bool,
     },
+    /// The scrubber's state (`ops::scrub::ScrubState`, JSON, opaque here), stored
+    /// under [`SCRUB_META`]: replicated, so a new leader resumes the pass.
+    SetScrub {
+        /// The state.
+        record: String,
+    },
     /// Replication to other sites: the change feed's own state (cursors, origins of
     /// remote changes), applied by `super::feed`; changes no record.
     Feed(super::feed::FeedCommand),
@@ -261,6 +267,7 @@ impl Command {
             | Command::RetireMember { .. }
             | Command::SetJob { .. }
             | Command::SetFrontend { .. }
+            | Command::SetScrub { .. }
             | Command::Feed(_) => b"",
         }
     }
@@ -390,7 +397,11 @@ pub const REPLICATED_META: &[&str] = &[
     JOB_OWNER_META,
     RETIRED_META,
     LEASE_CLOCK_META,
+    SCRUB_META,
 ];
+
+/// Meta entry holding the scrubber's state (see `Command::SetScrub`).
+pub const SCRUB_META: &str = "scrub";
 
 /// Meta entry holding the highest lease time an intent was stamped with (decimal ms).
 ///
@@ -528,6 +539,10 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         }
         map.put_meta(JOB_OWNER_META, Some(owner.clone().into_bytes()))?;
         map.put_meta(JOB_META, Some(record.clone().into_bytes()))?;
+        return Ok(Ok(None));
+    }
+    if let Command::SetScrub { record } = cmd {
+        map.put_meta(SCRUB_META, Some(record.clone().into_bytes()))?;
         return Ok(Ok(None));
     }
     if let Command::RetireMember { id } = cmd {
@@ -792,6 +807,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         | Command::RetireMember { .. }
         | Command::SetJob { .. }
         | Command::SetFrontend { .. }
+        | Command::SetScrub { .. }
         | Command::Feed(_) => return Ok(Ok(None)),
         Command::Remove { expect, owner, .. } => {
             return match (&prev, state) {

@@ -37,7 +37,7 @@ mod volume_table;
 pub use bulk::BulkLoad;
 pub use command::{
     apply, gen_key, gen_prefix, is_gen_key, lease_clock, value_key, Applied, Command, RecordMap,
-    Rejection, FRONTEND_META_PREFIX, LEASE_CLOCK_META,
+    Rejection, FRONTEND_META_PREFIX, LEASE_CLOCK_META, SCRUB_META,
 };
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};

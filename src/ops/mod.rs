@@ -27,6 +27,7 @@ pub mod orphans;
 pub mod rebalance;
 pub mod rebuild;
 pub mod rebuild_stage;
+pub mod scrub;
 pub mod upkeep;
 pub mod verify;
 pub mod worker;

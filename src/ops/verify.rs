@@ -168,7 +168,7 @@ async fn check(
             }
             Ok(())
         }
-        State::Live | State::Unlinked => check_replicas(ctx, job, opts, key, record).await,
+        State::Live | State::Unlinked => check_replicas(ctx, job, opts, key, record, true).await,
     }
 }
 
@@ -242,12 +242,29 @@ fn majority(states: &[Replica]) -> Option<[u8; 16]> {
         .map(|(m, _)| m)
 }
 
+/// What verify does to one live or unlinked value — every replica checked (read in
+/// full with `opts.deep`), an unknown md5 learned, with `opts.repair` missing and
+/// corrupt replicas re-created — without moving it for zone spread: the scrubber's
+/// step ([`super::scrub`]).
+pub async fn scrub_one(
+    ctx: &Ctx,
+    job: &Job,
+    opts: &Options,
+    key: &[u8],
+    record: Record,
+) -> Result<(), OpsError> {
+    check_replicas(ctx, job, opts, key, record, false).await
+}
+
+/// Checks (and repairs) the replicas of one live or unlinked value; with `spread`, a
+/// value whose replicas span too few zones is counted (and moved, repairing).
 async fn check_replicas(
     ctx: &Ctx,
     job: &Job,
     opts: &Options,
     key: &[u8],
     record: Record,
+    spread_zones: bool,
 ) -> Result<(), OpsError> {
     let p = &job.progress;
     job.throttle.keys(1).await;
@@ -331,7 +348,7 @@ async fn check_replicas(
             }
         }
     }
-    if unanimous {
+    if unanimous && spread_zones {
         spread(ctx, job, opts, key, &record).await;
     }
     if !opts.repair || missing + corrupt == 0 {

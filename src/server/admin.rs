@@ -39,6 +39,20 @@ struct HealthReport {
     /// Replication to other sites, per `--replicate-to` target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     sites: Vec<SiteHealth>,
+    /// The scrubber: its pass in progress or last one (`None`: `--scrub-interval 0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrub: Option<ScrubHealth>,
+}
+
+/// The scrubber in `GET /-/health`: the replicated state, and its interval.
+#[derive(serde::Serialize)]
+struct ScrubHealth {
+    /// `--scrub-interval`, seconds.
+    interval_seconds: u64,
+    /// A pass is under way.
+    running: bool,
+    #[serde(flatten)]
+    state: crate::ops::scrub::ScrubState,
 }
 
 /// One `--replicate-to` target in `GET /-/health`.
@@ -150,6 +164,14 @@ fn health(app: &App) -> Response {
         zone: app.cfg.zone.clone(),
         zones,
         raft: app.raft.as_ref().map(|r| r.status()),
+        scrub: (!app.cfg.scrub.scrub_interval.is_zero()).then(|| {
+            let state = crate::ops::scrub::ScrubState::load(&app.store.index);
+            ScrubHealth {
+                interval_seconds: app.cfg.scrub.scrub_interval.as_secs(),
+                running: state.cursor.is_some(),
+                state,
+            }
+        }),
         sites: app
             .cfg
             .sites

@@ -69,4 +69,7 @@ pub struct ServerArgs {
     /// Small values stored in the index (`--inline-max`).
     #[command(flatten)]
     pub inline: crate::store::InlineArgs,
+    /// The continuous scrubber (`--scrub-interval`, `--scrub-max-rate`).
+    #[command(flatten)]
+    pub scrub: crate::ops::scrub::ScrubArgs,
 }

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub sites: crate::sites::SitesConfig,
     /// Values of at most this many bytes are stored in the index (`--inline-max`).
     pub inline_max: u64,
+    /// The scrubber (`--scrub-interval`, `--scrub-max-rate`).
+    pub scrub: crate::ops::scrub::ScrubArgs,
 }
 
 impl ServerConfig {
@@ -97,6 +99,7 @@ impl ServerConfig {
                 token,
             )?,
             inline_max: args.inline.limit()?,
+            scrub: args.scrub.clone(),
         })
     }
 
@@ -149,6 +152,8 @@ pub struct Started {
     pub router: axum::Router,
     prober: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
+    /// The scrubber, unless `--scrub-interval 0`.
+    scrub: Option<tokio::task::JoinHandle<()>>,
     sampler: tokio::task::JoinHandle<()>,
     /// In an index cluster: keeps the cluster's job running on the leader.
     supervisor: Option<tokio::task::JoinHandle<()>>,
@@ -168,6 +173,10 @@ impl Started {
             s.abort();
         }
         self.app.jobs.abort();
+        if let Some(scrub) = &mut self.scrub {
+            scrub.abort();
+            let _ = scrub.await;
+        }
         self.upkeep.abort();
         // The worker holds an index handle: it must be gone before the index closes.
         let _ = (&mut self.upkeep).await;
@@ -248,6 +257,11 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         cache: Default::default(),
     });
     let upkeep = crate::ops::upkeep::spawn(store.ops_ctx(), upkeep_rx);
+    // The scrubber runs on a single index server, or on the cluster's leader.
+    let leader = raft.clone();
+    let scrub = crate::ops::scrub::spawn(store.ops_ctx(), cfg.scrub.clone(), move || {
+        leader.as_ref().is_none_or(|r| r.is_leader())
+    });
     if raft.is_some() {
         crate::ops::membership::seed(store.index.clone(), configured.to_vec());
         crate::ops::membership::follow(
@@ -293,6 +307,7 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         router,
         prober,
         upkeep,
+        scrub,
         sampler,
         supervisor,
         shipper,

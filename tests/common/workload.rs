@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hoard::placement::key_path;
 use md5::{Digest, Md5};
 
 use super::ha::http;
@@ -220,6 +219,9 @@ pub struct Found {
     pub index_said: ValueId,
     pub got: Option<ValueId>,
     pub volumes: Vec<String>,
+    /// The path of the value's file on every volume (from the redirect: it names the
+    /// value's generation, `placement::file_path`).
+    pub path: String,
 }
 
 /// GET through node `url`, recorded as `client`; the value is the one the index's
@@ -294,10 +296,19 @@ pub async fn get(sh: &Shared, c: usize, node: u64, url: &str, key: &str) -> (Ste
             finished: Instant::now(),
         });
     }
+    let path = reqwest::Url::parse(&location)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    // A subvolume's `/svXX` is part of the location in Key-Volumes, not of the path.
+    let path = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+        Some((sv, rest)) if sv.len() == 4 && sv.starts_with("sv") => format!("/{rest}"),
+        _ => path,
+    };
     let found = Found {
         index_said,
         got,
         volumes,
+        path,
     };
     (Step::Answered, Some(found))
 }
@@ -460,11 +471,11 @@ pub async fn read_back(sh: &Shared, nodes: &[(u64, String)]) -> BTreeMap<String,
                     "node {node}: {key}: the volume served other bytes than the index named"
                 );
                 assert!(!f.volumes.is_empty(), "node {node}: {key}: no Key-Volumes");
-                (f.index_said, want.unwrap(), f.volumes)
+                (f.index_said, want.unwrap(), f.volumes, f.path)
             });
-            if let Some((id, want, volumes)) = &value {
+            if let Some((id, want, volumes, path)) = &value {
                 for v in volumes {
-                    let replica = format!("http://{v}{}", key_path(key.as_bytes()));
+                    let replica = format!("http://{v}{path}");
                     let r = http().get(&replica).send().await.unwrap();
                     assert_eq!(r.status(), 200, "{key}: replica {v} missing");
                     let bytes = r.bytes().await.unwrap();

@@ -264,6 +264,8 @@ struct Overview {
     volumes: Vec<VolumeView>,
     jobs: WorkerStatus,
     upkeep: UpkeepView,
+    /// The scrubber's replicated state; `None` when off (`--scrub-interval 0`).
+    scrub: Option<crate::ops::scrub::ScrubState>,
 }
 
 fn overview(app: &App, req: &Request) -> Overview {
@@ -304,6 +306,8 @@ fn overview(app: &App, req: &Request) -> Overview {
             running: !app.store.upkeep.is_closed(),
             queued: None,
         },
+        scrub: (!app.cfg.scrub.scrub_interval.is_zero())
+            .then(|| crate::ops::scrub::ScrubState::load(&app.store.index)),
     }
 }
 

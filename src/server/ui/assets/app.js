@@ -171,7 +171,20 @@ function renderStats(o) {
     tile('Stored', fmtBytes(k.bytes), `one copy · ×${o.replicas} replicas`),
     tile('Volumes up', `${up} / ${o.volumes.length}`, up < o.volumes.length ? `${o.volumes.length - up} down` : 'all answering', up < o.volumes.length),
     tile('Requests', last ? `${fmtRate(last.req_per_s)}/s` : '—', last ? `p99 ${fmtMs(last.p99_ms)}` : 'collecting…'),
+    scrubTile(o),
   );
+}
+
+// The scrubber: the pass under way, or when the last one ended.
+function scrubTile(o) {
+  const s = o.scrub;
+  if (!s) return tile('Scrub', 'off', '--scrub-interval 0');
+  const found = `${fmtCount(s.corrupt)} bad · ${fmtCount(s.repaired)} repaired`;
+  if (s.cursor !== null && s.cursor !== undefined) {
+    return tile('Scrub', `pass ${s.passes + 1}`, `${fmtCount(s.objects)} replicas read · ${found}`, s.corrupt > s.repaired);
+  }
+  const last = s.last_pass_ms ? `last pass ${fmtAgo(s.last_pass_ms, o.now_ms)}` : 'no pass yet';
+  return tile('Scrub', `${fmtCount(s.passes)} passes`, `${last} · ${found}`, s.corrupt > s.repaired);
 }
 
 // ---------- volumes ----------
