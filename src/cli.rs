@@ -11,6 +11,15 @@ use crate::ops::args::{RebalanceArgs, RebuildArgs, VerifyArgs};
 use crate::server::ServerArgs;
 use crate::volume::VolumeArgs;
 
+/// `hoard --version`: the crate version and the git commit it was built from
+/// (`unknown` outside a git checkout unless the build set `HOARD_GIT_COMMIT`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HOARD_GIT_COMMIT"),
+    ")"
+);
+
 /// hoard — a distributed blob store, drop-in compatible with minikeyvalue.
 ///
 /// An index server keeps key → {replica volumes, size, md5, state}; values live as plain
@@ -26,7 +35,7 @@ use crate::volume::VolumeArgs;
 /// it requires one. They exit with status 0 only on success and report errors in one
 /// line, e.g. `hoard: /x: not found`.
 #[derive(Debug, Parser)]
-#[command(name = "hoard", version, propagate_version = true)]
+#[command(name = "hoard", version = VERSION, propagate_version = true)]
 pub struct Cli {
     /// Servers: log one line per request (method, key, status, bytes, duration).
     /// `hoard cp`: one line per file (copied or skipped) and a summary.

@@ -18,7 +18,6 @@ use super::{rebalance, rebuild, verify, Ctx};
 use crate::index::Index;
 use crate::index::KeyLocks;
 use crate::placement::SharedPlacement;
-use crate::replica::VolumeClient;
 
 fn open(args: &ClusterArgs) -> anyhow::Result<Ctx> {
     let placement = args.placement.build()?;
@@ -30,7 +29,7 @@ fn open(args: &ClusterArgs) -> anyhow::Result<Ctx> {
     })?;
     Ok(Ctx {
         index,
-        client: VolumeClient::new(args.voltimeout)?,
+        client: args.volume_client()?,
         placement: Arc::new(SharedPlacement::new(placement)),
         locks: KeyLocks::default(),
         health: None,
@@ -40,7 +39,7 @@ fn open(args: &ClusterArgs) -> anyhow::Result<Ctx> {
 /// `hoard rebuild`.
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let placement = args.cluster.placement.build()?;
-    let client = VolumeClient::new(args.cluster.voltimeout)?;
+    let client = args.cluster.volume_client()?;
     let params = serde_json::json!({ "volumes": placement.volumes(), "md5": args.md5 });
     let job = Job::new(1, JobKind::Rebuild, params, None);
     let opts = rebuild::Options {

@@ -195,6 +195,7 @@ fn metrics(app: &App) -> Response {
     }
     metrics::gauge!("hoard_stored_bytes").set(counts.bytes as f64);
     metrics::gauge!("hoard_writes_in_flight").set(app.store.locks.len() as f64);
+    app.store.cache.observe();
     zone_metrics(app);
     job_metrics(app);
     crate::sites::observe(&app.store.index, &app.cfg.sites.targets);
