@@ -124,6 +124,8 @@ fn gauge(metrics: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The index's metrics and the JSON interface's `/health`, after checking that the
+/// index's own `/-/health` reports the same cache figures as the latter.
 async fn metrics_and_health(port: u16) -> (String, Value) {
     let metrics = client()
         .get(format!("http://127.0.0.1:{port}/-/metrics"))
@@ -131,6 +133,14 @@ async fn metrics_and_health(port: u16) -> (String, Value) {
         .await
         .unwrap()
         .text()
+        .await
+        .unwrap();
+    let index: Value = client()
+        .get(format!("http://127.0.0.1:{port}/-/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
     let health: Value = client()
@@ -141,6 +151,7 @@ async fn metrics_and_health(port: u16) -> (String, Value) {
         .json()
         .await
         .unwrap();
+    assert_eq!(index["cache"], health["data"]["cache"], "{index}");
     (metrics, health)
 }
 

@@ -39,6 +39,10 @@ struct HealthReport {
     /// Replication to other sites, per `--replicate-to` target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     sites: Vec<SiteHealth>,
+    /// The value cache (`--cache-size`): the same figures as the binary protocol's
+    /// HEALTH and the JSON interface's `/health`; `bytes` is `hoard_cache_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<crate::store::CacheStats>,
 }
 
 /// One `--replicate-to` target in `GET /-/health`.
@@ -161,6 +165,7 @@ fn health(app: &App) -> Response {
                 status: app.sites.get(t),
             })
             .collect(),
+        cache: app.store.cache.stats(),
     })
     .into_response()
 }
