@@ -349,3 +349,50 @@ fn version_names_the_git_commit() {
         _ => assert!(text.contains("(commit "), "{text}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_register_with_a_url_like_kalavaras() {
+    let c = Cluster::start(Kind::Native, 3, &[]);
+    c.wait_all_up().await;
+    let v4 = common::cluster::Volume::start(Kind::Native, c.tmp.path(), "v4");
+    let v5 = common::cluster::Volume::start(Kind::Native, c.tmp.path(), "v5");
+    let post = |body: String, json: bool| {
+        let mut req = client()
+            .post(format!("{}/-/admin/volumes", c.url))
+            .body(body);
+        if json {
+            req = req.header("content-type", "application/json");
+        }
+        req.send()
+    };
+    // A plain-text URL, as a kalavara volume announces itself.
+    let r = post(format!("http://{}\n", v4.addr), false).await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    // The JSON form.
+    let r = post(format!(r#"{{"url": "http://{}/"}}"#, v5.addr), true)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    // Not a volume URL: refused, nothing changes.
+    let r = post("http://nowhere/".into(), false).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let vols: Value = client()
+        .get(format!("{}/-/admin/volumes", c.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = vols["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(listed.len(), 5, "{vols}");
+    assert!(
+        listed.contains(&v4.addr.as_str()) && listed.contains(&v5.addr.as_str()),
+        "{vols}"
+    );
+}
