@@ -396,3 +396,71 @@ async fn volumes_register_with_a_url_like_kalavaras() {
         "{vols}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_returns_free_pages_offline() {
+    // Values kept in the index records (inline), so deleting them frees index pages.
+    let mut c = Cluster::start(Kind::Native, 3, &["--inline-max", "60000"]);
+    c.wait_all_up().await;
+    let n = 120;
+    for i in 0..n {
+        let r = client()
+            .put(format!("{}/big/{i}", c.url))
+            .body(vec![b'a' + (i % 26) as u8; 50_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    for i in 1..n {
+        let r = client()
+            .delete(format!("{}/big/{i}", c.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let db = c.db.display().to_string();
+    // The running server holds the file: refused, and nothing is touched.
+    let busy = Command::new(hoard_bin())
+        .args(["compact", "--db", &db])
+        .output()
+        .unwrap();
+    assert!(!busy.status.success(), "compacted under a running server");
+    assert!(c.index.terminate(), "index did not stop cleanly");
+
+    let out = Command::new(hoard_bin())
+        .args(["compact", "--db", &db])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let sizes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (before, after) = (
+        sizes["before_bytes"].as_u64().unwrap(),
+        sizes["after_bytes"].as_u64().unwrap(),
+    );
+    // ~6 MB were written and all but 50 kB deleted.
+    assert!(before > 4_000_000, "{sizes}");
+    assert!(after < before / 4, "{sizes}");
+
+    // The server opens the compacted index cleanly and serves what was kept.
+    c.index.restart();
+    common::cluster::wait_listening(c.addr());
+    let health: Value = client()
+        .get(format!("{}/-/health", c.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["index_recovered"], false, "{health}");
+    assert_eq!(health["keys"]["live"], 1, "{health}");
+    let r = client()
+        .get(format!("{}/big/0", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 50_000);
+}

@@ -118,3 +118,11 @@ pub struct VerifyArgs {
     #[arg(long, env = "HOARD_MAX_RATE")]
     pub max_rate: Option<crate::ops::worker::Rate>,
 }
+
+/// Options of `hoard compact`.
+#[derive(Debug, Args, Clone)]
+pub struct CompactArgs {
+    /// Directory of the index database (the server using it must be stopped).
+    #[arg(long, env = "HOARD_DB")]
+    pub db: PathBuf,
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use super::args::{ClusterArgs, RebalanceArgs, RebuildArgs, VerifyArgs};
+use super::args::{ClusterArgs, CompactArgs, RebalanceArgs, RebuildArgs, VerifyArgs};
 use super::worker::{Counts, Job, JobKind, JobStatus};
 use super::{rebalance, rebuild, verify, Ctx};
 use crate::index::Index;
@@ -229,4 +229,24 @@ async fn log_lines(job: Arc<Job>) {
             summary(&s.counts)
         );
     }
+}
+
+/// `hoard compact`: the index file's free pages back to the file system; prints the
+/// sizes before and after as JSON.
+pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let db = args.db.clone();
+    let (before, after) = tokio::task::spawn_blocking(move || crate::index::compact_offline(&db))
+        .await
+        .context("compaction task failed")?
+        .with_context(|| {
+            format!(
+                "cannot compact the index in {} (is a server running on it?)",
+                args.db.display()
+            )
+        })?;
+    println!(
+        "{}",
+        serde_json::json!({ "before_bytes": before, "after_bytes": after })
+    );
+    Ok(())
 }
