@@ -464,3 +464,122 @@ async fn compact_returns_free_pages_offline() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().len(), 50_000);
 }
+
+/// The volumes `GET /-/admin/volumes` of the index at `url` lists.
+async fn listed_volumes(url: &str) -> Vec<String> {
+    let Ok(r) = client().get(format!("{url}/-/admin/volumes")).send().await else {
+        return Vec::new();
+    };
+    let v: Value = r.json().await.unwrap_or_default();
+    v["volumes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_listed(url: &str, volume: &str, p: &Proc) {
+    let deadline = Instant::now() + common::START_TIMEOUT;
+    while !listed_volumes(url).await.iter().any(|v| v == volume) {
+        assert!(
+            Instant::now() < deadline,
+            "{volume} never registered with {url}\n{}",
+            p.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_registers_itself_and_again_after_the_index_forgot_it() {
+    const TOKEN: &str = "register-secret";
+    let mut c = Cluster::start(Kind::Native, 3, &["--auth-token", TOKEN]);
+    c.wait_all_up().await;
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = c.tmp.path().join("v4");
+    let volume = Proc::spawn(
+        [
+            hoard_bin(),
+            "volume",
+            "--dir",
+            &dir.display().to_string(),
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--auth-token",
+            TOKEN,
+            // Two index URLs, the first one dead: the next is tried.
+            "--register",
+            &format!("http://127.0.0.1:{},{}", common::free_port(), c.url),
+            "--advertise",
+            &addr,
+            "--register-every",
+            "100ms",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        c.tmp.path().join("v4.log"),
+    );
+    wait_listed(&c.url, &addr, &volume).await;
+    c.wait_volume(&addr, true).await;
+    assert!(
+        volume.log_text().contains("registered as"),
+        "{}",
+        volume.log_text()
+    );
+
+    // A new index (its membership lost with its directory) on the same address: the
+    // volume registers again.
+    assert!(c.index.terminate());
+    let volumes: Vec<&str> = c.volumes.iter().map(|v| v.addr.as_str()).collect();
+    let fresh = Proc::spawn(
+        [
+            hoard_bin(),
+            "server",
+            "--port",
+            c.addr().rsplit(':').next().unwrap(),
+            "--bind",
+            "127.0.0.1",
+            "--db",
+            &c.tmp.path().join("db2").display().to_string(),
+            "--volumes",
+            &volumes.join(","),
+            "--auth-token",
+            TOKEN,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        c.tmp.path().join("index2.log"),
+    );
+    common::cluster::wait_listening(c.addr());
+    wait_listed(&c.url, &addr, &fresh).await;
+    assert_eq!(listed_volumes(&c.url).await.len(), 4);
+}
+
+#[test]
+fn register_needs_an_address_to_advertise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(hoard_bin())
+        .args(["volume", "--dir"])
+        .arg(tmp.path())
+        .args([
+            "--port",
+            "1",
+            "--bind",
+            "0.0.0.0",
+            "--register",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--advertise"), "{err}");
+}

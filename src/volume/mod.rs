@@ -21,6 +21,7 @@ pub mod inflight;
 pub mod listing;
 pub mod path;
 pub mod read;
+pub mod register;
 pub mod root;
 pub mod temp;
 pub mod walk;
@@ -88,13 +89,21 @@ pub async fn run(args: VolumeArgs, verbose: bool) -> anyhow::Result<()> {
     })?;
     let serve_options = crate::net::ServeOptions::from_args(&args.listen)?;
     let app = crate::http::observe(app, "volume", verbose);
+    let registration = args.registration()?;
     let listener = crate::http::bind(&args.bind, args.port).await?;
     tracing::info!(
         "volume serving {} on {}",
         args.dir.display(),
         listener.local_addr()?
     );
-    crate::net::serve(listener, app, crate::http::shutdown_signal(), serve_options).await
+    // Registers once the port accepts connections (the index probes it at once).
+    let registering = registration.map(|r| tokio::spawn(r.run()));
+    let served =
+        crate::net::serve(listener, app, crate::http::shutdown_signal(), serve_options).await;
+    if let Some(task) = registering {
+        task.abort();
+    }
+    served
 }
 
 /// Dispatches on the method; every failure becomes its status via [`VolumeError`].
