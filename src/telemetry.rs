@@ -282,6 +282,10 @@ fn describe() {
         "hoard_cache_requests_total",
         "Value-cache lookups of cacheable values, by result (hit or miss)"
     );
+    describe_counter!(
+        "hoard_volume_syncs_total",
+        "Filesystem syncs of a volume with --fsync interval=…, by result (ok or error)"
+    );
     describe_gauge!(
         "hoard_cache_bytes",
         Unit::Bytes,

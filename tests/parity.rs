@@ -583,3 +583,95 @@ fn register_needs_an_address_to_advertise() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--advertise"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_interval_syncs_on_a_timer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut v = Proc::spawn(
+        [
+            hoard_bin(),
+            "volume",
+            "--dir",
+            &tmp.path().join("v").display().to_string(),
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--fsync",
+            "interval=50ms",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        tmp.path().join("v.log"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    wait_http(&format!("{url}/-/health"));
+    let r = client()
+        .put(format!("{url}/ab/cd/value"))
+        .body("synced later")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = client()
+        .get(format!("{url}/ab/cd/value"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "synced later");
+    // The timer runs: syncs are counted, and none failed.
+    let deadline = Instant::now() + common::START_TIMEOUT;
+    loop {
+        let m = client()
+            .get(format!("{url}/-/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let ok = m
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"hoard_volume_syncs_total{result="ok"} "#))
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(!m.contains(r#"result="error""#), "{m}");
+        if ok >= 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no syncs:\n{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(v.terminate(), "volume did not stop cleanly");
+
+    // Other spellings: minikv's and the old booleans are accepted (the volume then
+    // stops at the next check, --register without --advertise); nonsense is refused.
+    for (policy, ok) in [
+        ("never", true),
+        ("always", true),
+        ("false", true),
+        ("true", true),
+        ("sometimes", false),
+        ("interval=0s", false),
+    ] {
+        let out = Command::new(hoard_bin())
+            .args(["volume", "--dir"])
+            .arg(tmp.path().join("w"))
+            .args([
+                "--fsync",
+                policy,
+                "--bind",
+                "0.0.0.0",
+                "--register",
+                "http://x:1",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert_eq!(err.contains("--advertise"), ok, "{policy}: {err}");
+        assert_eq!(err.contains("invalid value"), !ok, "{policy}: {err}");
+    }
+}
