@@ -26,7 +26,7 @@ command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(ip
 # Deployment checks: podman + runc for the container image and the compose cluster
 # (tests/compose.rs; HOARD_SKIP_CONTAINERS=1 skips it), systemd-analyze for the unit
 # files (tests/deploy.rs).
-command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v podman >/dev/null 2>&1 || missing+=(podman netavark aardvark-dns uidmap slirp4netns)
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
