@@ -183,6 +183,27 @@ async fn put(port: u16, key: &str, body: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// PUTs until the write is taken: a leader may still be settling its first commit.
+/// A retry answered 403 (the key exists) means an earlier attempt committed after all;
+/// the reads check the value either way.
+async fn put_until_taken(port: u16, key: &str, body: &str, p: &Project) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match put(port, key, body).await {
+            201 => return,
+            403 if attempts > 1 => return,
+            status => assert!(
+                Instant::now() < deadline,
+                "PUT {key}: {status}\n{}",
+                p.logs()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// GET through the 302 to a volume, as a client would.
 async fn get(port: u16, key: &str) -> (u16, String) {
     hoard::tls::install_provider();
@@ -289,24 +310,7 @@ async fn compose_cluster_survives_losing_its_leader() {
         "the stopped leader still answers"
     );
     let second = survivors[leader(&survivors, &project).await];
-    // The new leader may still be settling its first commit: retry a failed write
-    // until it is taken. A retry answered 403 (the key exists) means an earlier attempt
-    // committed after all; the reads below check the value either way.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match put(second, "after", "written after").await {
-            201 => break,
-            403 if attempts > 1 => break,
-            status => assert!(
-                Instant::now() < deadline,
-                "write after fail-over: {status}\n{}",
-                project.logs()
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    put_until_taken(second, "after", "written after", &project).await;
     for port in &survivors {
         assert_eq!(
             get(*port, "before").await,
