@@ -69,7 +69,8 @@ cp Containerfile "$ctx/Containerfile"
 echo "== podman build $tag ($(du -sh "$root" | cut -f1) staged: binary + $(echo "$libs" | wc -w) libraries + CA bundle)"
 podman --runtime "$runtime" build --quiet --runtime "$runtime" -f "$ctx/Containerfile" -t "$tag" "$ctx" >/dev/null
 
-if [ -f /etc/containers/containers.conf ] && grep -Eq '^\s*default_ulimits\s*=\s*\[\s*\]' /etc/containers/containers.conf; then
+conf="${CONTAINERS_CONF:-/etc/containers/containers.conf}"
+if [ -f "$conf" ] && grep -Eq '^[[:space:]]*default_ulimits[[:space:]]*=[[:space:]]*\[[[:space:]]*\]' "$conf"; then
   :
 else
   echo "note: if 'podman run' fails setting rlimits on this host, add default_ulimits = [] under [containers] in /etc/containers/containers.conf" >&2
