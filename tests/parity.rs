@@ -27,7 +27,10 @@ fn dev(port: u16, extra: &[&str]) -> (Proc, tempfile::TempDir) {
     cmd.extend(extra.iter().map(|s| s.to_string()));
     let proc = Proc::spawn(cmd, tmp.path().join("dev.log"));
     // The index port answers only once every front-end has been started.
-    wait_http(&format!("http://127.0.0.1:{port}/-/health"));
+    let url = format!("http://127.0.0.1:{port}/-/health");
+    if common::wait_for_url(&url, common::START_TIMEOUT).is_none() {
+        panic!("{url} did not come up:\n{}", proc.log_text());
+    }
     (proc, tmp)
 }
 
