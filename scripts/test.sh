@@ -23,6 +23,12 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(libfaketime)
+# Deployment checks: podman + runc for the container image and the compose cluster
+# (tests/compose.rs; HOARD_SKIP_CONTAINERS=1 skips it), systemd-analyze for the unit
+# files (tests/deploy.rs).
+command -v podman >/dev/null 2>&1 || missing+=(podman netavark aardvark-dns uidmap slirp4netns)
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -37,6 +43,13 @@ if ! python3 -c 'import boto3' >/dev/null 2>&1 || ! command -v aws >/dev/null 2>
     || python3 -m pip install -q --user --break-system-packages boto3 awscli
   export PATH="$HOME/.local/bin:$PATH"
 fi
+# podman-compose from PyPI (Debian's is older than the 1.6 the compose file is tested with).
+if ! command -v podman-compose >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/podman-compose" ]; then
+  echo "== installing podman-compose (pip)"
+  python3 -m pip install -q --user 'podman-compose>=1.6' 2>/dev/null \
+    || python3 -m pip install -q --user --break-system-packages 'podman-compose>=1.6'
+fi
+export PATH="$HOME/.local/bin:$PATH"
 # The distributions' services are not needed (tests start their own servers).
 if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx prometheus >/dev/null 2>&1 || true; fi
 

@@ -7,9 +7,18 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::dev::DevArgs;
-use crate::ops::args::{RebalanceArgs, RebuildArgs, VerifyArgs};
+use crate::ops::args::{CompactArgs, RebalanceArgs, RebuildArgs, VerifyArgs};
 use crate::server::ServerArgs;
 use crate::volume::VolumeArgs;
+
+/// `hoard --version`: the crate version and the git commit it was built from
+/// (`unknown` outside a git checkout unless the build set `HOARD_GIT_COMMIT`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HOARD_GIT_COMMIT"),
+    ")"
+);
 
 /// hoard — a distributed blob store, drop-in compatible with minikeyvalue.
 ///
@@ -26,7 +35,7 @@ use crate::volume::VolumeArgs;
 /// it requires one. They exit with status 0 only on success and report errors in one
 /// line, e.g. `hoard: /x: not found`.
 #[derive(Debug, Parser)]
-#[command(name = "hoard", version, propagate_version = true)]
+#[command(name = "hoard", version = VERSION, propagate_version = true)]
 pub struct Cli {
     /// Servers: log one line per request (method, key, status, bytes, duration).
     /// `hoard cp`: one line per file (copied or skipped) and a summary.
@@ -99,6 +108,12 @@ pub enum Command {
     /// `POST /-/admin/verify?repair=1&deep=1`. Exits with status 1 when problems are
     /// left. Safe to interrupt and run again.
     Verify(VerifyArgs),
+    /// Compact the index database: return the file's free pages (left by deletes and
+    /// overwrites) to the file system.
+    ///
+    /// Offline: the index server must be stopped (the file is locked while it runs).
+    /// Records are not changed. Prints the file size before and after as JSON.
+    Compact(CompactArgs),
     /// Benchmark a running store (started separately) given by --url: thrasher,
     /// get-redirect, large values, and the physical baseline.
     Bench(crate::bench::BenchArgs),
@@ -155,6 +170,7 @@ pub fn main() -> ExitCode {
             Command::Rebuild(args) => crate::ops::offline::rebuild(args).await,
             Command::Rebalance(args) => crate::ops::offline::rebalance(args).await,
             Command::Verify(args) => crate::ops::offline::verify(args).await,
+            Command::Compact(args) => crate::ops::offline::compact(args).await,
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Client(cmd) => crate::client::run(cmd, verbose).await,
         }

@@ -1,6 +1,17 @@
 //! `hoard dev`: a complete store in one process — the index server on `--port` and
 //! three native volumes on the next three ports, all under `--data`. It uses exactly the
 //! cluster code paths: the index talks to its volumes over HTTP on loopback.
+//!
+//! Every port is derived from `--port` (P) by a fixed offset, so two dev stores whose
+//! ports are at least [`PORT_SPAN`] apart never collide:
+//!
+//! | port | serves | override (0 = off) |
+//! |---|---|---|
+//! | P | index server (HTTP API, `/-/ui`, `/metrics`) | — |
+//! | P+1, P+2, P+3 | the three volumes | — |
+//! | P+4 | S3 API | `--s3-port` |
+//! | P+5 | minivault binary protocol | `--tcp-port` |
+//! | P+6 | minivault JSON interface | `--json-port` |
 
 use std::path::{Path, PathBuf};
 
@@ -19,15 +30,17 @@ pub struct DevArgs {
     /// Directory for the index and the three volumes.
     #[arg(long, env = "HOARD_DATA", default_value = "./hoard-data")]
     pub data: PathBuf,
-    /// Port of the index server; the volumes take the next three.
+    /// Port of the index server; the volumes take the next three, S3 the one after
+    /// (P+4), the binary protocol P+5 and the JSON interface P+6.
     #[arg(long, env = "HOARD_PORT", default_value_t = 3000)]
     pub port: u16,
     /// Address to listen on.
     #[arg(long, env = "HOARD_BIND", default_value = "127.0.0.1")]
     pub bind: String,
-    /// Port of the S3 API (credentials default to hoard / hoardhoard).
-    #[arg(long = "s3-port", env = "HOARD_S3_PORT", default_value_t = 9000)]
-    pub s3_port: u16,
+    /// Port of the S3 API (credentials default to hoard / hoardhoard); default
+    /// --port + 4, 0 switches it off.
+    #[arg(long = "s3-port", env = "HOARD_S3_PORT")]
+    pub s3_port: Option<u16>,
     /// S3 credentials and domain.
     #[command(flatten)]
     pub s3: crate::s3::S3Args,
@@ -57,9 +70,39 @@ pub struct DevArgs {
 
 const VOLUMES: u16 = 3;
 
+/// Offset from `--port` of the S3 API.
+pub const S3_OFFSET: u16 = 4;
+/// Offset from `--port` of the binary protocol.
+pub const TCP_OFFSET: u16 = 5;
+/// Offset from `--port` of the JSON interface.
+pub const JSON_OFFSET: u16 = 6;
+/// Ports a dev store takes by default, from `--port` on.
+pub const PORT_SPAN: u16 = JSON_OFFSET + 1;
+
+/// The port of a front-end: the one given (`0`: switched off), else `--port` plus its
+/// offset.
+pub fn front_end_port(
+    port: u16,
+    given: Option<u16>,
+    offset: u16,
+    flag: &str,
+) -> anyhow::Result<Option<u16>> {
+    match given {
+        Some(0) => Ok(None),
+        Some(p) => Ok(Some(p)),
+        None => port.checked_add(offset).map(Some).with_context(|| {
+            format!("--port {port} leaves no room for {flag} (--port + {offset}); give {flag}")
+        }),
+    }
+}
+
 /// Runs the store until SIGINT/SIGTERM: then the index stops first (finishing in-flight
 /// writes), the volumes after it, and the index is closed cleanly.
-pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
+pub async fn run(mut args: DevArgs, verbose: bool) -> anyhow::Result<()> {
+    let s3_port = front_end_port(args.port, args.s3_port, S3_OFFSET, "--s3-port")?;
+    args.proto.tcp_port = front_end_port(args.port, args.proto.tcp_port, TCP_OFFSET, "--tcp-port")?;
+    args.json.json_port =
+        front_end_port(args.port, args.json.json_port, JSON_OFFSET, "--json-port")?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
     check_port(&args.data, args.port)?;
@@ -69,7 +112,14 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     };
 
     let index_listener = crate::http::bind(&args.bind, args.port).await?;
-    let s3_listener = crate::http::bind(&args.bind, args.s3_port).await?;
+    let s3_listener = match s3_port {
+        Some(p) => Some(
+            crate::http::bind(&args.bind, p)
+                .await
+                .context("--s3-port")?,
+        ),
+        None => None,
+    };
     let s3_users = args.s3.users(true)?;
     let (stop_volumes, volumes_stopped) = watch::channel(false);
     let mut names = Vec::new();
@@ -126,10 +176,9 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         None,
         verbose,
     )?;
-    if let Some((access, secret)) = s3_users.first() {
+    if let (Some(port), Some((access, secret))) = (s3_port, s3_users.first()) {
         eprintln!(
-            "hoard dev: S3 API on http://{host}:{} (access key {access}, secret key {secret})",
-            args.s3_port
+            "hoard dev: S3 API on http://{host}:{port} (access key {access}, secret key {secret})"
         );
     }
     let options = crate::net::ServeOptions::from_args(&ListenArgs::default())?;
@@ -162,12 +211,20 @@ pub async fn run(args: DevArgs, verbose: bool) -> anyhow::Result<()> {
             crate::http::shutdown_signal(),
             options,
         ),
-        crate::s3::serve(
-            s3_listener,
-            s3_router,
-            crate::http::shutdown_signal(),
-            crate::net::ServeOptions::from_args(&ListenArgs::default())?,
-        )
+        async {
+            match s3_listener {
+                Some(listener) => {
+                    crate::s3::serve(
+                        listener,
+                        s3_router,
+                        crate::http::shutdown_signal(),
+                        crate::net::ServeOptions::from_args(&ListenArgs::default())?,
+                    )
+                    .await
+                }
+                None => Ok(()),
+            }
+        }
     );
     let served = served.and(s3_served);
     if let Some(p) = proto {

@@ -273,6 +273,36 @@ fn describe() {
         "hoard_site_received_total",
         "Changes received from other sites: applied, superseded (older or already held), failed"
     );
+    describe_counter!(
+        "hoard_raft_read_index_total",
+        "Linearizable reads confirmed by this leader, by how (lease or quorum round)"
+    );
+    describe_gauge!(
+        "hoard_zone_volumes",
+        "Volumes of the placement in force, by failure zone"
+    );
+    describe_gauge!("hoard_zone_volumes_up", "Volumes up, by failure zone");
+    describe_counter!(
+        "hoard_proto_requests_total",
+        "Binary-protocol requests, by op and result (op refused: frames refused before parsing)"
+    );
+    describe_gauge!(
+        "hoard_proto_connections",
+        "Open binary-protocol connections"
+    );
+    describe_counter!(
+        "hoard_cache_requests_total",
+        "Value-cache lookups of cacheable values, by result (hit or miss)"
+    );
+    describe_counter!(
+        "hoard_volume_syncs_total",
+        "Filesystem syncs of a volume with --fsync interval=…, by result (ok or error)"
+    );
+    describe_gauge!(
+        "hoard_cache_bytes",
+        Unit::Bytes,
+        "Bytes held by the value cache (values, keys and per-entry overhead)"
+    );
 }
 
 /// The current metrics in Prometheus text format.
@@ -438,12 +468,18 @@ pub enum LogFormat {
 /// messages; warnings and errors are always shown — except the s3s crate's, which logs
 /// every refused client request (bad signature, malformed XML) as an error: those
 /// already went back to the client as S3 errors (`HOARD_LOG=…,s3s=debug` shows them).
+/// Text logs are coloured only when stderr is a terminal (and `NO_COLOR` is unset):
+/// files, pipes and journald get plain text.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HOARD_LOG")
         .unwrap_or_else(|_| EnvFilter::new("warn,hoard=info,s3s=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(use_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -451,9 +487,23 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// Whether text logs carry ANSI colour codes: only on a terminal, and not when
+/// `NO_COLOR` is set to anything non-empty (<https://no-color.org>).
+fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal() {
+        assert!(use_colour(true, None));
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(true, Some("1".as_ref())));
+        assert!(use_colour(true, Some("".as_ref())));
+    }
 
     #[test]
     fn disk_space_of_tmp() {

@@ -17,7 +17,7 @@ fn dev(data: &std::path::Path, port: u16) -> Proc {
             data.display().to_string(),
             "--port".into(),
             port.to_string(),
-            // Not the default 9000: tests run in parallel.
+            // Any free port (dev would otherwise derive it from --port: P+4).
             "--s3-port".into(),
             common::free_port().to_string(),
         ],
@@ -29,7 +29,7 @@ fn dev(data: &std::path::Path, port: u16) -> Proc {
 async fn dev_serves_and_keeps_data() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("hoard-data");
-    let port = free_port_run(4);
+    let port = free_port_run(7);
     let url = format!("http://127.0.0.1:{port}");
 
     let started = Instant::now();

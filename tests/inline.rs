@@ -368,7 +368,7 @@ fn an_inline_max_above_the_cap_is_a_startup_error() {
 async fn the_sites_feed_ships_inline_values() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = loop {
-        let (a, b) = (free_port_run(4), free_port_run(4));
+        let (a, b) = (free_port_run(7), free_port_run(7));
         if a.abs_diff(b) >= 4 {
             break (a, b);
         }

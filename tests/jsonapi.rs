@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 /// `hoard dev` with the JSON interface on; its HTTP and JSON base URLs.
 fn dev(extra: &[&str]) -> (Proc, String, String, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port_run(4);
+    let port = free_port_run(7);
     let json_port = free_port();
     let mut cmd: Vec<String> = vec![
         hoard_bin().into(),
@@ -21,7 +21,7 @@ fn dev(extra: &[&str]) -> (Proc, String, String, tempfile::TempDir) {
         port.to_string(),
         "--json-port".into(),
         json_port.to_string(),
-        // dev serves S3 on 9000 by default: tests run in parallel.
+        // Any free port (dev would otherwise derive it from --port: P+4).
         "--s3-port".into(),
         common::free_port().to_string(),
     ];

@@ -28,7 +28,7 @@ impl Dev {
     async fn start(extra: &[&str]) -> Dev {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let port = free_port_run(4);
+        let port = free_port_run(7);
         let tcp_port = free_port();
         let mut cmd: Vec<String> = vec![
             hoard_bin().into(),
@@ -39,7 +39,7 @@ impl Dev {
             port.to_string(),
             "--tcp-port".into(),
             tcp_port.to_string(),
-            // dev serves S3 on 9000 by default: tests run in parallel.
+            // Any free port (dev would otherwise derive it from --port: P+4).
             "--s3-port".into(),
             common::free_port().to_string(),
         ];

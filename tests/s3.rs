@@ -49,7 +49,7 @@ fn server_on(kind: Kind, n: usize) -> (Cluster, Endpoint) {
 
 /// `hoard dev` with its S3 API (credentials given through the environment).
 fn dev(data: &Path) -> (Proc, Endpoint) {
-    let port = free_port_run(4);
+    let port = free_port_run(7);
     let s3_port = common::free_port();
     let cmd = vec![
         "env".to_string(),

@@ -21,7 +21,7 @@ fn dev(data: &Path, port: u16, extra: &[String]) -> Proc {
         data.display().to_string(),
         "--port".into(),
         port.to_string(),
-        // dev serves S3 on 9000 by default: tests run in parallel.
+        // Any free port (dev would otherwise derive it from --port: P+4).
         "--s3-port".into(),
         common::free_port().to_string(),
     ];
@@ -33,9 +33,9 @@ fn dev(data: &Path, port: u16, extra: &[String]) -> Proc {
 
 /// Two port runs of 4 that do not overlap.
 fn two_ports() -> (u16, u16) {
-    let a = free_port_run(4);
+    let a = free_port_run(7);
     loop {
-        let b = free_port_run(4);
+        let b = free_port_run(7);
         if b.abs_diff(a) >= 4 {
             return (a, b);
         }
@@ -283,7 +283,7 @@ async fn bidirectional_replication_makes_no_loop() {
 async fn an_index_cluster_ships_from_its_leader_and_survives_its_death() {
     use common::ha::{IndexCluster, Links};
     let tmp = tempfile::tempdir().unwrap();
-    let pb = free_port_run(4);
+    let pb = free_port_run(7);
     let b = url(pb);
     let _site_b = dev(&tmp.path().join("b"), pb, &[]);
     let mut c = IndexCluster::start(3, 3, Links::Direct, &["--replicate-to", &b]);

@@ -45,6 +45,9 @@ pub struct PutArgs {
     pub key: String,
     /// The file to store; `-` or nothing reads standard input.
     pub file: Option<PathBuf>,
+    /// The file to store, minikv's spelling (`put KEY --file F`); same as FILE.
+    #[arg(long = "file", value_name = "FILE", conflicts_with = "file")]
+    pub file_flag: Option<PathBuf>,
     /// Server URLs and token.
     #[command(flatten)]
     pub conn: Conn,
@@ -113,7 +116,7 @@ pub struct CpArgs {
 /// `hoard put KEY [FILE|-]`.
 pub async fn put(args: PutArgs) -> anyhow::Result<()> {
     let client = args.conn.client()?;
-    let source = match args.file {
+    let source = match args.file.or(args.file_flag) {
         Some(f) if f.as_os_str() != "-" => Source::File(f),
         _ => Source::Stdin,
     };
@@ -264,7 +267,8 @@ pub enum ClientCommand {
     /// server could not be reached; standard input cannot be re-sent. A progress bar
     /// shows for large files when stderr is a terminal.
     ///
-    /// Examples: `hoard put /photos/1.jpg 1.jpg`, `tar c dir | hoard put /backups/dir.tar`.
+    /// Examples: `hoard put /photos/1.jpg 1.jpg` (or minikv's `--file 1.jpg`),
+    /// `tar c dir | hoard put /backups/dir.tar`.
     Put(PutArgs),
     /// Fetch a key's value to standard output or a file.
     ///
@@ -278,6 +282,8 @@ pub enum ClientCommand {
     /// Delete a key: its value is removed from every replica.
     ///
     /// With a server started with --protect, only unlinked keys can be deleted.
+    /// `hoard delete KEY` is the same (minikv's spelling).
+    #[command(visible_alias = "delete")]
     Rm(KeyArgs),
     /// Unlink a key (virtual delete): it disappears from reads and listings (it shows
     /// in `hoard ls --unlinked`); its files stay until `hoard rm`.

@@ -45,6 +45,7 @@ pub use migrate::{MigrationStatus, BATCH as MIGRATION_BATCH};
 pub use record::{DecodeError, Record, State, MAX_INLINE_LEN, MAX_META_LEN};
 pub use replicated::Replicator;
 pub use scan::{prefix_end, KeyRange, Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
+pub use shrink::compact_offline;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

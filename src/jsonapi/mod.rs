@@ -37,7 +37,8 @@ use crate::store::Store;
 /// `--json-*` flags of `hoard server` and `hoard dev`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct JsonArgs {
-    /// Serve minivault's JSON interface on this port (off by default).
+    /// Serve minivault's JSON interface on this port (`hoard server`: off by default;
+    /// `hoard dev`: --port + 6, 0 switches it off).
     #[arg(long, env = "HOARD_JSON_PORT")]
     pub json_port: Option<u16>,
     /// Largest request body of the JSON interface, and largest value its GET returns,

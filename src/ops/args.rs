@@ -48,6 +48,29 @@ pub struct ClusterArgs {
     /// in flight per volume.
     #[arg(long, env = "HOARD_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
+    /// Shared secret of volumes started with --auth-token: sent to them as
+    /// `Authorization: Bearer <token>` (as a running index server does).
+    #[arg(long, env = "HOARD_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Read the volumes' shared secret from this file (trailing newline ignored).
+    #[arg(long, env = "HOARD_AUTH_TOKEN_FILE", conflicts_with = "auth_token")]
+    pub auth_token_file: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The client towards the volumes, with the shared secret when one was given.
+    pub fn volume_client(&self) -> anyhow::Result<crate::replica::VolumeClient> {
+        let auth = crate::auth::Auth::from_args(&crate::auth::AuthArgs {
+            auth_token: self.auth_token.clone(),
+            auth_token_file: self.auth_token_file.clone(),
+            auth_mode: None,
+        })?;
+        let opts = crate::replica::ClientOptions {
+            token: auth.token(),
+            ..Default::default()
+        };
+        crate::replica::VolumeClient::with_options(self.voltimeout, opts)
+    }
 }
 
 /// Options of `hoard rebuild`.
@@ -94,4 +117,12 @@ pub struct VerifyArgs {
     /// Speed limit: keys checked per second (`500`) or bytes read per second (`50MB/s`).
     #[arg(long, env = "HOARD_MAX_RATE")]
     pub max_rate: Option<crate::ops::worker::Rate>,
+}
+
+/// Options of `hoard compact`.
+#[derive(Debug, Args, Clone)]
+pub struct CompactArgs {
+    /// Directory of the index database (the server using it must be stopped).
+    #[arg(long, env = "HOARD_DB")]
+    pub db: PathBuf,
 }

@@ -104,7 +104,8 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 /// `{"volumes": ["h:1","h:2","h:3"]}`, `{"add": "h:4"}`, `{"remove": ["h:2"]}`; with
 /// `"rebalance": true` a rebalance starts right after. Volumes may carry a zone
 /// (`"h:4@rack2"`); adding a listed volume with a zone relabels it; removing matches
-/// by `host:port`.
+/// by `host:port`. kalavara's registration is accepted too: `{"url": "http://h:4"}`,
+/// or the URL alone as a plain-text body (see [`Change::parse`]); both add the volume.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Change {
@@ -120,9 +121,57 @@ pub struct Change {
     /// Start an online rebalance afterwards.
     #[serde(default)]
     pub rebalance: bool,
+    /// kalavara's spelling of an addition: the volume's URL (`http://host:port`).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// A volume URL as kalavara's volumes announce themselves (`http://host:port`, also
+/// `https://`, a trailing `/`, or just `host:port`) as the volume name `host:port`.
+pub fn volume_from_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let valid = match rest.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(['/', '@', '?', '#', ' '])
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    };
+    if valid {
+        Ok(rest.to_string())
+    } else {
+        Err(format!(
+            "{url:?} is not a volume URL (http://host:port or host:port)"
+        ))
+    }
 }
 
 impl Change {
+    /// A `POST /-/admin/volumes` body: a JSON [`Change`] (whose `url`, if any, becomes an
+    /// addition), or kalavara's plain-text volume URL.
+    pub fn parse(body: &[u8]) -> Result<Change, String> {
+        let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+        let text = text.trim();
+        let mut change = if text.starts_with('{') {
+            serde_json::from_str::<Change>(text).map_err(|e| e.to_string())?
+        } else {
+            Change {
+                url: Some(text.to_string()),
+                ..Change::default()
+            }
+        };
+        if let Some(url) = change.url.take() {
+            change.add.push(volume_from_url(&url)?);
+        }
+        Ok(change)
+    }
+
     /// The list that results from applying the change to `current`.
     pub fn apply(&self, current: &[String]) -> Vec<String> {
         let name = |spec: &str| split_spec(spec).0.to_string();
@@ -295,6 +344,32 @@ mod tests {
         );
         let c: Change = serde_json::from_str(r#"{"add": "h:1", "remove": "h:2"}"#).unwrap();
         assert_eq!(c.apply(&v(&["h:1@a", "h:2@a"])), v(&["h:1@a"]));
+    }
+
+    #[test]
+    fn kalavara_registrations_parse() {
+        let add = |body: &str| Change::parse(body.as_bytes()).map(|c| c.add);
+        assert_eq!(add("http://h:4"), Ok(v(&["h:4"])));
+        assert_eq!(add("http://h:4/\n"), Ok(v(&["h:4"])));
+        assert_eq!(add("h:4"), Ok(v(&["h:4"])));
+        assert_eq!(
+            add(r#"{"url": "https://10.0.0.9:3001"}"#),
+            Ok(v(&["10.0.0.9:3001"]))
+        );
+        assert_eq!(add(r#"{"add": "h:4"}"#), Ok(v(&["h:4"])));
+        for bad in [
+            "",
+            "http://h",
+            "http://h:0",
+            "http://h:4/x",
+            "h:port",
+            r#"{"url": "ftp//"}"#,
+            r#"{"nope": 1}"#,
+        ] {
+            assert!(add(bad).is_err(), "{bad:?}");
+        }
+        let both = Change::parse(br#"{"url": "http://h:5", "rebalance": true}"#).unwrap();
+        assert_eq!((both.add, both.rebalance), (v(&["h:5"]), true));
     }
 
     #[test]

@@ -12,13 +12,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use super::args::{ClusterArgs, RebalanceArgs, RebuildArgs, VerifyArgs};
+use super::args::{ClusterArgs, CompactArgs, RebalanceArgs, RebuildArgs, VerifyArgs};
 use super::worker::{Counts, Job, JobKind, JobStatus};
 use super::{rebalance, rebuild, verify, Ctx};
 use crate::index::Index;
 use crate::index::KeyLocks;
 use crate::placement::SharedPlacement;
-use crate::replica::VolumeClient;
 
 fn open(args: &ClusterArgs) -> anyhow::Result<Ctx> {
     let placement = args.placement.build()?;
@@ -30,7 +29,7 @@ fn open(args: &ClusterArgs) -> anyhow::Result<Ctx> {
     })?;
     Ok(Ctx {
         index,
-        client: VolumeClient::new(args.voltimeout)?,
+        client: args.volume_client()?,
         placement: Arc::new(SharedPlacement::new(placement)),
         locks: KeyLocks::default(),
         health: None,
@@ -40,7 +39,7 @@ fn open(args: &ClusterArgs) -> anyhow::Result<Ctx> {
 /// `hoard rebuild`.
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let placement = args.cluster.placement.build()?;
-    let client = VolumeClient::new(args.cluster.voltimeout)?;
+    let client = args.cluster.volume_client()?;
     let params = serde_json::json!({ "volumes": placement.volumes(), "md5": args.md5 });
     let job = Job::new(1, JobKind::Rebuild, params, None);
     let opts = rebuild::Options {
@@ -230,4 +229,24 @@ async fn log_lines(job: Arc<Job>) {
             summary(&s.counts)
         );
     }
+}
+
+/// `hoard compact`: the index file's free pages back to the file system; prints the
+/// sizes before and after as JSON.
+pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let db = args.db.clone();
+    let (before, after) = tokio::task::spawn_blocking(move || crate::index::compact_offline(&db))
+        .await
+        .context("compaction task failed")?
+        .with_context(|| {
+            format!(
+                "cannot compact the index in {} (is a server running on it?)",
+                args.db.display()
+            )
+        })?;
+    println!(
+        "{}",
+        serde_json::json!({ "before_bytes": before, "after_bytes": after })
+    );
+    Ok(())
 }

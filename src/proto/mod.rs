@@ -24,7 +24,8 @@ use std::time::Duration;
 /// `--tcp-*` flags of `hoard server` and `hoard dev`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProtoArgs {
-    /// Serve minivault's binary protocol on this TCP port (off by default).
+    /// Serve minivault's binary protocol on this TCP port (`hoard server`: off by
+    /// default; `hoard dev`: --port + 5, 0 switches it off).
     #[arg(long, env = "HOARD_TCP_PORT")]
     pub tcp_port: Option<u16>,
     /// Largest value a binary-protocol SET may store, in bytes (on the wire and after

@@ -39,6 +39,10 @@ struct HealthReport {
     /// Replication to other sites, per `--replicate-to` target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     sites: Vec<SiteHealth>,
+    /// The value cache (`--cache-size`): the same figures as the binary protocol's
+    /// HEALTH and the JSON interface's `/health`; `bytes` is `hoard_cache_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<crate::store::CacheStats>,
     /// The scrubber: its pass in progress or last one (`None`: `--scrub-interval 0`).
     #[serde(skip_serializing_if = "Option::is_none")]
     scrub: Option<ScrubHealth>,
@@ -183,6 +187,7 @@ fn health(app: &App) -> Response {
                 status: app.sites.get(t),
             })
             .collect(),
+        cache: app.store.cache.stats(),
     })
     .into_response()
 }
@@ -217,6 +222,7 @@ fn metrics(app: &App) -> Response {
     }
     metrics::gauge!("hoard_stored_bytes").set(counts.bytes as f64);
     metrics::gauge!("hoard_writes_in_flight").set(app.store.locks.len() as f64);
+    app.store.cache.observe();
     zone_metrics(app);
     job_metrics(app);
     crate::sites::observe(&app.store.index, &app.cfg.sites.targets);

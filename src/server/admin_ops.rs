@@ -7,7 +7,7 @@
 //! | `POST /-/admin/verify[?repair=1&deep=1&grace=1h&max_rate=…&concurrency=N]` | start a verify |
 //! | `POST /-/admin/cancel` | ask the running job to stop |
 //! | `GET /-/admin/volumes` | volumes in force and their health |
-//! | `POST /-/admin/volumes` | change membership, body [`Change`]: `{"add": "h:p"}`, `{"remove": […]}`, `{"volumes": […]}`, optional `"rebalance": true` |
+//! | `POST /-/admin/volumes` | change membership, body [`Change`]: `{"add": "h:p"}`, `{"remove": […]}`, `{"volumes": […]}`, optional `"rebalance": true`; kalavara's `{"url": "http://h:p"}` or a plain-text URL adds one |
 //! | `REBALANCE /key` | move one key now: 204, 404 (no such key), 409 (key busy), 400 (failed) |
 
 use std::collections::HashMap;
@@ -276,7 +276,7 @@ async fn change_volumes(app: &Arc<App>, req: Request) -> Result<Response, Failur
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("reading body: {e}")))?;
-    let change: Change = serde_json::from_slice(&body).map_err(|e| {
+    let change = Change::parse(&body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             &format!("bad membership change: {e}"),

@@ -127,6 +127,7 @@ impl ValueCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }));
+        self.observe();
     }
 
     /// The counters, or `None` when the cache is off.
@@ -142,7 +143,17 @@ impl ValueCache {
     /// Forgets `key` (a write or delete of it began or ended).
     pub fn invalidate(&self, key: &[u8]) {
         if let Some(i) = self.inner.get() {
-            i.cache.remove(key);
+            if i.cache.remove(key).is_some() {
+                i.observe();
+            }
+        }
+    }
+
+    /// Sets `hoard_cache_bytes` to the bytes held now (called before every scrape, so
+    /// the gauge and the health reports' `cache.bytes` read the same figure).
+    pub fn observe(&self) {
+        if let Some(i) = self.inner.get() {
+            i.observe();
         }
     }
 
@@ -201,6 +212,10 @@ impl Inner {
             }
         }
         self.cache.insert(key, Entry { tag, value });
+        self.observe();
+    }
+
+    fn observe(&self) {
         metrics::gauge!("hoard_cache_bytes").set(self.cache.weight() as f64);
     }
 }
