@@ -40,7 +40,7 @@ impl Dev {
     async fn start() -> Dev {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let port = free_port_run(4);
+        let port = free_port_run(7);
         let (s3, tcp, json) = (free_port(), free_port(), free_port());
         let cmd = vec![
             "env".to_string(),

@@ -19,7 +19,7 @@ const MIB: u64 = 1 << 20;
 
 /// `hoard dev` with its S3 API and `extra` flags; (process, S3 address, native URL).
 fn dev(data: &Path, extra: &[&str]) -> (Proc, String, String) {
-    let port = free_port_run(4);
+    let port = free_port_run(7);
     let s3_port = common::free_port();
     let mut cmd = vec![
         "env".to_string(),

@@ -79,7 +79,7 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
 async fn the_scrubber_repairs_a_flipped_byte_and_a_lost_replica() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let port = free_port_run(4);
+    let port = free_port_run(7);
     let cmd = vec![
         hoard_bin().to_string(),
         "dev".into(),
