@@ -12,7 +12,10 @@ overwriting PUT of a unique value, "get", "remove": an idempotent DELETE), value
 invoked_ns / returned_ns (CLOCK_MONOTONIC, the clock Rust's Instant reads; returned
 null when the outcome is unknown) and the outcome: "Created", "Deleted", "Absent",
 "Value(N)", "failed" (refused before anything was sent) or "unknown" (timeout, 5xx,
-broken connection). Retries are off: every request is one attempt.
+broken connection). Retries are off: every request is one attempt
+(`total_max_attempts: 1` — botocore's `max_attempts` counts *retries*, and a retried
+request whose first attempt was applied is a second write the history does not show:
+the suite once "found" lost and resurrected S3 values that were only that).
 """
 
 import json
@@ -42,7 +45,7 @@ values = [0]
 
 def client(url):
     cfg = botocore.config.Config(
-        retries={"max_attempts": 1, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=2,
         read_timeout=4,
         s3={"addressing_style": "path"},

@@ -23,7 +23,7 @@ def client(endpoint):
         endpoint_url=endpoint,
         config=Config(
             signature_version="s3v4",
-            retries={"max_attempts": 1},
+            retries={"total_max_attempts": 1},
             s3={"addressing_style": "path"},
         ),
     )
