@@ -274,7 +274,10 @@ async fn only_invisible_changes_skip_the_fsync() {
     );
     for retired in [0, 1] {
         let (applied, durable) = run(remove(crate::index::gen_key(&key, retired)));
-        assert!(applied.is_ok() && !durable, "retired {retired}: {applied:?}");
+        assert!(
+            applied.is_ok() && !durable,
+            "retired {retired}: {applied:?}"
+        );
     }
     let remove_live = Command::Remove {
         key: b"/live".to_vec(),

@@ -15,6 +15,7 @@
 
 mod args;
 pub mod beneath;
+pub mod checksum;
 pub mod delete;
 pub mod error;
 pub mod inflight;
