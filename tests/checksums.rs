@@ -337,6 +337,34 @@ async fn s3_get_object_skips_corrupt_replicas_reports_and_repairs_them() {
     );
 }
 
+/// A value too large to be checked before its first byte is sent: a read of a corrupt
+/// replica must end in an error (never a clean end with wrong bytes), and it is
+/// repaired like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_get_object_of_a_large_value_never_ends_cleanly_with_wrong_bytes() {
+    let dev = Dev::start().await;
+    let obj = value(3, 1 << 20);
+    let src = dev.tmp.path().join("big");
+    std::fs::write(&src, &obj).unwrap();
+    dev.s3(&["put", "bkt", "big", src.to_str().unwrap()]);
+    for r in &dev.replicas(b"/bkt/big")[..2] {
+        flip_byte(&r.path);
+    }
+    let want = md5_hex(&obj);
+    let mut errors = 0;
+    dev.read_until_repaired(b"/bkt/big", &obj, |i| {
+        let got = dev.s3(&["md5-or-error", "bkt", "big"]);
+        match got.as_str() {
+            "error" => errors += 1,
+            _ => assert_eq!(got, want, "GetObject #{i} ended cleanly with wrong bytes"),
+        }
+        std::future::ready(())
+    })
+    .await;
+    // Both corrupt replicas were found by reads, which failed.
+    assert!(errors >= 2, "{errors} failed reads");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_get_skips_two_corrupt_replicas_and_repairs_them() {
     let dev = Dev::start().await;
