@@ -222,7 +222,52 @@ where
     Ok((value, md5.finalize().into()))
 }
 
+/// Checks of replicas a client reported (see [`Store::check_replicas`]) running at once;
+/// more are skipped.
+const MAX_CHECKS: usize = 2;
+
 impl Store {
+    /// Reads, in the background, the replicas of `key` on the volume servers `servers`
+    /// (`host:port`) that a client found wrong (`hoard get`'s `Hoard-Avoid-Volumes`),
+    /// and reports each whose bytes differ from the record's md5 like a proxied read
+    /// would ([`report_corrupt`]: counted, logged, queued for repair). The client's
+    /// word alone changes nothing: only the index's own read of the replica counts. At
+    /// most [`MAX_CHECKS`] run at once (others are skipped), each a bounded read.
+    pub fn check_replicas(self: &std::sync::Arc<Self>, key: &[u8], servers: &[&str]) {
+        static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CHECKS);
+        let Ok(Some(record)) = self.record(key) else {
+            return;
+        };
+        let Some(want) = record.md5 else {
+            return;
+        };
+        let volumes: Vec<String> = record
+            .holders()
+            .filter(|v| servers.contains(&server_of(v)))
+            .map(str::to_string)
+            .collect();
+        if volumes.is_empty() {
+            return;
+        }
+        let Ok(permit) = RUNNING.try_acquire() else {
+            return;
+        };
+        let (store, key) = (std::sync::Arc::clone(self), key.to_vec());
+        tokio::spawn(async move {
+            let _permit = permit;
+            for volume in volumes {
+                let url = VolumeClient::url(&volume, &key, record.gen);
+                match crate::ops::copy::hash(&store.client, &url).await {
+                    Ok(Some((_, got))) if got != want => {
+                        store.corrupt_reporter(&key, &record, &volume, want)(got);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("checking {url}: {e}"),
+                }
+            }
+        });
+    }
+
     /// What reports the replica of `record` on `volume` as corrupt, given the md5 its
     /// bytes had (see [`report_corrupt`]).
     fn corrupt_reporter(
