@@ -270,6 +270,18 @@ fn describe() {
         "Age of the oldest change not yet acknowledged by a --replicate-to target"
     );
     describe_counter!(
+        "hoard_volume_corrupt_reads_total",
+        "Whole-file GETs whose bytes differed from the checksum stored with the file (refused or cut short)"
+    );
+    describe_counter!(
+        "hoard_corrupt_replicas_total",
+        "Replicas a read found differing from the record's md5 (queued for repair)"
+    );
+    describe_counter!(
+        "hoard_corrupt_replicas_repaired_total",
+        "Corrupt replicas rewritten from a good replica"
+    );
+    describe_counter!(
         "hoard_site_received_total",
         "Changes received from other sites: applied, superseded (older or already held), failed"
     );

@@ -201,9 +201,26 @@ impl Client {
     /// Where `key`'s value is: `GET /key` without following the 302. `None` if the
     /// key does not exist (404).
     pub async fn locate(&self, key: &str) -> Result<Option<Located>, ClientError> {
+        self.locate_avoiding(key, &[]).await
+    }
+
+    /// [`Client::locate`], asking for a replica on none of the volume servers `avoid`
+    /// (`host:port`) while another is up (the index's `Hoard-Avoid-Volumes`).
+    pub async fn locate_avoiding(
+        &self,
+        key: &str,
+        avoid: &[String],
+    ) -> Result<Option<Located>, ClientError> {
         let path = key_path(key);
+        let avoid = avoid.join(",");
         let resp = self
-            .send(key, true, |c, base| Ok(c.get(format!("{base}{path}"))))
+            .send(key, true, |c, base| {
+                let req = c.get(format!("{base}{path}"));
+                Ok(match avoid.is_empty() {
+                    true => req,
+                    false => req.header("hoard-avoid-volumes", avoid.as_str()),
+                })
+            })
             .await?;
         match resp.status() {
             StatusCode::FOUND => {

@@ -159,9 +159,11 @@ pub async fn put(
 }
 
 /// Fetches `key` into `sink`: locate it (302), read the replica, check the md5.
-/// Returns the md5 of what was written. A failed read is retried (a new replica) as
-/// long as nothing reached stdout; a file is rewritten from the start. With
-/// `progress`, large values show a bar on a terminal.
+/// Returns the md5 of what was written. A failed read is retried as long as nothing
+/// reached stdout (a file is rewritten from the start), on another replica: the index
+/// is asked to avoid the volumes already read (`Hoard-Avoid-Volumes`), so with one good
+/// replica among `n` it is found within `n` tries. With `progress`, large values show a
+/// bar on a terminal.
 pub async fn get(
     client: &Client,
     key: &str,
@@ -169,13 +171,19 @@ pub async fn get(
     progress: bool,
 ) -> Result<String, ClientError> {
     let mut last = None;
-    for attempt in 0..ATTEMPTS {
+    let mut tried: Vec<String> = Vec::new();
+    let mut attempts = ATTEMPTS;
+    let mut attempt = 0;
+    while attempt < attempts {
         if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(4))).await;
         }
-        let Some(at) = client.locate(key).await? else {
+        attempt += 1;
+        let Some(at) = client.locate_avoiding(key, &tried).await? else {
             return Err(ClientError::NotFound(key.to_string()));
         };
+        // One try per replica at least.
+        attempts = attempts.max(at.volumes.len());
         let mut written = 0u64;
         match fetch(client, key, &at, sink, progress, &mut written).await {
             Ok(md5) => return Ok(md5),
@@ -184,11 +192,23 @@ pub async fn get(
                 if !retry || matches!(e, ClientError::Io { .. }) {
                     return Err(e);
                 }
+                if let Some(server) = server_of_url(&at.url) {
+                    if !tried.contains(&server) {
+                        tried.push(server);
+                    }
+                }
                 last = Some(e);
             }
         }
     }
     Err(last.unwrap_or_else(|| ClientError::Other(format!("{key}: could not be read"))))
+}
+
+/// The `host:port` of a URL (`http://host:port/path?query`).
+fn server_of_url(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    Some(rest[..end].to_string())
 }
 
 /// One try of [`get`]: reads the replica at `at` into `sink`.

@@ -9,6 +9,13 @@
 //!   (`Cleaned`). Keys are queued by the write path and found by a walk of the index
 //!   at start — a background walk, one chunk of records per step and paced
 //!   (`WALK_PAUSE`), interleaved with the queued keys.
+//! * A replica a read found corrupt (its bytes differ from the record's md5: the
+//!   index's proxied reads, `Store::open`) is queued as [`Task::Corrupt`]: the worker
+//!   copies the value over it from another replica (the same checked [`copy`], so only
+//!   bytes matching the record's md5 are ever stored, and a PUT replaces the file
+//!   atomically), under the key's lock, and only while the record still names that
+//!   replica in that generation; it is tried [`CORRUPT_ATTEMPTS`] times (e.g. while
+//!   every other replica is down or corrupt too), then left to `verify --deep --repair`.
 //! * [`release`] deletes every file a record names (`volumes` and `stale`), then drops
 //!   the record: the rollback of a failed write, the end of a DELETE, repair of an
 //!   abandoned intent or an interrupted delete.
@@ -50,18 +57,39 @@ const WALK_PAUSE: Duration = Duration::from_millis(10);
 /// How long the worker waits for a key's lock before trying it later.
 const LOCK_PATIENCE: Duration = Duration::from_millis(200);
 
-/// Where the write path queues keys for the upkeep worker.
-pub type Queue = mpsc::UnboundedSender<Vec<u8>>;
+/// Tries at repairing one corrupt replica before giving up on it.
+pub const CORRUPT_ATTEMPTS: u32 = 5;
+
+/// Work for the upkeep worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    /// A key whose record may need upkeep ([`needs_upkeep`]).
+    Key(Vec<u8>),
+    /// A replica whose bytes a read found different from the record's md5.
+    Corrupt {
+        /// The key.
+        key: Vec<u8>,
+        /// The generation read.
+        gen: u64,
+        /// The replica's location (`host:port[/svXX]`).
+        volume: String,
+        /// Tries so far.
+        attempts: u32,
+    },
+}
+
+/// Where the write and read paths queue work for the upkeep worker.
+pub type Queue = mpsc::UnboundedSender<Task>;
 
 /// A new queue and its receiving end (for [`spawn`]).
-pub fn queue() -> (Queue, mpsc::UnboundedReceiver<Vec<u8>>) {
+pub fn queue() -> (Queue, mpsc::UnboundedReceiver<Task>) {
     mpsc::unbounded_channel()
 }
 
 /// Runs the upkeep worker until aborted (abort and await it before closing the index).
-pub fn spawn(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Task>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut due: VecDeque<(Vec<u8>, Instant)> = VecDeque::new();
+        let mut due: VecDeque<(Task, Instant)> = VecDeque::new();
         // Where the next walk of the index starts; `None` when no walk is needed.
         let mut walk: Option<Option<Vec<u8>>> = Some(None);
         let mut running = FuturesUnordered::new();
@@ -78,24 +106,37 @@ pub fn spawn(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) -> tokio::task:
             }
             let now = Instant::now();
             while running.len() < CONCURRENCY && due.front().is_some_and(|(_, at)| *at <= now) {
-                if let Some((key, _)) = due.pop_front() {
+                if let Some((task, _)) = due.pop_front() {
                     let ctx = ctx.clone();
                     running.push(async move {
-                        let done = tidy(&ctx, &key).await;
-                        (key, done)
+                        let done = match &task {
+                            Task::Key(key) => tidy(&ctx, key).await,
+                            Task::Corrupt {
+                                key,
+                                gen,
+                                volume,
+                                attempts,
+                            } => repair_corrupt(&ctx, key, *gen, volume, *attempts).await,
+                        };
+                        (task, done)
                     });
                 }
             }
             let next_due = due.front().map(|(_, at)| *at);
             tokio::select! {
-                key = rx.recv() => match key {
-                    Some(key) if due.len() < MAX_QUEUED => due.push_back((key, now)),
-                    Some(_) => walk = walk.or(Some(None)),
+                task = rx.recv() => match task {
+                    Some(task) if due.len() < MAX_QUEUED => due.push_back((task, now)),
+                    Some(Task::Corrupt { key, volume, .. }) => tracing::warn!(
+                        "upkeep queue full: the corrupt replica of {} on {volume} is left \
+                         to verify --deep --repair",
+                        show(&key)
+                    ),
+                    Some(Task::Key(_)) => walk = walk.or(Some(None)),
                     None => return,
                 },
-                Some((key, done)) = running.next(), if !running.is_empty() => {
-                    if !done {
-                        due.push_back((key, Instant::now() + RETRY_INTERVAL));
+                Some((task, done)) = running.next(), if !running.is_empty() => {
+                    if let Some(task) = retry(task, done) {
+                        due.push_back((task, Instant::now() + RETRY_INTERVAL));
                     }
                 }
                 () = tokio::time::sleep_until(next_due.unwrap_or(now)),
@@ -113,7 +154,7 @@ pub fn spawn(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) -> tokio::task:
 async fn refill(
     ctx: &Ctx,
     after: Option<Vec<u8>>,
-    due: &mut VecDeque<(Vec<u8>, Instant)>,
+    due: &mut VecDeque<(Task, Instant)>,
 ) -> Option<Option<Vec<u8>>> {
     let (index, from) = (ctx.index.clone(), after.clone());
     let chunk =
@@ -130,7 +171,7 @@ async fn refill(
     let now = Instant::now();
     for (key, record) in chunk {
         if needs_upkeep(&key, &record) {
-            due.push_back((key, now));
+            due.push_back((Task::Key(key), now));
         }
     }
     more.then_some(last)
@@ -233,8 +274,87 @@ async fn release_retired(ctx: &Ctx, key: &[u8]) -> bool {
     done
 }
 
-/// Copies the value to `target` from a replica that holds it, then records it.
-async fn complete(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool {
+/// The task to try again after `task` ran (`done`: it finished), if any.
+fn retry(task: Task, done: bool) -> Option<Task> {
+    match task {
+        _ if done => None,
+        Task::Key(key) => Some(Task::Key(key)),
+        Task::Corrupt {
+            key,
+            gen,
+            volume,
+            attempts,
+        } => {
+            if attempts + 1 >= CORRUPT_ATTEMPTS {
+                tracing::error!(
+                    "could not repair the corrupt replica of {} on {volume} after {} tries; \
+                     left to verify --deep --repair",
+                    show(&key),
+                    attempts + 1
+                );
+                return None;
+            }
+            Some(Task::Corrupt {
+                key,
+                gen,
+                volume,
+                attempts: attempts + 1,
+            })
+        }
+    }
+}
+
+/// Repairs the replica of generation `gen` of `key` on `volume`, which a read found
+/// corrupt: copies the value over it from another replica (checked against the
+/// record's md5), under the key's lock. True when done, or no longer needed (the
+/// record changed, or no longer names that replica).
+pub async fn repair_corrupt(ctx: &Ctx, key: &[u8], gen: u64, volume: &str, attempts: u32) -> bool {
+    let Some(_guard) = ctx.locks.lock_within(key, LOCK_PATIENCE).await else {
+        return false;
+    };
+    let still_ours = |r: &Record| {
+        matches!(r.state, State::Live | State::Unlinked)
+            && r.gen == gen
+            && r.md5.is_some()
+            && r.holders().any(|h| h == volume)
+    };
+    let record = match ctx.index.get(key) {
+        Ok(Some(r)) if still_ours(&r) => r,
+        Ok(_) => return true,
+        Err(e) => {
+            tracing::warn!("repairing {} on {volume}: {e}", show(key));
+            return false;
+        }
+    };
+    let dst = VolumeClient::url(volume, key, gen);
+    if attempts > 0 {
+        tracing::info!("repairing corrupt replica {dst}: try {}", attempts + 1);
+    }
+    if !copy_from_holders(ctx, key, &record, volume).await {
+        return false;
+    }
+    // An overwrite takes no lock: if it committed meanwhile, this generation's files
+    // are retired, and this copy may have put one back after upkeep deleted it.
+    match ctx.index.get(key) {
+        Ok(Some(r)) if still_ours(&r) => {}
+        _ => {
+            let gone = [volume.to_string()];
+            if let Err(e) = delete_files(&ctx.client, ctx.health.as_deref(), key, gen, &gone).await
+            {
+                tracing::warn!("deleting {dst}, repaired after its value was replaced: {e}");
+            }
+            return true;
+        }
+    }
+    metrics::counter!("hoard_corrupt_replicas_repaired_total").increment(1);
+    tracing::info!("repaired corrupt replica {dst}");
+    true
+}
+
+/// Copies the value of `record` to `target` from another replica that holds it and
+/// whose volume is up (checked against the record's size and md5); true once one copy
+/// succeeded.
+async fn copy_from_holders(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool {
     if !ctx.is_up(server_of(target)) {
         return false;
     }
@@ -243,7 +363,9 @@ async fn complete(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool 
         md5: record.md5,
     };
     let dst = VolumeClient::url(target, key, record.gen);
-    let sources = record.holders().filter(|h| ctx.is_up(server_of(h)));
+    let sources = record
+        .holders()
+        .filter(|h| *h != target && ctx.is_up(server_of(h)));
     let mut copied = false;
     for src in sources {
         let src_url = VolumeClient::url(src, key, record.gen);
@@ -262,12 +384,18 @@ async fn complete(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool 
                 copied = true;
                 break;
             }
-            Err(e) => tracing::warn!("completing {dst}: {e}"),
+            Err(e) => tracing::warn!("copying to {dst}: {e}"),
         }
     }
-    if !copied {
+    copied
+}
+
+/// Copies the value to `target` from a replica that holds it, then records it.
+async fn complete(ctx: &Ctx, key: &[u8], record: &Record, target: &str) -> bool {
+    if !copy_from_holders(ctx, key, record, target).await {
         return false;
     }
+    let dst = VolumeClient::url(target, key, record.gen);
     let cmd = Command::Completed {
         key: key.to_vec(),
         location: target.to_string(),

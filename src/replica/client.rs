@@ -250,17 +250,30 @@ impl VolumeClient {
         Ok(resp)
     }
 
+    /// Starts a streaming GET of the whole file at `url` that the native volume does not
+    /// check against the checksum stored with the file (`volume::checksum`): for a
+    /// reader that checks the bytes itself against the index's md5, so that it sees a
+    /// corrupt replica's bytes (and can report it) rather than a broken transfer.
+    pub async fn get_unverified(&self, url: &str) -> Result<reqwest::Response, VolumeError> {
+        self.get_range(url, None, true).await
+    }
+
     /// Starts a streaming GET of `url`, of the byte range `range` (an HTTP `Range`
     /// value such as `bytes=0-99`) when given: the volume must then answer 206, so a
     /// volume that ignores ranges is never mistaken for one that honoured it.
+    /// `unverified`: see [`VolumeClient::get_unverified`].
     pub async fn get_range(
         &self,
         url: &str,
         range: Option<&str>,
+        unverified: bool,
     ) -> Result<reqwest::Response, VolumeError> {
         let mut req = self.request(reqwest::Method::GET, url);
         if let Some(r) = range {
             req = req.header(reqwest::header::RANGE, r);
+        }
+        if unverified {
+            req = req.header(super::verified::UNVERIFIED, "1");
         }
         let resp = req.send().await.map_err(|source| transport(url, source))?;
         expect(

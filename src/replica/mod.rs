@@ -7,6 +7,7 @@ pub mod client;
 pub mod delete;
 pub mod fanout;
 pub mod health;
+pub mod verified;
 
 pub use client::{ClientOptions, VolumeClient, VolumeError};
 pub use delete::{delete_files, DeleteError};

@@ -14,10 +14,32 @@ use crate::store::{Found, ListRange, Location, StoreError};
 mod inline;
 mod stream;
 
-/// GET/HEAD of a key: 302 to a replica on a volume that is up, or 200 with a value
-/// stored in the index (`--inline-max`).
+/// Request header of a GET naming volume servers (`host:port,…`) whose replica the
+/// client read and found wrong (`hoard get` on an md5 mismatch): the 302 goes to
+/// another replica while one is up, and the index reads those replicas itself in the
+/// background, reporting and queueing for repair those it finds corrupt
+/// ([`crate::store::Store::check_replicas`]).
+pub const AVOID: &str = "hoard-avoid-volumes";
+
+/// GET/HEAD of a key: 302 to a replica on a volume that is up (not one of those in
+/// [`AVOID`] while another is up), or 200 with a value stored in the index
+/// (`--inline-max`).
 pub fn redirect(app: &App, key: &[u8], req: &axum::extract::Request) -> Result<Response, ApiError> {
-    let at = match app.store.find(key)? {
+    let avoid: Vec<&str> = req
+        .headers()
+        .get(AVOID)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !avoid.is_empty() {
+        app.store.check_replicas(key, &avoid);
+    }
+    let at = match app.store.find_avoiding(key, &avoid)? {
         Some(Found::At(at)) => at,
         Some(Found::Inline(record)) => {
             let head = req.method() == axum::http::Method::HEAD;

@@ -161,7 +161,7 @@ impl Store {
                     _ => false,
                 };
                 if !released {
-                    let _ = store.upkeep.send(key);
+                    let _ = store.upkeep.send(crate::ops::upkeep::Task::Key(key));
                 }
             }
             Ok(Written {

@@ -59,16 +59,26 @@ impl Store {
     /// Where `key`'s value is: in its record, or on a volume that is up (see
     /// [`Store::locate`]); `Ok(None)` when the key is not live.
     pub fn find(&self, key: &[u8]) -> Result<Option<Found>, StoreError> {
+        self.find_avoiding(key, &[])
+    }
+
+    /// [`Store::find`], picking a replica on none of the volume servers `avoid`
+    /// (`host:port`: replicas a client already read and found wrong) while another is
+    /// up; when every replica that is up is to be avoided, any of them.
+    pub fn find_avoiding(&self, key: &[u8], avoid: &[&str]) -> Result<Option<Found>, StoreError> {
         let Some(record) = self.record(key)? else {
             return Ok(None);
         };
         if record.inline.is_some() {
             return Ok(Some(Found::Inline(record)));
         }
-        let up: Vec<&str> = record
+        let mut up: Vec<&str> = record
             .holders()
             .filter(|v| self.health.is_up(server_of(v)))
             .collect();
+        if up.iter().any(|v| !avoid.contains(&server_of(v))) {
+            up.retain(|v| !avoid.contains(&server_of(v)));
+        }
         if up.is_empty() {
             return Err(StoreError::Unavailable(format!(
                 "no replica volume of this key is up ({})",

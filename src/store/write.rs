@@ -398,7 +398,9 @@ impl Store {
             (Some(leftovers), _) => {
                 self.cache.invalidate(key);
                 if leftovers || !missing.is_empty() {
-                    let _ = self.upkeep.send(key.to_vec());
+                    let _ = self
+                        .upkeep
+                        .send(crate::ops::upkeep::Task::Key(key.to_vec()));
                 }
                 Ok(Written {
                     size: uploaded.size,
@@ -438,7 +440,9 @@ impl Store {
         };
         if gen != 0 {
             // `Begin` may have retired an older record of the key.
-            let _ = self.upkeep.send(key.to_vec());
+            let _ = self
+                .upkeep
+                .send(crate::ops::upkeep::Task::Key(key.to_vec()));
         }
         if let Err(e) = release(&self.ops_ctx(), &at, &intent, self.owner).await {
             tracing::warn!(

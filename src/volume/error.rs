@@ -29,6 +29,9 @@ pub enum VolumeError {
     /// The request body broke off (client gone, shorter than its Content-Length) (400).
     #[error("request body: {0}")]
     Body(#[source] axum::Error),
+    /// The file's bytes differ from the checksum stored with it (500).
+    #[error("{0}: the file's bytes differ from its stored checksum")]
+    Corrupt(String),
     /// A file system operation failed (500; 507 when the disk is full).
     #[error("{context}: {source}")]
     Io {
@@ -59,7 +62,7 @@ impl VolumeError {
             Self::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
-            Self::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Io { .. } | Self::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! | request | answer |
 //! | --- | --- |
 //! | `PUT /p` | 201 created, 204 replaced; atomic ([`write`]); 409 for a path ending in `/`, a directory, or under a file |
-//! | `GET`/`HEAD /p` | 200 / 206 (one range) / 416 / 304 / 412 for a file, 404 if missing |
+//! | `GET`/`HEAD /p` | 200 / 206 (one range) / 416 / 304 / 412 for a file, 404 if missing; a whole-file GET is checked against the md5 stored with the file ([`checksum`]): 500 or cut short on a mismatch |
 //! | `GET /d/` | JSON listing ([`listing`]); `GET /d` → 301 to `/d/` |
 //! | `GET /-/walk/d/` | every file below `/d/`, streamed ([`walk`]) |
 //! | `DELETE /p` | 204, 404 if missing, 409 for a directory |
@@ -15,6 +15,7 @@
 
 mod args;
 pub mod beneath;
+pub mod checksum;
 pub mod delete;
 pub mod error;
 pub mod inflight;

@@ -30,6 +30,8 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use md5::{Digest as _, Md5};
+
 use super::error::VolumeError;
 
 /// Whether `linkat(fd, "", …, AT_EMPTY_PATH)` works for this process (decided by
@@ -56,6 +58,8 @@ pub struct TempFile {
     /// Where unnamed, the directory it was created in (for messages).
     dir: PathBuf,
     placed: bool,
+    /// md5 of everything written so far (stored with the file by [`TempFile::seal`]).
+    md5: Md5,
 }
 
 impl TempFile {
@@ -78,6 +82,7 @@ impl TempFile {
                 name: None,
                 dir: dir.path.to_path_buf(),
                 placed: false,
+                md5: Md5::new(),
             });
         }
         let (file, path) = create_named(temp_dir)?;
@@ -86,6 +91,7 @@ impl TempFile {
             name: Some(path),
             dir: temp_dir.to_path_buf(),
             placed: false,
+            md5: Md5::new(),
         })
     }
 
@@ -98,8 +104,17 @@ impl TempFile {
 
     /// Appends `data`.
     pub fn write(&mut self, data: &[u8]) -> Result<(), VolumeError> {
+        self.md5.update(data);
         let written = self.file.write_all(data);
         written.map_err(|e| VolumeError::io(format!("writing {}", self.describe()), e))
+    }
+
+    /// Stores the md5 of everything written as the file's checksum
+    /// ([`super::checksum`]); before [`TempFile::sync`], so one fsync covers both, and
+    /// before [`TempFile::place`], so the file never has a name without it.
+    pub fn seal(&mut self) {
+        let md5: [u8; 16] = self.md5.clone().finalize().into();
+        super::checksum::store(&self.file, &md5, &self.describe());
     }
 
     /// Syncs the data to disk.

@@ -11,7 +11,9 @@
 //!    a named one is deleted at the next startup. A failed or abandoned upload (client
 //!    gone, body shorter than its Content-Length, handler dropped) deletes it at once
 //!    through [`TempFile`]'s `Drop`.
-//! 3. fsync of the temp file (with `fsync` on): as in 2.
+//! 3. Storing the md5 of the body, hashed while it streamed in, as the file's
+//!    extended attribute (`user.hoard.md5`, [`super::checksum`]), then fsync of the
+//!    temp file (with `fsync` on): as in 2.
 //! 4. Putting it in place (`linkat` of the unnamed file, or a rename; a replacement is
 //!    always a rename), unless a DELETE or a newer PUT of the path cancelled this upload
 //!    meanwhile ([`super::inflight`]; then 409 and the temp file is removed): atomic;
@@ -158,6 +160,7 @@ impl Upload {
     /// Syncs the data, renames it into place and syncs the directories; true when the
     /// file did not exist before.
     fn finish(mut self, fsync: bool) -> Result<bool, VolumeError> {
+        self.temp.seal();
         if fsync {
             self.temp.sync()?;
         }

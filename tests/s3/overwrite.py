@@ -4,6 +4,8 @@
   overwrite.py ENDPOINT put BUCKET KEY FILE   create the bucket if needed, PUT the file
   overwrite.py ENDPOINT presign-put BUCKET KEY print a presigned PUT URL
   overwrite.py ENDPOINT md5 BUCKET KEY         print the md5 of the object's bytes
+  overwrite.py ENDPOINT md5-or-error BUCKET KEY  the same, or `error` when the GET
+                                               or the reading of its body fails
   overwrite.py ENDPOINT race BUCKET KEY N      N PUTs of one key at once, each its own
                                                1 MiB value: prints the ETags
                                                acknowledged, then the one a GET finds
@@ -53,6 +55,15 @@ def main():
     elif cmd == "md5":
         bucket, key = args
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        print(hashlib.md5(body).hexdigest())
+    elif cmd == "md5-or-error":
+        bucket, key = args
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as e:  # a broken transfer: what the caller checks for
+            print("error", file=sys.stdout)
+            print(repr(e), file=sys.stderr)
+            return
         print(hashlib.md5(body).hexdigest())
     elif cmd == "race":
         bucket, key, n = args[0], args[1], int(args[2])
