@@ -40,7 +40,7 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("fast").is_err());
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("1w").is_err());
         assert!(parse_duration("").is_err());
     }
 }

@@ -142,6 +142,14 @@ async fn dashboard_in_a_browser() {
         ),
     )
     .await;
+    // The scrubber's tile: a pass under way or the passes done (on by default).
+    b.wait_js(
+        "the scrub tile",
+        WAIT,
+        "const t = document.getElementById('stats').innerText;
+         return /Scrub\\s*(pass \\d+|\\d+ passes)/i.test(t) ? t : null;",
+    )
+    .await;
 
     // Key browser: a prefix, pages of 25, a key's record and its download link.
     b.type_into("#key-prefix", "/dash/").await;
