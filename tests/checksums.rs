@@ -13,12 +13,12 @@
 mod common;
 
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{client, free_port, free_port_run, get_json, hoard_bin, wait_http, Proc};
-use hoard::placement::file_from_path;
+use common::cluster::{client, hoard_bin};
+use common::dev::{DevStore, ValueFile};
 use hoard::proto::client::Client;
 
 const ACCESS: &str = "checksums";
@@ -26,100 +26,26 @@ const SECRET: &str = "checksums-secret-key";
 const T: Duration = Duration::from_secs(30);
 
 /// `hoard dev` with every front-end on.
-struct Dev {
-    port: u16,
-    http: String,
-    s3: String,
-    tcp: String,
-    json: String,
-    data: PathBuf,
-    _proc: Proc,
-    tmp: tempfile::TempDir,
+struct Dev(DevStore);
+
+impl std::ops::Deref for Dev {
+    type Target = DevStore;
+    fn deref(&self) -> &DevStore {
+        &self.0
+    }
 }
 
 /// One replica file of a value: which volume of the dev store, and where on disk.
-#[derive(Debug, Clone)]
-struct Replica {
-    volume: u16,
-    rel: String,
-    path: PathBuf,
-}
+type Replica = ValueFile;
 
 impl Dev {
     async fn start() -> Dev {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let port = free_port_run(4);
-        let (s3, tcp, json) = (free_port(), free_port(), free_port());
-        let cmd = vec![
-            "env".to_string(),
-            format!("HOARD_S3_ACCESS_KEY={ACCESS}"),
-            format!("HOARD_S3_SECRET_KEY={SECRET}"),
-            hoard_bin().to_string(),
-            "dev".into(),
-            "--data".into(),
-            data.display().to_string(),
-            "--port".into(),
-            port.to_string(),
-            "--s3-port".into(),
-            s3.to_string(),
-            "--tcp-port".into(),
-            tcp.to_string(),
-            "--json-port".into(),
-            json.to_string(),
-        ];
-        let proc = Proc::spawn(cmd, tmp.path().join("dev.log"));
-        let dev = Dev {
-            port,
-            http: format!("http://127.0.0.1:{port}"),
-            s3: format!("http://127.0.0.1:{s3}"),
-            tcp: format!("127.0.0.1:{tcp}"),
-            json: format!("http://127.0.0.1:{json}"),
-            data,
-            _proc: proc,
-            tmp,
-        };
-        wait_http(&format!("{}/-/health", dev.http));
-        let deadline = Instant::now() + T;
-        loop {
-            let h = get_json(format!("{}/-/health", dev.http)).await;
-            let up = h["volumes"]
-                .as_array()
-                .map_or(0, |vs| vs.iter().filter(|v| v["up"] == true).count());
-            if up == 3 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "volumes did not come up: {h}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        dev
+        Dev(DevStore::start(ACCESS, SECRET, &[]).await)
     }
 
     /// The replica files of `key` (any generation), in volume order.
     fn replicas(&self, key: &[u8]) -> Vec<Replica> {
-        let mut out = Vec::new();
-        for v in 1..=3u16 {
-            let root = self.data.join(format!("volume{v}"));
-            for path in walk(&root) {
-                let rel = path
-                    .strip_prefix(&root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                // `[svXX/]aa/bb/<base64 key, possibly with '/'>[~gen]`.
-                let inner = match rel.split_once('/') {
-                    Some((sv, rest)) if sv.starts_with("sv") => rest.to_string(),
-                    _ => rel.clone(),
-                };
-                if file_from_path(&format!("/{inner}")).is_some_and(|(k, _)| k == key) {
-                    out.push(Replica {
-                        volume: v,
-                        rel: rel.clone(),
-                        path,
-                    });
-                }
-            }
-        }
+        let out = self.files_of(key);
         assert_eq!(
             out.len(),
             3,
@@ -224,22 +150,6 @@ impl Dev {
             );
         }
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Flips one byte in the middle of the file in place (same inode: what bit rot does).

@@ -7,12 +7,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{client, free_port, free_port_run, get_json, hoard_bin, wait_http, Proc};
-use hoard::placement::file_from_path;
+use common::cluster::{client, get_json};
 use hoard::proto::client::Client;
 use hoard::proto::frame::{encode_request, Compression, Op, ValueHeader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,146 +24,55 @@ const T: Duration = Duration::from_secs(30);
 const ANNOUNCED: usize = 10 << 20;
 const SENT: usize = 2 << 20;
 
+use common::dev::DevStore as Dev;
+
 /// `hoard dev` with every front-end on.
-struct Dev {
-    http: String,
-    s3: String,
-    tcp: String,
-    json: String,
-    data: PathBuf,
-    proc: Proc,
-    _tmp: tempfile::TempDir,
+async fn start() -> Dev {
+    Dev::start(ACCESS, SECRET, &[]).await
 }
 
-impl Dev {
-    async fn start() -> Dev {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let port = free_port_run(7);
-        let (s3, tcp, json) = (free_port(), free_port(), free_port());
-        let cmd = vec![
-            "env".to_string(),
-            format!("HOARD_S3_ACCESS_KEY={ACCESS}"),
-            format!("HOARD_S3_SECRET_KEY={SECRET}"),
-            hoard_bin().to_string(),
-            "dev".into(),
-            "--data".into(),
-            data.display().to_string(),
-            "--port".into(),
-            port.to_string(),
-            "--s3-port".into(),
-            s3.to_string(),
-            "--tcp-port".into(),
-            tcp.to_string(),
-            "--json-port".into(),
-            json.to_string(),
-        ];
-        let proc = Proc::spawn(cmd, tmp.path().join("dev.log"));
-        let dev = Dev {
-            http: format!("http://127.0.0.1:{port}"),
-            s3: format!("http://127.0.0.1:{s3}"),
-            tcp: format!("127.0.0.1:{tcp}"),
-            json: format!("http://127.0.0.1:{json}"),
-            data,
-            proc,
-            _tmp: tmp,
-        };
-        dev.wait_ready().await;
-        dev
-    }
+/// Writes in flight: the index's own count of `writing` records (/-/health).
+async fn writing(dev: &Dev) -> u64 {
+    let h = get_json(format!("{}/-/health", dev.http)).await;
+    h["keys"]["writing"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no writing count in the health report: {h}"))
+}
 
-    /// Waits for the index and its three volumes.
-    async fn wait_ready(&self) {
-        wait_http(&format!("{}/-/health", self.http));
-        let deadline = Instant::now() + T;
-        loop {
-            let h = get_json(format!("{}/-/health", self.http)).await;
-            let up = h["volumes"]
-                .as_array()
-                .map_or(0, |vs| vs.iter().filter(|v| v["up"] == true).count());
-            if up == 3 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "volumes did not come up: {h}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// Waits until the index counts `want` writes in flight (`writing` records).
+async fn wait_writing(dev: &Dev, want: u64) {
+    let deadline = Instant::now() + T;
+    loop {
+        let now = writing(dev).await;
+        if now == want {
+            return;
         }
-    }
-
-    /// Writes in flight: the index's own count of `writing` records (/-/health).
-    async fn writing(&self) -> u64 {
-        let h = get_json(format!("{}/-/health", self.http)).await;
-        h["keys"]["writing"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no writing count in the health report: {h}"))
-    }
-
-    /// Waits until the index counts `want` writes in flight (`writing` records).
-    async fn wait_writing(&self, want: u64) {
-        let deadline = Instant::now() + T;
-        loop {
-            let now = self.writing().await;
-            if now == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "writing records stayed at {now} (want {want})"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The value files on the three volumes, by key, as `generation → copies`.
-    fn files(&self) -> BTreeMap<Vec<u8>, BTreeMap<u64, usize>> {
-        let mut out: BTreeMap<Vec<u8>, BTreeMap<u64, usize>> = BTreeMap::new();
-        for v in 1..=3 {
-            let root = self.data.join(format!("volume{v}"));
-            for path in walk(&root) {
-                let rel = path
-                    .strip_prefix(&root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                // `[svXX/]aa/bb/<base64 key, possibly with '/'>[~gen]`.
-                let rel = match rel.split_once('/') {
-                    Some((sv, rest)) if sv.starts_with("sv") => rest.to_string(),
-                    _ => rel,
-                };
-                if let Some((key, gen)) = file_from_path(&format!("/{rel}")) {
-                    *out.entry(key).or_default().entry(gen).or_default() += 1;
-                }
-            }
-        }
-        out
-    }
-
-    /// Checks that `key`'s files are those of one value: three copies of one
-    /// generation, nothing left of any other.
-    fn assert_one_generation(&self, key: &[u8]) {
-        let files = self.files();
-        let gens = files.get(key).cloned().unwrap_or_default();
         assert!(
-            gens.len() == 1 && gens.values().all(|&n| n == 3),
-            "files of {}: {gens:?} (generation → copies)",
-            String::from_utf8_lossy(key)
+            Instant::now() < deadline,
+            "writing records stayed at {now} (want {want})"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
+/// The value files on the three volumes, by key, as `generation → copies`.
+fn files(dev: &Dev) -> BTreeMap<Vec<u8>, BTreeMap<u64, usize>> {
+    let mut out: BTreeMap<Vec<u8>, BTreeMap<u64, usize>> = BTreeMap::new();
+    for f in dev.value_files() {
+        *out.entry(f.key).or_default().entry(f.gen).or_default() += 1;
     }
     out
+}
+
+/// Checks that `key`'s files are those of one value: three copies of one generation,
+/// nothing left of any other.
+fn assert_one_generation(dev: &Dev, key: &[u8]) {
+    let gens = files(dev).get(key).cloned().unwrap_or_default();
+    assert!(
+        gens.len() == 1 && gens.values().all(|&n| n == 3),
+        "files of {}: {gens:?} (generation → copies)",
+        String::from_utf8_lossy(key)
+    );
 }
 
 /// A value big enough to go to the volumes, different for each `seed`.
@@ -219,9 +127,9 @@ fn md5_hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_s3_overwrite_keeps_the_old_object() {
-    let dev = Dev::start().await;
+    let dev = start().await;
     let old = value(1, 3 << 20);
-    let src = dev._tmp.path().join("old");
+    let src = dev.tmp.path().join("old");
     std::fs::write(&src, &old).unwrap();
     s3(&dev, &["put", "bkt", "obj", src.to_str().unwrap()]);
     let url = s3(&dev, &["presign-put", "bkt", "obj"]);
@@ -235,25 +143,25 @@ async fn an_abandoned_s3_overwrite_keeps_the_old_object() {
         format!("PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {ANNOUNCED}\r\n\r\n");
     let upload = abandoned_upload(&addr, head.as_bytes()).await;
     // The overwrite is under way (its intent recorded): the old object is still served.
-    dev.wait_writing(1).await;
+    wait_writing(&dev, 1).await;
     assert_eq!(s3(&dev, &["md5", "bkt", "obj"]), md5_hex(&old));
     // The client goes away: the old object stays, and nothing of the new one does.
     drop(upload);
-    dev.wait_writing(0).await;
+    wait_writing(&dev, 0).await;
     assert_eq!(s3(&dev, &["md5", "bkt", "obj"]), md5_hex(&old));
-    dev.assert_one_generation(b"/bkt/obj");
+    assert_one_generation(&dev, b"/bkt/obj");
     // A completed overwrite replaces it, and its old files go.
     let new = value(2, 1 << 20);
     std::fs::write(&src, &new).unwrap();
     s3(&dev, &["put", "bkt", "obj", src.to_str().unwrap()]);
     assert_eq!(s3(&dev, &["md5", "bkt", "obj"]), md5_hex(&new));
-    wait_until(|| dev.files()[&b"/bkt/obj".to_vec()].len() == 1).await;
-    dev.assert_one_generation(b"/bkt/obj");
+    wait_until(|| files(&dev)[&b"/bkt/obj".to_vec()].len() == 1).await;
+    assert_one_generation(&dev, b"/bkt/obj");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_s3_overwrites_all_succeed_and_the_last_wins() {
-    let dev = Dev::start().await;
+    let dev = start().await;
     // The script runs 8 PUTs of one key at once (each its own value of 1 MiB) and
     // prints the ETags acknowledged, then the ETag a GET finds: one of them.
     let out = s3(&dev, &["race", "bkt", "hot", "8"]);
@@ -261,8 +169,8 @@ async fn concurrent_s3_overwrites_all_succeed_and_the_last_wins() {
     let acked: Vec<&str> = acked.split_whitespace().collect();
     assert_eq!(acked.len(), 8, "every PUT succeeds: {out}");
     assert!(acked.contains(&last.trim()), "{out}");
-    wait_until(|| dev.files()[&b"/bkt/hot".to_vec()].len() == 1).await;
-    dev.assert_one_generation(b"/bkt/hot");
+    wait_until(|| files(&dev)[&b"/bkt/hot".to_vec()].len() == 1).await;
+    assert_one_generation(&dev, b"/bkt/hot");
 }
 
 /// A connection to the binary protocol.
@@ -284,28 +192,28 @@ fn set_head(key: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_binary_set_keeps_the_old_value() {
-    let dev = Dev::start().await;
+    let dev = start().await;
     let old = value(3, 1 << 20);
     tcp(&dev).await.set(b"bin", &old).await.unwrap();
     let upload = abandoned_upload(&dev.tcp, &set_head(b"bin")).await;
-    dev.wait_writing(1).await;
+    wait_writing(&dev, 1).await;
     let during = tcp(&dev).await.get(b"bin").await.unwrap();
     assert!(
         during == old,
         "the old value is served during the overwrite"
     );
     drop(upload);
-    dev.wait_writing(0).await;
+    wait_writing(&dev, 0).await;
     let after = tcp(&dev).await.get(b"bin").await.unwrap();
     assert!(after == old, "the old value survives the abandoned SET");
-    dev.assert_one_generation(b"/bin");
+    assert_one_generation(&dev, b"/bin");
 }
 
 /// The JSON interface reads a whole body (at most `--json-max-body`) before it
 /// writes: a PUT abandoned mid-body never reaches the store, and the old value stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_json_put_keeps_the_old_value() {
-    let dev = Dev::start().await;
+    let dev = start().await;
     let get = || async {
         let r = client()
             .get(format!("{}/doc", dev.json))
@@ -335,23 +243,23 @@ async fn an_abandoned_json_put_keeps_the_old_value() {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(T, upload.read_to_end(&mut rest)).await;
     drop(upload);
-    assert_eq!(dev.writing().await, 0);
+    assert_eq!(writing(&dev).await, 0);
     assert!(
         get().await == before,
         "the old value survives the abandoned PUT"
     );
-    dev.assert_one_generation(b"/doc");
+    assert_one_generation(&dev, b"/doc");
 }
 
 /// kill -9 of the whole store while an overwrite streams: after the restart the old
 /// value is served, and repair removes what the crashed write left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_an_overwrite_keeps_the_old_value() {
-    let mut dev = Dev::start().await;
+    let mut dev = start().await;
     let old = value(5, 1 << 20);
     tcp(&dev).await.set(b"crash", &old).await.unwrap();
     let upload = abandoned_upload(&dev.tcp, &set_head(b"crash")).await;
-    dev.wait_writing(1).await;
+    wait_writing(&dev, 1).await;
     dev.proc.kill();
     drop(upload);
     dev.proc.restart();
@@ -377,8 +285,8 @@ async fn a_crash_during_an_overwrite_keeps_the_old_value() {
         assert!(Instant::now() < deadline, "verify did not finish: {s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(dev.writing().await, 0);
-    dev.assert_one_generation(b"/crash");
+    assert_eq!(writing(&dev).await, 0);
+    assert_one_generation(&dev, b"/crash");
     let after = tcp(&dev).await.get(b"crash").await.unwrap();
     assert!(after == old);
 }
