@@ -87,30 +87,6 @@ impl Dev {
             .unwrap()
     }
 
-    /// Runs an S3 step of `tests/s3/overwrite.py` (boto3).
-    fn s3(&self, args: &[&str]) -> String {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/overwrite.py");
-        let out = Command::new("python3")
-            .arg(script)
-            .arg(&self.s3)
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", ACCESS)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env_remove("AWS_CA_BUNDLE")
-            .output()
-            .expect("python3 (scripts/test.sh installs it with boto3)");
-        assert!(
-            out.status.success(),
-            "overwrite.py {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
     /// PUTs `value` at `key` through the minikeyvalue API.
     async fn put(&self, key: &str, value: &[u8]) {
         let r = client()
@@ -233,14 +209,14 @@ async fn s3_get_object_skips_corrupt_replicas_reports_and_repairs_them() {
     let obj = value(1, 100_000);
     let src = dev.tmp.path().join("obj");
     std::fs::write(&src, &obj).unwrap();
-    dev.s3(&["put", "bkt", "obj", src.to_str().unwrap()]);
+    dev.s3_step(&["put", "bkt", "obj", src.to_str().unwrap()]);
     for corrupt in [1, 2] {
         let replicas = dev.replicas(b"/bkt/obj");
         for r in &replicas[..corrupt] {
             flip_byte(&r.path);
         }
         dev.read_until_repaired(b"/bkt/obj", &obj, |i| {
-            let got = dev.s3(&["md5", "bkt", "obj"]);
+            let got = dev.s3_step(&["md5", "bkt", "obj"]);
             assert_eq!(got, md5_hex(&obj), "GetObject #{i}, {corrupt} corrupt");
             std::future::ready(())
         })
@@ -264,14 +240,14 @@ async fn s3_get_object_of_a_large_value_never_ends_cleanly_with_wrong_bytes() {
     let obj = value(3, 1 << 20);
     let src = dev.tmp.path().join("big");
     std::fs::write(&src, &obj).unwrap();
-    dev.s3(&["put", "bkt", "big", src.to_str().unwrap()]);
+    dev.s3_step(&["put", "bkt", "big", src.to_str().unwrap()]);
     for r in &dev.replicas(b"/bkt/big")[..2] {
         flip_byte(&r.path);
     }
     let want = md5_hex(&obj);
     let mut errors = 0;
     dev.read_until_repaired(b"/bkt/big", &obj, |i| {
-        let got = dev.s3(&["md5-or-error", "bkt", "big"]);
+        let got = dev.s3_step(&["md5-or-error", "bkt", "big"]);
         match got.as_str() {
             "error" => errors += 1,
             _ => assert_eq!(got, want, "GetObject #{i} ended cleanly with wrong bytes"),

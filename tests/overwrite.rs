@@ -7,8 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{client, get_json};
@@ -92,30 +90,6 @@ async fn abandoned_upload(addr: &str, head: &[u8]) -> TcpStream {
     s
 }
 
-/// Runs the S3 steps of `tests/s3/overwrite.py` (boto3) against the dev store.
-fn s3(dev: &Dev, args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/overwrite.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&dev.s3)
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", ACCESS)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env_remove("AWS_CA_BUNDLE")
-        .output()
-        .expect("python3 (scripts/test.sh installs it with boto3)");
-    assert!(
-        out.status.success(),
-        "overwrite.py {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// The md5 of `bytes`, as S3 ETags and the script print it.
 fn md5_hex(bytes: &[u8]) -> String {
     use md5::{Digest, Md5};
@@ -131,8 +105,8 @@ async fn an_abandoned_s3_overwrite_keeps_the_old_object() {
     let old = value(1, 3 << 20);
     let src = dev.tmp.path().join("old");
     std::fs::write(&src, &old).unwrap();
-    s3(&dev, &["put", "bkt", "obj", src.to_str().unwrap()]);
-    let url = s3(&dev, &["presign-put", "bkt", "obj"]);
+    dev.s3_step(&["put", "bkt", "obj", src.to_str().unwrap()]);
+    let url = dev.s3_step(&["presign-put", "bkt", "obj"]);
     let url = reqwest::Url::parse(&url).unwrap();
     let addr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
     let path = match url.query() {
@@ -144,17 +118,17 @@ async fn an_abandoned_s3_overwrite_keeps_the_old_object() {
     let upload = abandoned_upload(&addr, head.as_bytes()).await;
     // The overwrite is under way (its intent recorded): the old object is still served.
     wait_writing(&dev, 1).await;
-    assert_eq!(s3(&dev, &["md5", "bkt", "obj"]), md5_hex(&old));
+    assert_eq!(dev.s3_step(&["md5", "bkt", "obj"]), md5_hex(&old));
     // The client goes away: the old object stays, and nothing of the new one does.
     drop(upload);
     wait_writing(&dev, 0).await;
-    assert_eq!(s3(&dev, &["md5", "bkt", "obj"]), md5_hex(&old));
+    assert_eq!(dev.s3_step(&["md5", "bkt", "obj"]), md5_hex(&old));
     assert_one_generation(&dev, b"/bkt/obj");
     // A completed overwrite replaces it, and its old files go.
     let new = value(2, 1 << 20);
     std::fs::write(&src, &new).unwrap();
-    s3(&dev, &["put", "bkt", "obj", src.to_str().unwrap()]);
-    assert_eq!(s3(&dev, &["md5", "bkt", "obj"]), md5_hex(&new));
+    dev.s3_step(&["put", "bkt", "obj", src.to_str().unwrap()]);
+    assert_eq!(dev.s3_step(&["md5", "bkt", "obj"]), md5_hex(&new));
     wait_until(|| files(&dev)[&b"/bkt/obj".to_vec()].len() == 1).await;
     assert_one_generation(&dev, b"/bkt/obj");
 }
@@ -164,7 +138,7 @@ async fn concurrent_s3_overwrites_all_succeed_and_the_last_wins() {
     let dev = start().await;
     // The script runs 8 PUTs of one key at once (each its own value of 1 MiB) and
     // prints the ETags acknowledged, then the ETag a GET finds: one of them.
-    let out = s3(&dev, &["race", "bkt", "hot", "8"]);
+    let out = dev.s3_step(&["race", "bkt", "hot", "8"]);
     let (acked, last) = out.split_once('\n').expect("two lines");
     let acked: Vec<&str> = acked.split_whitespace().collect();
     assert_eq!(acked.len(), 8, "every PUT succeeds: {out}");

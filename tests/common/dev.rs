@@ -29,6 +29,8 @@ pub struct DevStore {
     pub proc: Proc,
     /// Holds `data` (and whatever else a test keeps there).
     pub tmp: tempfile::TempDir,
+    /// The S3 credentials it was started with.
+    s3_keys: (String, String),
 }
 
 /// One value file on a volume of the store.
@@ -82,6 +84,7 @@ impl DevStore {
             data,
             proc,
             tmp,
+            s3_keys: (access.to_string(), secret.to_string()),
         };
         dev.wait_ready().await;
         dev
@@ -102,6 +105,31 @@ impl DevStore {
             assert!(Instant::now() < deadline, "volumes did not come up: {h}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Runs a step of `tests/s3/overwrite.py` (boto3) against the store's S3 API; its
+    /// output, trimmed. Panics with the script's output when it fails.
+    pub fn s3_step(&self, args: &[&str]) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/overwrite.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&self.s3)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &self.s3_keys.0)
+            .env("AWS_SECRET_ACCESS_KEY", &self.s3_keys.1)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .expect("python3 (scripts/test.sh installs it with boto3)");
+        assert!(
+            out.status.success(),
+            "overwrite.py {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     /// Every value file on the three volumes, in volume then path order.
