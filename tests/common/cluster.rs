@@ -262,16 +262,25 @@ fn volume_command(dir: &Path, bind: &str, port: u16) -> Vec<String> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    // Only a directory removed since its parent was read may be skipped: a count that
+    // silently left out a directory it could not read would look like lost files.
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => panic!("reading {}: {e}", dir.display()),
     };
-    for e in entries.flatten() {
+    for e in entries {
+        let e = e.unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || name == "nginx-tmp" {
             continue;
         }
         let path = e.path();
-        if path.is_dir() {
+        let is_dir = e
+            .file_type()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .is_dir();
+        if is_dir {
             walk(root, &path, out);
         } else {
             out.push(path.strip_prefix(root).unwrap().display().to_string());
