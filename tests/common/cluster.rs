@@ -143,6 +143,36 @@ impl Proc {
         self.cmd = original;
     }
 
+    /// Starts it again with environment variables `vars` (`NAME=value`) set, this
+    /// time only. The command line must start with `env` (as [`super::dev::DevStore`]'s
+    /// does).
+    pub fn restart_env(&mut self, vars: &[&str]) {
+        assert_eq!(self.cmd[0], "env", "{:?} sets no environment", self.cmd);
+        self.kill();
+        let original = self.cmd.clone();
+        let at = 1..1;
+        self.cmd.splice(at, vars.iter().map(|s| s.to_string()));
+        self.start();
+        self.cmd = original;
+    }
+
+    /// Waits up to `within` for the process to exit by itself; its status, or `None`
+    /// if it is still running (or was never started).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
