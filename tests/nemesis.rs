@@ -630,7 +630,7 @@ impl S3Load {
         let args = load.args(net, &load.stop_file.display().to_string());
         let log = std::fs::File::create(dir.join("s3-worker.log")).expect("worker log");
         load.child = Some(
-            std::process::Command::new("python3")
+            common::die_with_test(&mut std::process::Command::new("python3"))
                 .args(&args)
                 .stderr(log)
                 .spawn()
