@@ -10,8 +10,9 @@
 //! Faults ([`Fault`]): the leader cut off from the other members (clients still reach
 //! it), a follower cut off, a one-way loss (the leader's packets to the others dropped,
 //! theirs to it delivered), a flapping link, SIGSTOP of the leader for longer than an
-//! election, kill -9 of the leader, of a follower and of all members at once, a member
-//! wiped and rejoined under a new id, and every member cut off from the volumes.
+//! election, kill -9 of the leader, of a follower, of both followers and of all members
+//! at once, a follower wiped and rejoined at its address under a new id (`hoard cluster
+//! add`, then `remove` of the old id), and every member cut off from the volumes.
 //! Index clocks are offset by minutes throughout ([`CLOCK_OFFSETS`], libfaketime with
 //! `FAKETIME_DONT_FAKE_MONOTONIC=1`), when libfaketime is installed.
 //!
@@ -73,6 +74,9 @@ enum Fault {
     KillFollower,
     /// kill -9 of every member at once, restarted together.
     KillAll,
+    /// A follower killed, its data wiped, and brought back on its host under a new id
+    /// (added, then the old id removed): the cluster must carry on with the new member.
+    Wipe,
     /// kill -9 of both followers at once (the leader left without a quorum), restarted
     /// together.
     KillFollowers,
@@ -80,7 +84,7 @@ enum Fault {
     VolumesCut,
 }
 
-const ALL_FAULTS: [Fault; 10] = [
+const ALL_FAULTS: [Fault; 11] = [
     Fault::LeaderCut,
     Fault::FollowerCut,
     Fault::OneWay,
@@ -90,6 +94,7 @@ const ALL_FAULTS: [Fault; 10] = [
     Fault::KillFollower,
     Fault::KillAll,
     Fault::KillFollowers,
+    Fault::Wipe,
     Fault::VolumesCut,
 ];
 
@@ -242,12 +247,30 @@ fn signal(c: &IndexCluster, id: u64, sig: libc::c_int) {
     }
 }
 
-/// The hosts of the members other than `id`.
-fn others(id: u64) -> Vec<String> {
-    (1..=NODES)
-        .filter(|&n| n != id)
-        .map(|n| format!("n{n}"))
-        .collect()
+/// The server flags of every member (its S3 API).
+const SERVER_FLAGS: [&str; 6] = [
+    "--s3-port",
+    S3_PORT,
+    "--s3-access-key",
+    S3_ACCESS,
+    "--s3-secret-key",
+    S3_SECRET,
+];
+
+/// Runs `hoard ARGS` (the operator's CLI) from the clients' namespace; panics with its
+/// output when it fails.
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(common::cluster::hoard_bin())
+        .args(args)
+        .output()
+        .expect("running hoard");
+    assert!(
+        out.status.success(),
+        "hoard {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A running scenario: the network, the cluster, the load, what was injected.
@@ -258,6 +281,11 @@ struct Run {
     report: Report,
     /// The key prefix of this run (names its kept logs).
     prefix: String,
+    /// Each member's host (`n1`…): a wiped member comes back on its host under a new
+    /// id.
+    hosts: BTreeMap<u64, String>,
+    /// The id the next wiped member comes back under.
+    next_id: u64,
 }
 
 impl Drop for Run {
@@ -273,38 +301,82 @@ impl Drop for Run {
 }
 
 impl Run {
+    /// Member `id`'s host.
+    fn host(&self, id: u64) -> String {
+        self.hosts[&id].clone()
+    }
+
+    /// The hosts of the members other than `id`.
+    fn others(&self, id: u64) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|(&n, _)| n != id)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+
+    /// The node number the load and the S3 clients record for member `id` (its host's:
+    /// they address hosts, whichever member serves there).
+    fn label(&self, id: u64) -> u64 {
+        self.hosts[&id][1..].parse().expect("host name n<number>")
+    }
+
+    /// Member `old` lost its disk: its data is wiped, and it comes back on its host
+    /// under a new id, added to the cluster (`hoard cluster add`) before the old id is
+    /// removed (`hoard cluster remove`) — the procedure of docs/OPERATIONS.md.
+    async fn rejoin_wiped(&mut self, old: u64) {
+        let host = self.hosts.remove(&old).expect("member");
+        let dead = self.cluster.forget(old);
+        std::fs::remove_dir_all(&dead.db).expect("wipe the member's data");
+        drop(dead);
+        let id = self.next_id;
+        self.next_id += 1;
+        let env = clock_env(host[1..].parse().expect("host name"));
+        self.cluster
+            .start_joining_netns(&self.net, &host, id, &SERVER_FLAGS, env);
+        self.hosts.insert(id, host.clone());
+        let via = self
+            .cluster
+            .url(*self.hosts.keys().find(|&&n| n != id).unwrap());
+        let addr = format!("{}:3000", self.net.ip(&host));
+        cli(&["cluster", "add", &format!("{id}={addr}"), "--url", &via]);
+        cli(&["cluster", "remove", &old.to_string(), "--url", &via]);
+    }
+
     /// Injects `fault` (held for a time drawn from [`FAULT_MS`]) and heals it; waits
     /// until the cluster serves again.
     async fn inject(&mut self, fault: Fault, load: &Load) {
         let (leader, _) = self.cluster.leader().await;
-        let follower = *others(leader)
-            .iter()
-            .map(|h| h[1..].parse::<u64>().unwrap())
-            .collect::<Vec<_>>()
-            .get(self.rng.usize(..NODES as usize - 1))
-            .unwrap();
+        let followers: Vec<u64> = self
+            .cluster
+            .ids()
+            .into_iter()
+            .filter(|&n| n != leader)
+            .collect();
+        let follower = followers[self.rng.usize(..followers.len())];
         let held = Duration::from_millis(self.rng.u64(FAULT_MS));
-        let l = format!("n{leader}");
+        let l = self.host(leader);
         // Each fault's rules on one host take effect together; `at` is when they did.
         let mut at = Instant::now();
         let node = match fault {
             Fault::LeaderCut => {
-                self.net.isolate(&l, &others(leader));
+                self.net.isolate(&l, &self.others(leader));
                 at = Instant::now();
                 leader
             }
             Fault::FollowerCut => {
-                self.net.isolate(&format!("n{follower}"), &others(follower));
+                self.net
+                    .isolate(&self.host(follower), &self.others(follower));
                 follower
             }
             Fault::OneWay => {
-                self.net.cut_one_way_many(&l, &others(leader));
+                self.net.cut_one_way_many(&l, &self.others(leader));
                 at = Instant::now();
                 leader
             }
             Fault::Flap => {
-                let f = format!("n{follower}");
-                let third = others(leader).into_iter().find(|h| *h != f).unwrap();
+                let f = self.host(follower);
+                let third = self.others(leader).into_iter().find(|h| *h != f).unwrap();
                 self.net.cut(&l, &third);
                 let until = Instant::now() + held;
                 let mut down = false;
@@ -337,13 +409,17 @@ impl Run {
                 0
             }
             Fault::KillFollowers => {
-                for id in (1..=NODES).filter(|&n| n != leader) {
+                for &id in &followers {
                     self.cluster.kill(id);
                 }
                 leader
             }
+            Fault::Wipe => {
+                self.cluster.kill(follower);
+                follower
+            }
             Fault::VolumesCut => {
-                let members: Vec<String> = (1..=NODES).map(|n| format!("n{n}")).collect();
+                let members: Vec<String> = self.hosts.values().cloned().collect();
                 self.net.isolate("vol", &members);
                 0
             }
@@ -353,7 +429,7 @@ impl Run {
         }
         // Measured while the old leader is still out of the way.
         let failover = if fault.deposes_leader() {
-            Some(self.wait_failover(load, at, leader).await)
+            Some(self.wait_failover(load, at, self.label(leader)).await)
         } else {
             None
         };
@@ -364,7 +440,7 @@ impl Run {
                     .samples
                     .samples()
                     .iter()
-                    .filter(|s| s.at >= at && s.node != leader && s.status.is_leader())
+                    .filter(|s| s.at >= at && s.status.node_id != leader && s.status.is_leader())
                     .map(|s| s.at - at)
                     .min()
             })
@@ -376,10 +452,11 @@ impl Run {
             Fault::KillFollower => self.cluster.restart(follower),
             Fault::KillAll => self.cluster.restart_all(),
             Fault::KillFollowers => {
-                for id in (1..=NODES).filter(|&n| n != leader) {
+                for &id in &followers {
                     self.cluster.restart(id);
                 }
             }
+            Fault::Wipe => self.rejoin_wiped(follower).await,
             _ => self.net.heal(),
         }
         println!(
@@ -741,15 +818,7 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
     let faults = faults.to_vec();
     let prefix = format!("{name}-{seed}");
     rt.block_on(async move {
-        let s3_flags = [
-            "--s3-port",
-            S3_PORT,
-            "--s3-access-key",
-            S3_ACCESS,
-            "--s3-secret-key",
-            S3_SECRET,
-        ];
-        let cluster = IndexCluster::start_netns(&net, NODES, VOLUMES, &s3_flags, clock_env);
+        let cluster = IndexCluster::start_netns(&net, NODES, VOLUMES, &SERVER_FLAGS, clock_env);
         cluster.leader().await;
         cluster.wait_volumes_up(&cluster.ids()).await;
         let mut s3 = s3_enabled().then(|| S3Load::start(&net, cluster.tmp.path(), &prefix));
@@ -762,6 +831,8 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
                 ..Report::default()
             },
             prefix: prefix.clone(),
+            hosts: (1..=NODES).map(|id| (id, format!("n{id}"))).collect(),
+            next_id: NODES + 1,
         };
         let sampler = run.cluster.start_sampler();
         let load = Load::start(run.cluster.urls(), &prefix);
@@ -843,6 +914,13 @@ fn herded_clients_follow_a_failover() {
         seed(),
         &[Fault::KillFollowers, Fault::LeaderCut],
     ));
+}
+
+/// A follower loses its disk and comes back under a new id; the new member then
+/// takes part in a failover.
+#[test]
+fn a_wiped_member_rejoins() {
+    assert_clean(&scenario("wiped", seed(), &[Fault::Wipe, Fault::LeaderCut]));
 }
 
 #[test]
