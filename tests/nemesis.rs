@@ -132,6 +132,8 @@ struct Report {
     acknowledged_writes: usize,
     s3_operations: usize,
     s3_acknowledged: usize,
+    front_operations: usize,
+    front_acknowledged: usize,
     /// Anomaly kind → messages.
     anomalies: BTreeMap<String, Vec<String>>,
 }
@@ -192,6 +194,8 @@ impl Report {
             "acknowledged_writes": self.acknowledged_writes,
             "s3_operations": self.s3_operations,
             "s3_acknowledged_writes": self.s3_acknowledged,
+            "frontend_operations": self.front_operations,
+            "frontend_acknowledged_writes": self.front_acknowledged,
             "anomalies": self.anomalies.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
             "anomaly_examples": self.anomalies.iter().map(|(k, v)| (k.clone(), v.iter().take(3).cloned().collect::<Vec<_>>())).collect::<BTreeMap<_, _>>(),
             "new_leader_s": {
@@ -248,14 +252,32 @@ fn signal(c: &IndexCluster, id: u64, sig: libc::c_int) {
 }
 
 /// The server flags of every member (its S3 API).
-const SERVER_FLAGS: [&str; 6] = [
+const SERVER_FLAGS: [&str; 10] = [
     "--s3-port",
     S3_PORT,
     "--s3-access-key",
     S3_ACCESS,
     "--s3-secret-key",
     S3_SECRET,
+    "--json-port",
+    JSON_PORT,
+    "--tcp-port",
+    TCP_PORT,
 ];
+
+/// Ports of every member's JSON interface and binary protocol.
+const JSON_PORT: &str = "9100";
+const TCP_PORT: &str = "9200";
+
+/// Every member's front-ends, by host number (as the load records them).
+fn front_members(net: &Net) -> Vec<common::frontends::Member> {
+    (1..=NODES)
+        .map(|id| {
+            let ip = net.ip(&format!("n{id}"));
+            (id, format!("{ip}:{JSON_PORT}"), format!("{ip}:{TCP_PORT}"))
+        })
+        .collect()
+}
 
 /// Runs `hoard ARGS` (the operator's CLI) from the clients' namespace; panics with its
 /// output when it fails.
@@ -520,6 +542,50 @@ impl Run {
                 .anomaly("S3: check undecided (search budget)", v.to_string()),
             Err(v) => self.report.anomaly(
                 "S3: not linearizable (stale read, lost or phantom write)",
+                v.to_string(),
+            ),
+        }
+    }
+
+    /// After [`Run::verify`]: reads every key of the JSON and binary clients through
+    /// every member and both front-ends, then checks their history (linearizable per
+    /// key, the same checker).
+    async fn verify_fronts(&mut self, sh: &common::frontends::Shared) {
+        let failed = common::frontends::final_reads(sh, &front_members(&self.net)).await;
+        if !failed.is_empty() {
+            self.report
+                .anomaly("front-ends: final read failed", failed.join("; "));
+        }
+        let unexpected = sh.unexpected.lock().unwrap().clone();
+        if !unexpected.is_empty() {
+            self.report
+                .anomaly("front-ends: unexpected answer", unexpected.join("; "));
+        }
+        let ops = sh.history.operations();
+        self.report.front_operations += ops.len();
+        self.report.front_acknowledged += ops
+            .iter()
+            .filter(|o| {
+                !matches!(o.op, Op::Get)
+                    && matches!(o.outcome, Outcome::Ok(Ret::Created | Ret::Deleted))
+            })
+            .count();
+        if let Ok(dir) = std::env::var("HOARD_NEMESIS_HISTORY_DIR") {
+            let path = std::path::Path::new(&dir).join(format!("{}-fe.jsonl", self.prefix));
+            let _ = sh.history.write_jsonl(&path);
+        }
+        match sh.history.check(CHECK_BUDGET) {
+            Ok(stats) => println!(
+                "front-end history: {} operations, {} keys, {} of unknown outcome",
+                ops.len(),
+                stats.keys,
+                stats.unknown
+            ),
+            Err(v @ common::history::Violation::BudgetExhausted { .. }) => self
+                .report
+                .anomaly("front-ends: check undecided (search budget)", v.to_string()),
+            Err(v) => self.report.anomaly(
+                "front-ends: not linearizable (stale read, lost or phantom write)",
                 v.to_string(),
             ),
         }
@@ -836,6 +902,8 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
         };
         let sampler = run.cluster.start_sampler();
         let load = Load::start(run.cluster.urls(), &prefix);
+        let fronts =
+            common::frontends::FrontLoad::start(front_members(&run.net), &format!("fe-{prefix}"));
         load.wait_created_after(Instant::now(), 20, |_| true).await;
         for fault in faults {
             run.inject(fault, &load).await;
@@ -844,11 +912,13 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
         // (and for the load's own floor of acknowledged writes).
         load.wait_created_after(Instant::now(), 60, |_| true).await;
         let sh = load.finish().await;
+        let fronts = fronts.finish().await;
         if let Some(s3) = s3.as_mut() {
             s3.stop();
         }
         sampler.stop().await;
         run.verify(sh).await;
+        run.verify_fronts(&fronts).await;
         if let Some(s3) = &s3 {
             run.verify_s3(s3);
         }
@@ -871,6 +941,10 @@ fn assert_clean(report: &Report) {
     assert!(
         !s3_enabled() || report.s3_acknowledged > 0,
         "no S3 write was acknowledged: the S3 workload did not run"
+    );
+    assert!(
+        report.front_acknowledged > 0,
+        "no JSON or binary write was acknowledged: the front-end workload did not run"
     );
 }
 
@@ -972,6 +1046,8 @@ fn mixed() {
         total.acknowledged_writes += r.acknowledged_writes;
         total.s3_operations += r.s3_operations;
         total.s3_acknowledged += r.s3_acknowledged;
+        total.front_operations += r.front_operations;
+        total.front_acknowledged += r.front_acknowledged;
         for (k, v) in r.anomalies {
             total.anomalies.entry(k).or_default().extend(v);
         }

@@ -281,6 +281,7 @@ fn spawn_volume(dir: &Path, extra: &[String]) -> HoardProc {
 pub mod browser;
 pub mod cluster;
 pub mod dev;
+pub mod frontends;
 pub mod ha;
 pub mod history;
 pub mod netns;
