@@ -134,6 +134,9 @@ struct Report {
     s3_acknowledged: usize,
     front_operations: usize,
     front_acknowledged: usize,
+    /// Terms begun while no fault was in progress (an election nothing provoked: a
+    /// leader's heartbeats late under load), as "term T at +S s".
+    unprovoked_elections: Vec<String>,
     /// Anomaly kind → messages.
     anomalies: BTreeMap<String, Vec<String>>,
 }
@@ -195,6 +198,8 @@ impl Report {
             "s3_operations": self.s3_operations,
             "s3_acknowledged_writes": self.s3_acknowledged,
             "frontend_operations": self.front_operations,
+            "unprovoked_elections": self.unprovoked_elections.len(),
+            "unprovoked_election_examples": self.unprovoked_elections.iter().take(5).collect::<Vec<_>>(),
             "frontend_acknowledged_writes": self.front_acknowledged,
             "anomalies": self.anomalies.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
             "anomaly_examples": self.anomalies.iter().map(|(k, v)| (k.clone(), v.iter().take(3).cloned().collect::<Vec<_>>())).collect::<BTreeMap<_, _>>(),
@@ -308,6 +313,8 @@ struct Run {
     hosts: BTreeMap<u64, String>,
     /// The id the next wiped member comes back under.
     next_id: u64,
+    /// From each fault's injection until the cluster served again after it.
+    fault_windows: Vec<(Instant, Instant)>,
 }
 
 impl Drop for Run {
@@ -368,6 +375,7 @@ impl Run {
     /// Injects `fault` (held for a time drawn from [`FAULT_MS`]) and heals it; waits
     /// until the cluster serves again.
     async fn inject(&mut self, fault: Fault, load: &Load) {
+        let injected = Instant::now();
         let (leader, _) = self.cluster.leader().await;
         let followers: Vec<u64> = self
             .cluster
@@ -501,6 +509,34 @@ impl Run {
         self.cluster.leader().await;
         let t = Instant::now();
         load.wait_created_after(t, 5, |_| true).await;
+        self.fault_windows.push((injected, Instant::now()));
+    }
+
+    /// Records the terms that began between `from` and `to` outside every fault's
+    /// window: elections nothing provoked (the measure of timeouts that are too short
+    /// for the machine).
+    fn count_unprovoked_elections(&mut self, from: Instant, to: Instant) {
+        let mut first_seen: BTreeMap<u64, Instant> = BTreeMap::new();
+        for s in self.cluster.samples.samples() {
+            let t = first_seen.entry(s.status.term).or_insert(s.at);
+            *t = (*t).min(s.at);
+        }
+        let known_before = first_seen
+            .iter()
+            .filter(|(_, &t)| t < from)
+            .map(|(&term, _)| term)
+            .max()
+            .unwrap_or(0);
+        for (term, at) in first_seen {
+            let in_fault = self.fault_windows.iter().any(|&(a, b)| a <= at && at <= b);
+            if term > known_before && at >= from && at <= to && !in_fault {
+                self.report.unprovoked_elections.push(format!(
+                    "{}: term {term} at +{:.1} s",
+                    self.prefix,
+                    (at - from).as_secs_f64()
+                ));
+            }
+        }
     }
 
     /// After [`Run::verify`] (healed, converged, repaired): reads every S3 key through
@@ -898,6 +934,7 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
             },
             prefix: prefix.clone(),
             hosts: (1..=NODES).map(|id| (id, format!("n{id}"))).collect(),
+            fault_windows: Vec::new(),
             next_id: NODES + 1,
         };
         let sampler = run.cluster.start_sampler();
@@ -905,6 +942,7 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
         let fronts =
             common::frontends::FrontLoad::start(front_members(&run.net), &format!("fe-{prefix}"));
         load.wait_created_after(Instant::now(), 20, |_| true).await;
+        let calm_from = Instant::now();
         for fault in faults {
             run.inject(fault, &load).await;
         }
@@ -917,6 +955,7 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
             s3.stop();
         }
         sampler.stop().await;
+        run.count_unprovoked_elections(calm_from, Instant::now());
         run.verify(sh).await;
         run.verify_fronts(&fronts).await;
         if let Some(s3) = &s3 {
@@ -1048,6 +1087,7 @@ fn mixed() {
         total.s3_acknowledged += r.s3_acknowledged;
         total.front_operations += r.front_operations;
         total.front_acknowledged += r.front_acknowledged;
+        total.unprovoked_elections.extend(r.unprovoked_elections);
         for (k, v) in r.anomalies {
             total.anomalies.entry(k).or_default().extend(v);
         }
