@@ -237,6 +237,20 @@ pub enum Command {
         /// The new metadata (empty: none).
         meta: Vec<u8>,
     },
+    /// Give up a write intent that repair judged abandoned, before its files are
+    /// deleted: the `writing` record (at `key`, which may be a [`gen_key`]) becomes
+    /// `deleting`, owned by no one, so its write can no longer `Commit` — a write that
+    /// was only slow gets an error instead of a 201 for files about to be deleted.
+    /// Requires the intent the caller read: same `owner` and `changed_ms`, else
+    /// [`Rejection::Changed`].
+    Abandon {
+        /// The key (or an overwrite's [`gen_key`]).
+        key: Vec<u8>,
+        /// The intent's owner, as read.
+        owner: u64,
+        /// The intent's `changed_ms`, as read.
+        changed_ms: u64,
+    },
 }
 
 impl Command {
@@ -262,6 +276,7 @@ impl Command {
             | Command::Relocate { key, .. }
             | Command::SetMd5 { key, .. }
             | Command::SetMeta { key, .. }
+            | Command::Abandon { key, .. }
             | Command::Remove { key, .. } => key,
             Command::SetVolumes { .. }
             | Command::RetireMember { .. }
@@ -809,6 +824,20 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         | Command::SetFrontend { .. }
         | Command::SetScrub { .. }
         | Command::Feed(_) => return Ok(Ok(None)),
+        Command::Abandon {
+            owner, changed_ms, ..
+        } => match (&prev, state) {
+            (Some(r), Some(State::Writing)) if r.owner == *owner && r.changed_ms == *changed_ms => {
+                Record {
+                    state: State::Deleting,
+                    owner: 0,
+                    ..r.clone()
+                }
+            }
+            (Some(_), Some(State::Writing)) => return Ok(Err(Rejection::Changed)),
+            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
+            (_, None) => return Ok(Err(Rejection::NotFound)),
+        },
         Command::Remove { expect, owner, .. } => {
             return match (&prev, state) {
                 (Some(r), _) if *owner != 0 && r.owner != *owner => Ok(Err(Rejection::Changed)),

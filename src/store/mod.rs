@@ -16,6 +16,8 @@
 //!   ([`Store::set_frontend`]).
 //! * [`inline`] — small values stored in the index record (`--inline-max`).
 //! * [`cache`] — [`ValueCache`]: small values [`Store::open`] serves, kept in memory.
+//! * [`crash`] — `HOARD_CRASH_AT`: crash points at each step of a write or delete, for
+//!   tests.
 //! * [`read`] — [`Store::locate`] (what a GET needs), [`Store::list`] (bounded scans of
 //!   a key range).
 //!
@@ -23,6 +25,7 @@
 //! read-only scans, so it can be replicated underneath without changing this layer.
 
 mod cache;
+mod crash;
 mod delete;
 mod error;
 mod get;
