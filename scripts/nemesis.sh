@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Fault soak of the HA index (tests/nemesis.rs, `mixed`): a 3-member index cluster and
 # its volumes in network namespaces of their own, faults injected at random from a
-# seed (partitions, one-way loss, flapping links, SIGSTOP, kill -9 of one and of all
-# members, volumes cut off; index clocks offset by minutes), 16 clients recording
-# every request, and 4 boto3 S3 clients (overwrite, read, delete) with their own
-# history; each round's histories are checked (linearizability per key, no
-# acknowledged write lost, one leader per term) and the report written.
+# seed (partitions, one-way loss, flapping links, SIGSTOP, kill -9 of one, of both
+# followers and of all members, a follower wiped and rejoined under a new id, volumes
+# cut off; index clocks offset by minutes), 16 clients recording every request, 4
+# boto3 S3 clients (overwrite, read, delete) and 4 JSON/binary-protocol clients, each
+# with their own history; each round's histories are checked (linearizability per
+# key, no acknowledged write lost, one leader per term) and the report written
+# (with the elections no fault provoked).
 #
 # Usage: scripts/nemesis.sh --minutes N [--seed S] [--out DIR] [--no-s3]
 #   --no-s3 leaves the S3 clients out (a machine without Python/boto3).

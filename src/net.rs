@@ -14,9 +14,10 @@
 //!   `Content-Length`s (400); with both `Content-Length` and `Transfer-Encoding` it
 //!   follows RFC 9112 §6.3: `Transfer-Encoding` wins and `Content-Length` is dropped.
 //! * **Connection cap** (`--max-connections`): at most that many connections are served
-//!   at once; more wait in the kernel's accept queue. At start the soft open-files limit
-//!   is raised to the hard limit and the cap is lowered to fit under it, so the server
-//!   never fails for lack of file descriptors.
+//!   at once; more wait in the kernel's accept queue (a warning is logged when the cap
+//!   is reached, at most once a minute). At start the soft open-files limit is raised
+//!   to the hard limit and the cap is lowered to fit under it, so the server never
+//!   fails for lack of file descriptors.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 100;
 /// File descriptors kept free for files, the index and outgoing connections.
 const FD_RESERVE: u64 = 512;
+/// Least time between two "at the connection cap" warnings.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Connection-level flags shared by `hoard server` and `hoard volume`.
 #[derive(Debug, Clone, clap::Args)]
@@ -183,10 +186,25 @@ pub async fn serve(
         .max_headers(MAX_HEADERS);
     let http = Arc::new(http);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut warned: Option<tokio::time::Instant> = None;
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => p.context("connection limiter closed")?,
-            () = &mut shutdown => break,
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Connections that never end would stop this server from accepting
+                // any more: say so, rather than go quiet.
+                if warned.is_none_or(|t| t.elapsed() >= CAP_WARNING_EVERY) {
+                    tracing::warn!(
+                        "serving {cap} connections, the most allowed (--max-connections): \
+                         new ones wait in the accept queue"
+                    );
+                    warned = Some(tokio::time::Instant::now());
+                }
+                tokio::select! {
+                    p = Arc::clone(&permits).acquire_owned() => p.context("connection limiter closed")?,
+                    () = &mut shutdown => break,
+                }
+            }
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {

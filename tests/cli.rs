@@ -285,3 +285,62 @@ fn cp_round_trip_and_resume() {
     assert_eq!(usage.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&usage.stderr).contains("--recursive"));
 }
+
+/// The servers a test starts die with it, even when the test process is killed with
+/// SIGKILL and runs no destructor (issue 23: a killed nemesis run left its servers
+/// running). The test runs itself again as a child that starts a volume server and
+/// waits; the child is killed, and its server must go too.
+#[test]
+fn servers_die_with_a_killed_test() {
+    const ROOT: &str = "HOARD_TEST_ORPHAN_ROOT";
+    if let Ok(root) = std::env::var(ROOT) {
+        // The child: start a server, say its pid, wait to be killed.
+        let root = Path::new(&root);
+        let v = common::cluster::Volume::start(Kind::Native, root, "v");
+        let pid = v.proc.pid().expect("volume pid");
+        std::fs::write(root.join("pid.tmp"), pid.to_string()).unwrap();
+        std::fs::rename(root.join("pid.tmp"), root.join("pid")).unwrap();
+        loop {
+            std::thread::park();
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "servers_die_with_a_killed_test", "--nocapture"])
+        .env(ROOT, tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let pid: u32 = loop {
+        if let Ok(s) = std::fs::read_to_string(tmp.path().join("pid")) {
+            break s.parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child test started no server"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the child test ended");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Gone, or a zombie its new parent has not reaped yet.
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if alive(pid) {
+        // SAFETY: kill(2) of the orphan this test made, before failing.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        panic!("the server {pid} outlived the test process that started it");
+    }
+}

@@ -478,3 +478,35 @@ async fn ten_thousand_idle_connections() {
         proc_fds(pid)
     );
 }
+
+/// At `--max-connections` the server stops accepting (more connections wait in the
+/// kernel's queue) and says so in its log, rather than going quiet — a server whose
+/// connections never ended would otherwise look idle while nobody can reach it.
+#[test]
+fn the_connection_cap_is_logged_when_reached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v = common::cluster::Volume::start_with(
+        Kind::Native,
+        tmp.path(),
+        "v",
+        &["--max-connections", "2", "--header-timeout", "120s"],
+    );
+    // Two idle connections hold both places; a third waits in the accept queue.
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(&v.addr).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !v
+        .proc
+        .log_text()
+        .contains("the most allowed (--max-connections)")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no warning at the connection cap:\n{}",
+            v.proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(held);
+}

@@ -183,3 +183,49 @@ async fn cluster_commands_on_a_single_server_say_why_they_cannot() {
         text(&out)
     );
 }
+
+/// The usual replacement: the new node runs where the dead one ran, at the same
+/// address. Until the dead id is removed the leader still sends it Raft RPCs — at that
+/// address, where the new node now answers. They must not be taken for the dead
+/// node's answers: before Raft RPCs named the node they are for, the new node's empty
+/// log answered the leader's AppendEntries for the dead node, the leader saw that
+/// node's log "go back" and its Raft core panicked (openraft: "follower log reversion
+/// is not allowed") — found by the nemesis suite's wiped-member fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_at_the_dead_nodes_address_is_not_taken_for_it() {
+    let mut c = IndexCluster::start(3, 3, Links::Direct, &[]);
+    c.leader().await;
+    c.wait_volumes_up(&[1, 2, 3]).await;
+    let url1 = c.url(1);
+    for i in 0..20 {
+        assert_eq!(put(&url1, &format!("/before/{i}"), "v").await, 201);
+    }
+    // Node 3 has acknowledged those entries; now it loses its disk.
+    c.wait_converged(&[1, 2, 3]).await;
+    let port = c.nodes[&3].port;
+    c.kill(3);
+    let dead = c.forget(3);
+    std::fs::remove_dir_all(&dead.db).unwrap();
+    c.start_joining_at(4, port, &[]);
+
+    let add = cli(&[
+        "cluster",
+        "add",
+        &format!("4=127.0.0.1:{port}"),
+        "--url",
+        &url1,
+    ]);
+    assert!(add.status.success(), "cluster add: {}", text(&add));
+    let remove = cli(&["cluster", "remove", "3", "--url", &url1]);
+    assert!(remove.status.success(), "cluster remove: {}", text(&remove));
+    c.wait_converged(&[1, 2, 4]).await;
+    assert_eq!(put(&c.url(4), "/after", "v").await, 201);
+    for node in c.nodes.values() {
+        let log = node.proc.log_text();
+        assert!(
+            !log.contains("panicked"),
+            "node {} panicked:\n{log}",
+            node.id
+        );
+    }
+}

@@ -10,8 +10,9 @@
 //! Faults ([`Fault`]): the leader cut off from the other members (clients still reach
 //! it), a follower cut off, a one-way loss (the leader's packets to the others dropped,
 //! theirs to it delivered), a flapping link, SIGSTOP of the leader for longer than an
-//! election, kill -9 of the leader, of a follower and of all members at once, a member
-//! wiped and rejoined under a new id, and every member cut off from the volumes.
+//! election, kill -9 of the leader, of a follower, of both followers and of all members
+//! at once, a follower wiped and rejoined at its address under a new id (`hoard cluster
+//! add`, then `remove` of the old id), and every member cut off from the volumes.
 //! Index clocks are offset by minutes throughout ([`CLOCK_OFFSETS`], libfaketime with
 //! `FAKETIME_DONT_FAKE_MONOTONIC=1`), when libfaketime is installed.
 //!
@@ -73,11 +74,17 @@ enum Fault {
     KillFollower,
     /// kill -9 of every member at once, restarted together.
     KillAll,
+    /// A follower killed, its data wiped, and brought back on its host under a new id
+    /// (added, then the old id removed): the cluster must carry on with the new member.
+    Wipe,
+    /// kill -9 of both followers at once (the leader left without a quorum), restarted
+    /// together.
+    KillFollowers,
     /// Every member cut off from the volumes.
     VolumesCut,
 }
 
-const ALL_FAULTS: [Fault; 9] = [
+const ALL_FAULTS: [Fault; 11] = [
     Fault::LeaderCut,
     Fault::FollowerCut,
     Fault::OneWay,
@@ -86,6 +93,8 @@ const ALL_FAULTS: [Fault; 9] = [
     Fault::KillLeader,
     Fault::KillFollower,
     Fault::KillAll,
+    Fault::KillFollowers,
+    Fault::Wipe,
     Fault::VolumesCut,
 ];
 
@@ -123,6 +132,11 @@ struct Report {
     acknowledged_writes: usize,
     s3_operations: usize,
     s3_acknowledged: usize,
+    front_operations: usize,
+    front_acknowledged: usize,
+    /// Terms begun while no fault was in progress (an election nothing provoked: a
+    /// leader's heartbeats late under load), as "term T at +S s".
+    unprovoked_elections: Vec<String>,
     /// Anomaly kind → messages.
     anomalies: BTreeMap<String, Vec<String>>,
 }
@@ -183,6 +197,10 @@ impl Report {
             "acknowledged_writes": self.acknowledged_writes,
             "s3_operations": self.s3_operations,
             "s3_acknowledged_writes": self.s3_acknowledged,
+            "frontend_operations": self.front_operations,
+            "unprovoked_elections": self.unprovoked_elections.len(),
+            "unprovoked_election_examples": self.unprovoked_elections.iter().take(5).collect::<Vec<_>>(),
+            "frontend_acknowledged_writes": self.front_acknowledged,
             "anomalies": self.anomalies.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
             "anomaly_examples": self.anomalies.iter().map(|(k, v)| (k.clone(), v.iter().take(3).cloned().collect::<Vec<_>>())).collect::<BTreeMap<_, _>>(),
             "new_leader_s": {
@@ -238,12 +256,48 @@ fn signal(c: &IndexCluster, id: u64, sig: libc::c_int) {
     }
 }
 
-/// The hosts of the members other than `id`.
-fn others(id: u64) -> Vec<String> {
+/// The server flags of every member (its S3 API).
+const SERVER_FLAGS: [&str; 10] = [
+    "--s3-port",
+    S3_PORT,
+    "--s3-access-key",
+    S3_ACCESS,
+    "--s3-secret-key",
+    S3_SECRET,
+    "--json-port",
+    JSON_PORT,
+    "--tcp-port",
+    TCP_PORT,
+];
+
+/// Ports of every member's JSON interface and binary protocol.
+const JSON_PORT: &str = "9100";
+const TCP_PORT: &str = "9200";
+
+/// Every member's front-ends, by host number (as the load records them).
+fn front_members(net: &Net) -> Vec<common::frontends::Member> {
     (1..=NODES)
-        .filter(|&n| n != id)
-        .map(|n| format!("n{n}"))
+        .map(|id| {
+            let ip = net.ip(&format!("n{id}"));
+            (id, format!("{ip}:{JSON_PORT}"), format!("{ip}:{TCP_PORT}"))
+        })
         .collect()
+}
+
+/// Runs `hoard ARGS` (the operator's CLI) from the clients' namespace; panics with its
+/// output when it fails.
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(common::cluster::hoard_bin())
+        .args(args)
+        .output()
+        .expect("running hoard");
+    assert!(
+        out.status.success(),
+        "hoard {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A running scenario: the network, the cluster, the load, what was injected.
@@ -254,6 +308,13 @@ struct Run {
     report: Report,
     /// The key prefix of this run (names its kept logs).
     prefix: String,
+    /// Each member's host (`n1`…): a wiped member comes back on its host under a new
+    /// id.
+    hosts: BTreeMap<u64, String>,
+    /// The id the next wiped member comes back under.
+    next_id: u64,
+    /// From each fault's injection until the cluster served again after it.
+    fault_windows: Vec<(Instant, Instant)>,
 }
 
 impl Drop for Run {
@@ -269,38 +330,83 @@ impl Drop for Run {
 }
 
 impl Run {
+    /// Member `id`'s host.
+    fn host(&self, id: u64) -> String {
+        self.hosts[&id].clone()
+    }
+
+    /// The hosts of the members other than `id`.
+    fn others(&self, id: u64) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|(&n, _)| n != id)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+
+    /// The node number the load and the S3 clients record for member `id` (its host's:
+    /// they address hosts, whichever member serves there).
+    fn label(&self, id: u64) -> u64 {
+        self.hosts[&id][1..].parse().expect("host name n<number>")
+    }
+
+    /// Member `old` lost its disk: its data is wiped, and it comes back on its host
+    /// under a new id, added to the cluster (`hoard cluster add`) before the old id is
+    /// removed (`hoard cluster remove`) — the procedure of docs/OPERATIONS.md.
+    async fn rejoin_wiped(&mut self, old: u64) {
+        let host = self.hosts.remove(&old).expect("member");
+        let dead = self.cluster.forget(old);
+        std::fs::remove_dir_all(&dead.db).expect("wipe the member's data");
+        drop(dead);
+        let id = self.next_id;
+        self.next_id += 1;
+        let env = clock_env(host[1..].parse().expect("host name"));
+        self.cluster
+            .start_joining_netns(&self.net, &host, id, &SERVER_FLAGS, env);
+        self.hosts.insert(id, host.clone());
+        let via = self
+            .cluster
+            .url(*self.hosts.keys().find(|&&n| n != id).unwrap());
+        let addr = format!("{}:3000", self.net.ip(&host));
+        cli(&["cluster", "add", &format!("{id}={addr}"), "--url", &via]);
+        cli(&["cluster", "remove", &old.to_string(), "--url", &via]);
+    }
+
     /// Injects `fault` (held for a time drawn from [`FAULT_MS`]) and heals it; waits
     /// until the cluster serves again.
     async fn inject(&mut self, fault: Fault, load: &Load) {
+        let injected = Instant::now();
         let (leader, _) = self.cluster.leader().await;
-        let follower = *others(leader)
-            .iter()
-            .map(|h| h[1..].parse::<u64>().unwrap())
-            .collect::<Vec<_>>()
-            .get(self.rng.usize(..NODES as usize - 1))
-            .unwrap();
+        let followers: Vec<u64> = self
+            .cluster
+            .ids()
+            .into_iter()
+            .filter(|&n| n != leader)
+            .collect();
+        let follower = followers[self.rng.usize(..followers.len())];
         let held = Duration::from_millis(self.rng.u64(FAULT_MS));
-        let l = format!("n{leader}");
+        let l = self.host(leader);
         // Each fault's rules on one host take effect together; `at` is when they did.
         let mut at = Instant::now();
         let node = match fault {
             Fault::LeaderCut => {
-                self.net.isolate(&l, &others(leader));
+                self.net.isolate(&l, &self.others(leader));
                 at = Instant::now();
                 leader
             }
             Fault::FollowerCut => {
-                self.net.isolate(&format!("n{follower}"), &others(follower));
+                self.net
+                    .isolate(&self.host(follower), &self.others(follower));
                 follower
             }
             Fault::OneWay => {
-                self.net.cut_one_way_many(&l, &others(leader));
+                self.net.cut_one_way_many(&l, &self.others(leader));
                 at = Instant::now();
                 leader
             }
             Fault::Flap => {
-                let f = format!("n{follower}");
-                let third = others(leader).into_iter().find(|h| *h != f).unwrap();
+                let f = self.host(follower);
+                let third = self.others(leader).into_iter().find(|h| *h != f).unwrap();
                 self.net.cut(&l, &third);
                 let until = Instant::now() + held;
                 let mut down = false;
@@ -332,8 +438,18 @@ impl Run {
                 self.cluster.kill_all();
                 0
             }
+            Fault::KillFollowers => {
+                for &id in &followers {
+                    self.cluster.kill(id);
+                }
+                leader
+            }
+            Fault::Wipe => {
+                self.cluster.kill(follower);
+                follower
+            }
             Fault::VolumesCut => {
-                let members: Vec<String> = (1..=NODES).map(|n| format!("n{n}")).collect();
+                let members: Vec<String> = self.hosts.values().cloned().collect();
                 self.net.isolate("vol", &members);
                 0
             }
@@ -343,7 +459,7 @@ impl Run {
         }
         // Measured while the old leader is still out of the way.
         let failover = if fault.deposes_leader() {
-            Some(self.wait_failover(load, at, leader).await)
+            Some(self.wait_failover(load, at, self.label(leader)).await)
         } else {
             None
         };
@@ -354,7 +470,7 @@ impl Run {
                     .samples
                     .samples()
                     .iter()
-                    .filter(|s| s.at >= at && s.node != leader && s.status.is_leader())
+                    .filter(|s| s.at >= at && s.status.node_id != leader && s.status.is_leader())
                     .map(|s| s.at - at)
                     .min()
             })
@@ -365,6 +481,12 @@ impl Run {
             Fault::KillLeader => self.cluster.restart(leader),
             Fault::KillFollower => self.cluster.restart(follower),
             Fault::KillAll => self.cluster.restart_all(),
+            Fault::KillFollowers => {
+                for &id in &followers {
+                    self.cluster.restart(id);
+                }
+            }
+            Fault::Wipe => self.rejoin_wiped(follower).await,
             _ => self.net.heal(),
         }
         println!(
@@ -387,6 +509,34 @@ impl Run {
         self.cluster.leader().await;
         let t = Instant::now();
         load.wait_created_after(t, 5, |_| true).await;
+        self.fault_windows.push((injected, Instant::now()));
+    }
+
+    /// Records the terms that began between `from` and `to` outside every fault's
+    /// window: elections nothing provoked (the measure of timeouts that are too short
+    /// for the machine).
+    fn count_unprovoked_elections(&mut self, from: Instant, to: Instant) {
+        let mut first_seen: BTreeMap<u64, Instant> = BTreeMap::new();
+        for s in self.cluster.samples.samples() {
+            let t = first_seen.entry(s.status.term).or_insert(s.at);
+            *t = (*t).min(s.at);
+        }
+        let known_before = first_seen
+            .iter()
+            .filter(|(_, &t)| t < from)
+            .map(|(&term, _)| term)
+            .max()
+            .unwrap_or(0);
+        for (term, at) in first_seen {
+            let in_fault = self.fault_windows.iter().any(|&(a, b)| a <= at && at <= b);
+            if term > known_before && at >= from && at <= to && !in_fault {
+                self.report.unprovoked_elections.push(format!(
+                    "{}: term {term} at +{:.1} s",
+                    self.prefix,
+                    (at - from).as_secs_f64()
+                ));
+            }
+        }
     }
 
     /// After [`Run::verify`] (healed, converged, repaired): reads every S3 key through
@@ -428,6 +578,50 @@ impl Run {
                 .anomaly("S3: check undecided (search budget)", v.to_string()),
             Err(v) => self.report.anomaly(
                 "S3: not linearizable (stale read, lost or phantom write)",
+                v.to_string(),
+            ),
+        }
+    }
+
+    /// After [`Run::verify`]: reads every key of the JSON and binary clients through
+    /// every member and both front-ends, then checks their history (linearizable per
+    /// key, the same checker).
+    async fn verify_fronts(&mut self, sh: &common::frontends::Shared) {
+        let failed = common::frontends::final_reads(sh, &front_members(&self.net)).await;
+        if !failed.is_empty() {
+            self.report
+                .anomaly("front-ends: final read failed", failed.join("; "));
+        }
+        let unexpected = sh.unexpected.lock().unwrap().clone();
+        if !unexpected.is_empty() {
+            self.report
+                .anomaly("front-ends: unexpected answer", unexpected.join("; "));
+        }
+        let ops = sh.history.operations();
+        self.report.front_operations += ops.len();
+        self.report.front_acknowledged += ops
+            .iter()
+            .filter(|o| {
+                !matches!(o.op, Op::Get)
+                    && matches!(o.outcome, Outcome::Ok(Ret::Created | Ret::Deleted))
+            })
+            .count();
+        if let Ok(dir) = std::env::var("HOARD_NEMESIS_HISTORY_DIR") {
+            let path = std::path::Path::new(&dir).join(format!("{}-fe.jsonl", self.prefix));
+            let _ = sh.history.write_jsonl(&path);
+        }
+        match sh.history.check(CHECK_BUDGET) {
+            Ok(stats) => println!(
+                "front-end history: {} operations, {} keys, {} of unknown outcome",
+                ops.len(),
+                stats.keys,
+                stats.unknown
+            ),
+            Err(v @ common::history::Violation::BudgetExhausted { .. }) => self
+                .report
+                .anomaly("front-ends: check undecided (search budget)", v.to_string()),
+            Err(v) => self.report.anomaly(
+                "front-ends: not linearizable (stale read, lost or phantom write)",
                 v.to_string(),
             ),
         }
@@ -630,7 +824,7 @@ impl S3Load {
         let args = load.args(net, &load.stop_file.display().to_string());
         let log = std::fs::File::create(dir.join("s3-worker.log")).expect("worker log");
         load.child = Some(
-            std::process::Command::new("python3")
+            common::die_with_test(&mut std::process::Command::new("python3"))
                 .args(&args)
                 .stderr(log)
                 .spawn()
@@ -726,15 +920,7 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
     let faults = faults.to_vec();
     let prefix = format!("{name}-{seed}");
     rt.block_on(async move {
-        let s3_flags = [
-            "--s3-port",
-            S3_PORT,
-            "--s3-access-key",
-            S3_ACCESS,
-            "--s3-secret-key",
-            S3_SECRET,
-        ];
-        let cluster = IndexCluster::start_netns(&net, NODES, VOLUMES, &s3_flags, clock_env);
+        let cluster = IndexCluster::start_netns(&net, NODES, VOLUMES, &SERVER_FLAGS, clock_env);
         cluster.leader().await;
         cluster.wait_volumes_up(&cluster.ids()).await;
         let mut s3 = s3_enabled().then(|| S3Load::start(&net, cluster.tmp.path(), &prefix));
@@ -747,10 +933,16 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
                 ..Report::default()
             },
             prefix: prefix.clone(),
+            hosts: (1..=NODES).map(|id| (id, format!("n{id}"))).collect(),
+            fault_windows: Vec::new(),
+            next_id: NODES + 1,
         };
         let sampler = run.cluster.start_sampler();
         let load = Load::start(run.cluster.urls(), &prefix);
+        let fronts =
+            common::frontends::FrontLoad::start(front_members(&run.net), &format!("fe-{prefix}"));
         load.wait_created_after(Instant::now(), 20, |_| true).await;
+        let calm_from = Instant::now();
         for fault in faults {
             run.inject(fault, &load).await;
         }
@@ -758,11 +950,14 @@ fn scenario(name: &str, seed: u64, faults: &[Fault]) -> Report {
         // (and for the load's own floor of acknowledged writes).
         load.wait_created_after(Instant::now(), 60, |_| true).await;
         let sh = load.finish().await;
+        let fronts = fronts.finish().await;
         if let Some(s3) = s3.as_mut() {
             s3.stop();
         }
         sampler.stop().await;
+        run.count_unprovoked_elections(calm_from, Instant::now());
         run.verify(sh).await;
+        run.verify_fronts(&fronts).await;
         if let Some(s3) = &s3 {
             run.verify_s3(s3);
         }
@@ -785,6 +980,10 @@ fn assert_clean(report: &Report) {
     assert!(
         !s3_enabled() || report.s3_acknowledged > 0,
         "no S3 write was acknowledged: the S3 workload did not run"
+    );
+    assert!(
+        report.front_acknowledged > 0,
+        "no JSON or binary write was acknowledged: the front-end workload did not run"
     );
 }
 
@@ -814,6 +1013,27 @@ fn pauses_and_kills() {
             Fault::KillAll,
         ],
     ));
+}
+
+/// Both followers killed at once herd every client onto the leader (the only member
+/// that answers), which is then cut off: the clients must find the new majority. They
+/// did not when they moved on only after a refused connection — a cut-off leader still
+/// accepts them — and no write was acknowledged for a minute: the "round that does
+/// not recover" of docs/RELIABILITY.md.
+#[test]
+fn herded_clients_follow_a_failover() {
+    assert_clean(&scenario(
+        "herded",
+        seed(),
+        &[Fault::KillFollowers, Fault::LeaderCut],
+    ));
+}
+
+/// A follower loses its disk and comes back under a new id; the new member then
+/// takes part in a failover.
+#[test]
+fn a_wiped_member_rejoins() {
+    assert_clean(&scenario("wiped", seed(), &[Fault::Wipe, Fault::LeaderCut]));
 }
 
 #[test]
@@ -865,6 +1085,9 @@ fn mixed() {
         total.acknowledged_writes += r.acknowledged_writes;
         total.s3_operations += r.s3_operations;
         total.s3_acknowledged += r.s3_acknowledged;
+        total.front_operations += r.front_operations;
+        total.front_acknowledged += r.front_acknowledged;
+        total.unprovoked_elections.extend(r.unprovoked_elections);
         for (k, v) in r.anomalies {
             total.anomalies.entry(k).or_default().extend(v);
         }

@@ -34,8 +34,33 @@ pub enum ProposeAnswer {
     Failed(String),
 }
 
-/// Handles `POST /-/raft/{name}` with `body`.
-pub async fn handle(node: &RaftNode, name: &str, body: Body) -> Response {
+/// Handles `POST /-/raft/{name}` with `headers` and `body`.
+pub async fn handle(
+    node: &RaftNode,
+    name: &str,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    // A Raft RPC for another node (see `RAFT_TO_HEADER`): this node replaced it at its
+    // address. Senders of an earlier version name no node.
+    if let Some(to) = headers.get(super::network::RAFT_TO_HEADER) {
+        let to = to.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+        if to != Some(node.id) {
+            tracing::debug!(
+                "refused a Raft {name} for node {to:?}: this is node {}",
+                node.id
+            );
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this is node {}, not node {}\n",
+                    node.id,
+                    to.map_or("?".into(), |t| t.to_string())
+                ),
+            )
+                .into_response();
+        }
+    }
     let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("reading body: {e}\n")).into_response(),

@@ -39,7 +39,17 @@ pub enum CallError {
     /// The peer could not read the request (`400`).
     #[error("peer refused the request: {0}")]
     Refused(String),
+    /// Another node answers at the peer's address (`421`): a replacement for a dead
+    /// member, at its address, while the dead id is still a member. Nothing was done.
+    #[error("{0}")]
+    Misdirected(String),
 }
+
+/// The header naming the node a Raft RPC (`append`, `vote`, `snapshot`) is for: a
+/// node answers `421 Misdirected Request` to RPCs for another id, so that a new node
+/// at a dead member's address is not taken for it (its empty log for the dead
+/// member's, its vote for the dead member's vote).
+pub const RAFT_TO_HEADER: &str = "x-hoard-raft-to";
 
 impl PeerClient {
     /// A client whose connections time out after `connect`; over HTTPS when `https`,
@@ -109,11 +119,31 @@ impl PeerClient {
     where
         Resp: serde::de::DeserializeOwned,
     {
-        let builder = self
+        self.call_to(None, addr, path, body, content_type, timeout)
+            .await
+    }
+
+    /// [`PeerClient::call_with`], for node `to` when given ([`RAFT_TO_HEADER`]).
+    pub async fn call_to<Resp>(
+        &self,
+        to: Option<u64>,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Resp: serde::de::DeserializeOwned,
+    {
+        let mut builder = self
             .post(addr, &format!("/-/raft/{path}"))
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
+        if let Some(to) = to {
+            builder = builder.header(RAFT_TO_HEADER, to);
+        }
         let resp = builder.send().await.map_err(|e| {
             // A connect error (refused, or the connect timed out) sent nothing; any
             // other timeout may come after the request reached the peer.
@@ -127,6 +157,13 @@ impl PeerClient {
         })?;
         if resp.status() == reqwest::StatusCode::BAD_REQUEST {
             return Err(CallError::Refused(format!("{addr} answered 400")));
+        }
+        if resp.status() == reqwest::StatusCode::MISDIRECTED_REQUEST {
+            let why = resp.text().await.unwrap_or_default();
+            return Err(CallError::Misdirected(format!(
+                "{addr}: {}",
+                why.trim_end()
+            )));
         }
         if !resp.status().is_success() {
             return Err(CallError::Network(format!(
@@ -187,9 +224,18 @@ impl Peer {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
+        let body = serde_json::to_vec(req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
         let answer = self
             .client
-            .call(&self.addr, path, req, option.hard_ttl())
+            .call_to(
+                Some(self.target),
+                &self.addr,
+                path,
+                body,
+                "application/json",
+                option.hard_ttl(),
+            )
             .await;
         self.answer(answer)
     }
@@ -206,6 +252,10 @@ impl Peer {
         let answer = answer.map_err(|e| match e {
             CallError::Unreachable(e) | CallError::Timeout(e) => {
                 RPCError::Unreachable(Unreachable::new(&e))
+            }
+            // Not the node: as good as unreachable (openraft backs off).
+            CallError::Misdirected(msg) => {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg)))
             }
             CallError::Network(msg) | CallError::Refused(msg) => {
                 RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
@@ -226,7 +276,8 @@ impl RaftNetwork<TypeConfig> for Peer {
                 .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
             let answer = self
                 .client
-                .call_with(
+                .call_to(
+                    Some(self.target),
                     &self.addr,
                     "append",
                     body,

@@ -109,7 +109,8 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
         (false, path) if path.starts_with("/-/raft/") => match &app.raft {
             Some(node) => {
                 let name = path.trim_start_matches("/-/raft/").to_string();
-                crate::raft::api::handle(node, &name, req.into_body()).await
+                let (parts, body) = req.into_parts();
+                crate::raft::api::handle(node, &name, &parts.headers, body).await
             }
             None => ApiError::NotFound.into_response(),
         },

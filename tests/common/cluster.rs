@@ -88,7 +88,7 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("open log");
-        let child = Command::new(&self.cmd[0])
+        let child = super::die_with_test(&mut Command::new(&self.cmd[0]))
             .args(&self.cmd[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -314,6 +314,40 @@ impl IndexCluster {
         );
     }
 
+    /// [`IndexCluster::start_joining`] on host `host` of `net` (port 3000, as in
+    /// [`IndexCluster::start_netns`]), with `extra` flags and `env`: a member whose
+    /// disk was wiped coming back under the new id `id`. Waits until it listens.
+    pub fn start_joining_netns(
+        &mut self,
+        net: &Net,
+        host: &str,
+        id: u64,
+        extra: &[&str],
+        env: Vec<(String, String)>,
+    ) {
+        assert!(!self.nodes.contains_key(&id), "node {id} exists");
+        let db = self.tmp.path().join(format!("db{id}"));
+        let volumes = addresses(&self.volumes);
+        let addr = format!("{}:3000", net.ip(host));
+        let peers = format!("{id}={addr}");
+        let mut cmd = server_command(id, &peers, &db, &volumes, 3000, net.ip(host));
+        cmd.push("--join".into());
+        cmd.extend(extra.iter().map(|s| s.to_string()));
+        let cmd = net.command(host, &env, &cmd);
+        let proc = Proc::spawn(cmd, self.tmp.path().join(format!("node{id}.log")));
+        wait_listening(&addr);
+        self.nodes.insert(
+            id,
+            IndexNode {
+                id,
+                port: 3000,
+                addr,
+                db,
+                proc,
+            },
+        );
+    }
+
     /// Forgets node `id` (after killing it): later waits and samples leave it out.
     pub fn forget(&mut self, id: u64) -> IndexNode {
         self.nodes.remove(&id).expect("no such node")

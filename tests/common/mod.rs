@@ -98,6 +98,37 @@ fn parse_response(bytes: &[u8]) -> std::io::Result<RawResponse> {
     })
 }
 
+/// Makes the child `cmd` starts die (SIGKILL) when the thread that starts it ends —
+/// with the test process, even one killed with SIGKILL, which runs no destructor.
+/// The servers the tests start would otherwise outlive it. (`ip netns exec` and `env`
+/// exec without forking, so the signal still reaches the server they run.) Start
+/// children only from threads that live as long as them: the test's own thread or a
+/// runtime's workers, not `spawn_blocking`.
+pub fn die_with_test(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: getpid before the fork; in the child only async-signal-safe calls.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: then nobody will signal.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A running `hoard` process, killed when dropped.
 #[derive(Debug)]
 pub struct HoardProc {
@@ -112,7 +143,7 @@ impl HoardProc {
     pub fn start(args: impl Fn(u16) -> Vec<String>) -> Self {
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new(env!("CARGO_BIN_EXE_hoard"))
+            let child = die_with_test(&mut Command::new(env!("CARGO_BIN_EXE_hoard")))
                 .args(args(port))
                 .env(
                     "HOARD_LOG",
@@ -250,6 +281,7 @@ fn spawn_volume(dir: &Path, extra: &[String]) -> HoardProc {
 pub mod browser;
 pub mod cluster;
 pub mod dev;
+pub mod frontends;
 pub mod ha;
 pub mod history;
 pub mod netns;
