@@ -139,11 +139,6 @@ fn health(store: &Store) -> Response {
 
 /// `GET /:key`: the value, parsed as JSON (or as a string when it is other UTF-8 text).
 async fn get(s: &JsonState, key: &[u8]) -> Result<Response, Failure> {
-    s.store
-        .index
-        .read_barrier()
-        .await
-        .map_err(StoreError::from)?;
     let opened = s.store.open(key, None).await?;
     if opened.record.size > s.max_body as u64 {
         return Err(Failure(
