@@ -24,8 +24,8 @@ port=$((21000 + RANDOM % 9000))
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
-start() { # $1: scrub interval
-  "$bin" dev --data "$dir/data" --port "$port" --scrub-interval "$1" --scrub-max-rate "$rate" >"$dir/dev.log" 2>&1 &
+start() { # $1: scrub interval, $2: scrub rate (default: --rate)
+  "$bin" dev --data "$dir/data" --port "$port" --scrub-interval "$1" --scrub-max-rate "${2:-$rate}" >"$dir/dev.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -sf "localhost:$port/-/health" >/dev/null && return; sleep 0.1; done
   echo "store did not start" >&2; exit 1
@@ -47,7 +47,7 @@ read -r p0 o0 < <(scrubbed); t0=$(date +%s.%N)
 echo "== scrubber on ($rate)"
 "$bin" bench thrasher --url "http://localhost:$port" -n "$keys"
 read -r p1 o1 < <(scrubbed); t1=$(date +%s.%N)
-python3 - "$p0" "$o0" "$p1" "$o1" "$t0" "$t1" "$values" <<'PY'
+rate_of() { python3 - "$@" "$values" <<'PY'
 import sys
 p0, o0, p1, o1, t0, t1, values = (float(x) for x in sys.argv[1:])
 # objects count the pass in progress: add whole passes done meanwhile.
@@ -56,3 +56,25 @@ read = (p1 - p0) * per_pass + (o1 - o0)
 secs = t1 - t0
 print(f"scrub: {read:.0f} replicas read in {secs:.1f} s = {read/secs:.0f} replicas/s, {read/secs:.1f} MiB/s")
 PY
+}
+rate_of "$p0" "$o0" "$p1" "$o1" "$t0" "$t1"
+stop
+
+# The physical limit, same run: the replica files read straight from the disk (cold,
+# when this user may drop the page cache, and warm), then the scrubber unthrottled.
+echo "== physical limit: $((3 * values)) replica files read with cat"
+find "$dir/data" -type f -path '*/volume*' ! -path '*/.hoard-tmp/*' -size +1000k >"$dir/files"
+raw() { # $1: label
+  local t0 t1
+  t0=$(date +%s.%N); xargs -a "$dir/files" cat >/dev/null; t1=$(date +%s.%N)
+  python3 -c "import sys; n, a, b = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]); print(f'$1: {n} MiB in {b-a:.2f} s = {n/(b-a):.0f} MiB/s')" "$(wc -l <"$dir/files")" "$t0" "$t1"
+}
+if sync && echo 3 2>/dev/null >/proc/sys/vm/drop_caches; then raw "disk, cold cache"; else echo "disk, cold cache: not measured (cannot drop the page cache as $(id -un))"; fi
+raw "page cache"
+start 1s 100GiB/s
+sleep 2
+read -r p0 o0 < <(scrubbed); t0=$(date +%s.%N)
+sleep 15
+read -r p1 o1 < <(scrubbed); t1=$(date +%s.%N)
+echo "== scrubber unthrottled (100GiB/s), no foreground load"
+rate_of "$p0" "$o0" "$p1" "$o1" "$t0" "$t1"

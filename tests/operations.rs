@@ -369,15 +369,24 @@ async fn kill_during_rebalance(kind: Kind) {
         (0, 0),
         "{report}"
     );
+    // Every replica the records name is on disk (read from the disk, not through the
+    // volumes: deep verify counts an unreachable volume apart from missing replicas).
+    let absent = absent_replicas(&c, &records);
+    assert!(absent.is_empty(), "before repair: {absent:?}");
     let all: Vec<&Volume> = c.volumes.iter().collect();
     let (ok, report) = hoard(args("verify", &c.db, &all, &["--repair", "--grace", "0s"])).await;
     assert!(ok, "{report}");
     assert_eq!(count(&report, "orphans"), count(&report, "orphans_deleted"));
-    let files: usize = c.volumes.iter().map(|v| v.files().len()).sum();
+    let absent = absent_replicas(&c, &records);
+    assert!(
+        absent.is_empty(),
+        "repair deleted live replicas: {absent:?}\n{report}"
+    );
+    let per_volume: Vec<usize> = c.volumes.iter().map(|v| v.files().len()).collect();
     assert_eq!(
-        files,
+        per_volume.iter().sum::<usize>(),
         3 * items.len(),
-        "exactly three replicas per key remain"
+        "exactly three replicas per key remain (files per volume: {per_volume:?})\n{report}"
     );
     let (ok, report) = hoard(args("verify", &c.db, &all, &["--grace", "0s"])).await;
     assert!(ok, "{report}");
@@ -385,6 +394,19 @@ async fn kill_during_rebalance(kind: Kind) {
     c.index.restart();
     common::cluster::wait_http(&format!("{}/-/health", c.url));
     check_values(&c.url, &items).await;
+}
+
+/// `(key, location)` of every replica `records` name whose file is not on disk.
+fn absent_replicas(c: &Cluster, records: &BTreeMap<Vec<u8>, Record>) -> Vec<(String, String)> {
+    let mut absent = Vec::new();
+    for (k, r) in records {
+        for loc in &r.volumes {
+            if !replica_file(c, loc, k).exists() {
+                absent.push((String::from_utf8_lossy(k).into_owned(), loc.clone()));
+            }
+        }
+    }
+    absent
 }
 
 /// Absolute path of `key`'s replica file at `location` (`host:port/svXX`).
@@ -868,4 +890,179 @@ async fn verify_killed_midway() {
         .filter(|(k, _)| !doomed.contains(&k.as_bytes().to_vec()))
         .collect();
     check_values(&c.url, &live).await;
+}
+
+/// Repair races everything that writes files: online `verify --repair --grace 0s` runs
+/// back to back while keys are moved one by one (`REBALANCE`) after volumes joined,
+/// new keys are written and deleted through the HTTP API, and registers are overwritten
+/// through the JSON API (no key lock: their intents are what repair may roll back).
+/// Recorded outcomes are then checked: every acknowledged value reads back (a register
+/// holds its last acknowledged value or one written after it whose outcome is unknown),
+/// deleted keys are gone, and every replica a record names is on disk and intact —
+/// repair never deleted a file a record, or a write in flight, refers to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_races_rebalance_and_writes() {
+    let json_port = common::free_port();
+    let jp = json_port.to_string();
+    let mut c = Cluster::start(Kind::Native, 3, &["--json-port", &jp]);
+    let json = format!("http://127.0.0.1:{json_port}");
+    let items = populate(&c, "race", 150, |i| 1000 + i * 13).await;
+    let new: Vec<Volume> = (3..5)
+        .map(|i| Volume::start(Kind::Native, c.tmp.path(), &format!("vol{i}")))
+        .collect();
+    let added: Vec<String> = new.iter().map(|v| v.addr.clone()).collect();
+    c.volumes.extend(new);
+    let done = Arc::new(AtomicU64::new(0));
+    let url = c.url.clone();
+
+    // Writes and deletes of new keys: (key, value, acknowledged put, acknowledged delete).
+    let writer = {
+        let (url, done) = (url.clone(), done.clone());
+        tokio::spawn(async move {
+            let http = client();
+            let mut log = Vec::new();
+            for i in 0..240 {
+                let k = format!("/new/{i}");
+                let v = value(i, 2000 + i);
+                let put = http.put(format!("{url}{k}")).body(v.clone()).send().await;
+                let put_ok = matches!(&put, Ok(r) if r.status() == StatusCode::CREATED);
+                let mut deleted = false;
+                if put_ok && i % 4 == 0 {
+                    let del = http.delete(format!("{url}{k}")).send().await;
+                    deleted = matches!(&del, Ok(r) if r.status() == StatusCode::NO_CONTENT);
+                }
+                log.push((k, v, put_ok, deleted));
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+            log
+        })
+    };
+    // Registers overwritten in turn through the JSON API: per register, the values in
+    // the order sent, with whether each was acknowledged.
+    let registers = {
+        let (json, done) = (json.clone(), done.clone());
+        tokio::spawn(async move {
+            let http = client();
+            let mut log: Vec<Vec<(String, bool)>> = vec![Vec::new(); 4];
+            for round in 0..40 {
+                for (r, history) in log.iter_mut().enumerate() {
+                    let v = format!("reg{r}-{round}-{}", "x".repeat(500 + round));
+                    let body = serde_json::json!({ "value": v }).to_string();
+                    let resp = http.put(format!("{json}/reg{r}")).body(body).send().await;
+                    history.push((v, matches!(&resp, Ok(x) if x.status() == StatusCode::OK)));
+                }
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+            log
+        })
+    };
+    // Moves: each populated key by hand, after each of two volumes joined.
+    let mover = {
+        let (url, done, keys, added) = (
+            url.clone(),
+            done.clone(),
+            items.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            added.clone(),
+        );
+        tokio::spawn(async move {
+            let http = client();
+            let mut moved = 0;
+            for volume in added {
+                let resp = http
+                    .post(format!("{url}/-/admin/volumes"))
+                    .json(&serde_json::json!({ "add": [volume] }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+                for k in &keys {
+                    let resp = http
+                        .request("REBALANCE".parse().unwrap(), format!("{url}{}", encode(k)))
+                        .send()
+                        .await
+                        .unwrap();
+                    moved += usize::from(resp.status() == StatusCode::NO_CONTENT);
+                }
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+            moved
+        })
+    };
+    // Repair, back to back, until the others are done.
+    let http = client();
+    let mut repairs = 0;
+    let mut deleted_orphans = 0;
+    while done.load(Ordering::SeqCst) < 3 {
+        let resp = http
+            .post(format!("{url}/-/admin/verify?repair=1&grace=0s"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let last = c.wait_job().await;
+        assert_eq!(last["state"], "done", "{last}");
+        deleted_orphans += count(&last, "orphans_deleted");
+        // Nothing here leaves a replica missing from an unchanged record (no fault, no
+        // degraded write): a replica repair re-created was a live one deleted.
+        assert_eq!(
+            count(&last, "repaired"),
+            0,
+            "a live replica was deleted: {last}"
+        );
+        repairs += 1;
+    }
+    let writes = writer.await.unwrap();
+    let registers = registers.await.unwrap();
+    let moved = mover.await.unwrap();
+    eprintln!("{repairs} repairs ({deleted_orphans} orphans deleted) during {moved} moves");
+    assert!(
+        repairs >= 2 && moved > 0,
+        "{repairs} repairs, {moved} moves"
+    );
+
+    // Repair once more, then the history: every acknowledged value is there.
+    c.repair().await;
+    let mut want: Vec<(String, Vec<u8>)> = items.clone();
+    for (k, v, put_ok, deleted) in &writes {
+        let resp = http.get(format!("{url}{k}")).send().await.unwrap();
+        if *deleted {
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{k} was deleted");
+        } else if *put_ok {
+            want.push((k.clone(), v.clone()));
+        }
+    }
+    assert!(want.len() > items.len(), "no write was acknowledged");
+    check_values(&url, &want).await;
+    for (r, history) in registers.iter().enumerate() {
+        let resp = http.get(format!("{json}/reg{r}")).send().await.unwrap();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let got = body["data"].as_str().map(str::to_string);
+        let last_ack = history.iter().rposition(|(_, ok)| *ok);
+        let allowed: Vec<&String> = history[last_ack.unwrap_or(0)..]
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, ok))| *i == 0 && last_ack.is_some() || !ok)
+            .map(|(_, (v, _))| v)
+            .collect();
+        let got = got.unwrap_or_else(|| panic!("reg{r} lost its value: {body}"));
+        assert!(
+            allowed.contains(&&got),
+            "reg{r} holds {got:.20}…, not one of its possible values"
+        );
+        assert!(
+            last_ack.is_some(),
+            "no overwrite of reg{r} was acknowledged"
+        );
+    }
+    // Every replica of every record on disk and intact.
+    let status = http
+        .post(format!("{url}/-/admin/verify?deep=1&grace=0s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), StatusCode::ACCEPTED);
+    let last = c.wait_job().await;
+    for counter in ["missing", "corrupt", "failed", "unreachable"] {
+        assert_eq!(count(&last, counter), 0, "{counter}: {last}");
+    }
 }

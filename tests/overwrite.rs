@@ -243,6 +243,15 @@ async fn a_crash_during_an_overwrite_keeps_the_old_value() {
     // The crashed write's intent — if its `Begin` reached the disk: it is not synced
     // (see ARCHITECTURE "Durable commits") — is left for repair, which rolls it back;
     // its files, if any, are orphans repair deletes.
+    repair(&dev).await;
+    assert_eq!(writing(&dev).await, 0);
+    assert_one_generation(&dev, b"/crash");
+    let after = tcp(&dev).await.get(b"crash").await.unwrap();
+    assert!(after == old);
+}
+
+/// Runs an online `verify --repair --grace 0s` and waits for it to finish.
+async fn repair(dev: &Dev) {
     let r = client()
         .post(format!("{}/-/admin/verify?repair=1&grace=0s", dev.http))
         .send()
@@ -254,15 +263,91 @@ async fn a_crash_during_an_overwrite_keeps_the_old_value() {
         let s = get_json(format!("{}/-/admin/status", dev.http)).await;
         if s["running"].is_null() && !s["last"].is_null() {
             assert_eq!(s["last"]["state"], "done", "{s}");
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "verify did not finish: {s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(writing(&dev).await, 0);
-    assert_one_generation(&dev, b"/crash");
-    let after = tcp(&dev).await.get(b"crash").await.unwrap();
-    assert!(after == old);
+}
+
+/// The store killed (`HOARD_CRASH_AT`, exactly kill -9) at each step of an overwrite
+/// and of a delete, then restarted and repaired: before `Commit` the old value is
+/// served, after it the new one; a delete, once begun, is finished. Every time exactly
+/// one generation of the value's files is left (none after a delete), and no intent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_each_step_of_a_write_leaves_one_whole_value() {
+    let mut dev = start().await;
+    let (old, new) = (value(11, 300_000), value(12, 200_000));
+    for step in [
+        "write-begun",
+        "write-uploaded",
+        "write-committed",
+        "delete-begun",
+    ] {
+        let key = format!("crash/{step}");
+        tcp(&dev).await.set(key.as_bytes(), &old).await.unwrap();
+        dev.proc.restart_env(&[&format!("HOARD_CRASH_AT={step}")]);
+        dev.wait_ready().await;
+        // The request dies with the store.
+        if step == "delete-begun" {
+            let r = client().delete(format!("{}/{key}", dev.http)).send().await;
+            assert!(r.is_err(), "{step}: the DELETE was answered: {r:?}");
+        } else {
+            let r = tcp(&dev).await.set(key.as_bytes(), &new).await;
+            assert!(r.is_err(), "{step}: the SET was answered");
+        }
+        let status = dev.proc.wait_exit(T);
+        assert!(status.is_some(), "{step}: the store did not crash");
+        let log = std::fs::read_to_string(&dev.proc.log).unwrap();
+        assert!(
+            log.contains(&format!("HOARD_CRASH_AT={step}: killing")),
+            "{step}: not killed at its crash point"
+        );
+        dev.proc.restart();
+        dev.wait_ready().await;
+        let want = match step {
+            "write-begun" | "write-uploaded" => Some(&old),
+            "write-committed" => Some(&new),
+            _ => None,
+        };
+        // The value read, `None` when the server answers an error (not found).
+        let read = |dev: &Dev| {
+            let (key, addr) = (key.clone(), dev.tcp.clone());
+            async move {
+                match Client::connect(&addr, T)
+                    .await
+                    .unwrap()
+                    .get(key.as_bytes())
+                    .await
+                {
+                    Ok(v) => Some(v.to_vec()),
+                    Err(hoard::proto::ProtoError::Server(_)) => None,
+                    Err(e) => panic!("GET {key}: {e}"),
+                }
+            }
+        };
+        let check = |got: Option<Vec<u8>>, when: &str| {
+            assert!(
+                got.as_ref() == want,
+                "{step}, {when}: want {:?} bytes, got {:?}",
+                want.map(Vec::len),
+                got.map(|g| g.len())
+            )
+        };
+        let got = read(&dev).await;
+        check(got, "after the restart");
+        repair(&dev).await;
+        assert_eq!(writing(&dev).await, 0, "{step}: an intent is left");
+        let key_path = format!("/{key}");
+        match want {
+            Some(_) => assert_one_generation(&dev, key_path.as_bytes()),
+            None => assert!(
+                !files(&dev).contains_key(key_path.as_bytes()),
+                "{step}: files of the deleted key are left"
+            ),
+        }
+        check(read(&dev).await, "after repair");
+    }
 }
 
 async fn wait_until(mut cond: impl FnMut() -> bool) {

@@ -237,6 +237,20 @@ pub enum Command {
         /// The new metadata (empty: none).
         meta: Vec<u8>,
     },
+    /// Give up a write intent that repair judged abandoned, before its files are
+    /// deleted: the `writing` record (at `key`, which may be a [`gen_key`]) becomes
+    /// `deleting`, owned by no one, so its write can no longer `Commit` — a write that
+    /// was only slow gets an error instead of a 201 for files about to be deleted.
+    /// Requires the intent the caller read: same `owner` and `changed_ms`, else
+    /// [`Rejection::Changed`].
+    Abandon {
+        /// The key (or an overwrite's [`gen_key`]).
+        key: Vec<u8>,
+        /// The intent's owner, as read.
+        owner: u64,
+        /// The intent's `changed_ms`, as read.
+        changed_ms: u64,
+    },
 }
 
 impl Command {
@@ -262,6 +276,7 @@ impl Command {
             | Command::Relocate { key, .. }
             | Command::SetMd5 { key, .. }
             | Command::SetMeta { key, .. }
+            | Command::Abandon { key, .. }
             | Command::Remove { key, .. } => key,
             Command::SetVolumes { .. }
             | Command::RetireMember { .. }
@@ -599,6 +614,9 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         | Command::SetFrontend { .. }
         | Command::SetScrub { .. }
         | Command::Feed(_) => return Ok(Ok(None)),
+        Command::Abandon {
+            owner, changed_ms, ..
+        } => abandon(prev.as_ref(), *owner, *changed_ms),
         Command::Remove { expect, owner, .. } => {
             return remove(map, key, prev, *expect, *owner);
         }
@@ -953,6 +971,23 @@ fn set_meta(prev: Option<&Record>, changed_ms: u64, size: u64, meta: &[u8]) -> N
             })
         }
         (Some(_), Some(State::Live)) => reject(Rejection::Changed),
+        (_, Some(s)) => reject(Rejection::WrongState(s)),
+        (_, None) => reject(Rejection::NotFound),
+    }
+}
+
+/// `Abandon`: a write intent repair gave up becomes `deleting`, owned by no one, if it
+/// is still the one the caller read (same `owner` and `changed_ms`).
+fn abandon(prev: Option<&Record>, owner: u64, changed_ms: u64) -> Next {
+    match (prev, prev.map(|r| r.state)) {
+        (Some(r), Some(State::Writing)) if r.owner == owner && r.changed_ms == changed_ms => {
+            Next::Put(Record {
+                state: State::Deleting,
+                owner: 0,
+                ..r.clone()
+            })
+        }
+        (Some(_), Some(State::Writing)) => reject(Rejection::Changed),
         (_, Some(s)) => reject(Rejection::WrongState(s)),
         (_, None) => reject(Rejection::NotFound),
     }

@@ -671,3 +671,75 @@ fn intents_keep_the_highest_lease_time_in_replicated_meta() {
     let _ = run(&mut m, unlink);
     assert_eq!(lease(&mut m), Some(900));
 }
+
+#[test]
+fn an_abandoned_intent_can_no_longer_commit() {
+    let mut m = BTreeMap::new();
+    run(&mut m, begin()).unwrap();
+    let abandon = |owner, changed_ms| Command::Abandon {
+        key: b"/k".to_vec(),
+        owner,
+        changed_ms,
+    };
+    // Not the intent read: refused, nothing changed.
+    assert_eq!(run(&mut m, abandon(9, 1)), Err(Rejection::Changed));
+    assert_eq!(run(&mut m, abandon(0, 5)), Err(Rejection::Changed));
+    assert_eq!(state(&m), Some(State::Writing));
+    run(&mut m, abandon(0, 1)).unwrap();
+    assert_eq!(state(&m), Some(State::Deleting));
+    assert_eq!(m[&b"/k"[..]].owner, 0);
+    // The write that was only slow finds its intent gone.
+    assert_eq!(
+        run(&mut m, commit()),
+        Err(Rejection::WrongState(State::Deleting))
+    );
+    assert_eq!(
+        run(&mut m, abandon(0, 1)),
+        Err(Rejection::WrongState(State::Deleting))
+    );
+    let remove = Command::Remove {
+        key: b"/k".to_vec(),
+        expect: State::Deleting,
+        owner: 0,
+    };
+    run(&mut m, remove).unwrap();
+    assert_eq!(state(&m), None);
+
+    // An overwrite's intent beside a live value: abandoned, it cannot commit, and the
+    // live value stays.
+    let mut m = BTreeMap::new();
+    run(&mut m, begin()).unwrap();
+    run(&mut m, commit()).unwrap();
+    let replace = Command::Begin {
+        key: b"/k".to_vec(),
+        volumes: vec!["a:1".into()],
+        now_ms: 3,
+        owner: 7,
+        replace: true,
+    };
+    run(&mut m, replace).unwrap();
+    let (at, intent) = m
+        .iter()
+        .find(|(k, r)| is_gen_key(k) && r.state == State::Writing)
+        .map(|(k, r)| (k.clone(), r.clone()))
+        .unwrap();
+    let abandon = Command::Abandon {
+        key: at.clone(),
+        owner: 7,
+        changed_ms: intent.changed_ms,
+    };
+    run(&mut m, abandon).unwrap();
+    let commit = Command::Commit {
+        gen: intent.gen,
+        key: b"/k".to_vec(),
+        size: 3,
+        md5: None,
+        missing: Vec::new(),
+        now_ms: 4,
+        owner: 7,
+        meta: Vec::new(),
+    };
+    assert_eq!(run(&mut m, commit), Err(Rejection::Changed));
+    assert_eq!(state(&m), Some(State::Live));
+    assert_eq!(m[&at].state, State::Deleting);
+}

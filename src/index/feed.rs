@@ -182,14 +182,17 @@ impl<'txn> Hook<'txn> {
                 _,
             ) => (key, *now_ms, false),
             (Command::BeginDelete { key, now_ms, .. }, _) => (key, *now_ms, true),
-            // A failed write rolled back: the key is gone here (a failed replacing
-            // write leaves it absent), so the other sites must drop it too.
-            (Command::Remove { key, .. }, Ok(Some(prev))) if prev.state == State::Writing => {
+            // A failed write rolled back, or given up by repair (whose `Remove` then
+            // finds it `deleting`): the key is gone here, so the other sites must drop
+            // it too.
+            (Command::Remove { key, .. } | Command::Abandon { key, .. }, Ok(Some(prev)))
+                if prev.state == State::Writing =>
+            {
                 (key, prev.changed_ms, true)
             }
             _ => return Ok(()),
         };
-        let rollback = matches!(cmd, Command::Remove { .. });
+        let rollback = matches!(cmd, Command::Remove { .. } | Command::Abandon { .. });
         let stored = self
             .versions
             .get(key.as_slice())

@@ -127,14 +127,7 @@ async fn dispatch(State(s): State<Arc<JsonState>>, req: Request) -> Response {
 }
 
 fn health(store: &Store) -> Response {
-    success(Some(serde_json::json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "keys": store.index.counts(),
-        "volumes_up": store.health.up_count(),
-        "replicas": store.placement.current().replicas(),
-        "cache": store.cache.stats(),
-    })))
+    success(Some(store.summary()))
 }
 
 /// `GET /:key`: the value, parsed as JSON (or as a string when it is other UTF-8 text).

@@ -9,7 +9,9 @@
 //!   when all agree or when repairing. Missing or corrupt replicas are re-created from a
 //!   good one (`repair`). A volume that cannot be reached is counted, not repaired.
 //! * `writing` older than the grace period (an intent left by a crash): with `repair`,
-//!   delete whatever replica files exist, then `Remove { expect: Writing }`.
+//!   first `Abandon` it (it becomes `deleting`, so a write that was only slow can no
+//!   longer commit: it fails instead of acknowledging files deleted next), then delete
+//!   whatever replica files exist, then `Remove { expect: Deleting }`.
 //! * `deleting` (an interrupted DELETE): with `repair`, delete the files, then
 //!   `Remove { expect: Deleting }`.
 //! * `live` / `unlinked` stored inline (`--inline-max`): the value in the record must
@@ -30,8 +32,9 @@
 //!   the upload completes, so the location holds the old bad file or the good one. A
 //!   rerun checks it again.
 //! * *Rolling back an intent or finishing a delete, between deleting files and removing
-//!   the record:* the record is still `writing` / `deleting`, naming files that are
-//!   (partly) gone; deleting a missing file succeeds, so a rerun finishes the job.
+//!   the record:* the record is `deleting` (an intent was abandoned first), naming
+//!   files that are (partly) gone; deleting a missing file succeeds, so a rerun
+//!   finishes the job.
 //! * *After `SetMd5`:* it is one atomic command; nothing else changed.
 //! * *Deleting an orphan:* the file is gone or still there; a rerun looks again.
 //!
@@ -174,7 +177,26 @@ async fn drop_record(
     if ctx.index.get(key)?.as_ref() != Some(seen) {
         return Ok(false);
     }
-    upkeep::release(ctx, key, seen, 0).await
+    if seen.state != State::Writing {
+        return upkeep::release(ctx, key, seen, 0).await;
+    }
+    // The intent's write may still be running (slow, or on another index server, whose
+    // lock is not ours): it must not be able to commit files deleted next.
+    let abandon = Command::Abandon {
+        key: key.to_vec(),
+        owner: seen.owner,
+        changed_ms: seen.changed_ms,
+    };
+    let Some(abandoned) = ctx
+        .index
+        .apply(abandon)
+        .await?
+        .ok()
+        .and_then(|_| ctx.index.get(key).ok().flatten())
+    else {
+        return Ok(false);
+    };
+    upkeep::release(ctx, key, &abandoned, 0).await
 }
 
 async fn inspect(ctx: &Ctx, job: &Job, deep: bool, url: &str, size: u64) -> Replica {

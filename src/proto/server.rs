@@ -330,14 +330,7 @@ async fn get(conn: &mut Conn, ctx: &Ctx, key: &[u8]) -> Result<bool, ProtoError>
 
 /// HEALTH's JSON: status, version, key counts and volumes up.
 fn health(store: &Store) -> Vec<u8> {
-    let body = serde_json::json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "role": "index",
-        "keys": store.index.counts(),
-        "volumes_up": store.health.up_count(),
-        "replicas": store.placement.current().replicas(),
-        "cache": store.cache.stats(),
-    });
+    let mut body = store.summary();
+    body["role"] = "index".into();
     serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"status":"ok"}"#.to_vec())
 }

@@ -35,6 +35,7 @@ impl Store {
             Err(other) => return Err(StoreError::Invalid(other.to_string())),
         };
         self.cache.invalidate(&key);
+        super::crash::point("delete-begun");
         // The key was already deleted by a request that could not finish the cleanup:
         // this one finishes it, and answers 404 like any DELETE of an absent key.
         let already_deleted = record.state == State::Deleting;

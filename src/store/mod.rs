@@ -16,6 +16,8 @@
 //!   ([`Store::set_frontend`]).
 //! * [`inline`] — small values stored in the index record (`--inline-max`).
 //! * [`cache`] — [`ValueCache`]: small values [`Store::open`] serves, kept in memory.
+//! * [`crash`] — `HOARD_CRASH_AT`: crash points at each step of a write or delete, for
+//!   tests.
 //! * [`read`] — [`Store::find`] (what a GET needs), [`Store::list`] (bounded scans of
 //!   a key range); every read call waits for the read barrier itself
 //!   ([`Store::read_barrier`]), so no front-end can forget it.
@@ -26,6 +28,7 @@
 //! read-only scans, so it can be replicated underneath without changing this layer.
 
 mod cache;
+mod crash;
 mod delete;
 mod error;
 mod get;
@@ -100,6 +103,20 @@ pub struct Store {
 }
 
 impl Store {
+    /// The store's health in brief — status, version, key counts, volumes up, replicas,
+    /// cache — as the minivault front-ends answer it (binary `HEALTH`, JSON `/health`;
+    /// the index's `/-/health` adds the rest of the server).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "keys": self.index.counts(),
+            "volumes_up": self.health.up_count(),
+            "replicas": self.placement.current().replicas(),
+            "cache": self.cache.stats(),
+        })
+    }
+
     /// What a background operation needs, sharing this store's index, locks and health.
     pub fn ctx(&self) -> Ctx {
         Ctx {

@@ -194,6 +194,7 @@ impl Store {
                 replace: opts.replace,
             };
             let intent = store.index.apply(begin).await?.map_err(refusal)?;
+            super::crash::point("write-begun");
             // The intent's generation names the files written.
             let gen = intent.map_or(0, |i| i.gen);
             match store
@@ -201,6 +202,7 @@ impl Store {
                 .await
             {
                 Ok((uploaded, missing)) => {
+                    super::crash::point("write-uploaded");
                     store
                         .commit(&key, gen, uploaded, missing, opts.meta)
                         .await
@@ -365,6 +367,7 @@ impl Store {
         };
         match (committed, failure) {
             (Some(leftovers), _) => {
+                super::crash::point("write-committed");
                 self.cache.invalidate(key);
                 if leftovers || !missing.is_empty() {
                     let _ = self.upkeep.send(super::upkeep::Task::Key(key.to_vec()));

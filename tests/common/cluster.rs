@@ -143,6 +143,36 @@ impl Proc {
         self.cmd = original;
     }
 
+    /// Starts it again with environment variables `vars` (`NAME=value`) set, this
+    /// time only. The command line must start with `env` (as [`super::dev::DevStore`]'s
+    /// does).
+    pub fn restart_env(&mut self, vars: &[&str]) {
+        assert_eq!(self.cmd[0], "env", "{:?} sets no environment", self.cmd);
+        self.kill();
+        let original = self.cmd.clone();
+        let at = 1..1;
+        self.cmd.splice(at, vars.iter().map(|s| s.to_string()));
+        self.start();
+        self.cmd = original;
+    }
+
+    /// Waits up to `within` for the process to exit by itself; its status, or `None`
+    /// if it is still running (or was never started).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -262,16 +292,25 @@ fn volume_command(dir: &Path, bind: &str, port: u16) -> Vec<String> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    // Only a directory removed since its parent was read may be skipped: a count that
+    // silently left out a directory it could not read would look like lost files.
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => panic!("reading {}: {e}", dir.display()),
     };
-    for e in entries.flatten() {
+    for e in entries {
+        let e = e.unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || name == "nginx-tmp" {
             continue;
         }
         let path = e.path();
-        if path.is_dir() {
+        let is_dir = e
+            .file_type()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .is_dir();
+        if is_dir {
             walk(root, &path, out);
         } else {
             out.push(path.strip_prefix(root).unwrap().display().to_string());

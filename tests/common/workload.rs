@@ -313,12 +313,22 @@ pub async fn get(sh: &Shared, c: usize, node: u64, url: &str, key: &str) -> (Ste
     (Step::Answered, Some(found))
 }
 
+/// Answered requests a client sends to another node before it goes back to its own.
+const AWAY_FROM_HOME: u32 = 32;
+
 /// One client: mixed PUT (35 %) / GET (40 %) / DELETE (25 %) on the current keys,
-/// against its node; on a refused connection it moves on to the next node, after a
-/// 5xx or a timeout it pauses 250 ms.
+/// against its own node (`c % nodes`). Like a real client with several endpoints, it
+/// moves on to the next node when a request fails — at once on a refused connection,
+/// after a 250 ms pause on a 5xx or a timeout — and goes back to its own node after
+/// [`AWAY_FROM_HOME`] answers elsewhere. (Clients that moved only on refused
+/// connections were herded by kills onto one node and stayed on it when it was then
+/// cut off — still accepting connections but unable to commit — so nothing reached
+/// the majority: the "round that does not recover" of docs/RELIABILITY.md.)
 pub async fn client_loop(sh: Arc<Shared>, nodes: Vec<(u64, String)>, c: usize) {
     let mut rng = fastrand::Rng::with_seed(c as u64 * 7919 + 17);
-    let mut target = c % nodes.len();
+    let home = c % nodes.len();
+    let mut target = home;
+    let mut away = 0;
     for _ in 0..MAX_OPS_PER_CLIENT {
         if sh.stop.load(Ordering::Relaxed) {
             break;
@@ -333,6 +343,12 @@ pub async fn client_loop(sh: Arc<Shared>, nodes: Vec<(u64, String)>, c: usize) {
             _ => delete(&sh, c, *node, url, &key).await,
         };
         match step {
+            Step::Answered if target != home => {
+                away += 1;
+                if away >= AWAY_FROM_HOME {
+                    (target, away) = (home, 0);
+                }
+            }
             Step::Answered => {}
             Step::Refused => {
                 target = (target + 1) % nodes.len();
@@ -340,7 +356,10 @@ pub async fn client_loop(sh: Arc<Shared>, nodes: Vec<(u64, String)>, c: usize) {
             }
             // Back off: every such request is of unknown outcome, and each one
             // multiplies the checker's work on its key.
-            Step::Trouble => tokio::time::sleep(Duration::from_millis(250)).await,
+            Step::Trouble => {
+                target = (target + 1) % nodes.len();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
     }
 }

@@ -94,10 +94,16 @@ def classify(e):
     return "unknown"
 
 
+AWAY_FROM_HOME = 32
+
+
 def run(c):
     rng = random.Random(c * 7919 + 17)
     clients = {node: client(url) for node, url in NODES}
-    target = c % len(NODES)
+    # Like tests/common/workload.rs: move on to the next member after any failure,
+    # back to its own after AWAY_FROM_HOME answers elsewhere.
+    home = target = c % len(NODES)
+    away = 0
     for _ in range(MAX_REQUESTS // THREADS):
         if os.path.exists(STOPFILE):
             return
@@ -137,9 +143,13 @@ def run(c):
             value = v if roll < 40 else None
             returned = time.monotonic_ns() if kind == "failed" else None
             record(c, node, key, op, value, invoked, returned, kind, f"{type(e).__name__}: {e}"[:200])
-            if kind == "failed":
-                target = (target + 1) % len(NODES)
+            target = (target + 1) % len(NODES)
             time.sleep(0.1)
+            continue
+        if target != home:
+            away += 1
+            if away >= AWAY_FROM_HOME:
+                target, away = home, 0
 
 
 def final_reads():
