@@ -52,17 +52,38 @@ pub fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(ms / 1000))
 }
 
-/// ListBuckets: every bucket (at most [`MAX_BUCKETS`]).
+/// ListBuckets: the buckets in name order, those starting with `prefix` when given;
+/// pages of `max-buckets` (1 to [`MAX_BUCKETS`], the default) with a continuation
+/// token (the last name listed) when more follow.
 pub async fn list(
     store: &Arc<Store>,
     req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
     let owner = caller(&req);
-    let entries = store
-        .frontend_range(PREFIX.to_string(), None, MAX_BUCKETS)
+    let input = req.input;
+    let max = match input.max_buckets {
+        None => MAX_BUCKETS,
+        Some(n) if n >= 1 => usize::try_from(n).unwrap_or(MAX_BUCKETS).min(MAX_BUCKETS),
+        Some(_) => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "max-buckets must be 1 to {MAX_BUCKETS}"
+            ))
+        }
+    };
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let after = input
+        .continuation_token
+        .as_ref()
+        .map(|t| format!("{PREFIX}{t}"));
+    // One more than a page: whether another page follows.
+    let mut entries = store
+        .frontend_range(format!("{PREFIX}{prefix}"), after, max + 1)
         .await
         .map_err(store_error)?;
-    let buckets = entries
+    let more = entries.len() > max;
+    entries.truncate(max);
+    let buckets: Vec<s3s::dto::Bucket> = entries
         .into_iter()
         .filter_map(|(name, raw)| {
             let b: Bucket = serde_json::from_slice(&raw).ok()?;
@@ -73,13 +94,17 @@ pub async fn list(
             })
         })
         .collect();
+    let next = more
+        .then(|| buckets.last().and_then(|b| b.name.clone()))
+        .flatten();
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
+        continuation_token: next,
+        prefix: input.prefix,
         owner: Some(Owner {
             display_name: Some(owner.clone()),
             id: Some(owner),
         }),
-        ..Default::default()
     }))
 }
 

@@ -309,6 +309,14 @@ impl s3s::S3 for Hoard {
         objects::head(&self.store, req).await
     }
 
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        self.barrier().await?;
+        objects::attributes(&self.store, req).await
+    }
+
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,

@@ -137,7 +137,8 @@ pub async fn create(
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect(),
-        etag: None,
+        expires: super::objects::expires_text(input.expires.as_ref()),
+        ..ObjectMeta::default()
     };
     let user: usize = meta.user.iter().map(|(k, v)| k.len() + v.len()).sum();
     if user > super::objects::MAX_USER_META {
@@ -362,7 +363,10 @@ pub async fn complete(
     let input = req.input;
     require(store, &input.bucket)?;
     let key = object_key(&input.bucket, &input.key)?;
-    let upload = find(store, &input.bucket, &input.key, &input.upload_id)?;
+    let upload = match find(store, &input.bucket, &input.key, &input.upload_id) {
+        Ok(upload) => upload,
+        Err(e) => return completed_before(store, &input, &key).ok_or(e),
+    };
     let listed = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -409,6 +413,7 @@ pub async fn complete(
     let etag = multipart_etag(&md5s);
     let meta = ObjectMeta {
         etag: Some(etag.clone()),
+        upload_id: Some(input.upload_id.clone()),
         ..upload.meta
     };
     let (bucket, object) = (input.bucket.clone(), input.key.clone());
@@ -455,6 +460,28 @@ pub async fn complete(
     };
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         future: Some(Box::pin(future)),
+        ..Default::default()
+    }))
+}
+
+/// A CompleteMultipartUpload repeated after the upload completed (a client retrying
+/// a lost answer): as on S3, it succeeds again — with the object's ETag — while the
+/// object is still the one that upload made; `None` otherwise (`NoSuchUpload`).
+fn completed_before(
+    store: &Store,
+    input: &CompleteMultipartUploadInput,
+    key: &[u8],
+) -> Option<S3Response<CompleteMultipartUploadOutput>> {
+    let record = store.record(key).ok()??;
+    let meta = ObjectMeta::decode(&record.meta);
+    if meta.upload_id.as_deref() != Some(input.upload_id.as_str()) {
+        return None;
+    }
+    Some(S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        key: Some(input.key.clone()),
+        e_tag: Some(ETag::Strong(meta.etag?)),
+        location: Some(format!("/{}/{}", input.bucket, input.key)),
         ..Default::default()
     }))
 }

@@ -36,6 +36,13 @@ pub struct ObjectMeta {
     /// `md5(part md5s)-N`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// `Expires`, as the client sent it (an HTTP date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The multipart upload this value was completed from: a repeated
+    /// CompleteMultipartUpload of it succeeds again, as on S3, while the value stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
 }
 
 impl ObjectMeta {
