@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::hex::hex;
 use anyhow::Context as _;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -228,11 +229,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn unix_now() -> u64 {
-    crate::index::now_ms() / 1000
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::clock::now_ms() / 1000
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -1,8 +1,45 @@
-//! HTTP plumbing shared by every role: binding, the shutdown signal, and the
-//! metrics + access-log middleware. Connections themselves are served by [`crate::net`].
+//! HTTP plumbing shared by every role: binding, the shutdown signal, the metrics +
+//! access-log middleware, and the one client builder for hoard's own servers (volumes
+//! and index peers: [`internal_client`], [`bearer`]). Connections themselves are served
+//! by [`crate::net`].
+
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+
+/// The HTTP client for talking to hoard's own servers (volumes, index peers): HTTP/1.1,
+/// no proxy, no redirects followed, Nagle off, connecting bounded by `connect`, idle
+/// pooled connections dropped after 20 s (below the servers' default idle timeout of
+/// 30 s, so the pool never reuses a connection the server is closing); over TLS it
+/// trusts only `ca` when that is not empty. Per-request timeouts are the caller's.
+pub fn internal_client(
+    connect: Duration,
+    ca: Vec<reqwest::Certificate>,
+) -> reqwest::Result<reqwest::Client> {
+    crate::tls::install_provider();
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect)
+        .pool_idle_timeout(Duration::from_secs(20))
+        .tcp_nodelay(true)
+        .http1_only()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none());
+    if !ca.is_empty() {
+        builder = builder.tls_certs_only(ca);
+    }
+    builder.build()
+}
+
+/// The `Authorization` value for the shared secret `token` (`Bearer …`), marked
+/// sensitive so it never shows in logs.
+pub fn bearer(
+    token: &str,
+) -> Result<reqwest::header::HeaderValue, reqwest::header::InvalidHeaderValue> {
+    let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
 
 /// Binds `bind:port`, naming the address in the error.
 pub async fn bind(bind: &str, port: u16) -> anyhow::Result<TcpListener> {

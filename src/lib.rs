@@ -1,36 +1,37 @@
 //! hoard: a distributed blob / key-value store, drop-in compatible with minikeyvalue.
 //!
-//! Layers, bottom up:
+//! Layers, bottom up (each calls only those below it; `tests/layers.rs` checks the
+//! arrows, and docs/ARCHITECTURE.md has the picture and a "where to change what"):
 //!
-//! * [`placement`] — which volumes hold a key and where its file lives (pure).
-//! * [`key`] — turning a request path into a key, and what keys are allowed (pure).
-//! * [`index`] — the embedded `key → record` store; every mutation is one command.
-//! * [`volume`] — the native volume server: plain files, atomic writes.
+//! * Ground: [`placement`] (which volumes hold a key, pure), [`key`] (request path →
+//!   key), [`clock`], [`hex`], [`units`], [`progress`]; [`http`], [`net`], [`tls`],
+//!   [`auth`], [`ratelimit`] (serving and calling HTTP safely: timeouts, limits, TLS,
+//!   shared-secret authentication, signed URLs, the one client builder for hoard's own
+//!   servers); [`telemetry`], [`config`].
+//! * [`volume`] — the native volume server: plain files, atomic writes, and its wire
+//!   contract (disk space, headers, md5-checked streams).
+//! * [`index`] — the embedded `key → record` store; every mutation is one command;
+//!   [`raft`] replicates it.
 //! * [`replica`] — talking to volume servers: client, streaming fan-out, health.
-//! * [`server`] — the index server's HTTP API.
-//! * [`ops`] — rebuild, rebalance, verify/repair and orphan collection; background jobs.
-//! * [`dev`] — `hoard dev`: index server and three volumes in one process.
-//! * [`telemetry`] — metrics and logging set-up.
-//! * [`config`] — the optional TOML file behind `--config`.
-//! * [`bench`] — `hoard bench`: load generators that drive a running store.
-//! * [`store`] — the store core every front-end calls: writes, deletes, reads, listings.
-//! * [`sites`] — asynchronous replication to other stores: shipper and receiver.
-//! * [`client`] — `hoard put|get|rm|unlink|ls|stat|cp`: the HTTP client side.
-//! * [`jsonapi`] — minivault's JSON interface (`--json-port`), a front-end on the store.
-//! * [`proto`] — minivault's binary protocol (`--tcp-port`), a front-end on the store.
-//! * [`cli`] — command-line parsing and dispatch, the top of the module tree (nothing
-//!   imports it); `main.rs` is a thin shell over it. Each role's options live with the
-//!   role (`server::ServerArgs`, `volume::VolumeArgs`, `dev::DevArgs`, `ops::args`).
-//! * [`units`] — parsing durations.
-//! * [`net`], [`tls`], [`auth`], [`ratelimit`] — serving connections safely: timeouts,
-//!   limits, TLS, shared-secret authentication and signed URLs, rate limiting.
+//! * [`store`] — the store core every front-end calls: writes, deletes, reads (with
+//!   their read barrier), listings, the upkeep queue. Imports nothing above it.
+//! * [`ops`] — rebuild, rebalance, verify/repair, orphan collection, scrub, the upkeep
+//!   worker; background jobs. Takes a [`store::Ctx`].
+//! * Front-ends on the store: [`server`] (the minikeyvalue HTTP API), [`s3`],
+//!   [`proto`] (binary protocol), [`jsonapi`], [`sites`] (replication to other stores).
+//! * Top: [`dev`] (`hoard dev`), [`client`] (the CLI client), [`bench`] (load
+//!   generators), [`cli`] — command-line parsing and dispatch, which nothing imports;
+//!   `main.rs` is a thin shell over it. Each role's options live with the role
+//!   (`server::ServerArgs`, `volume::VolumeArgs`, `dev::DevArgs`, `ops::args`).
 
 pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod hex;
 pub mod http;
 pub mod index;
 pub mod jsonapi;
@@ -38,6 +39,7 @@ pub mod key;
 pub mod net;
 pub mod ops;
 pub mod placement;
+pub mod progress;
 pub mod proto;
 pub mod raft;
 pub mod ratelimit;

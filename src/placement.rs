@@ -385,5 +385,31 @@ fn is_host_port(v: &str) -> bool {
     }
 }
 
+/// A volume URL as kalavara's volumes announce themselves (`http://host:port`, also
+/// `https://`, a trailing `/`, or just `host:port`) as the volume name `host:port`.
+pub fn volume_from_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let valid = match rest.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(['/', '@', '?', '#', ' '])
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    };
+    if valid {
+        Ok(rest.to_string())
+    } else {
+        Err(format!(
+            "{url:?} is not a volume URL (http://host:port or host:port)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests;

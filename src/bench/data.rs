@@ -72,11 +72,6 @@ pub fn md5_of(seed: u64, size: u64) -> [u8; 16] {
     md5.finalize().into()
 }
 
-/// Lower-case hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A request body streaming the `size`-byte value of `seed` in [`BLOCK`]-sized frames,
 /// with an exact size hint (so it is sent with a Content-Length, not chunked).
 #[derive(Debug)]

@@ -124,7 +124,7 @@ fn measure(args: &IndexScaleArgs) -> anyhow::Result<()> {
     ensure!(args.keys > 0, "--keys must be at least 1");
     let placement = Placement::new(args.volumes.clone(), args.replicas, args.subvolumes)?;
     let len = args.key_len as usize;
-    let now = crate::index::now_ms();
+    let now = crate::clock::now_ms();
 
     let started = Instant::now();
     let mut bulk = BulkLoad::create(&args.db, 64 << 20)?;

@@ -7,9 +7,10 @@ use anyhow::{ensure, Context as _};
 use futures_util::StreamExt;
 use reqwest::header::{CONTENT_LENGTH, LOCATION};
 
-use super::data::{hex, PrngBody, Verifier};
+use super::data::{PrngBody, Verifier};
 use super::report::mb_per_s;
 use super::stats::{Rss, RssSampler};
+use crate::hex::hex;
 
 /// Redirects followed at most on a GET.
 const MAX_HOPS: usize = 3;

@@ -7,36 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::transfer::{self, Sink, Source};
-use super::{copy, normalize_key, Client, ClientError};
-
-/// Which cluster to talk to: every client command takes these.
-#[derive(Debug, Args, Clone)]
-pub struct Conn {
-    /// Index server URL. Give several (comma separated, or --url more than once) for an
-    /// index cluster: they are tried in turn when one cannot be reached.
-    #[arg(
-        long = "url",
-        env = "HOARD_URL",
-        value_delimiter = ',',
-        default_value = "http://localhost:3000",
-        value_name = "URL"
-    )]
-    pub urls: Vec<String>,
-    /// Bearer token for a server started with --auth-token.
-    #[arg(
-        long,
-        env = "HOARD_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
-}
-
-impl Conn {
-    pub(super) fn client(&self) -> Result<Client, ClientError> {
-        Client::new(&self.urls, self.token.clone())
-    }
-}
+use super::{copy, normalize_key, ClientError, Conn};
 
 /// Options of `hoard put`.
 #[derive(Debug, Args, Clone)]

@@ -5,8 +5,7 @@ use std::io::Write as _;
 
 use clap::{Args, Subcommand};
 
-use super::args::Conn;
-use super::{Client, ClientError};
+use super::{Client, ClientError, Conn};
 
 /// Options of `hoard cluster`.
 #[derive(Debug, Args, Clone)]

@@ -68,13 +68,10 @@ fn files_bar(total: u64) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    let pb = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template(
+    Some(crate::progress::bar(
+        total,
         "cp [{elapsed_precise}] {wide_bar} {pos}/{len} files ({per_sec}, eta {eta}) {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    pb.set_style(style);
-    Some(pb)
+    ))
 }
 
 /// Every regular file under `dir` (symbolic links are not followed), with its key

@@ -15,6 +15,7 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{key_path, status_error, Client, ClientError, ATTEMPTS};
+use crate::hex::hex;
 
 /// Bytes read from a file per chunk.
 const CHUNK: usize = 256 << 10;
@@ -45,12 +46,10 @@ pub fn bar(len: Option<u64>, label: &str) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    let pb = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(
+    let pb = crate::progress::bar(
+        len,
         "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    pb.set_style(style);
+    );
     pb.set_prefix(label.to_string());
     Some(pb)
 }
@@ -335,8 +334,4 @@ impl Drop for Out {
             let _ = std::fs::remove_file(part);
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

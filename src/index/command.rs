@@ -211,7 +211,7 @@ pub enum Command {
     },
     /// Replication to other sites: the change feed's own state (cursors, origins of
     /// remote changes), applied by `super::feed`; changes no record.
-    Feed(super::feed::FeedCommand),
+    Feed(super::feed_command::FeedCommand),
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     /// `key` may be a [`gen_key`]: an overwrite's intent or a retired record.
     Remove {
@@ -401,6 +401,18 @@ pub fn value_key(index_key: &[u8]) -> &[u8] {
     }
 }
 
+/// An index key for log messages (a [`gen_key`] shows as `key~gen`).
+pub fn show(key: &[u8]) -> String {
+    if is_gen_key(key) {
+        let value = value_key(key);
+        let gen = key[key.len() - 8..]
+            .try_into()
+            .map_or(0, u64::from_be_bytes);
+        return format!("{}~{gen}", String::from_utf8_lossy(value));
+    }
+    String::from_utf8_lossy(key).into_owned()
+}
+
 /// Index-wide value of [`Command::SetVolumes`]: the volume list as JSON.
 pub const VOLUMES_META: &str = "volumes";
 
@@ -517,65 +529,14 @@ fn retire<M: RecordMap>(map: &mut M, key: &[u8], old: &Record) -> Result<(), M::
 /// Applies `cmd` to `map`. The outer `Result` is a storage failure; the inner one is the
 /// command's own outcome.
 pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Error> {
-    if let Command::SetVolumes { volumes, if_unset } = cmd {
-        if *if_unset && map.get_meta(VOLUMES_META)?.is_some() {
-            return Ok(Err(Rejection::Changed));
-        }
-        let json = serde_json::to_vec(volumes).unwrap_or_default();
-        map.put_meta(VOLUMES_META, Some(json))?;
-        return Ok(Ok(None));
-    }
-    if let Command::SetFrontend {
-        name,
-        value,
-        if_absent,
-    } = cmd
-    {
-        let name = format!("{FRONTEND_META_PREFIX}{name}");
-        let exists = map.get_meta(&name)?.is_some();
-        if *if_absent && exists {
-            return Ok(Err(Rejection::Exists));
-        }
-        if value.is_none() && !exists {
-            return Ok(Err(Rejection::NotFound));
-        }
-        map.put_meta(&name, value.clone())?;
-        return Ok(Ok(None));
-    }
-    if let Command::SetJob {
-        record,
-        owner,
-        expect,
-    } = cmd
-    {
-        let current = map.get_meta(JOB_OWNER_META)?.unwrap_or_default();
-        if current != expect.as_bytes() {
-            return Ok(Err(Rejection::Changed));
-        }
-        map.put_meta(JOB_OWNER_META, Some(owner.clone().into_bytes()))?;
-        map.put_meta(JOB_META, Some(record.clone().into_bytes()))?;
-        return Ok(Ok(None));
-    }
-    if let Command::SetScrub { record } = cmd {
-        map.put_meta(SCRUB_META, Some(record.clone().into_bytes()))?;
-        return Ok(Ok(None));
-    }
-    if let Command::RetireMember { id } = cmd {
-        let mut retired = retired_members(map.get_meta(RETIRED_META)?.as_deref());
-        if !retired.contains(id) {
-            retired.push(*id);
-            retired.sort_unstable();
-        }
-        let json = serde_json::to_vec(&retired).unwrap_or_default();
-        map.put_meta(RETIRED_META, Some(json))?;
-        return Ok(Ok(None));
+    if let Some(applied) = apply_meta(map, cmd)? {
+        return Ok(applied);
     }
     if let Command::Begin { now_ms, .. } | Command::BeginDelete { now_ms, .. } = cmd {
         note_lease_time(map, *now_ms)?;
     }
     let key = cmd.key();
     let prev = map.get(key)?;
-    let state = prev.as_ref().map(|r| r.state);
     let next = match cmd {
         Command::Begin {
             volumes,
@@ -583,41 +544,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             owner,
             replace,
             ..
-        } => {
-            if state == Some(State::Live) && !replace {
-                return Ok(Err(Rejection::Exists));
-            }
-            if !replace && held_elsewhere(prev.as_ref(), *owner, *now_ms) {
-                return Ok(Err(Rejection::Busy));
-            }
-            let gen = match &prev {
-                None if !replace && map.get(&gen_key(key, 0))?.is_none() => 0,
-                _ => fresh_gen(map, key, prev.as_ref(), *now_ms)?,
-            };
-            let intent = Record {
-                state: State::Writing,
-                volumes: volumes.clone(),
-                size: 0,
-                md5: None,
-                changed_ms: *now_ms,
-                missing: Vec::new(),
-                stale: Vec::new(),
-                owner: *owner,
-                meta: Vec::new(),
-                inline: None,
-                gen,
-            };
-            if *replace {
-                // The key's record stays as it is until `Commit`.
-                map.put(&gen_key(key, gen), &intent)?;
-            } else {
-                if let Some(p) = &prev {
-                    retire(map, key, p)?;
-                }
-                map.put(key, &intent)?;
-            }
-            return Ok(Ok(Some(intent)));
-        }
+        } => return begin(map, key, prev, volumes, *now_ms, *owner, *replace),
         Command::PutInline {
             value,
             md5,
@@ -627,28 +554,15 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             meta,
             ..
         } => {
-            if state == Some(State::Live) && !replace {
-                return Ok(Err(Rejection::Exists));
-            }
-            if held_elsewhere(prev.as_ref(), *owner, *now_ms) {
-                return Ok(Err(Rejection::Busy));
-            }
-            if let Some(p) = &prev {
-                retire(map, key, p)?;
-            }
-            Record {
-                state: State::Live,
-                volumes: Vec::new(),
-                size: value.len() as u64,
+            let inline = Inline {
+                value,
                 md5: *md5,
-                changed_ms: *now_ms,
-                missing: Vec::new(),
-                stale: Vec::new(),
-                owner: 0,
-                meta: meta.clone(),
-                inline: Some(value.clone()),
-                gen: 0,
-            }
+                now_ms: *now_ms,
+                owner: *owner,
+                replace: *replace,
+                meta,
+            };
+            put_inline(map, key, prev.as_ref(), &inline)?
         }
         Command::Commit {
             size,
@@ -660,164 +574,40 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
             gen,
             ..
         } => {
-            let committed = |intent: &Record| Record {
-                state: State::Live,
+            let commit = Commit {
                 size: *size,
                 md5: *md5,
-                changed_ms: *now_ms,
-                missing: missing.clone(),
-                owner: 0,
-                meta: meta.clone(),
-                ..intent.clone()
+                missing,
+                now_ms: *now_ms,
+                owner: *owner,
+                meta,
+                gen: *gen,
             };
-            match (&prev, state) {
-                (Some(r), Some(State::Writing)) if r.gen == *gen => {
-                    if r.owner != *owner {
-                        return Ok(Err(Rejection::Changed));
-                    }
-                    committed(r)
-                }
-                // An overwrite's intent, kept beside the key's record.
-                _ => {
-                    let at = gen_key(key, *gen);
-                    match map.get(&at)? {
-                        Some(i) if i.state == State::Writing && i.owner == *owner => {
-                            map.remove(&at)?;
-                            if let Some(p) = &prev {
-                                retire(map, key, p)?;
-                            }
-                            map.put(key, &committed(&i))?;
-                            return Ok(Ok(prev));
-                        }
-                        // Another write's intent, or ours retired by a write that took
-                        // the key over.
-                        Some(_) => return Ok(Err(Rejection::Changed)),
-                        None => match state {
-                            Some(State::Writing) => return Ok(Err(Rejection::Changed)),
-                            Some(s) => return Ok(Err(Rejection::WrongState(s))),
-                            None => return Ok(Err(Rejection::NotFound)),
-                        },
-                    }
-                }
-            }
+            commit_write(map, key, &prev, &commit)?
         }
-        Command::Completed { location, gen, .. } => match (&prev, state) {
-            (Some(r), Some(State::Live | State::Unlinked)) if r.gen != *gen => {
-                return Ok(Err(Rejection::Changed))
-            }
-            (Some(r), Some(State::Live | State::Unlinked)) => Record {
-                missing: r
-                    .missing
-                    .iter()
-                    .filter(|m| *m != location)
-                    .cloned()
-                    .collect(),
-                ..r.clone()
-            },
-            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
-            (_, None) => return Ok(Err(Rejection::NotFound)),
-        },
-        Command::Cleaned { locations, .. } => match &prev {
-            Some(r) => Record {
-                stale: r
-                    .stale
-                    .iter()
-                    .filter(|l| !locations.contains(l))
-                    .cloned()
-                    .collect(),
-                ..r.clone()
-            },
-            None => return Ok(Err(Rejection::NotFound)),
-        },
-        Command::Unlink { now_ms, .. } => match (&prev, state) {
-            (Some(r), Some(State::Live)) => Record {
-                state: State::Unlinked,
-                changed_ms: *now_ms,
-                ..r.clone()
-            },
-            _ => return Ok(Err(Rejection::NotFound)),
-        },
+        Command::Completed { location, gen, .. } => completed(prev.as_ref(), location, *gen),
+        Command::Cleaned { locations, .. } => cleaned(prev.as_ref(), locations),
+        Command::Unlink { now_ms, .. } => unlink(prev.as_ref(), *now_ms),
         Command::BeginDelete {
             protect,
             now_ms,
             owner,
             ..
-        } => match (&prev, state) {
-            (Some(_), Some(State::Live)) if *protect => return Ok(Err(Rejection::Protected)),
-            (Some(_), Some(State::Deleting)) if held_elsewhere(prev.as_ref(), *owner, *now_ms) => {
-                return Ok(Err(Rejection::Busy))
-            }
-            (Some(r), Some(State::Live | State::Unlinked | State::Deleting)) => Record {
-                state: State::Deleting,
-                changed_ms: *now_ms,
-                owner: *owner,
-                ..r.clone()
-            },
-            _ => return Ok(Err(Rejection::NotFound)),
-        },
-        Command::Relocate { from, to, gen, .. } => match (&prev, state) {
-            (Some(r), Some(State::Live | State::Unlinked))
-                if &r.volumes == from && r.gen == *gen =>
-            {
-                Record {
-                    volumes: to.clone(),
-                    missing: r
-                        .missing
-                        .iter()
-                        .filter(|m| to.contains(m))
-                        .cloned()
-                        .collect(),
-                    // A stale location that is a replica again now holds the checked copy.
-                    stale: r
-                        .stale
-                        .iter()
-                        .filter(|l| !to.contains(l))
-                        .cloned()
-                        .collect(),
-                    ..r.clone()
-                }
-            }
-            (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
-            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
-            (_, None) => return Ok(Err(Rejection::NotFound)),
-        },
+        } => begin_delete(prev.as_ref(), *protect, *now_ms, *owner),
+        Command::Relocate { from, to, gen, .. } => relocate(prev.as_ref(), from, to, *gen),
         Command::SetMd5 {
             changed_ms,
             size,
             md5,
             ..
-        } => match (&prev, state) {
-            (Some(r), Some(State::Live | State::Unlinked))
-                if r.changed_ms == *changed_ms
-                    && r.size == *size
-                    && r.md5.is_none_or(|m| m == *md5) =>
-            {
-                Record {
-                    md5: Some(*md5),
-                    ..r.clone()
-                }
-            }
-            (Some(_), Some(State::Live | State::Unlinked)) => return Ok(Err(Rejection::Changed)),
-            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
-            (_, None) => return Ok(Err(Rejection::NotFound)),
-        },
+        } => set_md5(prev.as_ref(), *changed_ms, *size, md5),
         Command::SetMeta {
             changed_ms,
             size,
             meta,
             ..
-        } => match (&prev, state) {
-            (Some(r), Some(State::Live)) if r.changed_ms == *changed_ms && r.size == *size => {
-                Record {
-                    meta: meta.clone(),
-                    ..r.clone()
-                }
-            }
-            (Some(_), Some(State::Live)) => return Ok(Err(Rejection::Changed)),
-            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
-            (_, None) => return Ok(Err(Rejection::NotFound)),
-        },
-        // Handled above, or by the feed hook: they change no record.
+        } => set_meta(prev.as_ref(), *changed_ms, *size, meta),
+        // Handled by `apply_meta`, or by the feed hook: they change no record.
         Command::SetVolumes { .. }
         | Command::RetireMember { .. }
         | Command::SetJob { .. }
@@ -826,32 +616,401 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         | Command::Feed(_) => return Ok(Ok(None)),
         Command::Abandon {
             owner, changed_ms, ..
-        } => match (&prev, state) {
-            (Some(r), Some(State::Writing)) if r.owner == *owner && r.changed_ms == *changed_ms => {
-                Record {
-                    state: State::Deleting,
-                    owner: 0,
-                    ..r.clone()
-                }
-            }
-            (Some(_), Some(State::Writing)) => return Ok(Err(Rejection::Changed)),
-            (_, Some(s)) => return Ok(Err(Rejection::WrongState(s))),
-            (_, None) => return Ok(Err(Rejection::NotFound)),
-        },
+        } => abandon(prev.as_ref(), *owner, *changed_ms),
         Command::Remove { expect, owner, .. } => {
-            return match (&prev, state) {
-                (Some(r), _) if *owner != 0 && r.owner != *owner => Ok(Err(Rejection::Changed)),
-                (_, Some(s)) if s == *expect => {
-                    map.remove(key)?;
-                    Ok(Ok(prev))
-                }
-                (_, Some(s)) => Ok(Err(Rejection::WrongState(s))),
-                (_, None) => Ok(Err(Rejection::NotFound)),
-            };
+            return remove(map, key, prev, *expect, *owner);
         }
     };
-    map.put(key, &next)?;
-    Ok(Ok(prev))
+    match next {
+        Next::Put(next) => {
+            map.put(key, &next)?;
+            Ok(Ok(prev))
+        }
+        Next::Done(applied) => Ok(applied),
+        Next::DonePrev => Ok(Ok(prev)),
+    }
+}
+
+/// What a command does to its key's record, for [`apply`].
+enum Next {
+    /// Store this record at the key; the answer is the previous record.
+    Put(Record),
+    /// Nothing more to store: this is the answer (mostly a rejection).
+    Done(Applied),
+    /// Nothing more to store; the answer is the previous record.
+    DonePrev,
+}
+
+/// The rejection `r` as a [`Next`].
+fn reject(r: Rejection) -> Next {
+    Next::Done(Err(r))
+}
+
+/// The index-wide commands (no key's record): `SetVolumes`, `SetFrontend`, `SetJob`,
+/// `SetScrub`, `RetireMember`; `None` for every other command.
+fn apply_meta<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Option<Applied>, M::Error> {
+    let applied = match cmd {
+        Command::SetVolumes { volumes, if_unset } => {
+            if *if_unset && map.get_meta(VOLUMES_META)?.is_some() {
+                return Ok(Some(Err(Rejection::Changed)));
+            }
+            let json = serde_json::to_vec(volumes).unwrap_or_default();
+            map.put_meta(VOLUMES_META, Some(json))?;
+            Ok(None)
+        }
+        Command::SetFrontend {
+            name,
+            value,
+            if_absent,
+        } => {
+            let name = format!("{FRONTEND_META_PREFIX}{name}");
+            let exists = map.get_meta(&name)?.is_some();
+            if *if_absent && exists {
+                return Ok(Some(Err(Rejection::Exists)));
+            }
+            if value.is_none() && !exists {
+                return Ok(Some(Err(Rejection::NotFound)));
+            }
+            map.put_meta(&name, value.clone())?;
+            Ok(None)
+        }
+        Command::SetJob {
+            record,
+            owner,
+            expect,
+        } => {
+            let current = map.get_meta(JOB_OWNER_META)?.unwrap_or_default();
+            if current != expect.as_bytes() {
+                return Ok(Some(Err(Rejection::Changed)));
+            }
+            map.put_meta(JOB_OWNER_META, Some(owner.clone().into_bytes()))?;
+            map.put_meta(JOB_META, Some(record.clone().into_bytes()))?;
+            Ok(None)
+        }
+        Command::SetScrub { record } => {
+            map.put_meta(SCRUB_META, Some(record.clone().into_bytes()))?;
+            Ok(None)
+        }
+        Command::RetireMember { id } => {
+            let mut retired = retired_members(map.get_meta(RETIRED_META)?.as_deref());
+            if !retired.contains(id) {
+                retired.push(*id);
+                retired.sort_unstable();
+            }
+            let json = serde_json::to_vec(&retired).unwrap_or_default();
+            map.put_meta(RETIRED_META, Some(json))?;
+            Ok(None)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(applied))
+}
+
+/// `Begin`: a write intent, at the key (a new key) or beside it (`replace`).
+fn begin<M: RecordMap>(
+    map: &mut M,
+    key: &[u8],
+    prev: Option<Record>,
+    volumes: &[String],
+    now_ms: u64,
+    owner: u64,
+    replace: bool,
+) -> Result<Applied, M::Error> {
+    let state = prev.as_ref().map(|r| r.state);
+    if state == Some(State::Live) && !replace {
+        return Ok(Err(Rejection::Exists));
+    }
+    if !replace && held_elsewhere(prev.as_ref(), owner, now_ms) {
+        return Ok(Err(Rejection::Busy));
+    }
+    let gen = match &prev {
+        None if !replace && map.get(&gen_key(key, 0))?.is_none() => 0,
+        _ => fresh_gen(map, key, prev.as_ref(), now_ms)?,
+    };
+    let intent = Record {
+        state: State::Writing,
+        volumes: volumes.to_vec(),
+        size: 0,
+        md5: None,
+        changed_ms: now_ms,
+        missing: Vec::new(),
+        stale: Vec::new(),
+        owner,
+        meta: Vec::new(),
+        inline: None,
+        gen,
+    };
+    if replace {
+        // The key's record stays as it is until `Commit`.
+        map.put(&gen_key(key, gen), &intent)?;
+    } else {
+        if let Some(p) = &prev {
+            retire(map, key, p)?;
+        }
+        map.put(key, &intent)?;
+    }
+    Ok(Ok(Some(intent)))
+}
+
+/// The fields of a `PutInline`.
+struct Inline<'a> {
+    value: &'a [u8],
+    md5: Option<[u8; 16]>,
+    now_ms: u64,
+    owner: u64,
+    replace: bool,
+    meta: &'a [u8],
+}
+
+/// `PutInline`: a live record holding its value.
+fn put_inline<M: RecordMap>(
+    map: &mut M,
+    key: &[u8],
+    prev: Option<&Record>,
+    c: &Inline<'_>,
+) -> Result<Next, M::Error> {
+    if prev.map(|r| r.state) == Some(State::Live) && !c.replace {
+        return Ok(reject(Rejection::Exists));
+    }
+    if held_elsewhere(prev, c.owner, c.now_ms) {
+        return Ok(reject(Rejection::Busy));
+    }
+    if let Some(p) = prev {
+        retire(map, key, p)?;
+    }
+    Ok(Next::Put(Record {
+        state: State::Live,
+        volumes: Vec::new(),
+        size: c.value.len() as u64,
+        md5: c.md5,
+        changed_ms: c.now_ms,
+        missing: Vec::new(),
+        stale: Vec::new(),
+        owner: 0,
+        meta: c.meta.to_vec(),
+        inline: Some(c.value.to_vec()),
+        gen: 0,
+    }))
+}
+
+/// The fields of a `Commit`.
+struct Commit<'a> {
+    size: u64,
+    md5: Option<[u8; 16]>,
+    missing: &'a [String],
+    now_ms: u64,
+    owner: u64,
+    meta: &'a [u8],
+    gen: u64,
+}
+
+/// `Commit`: the intent of generation `c.gen` becomes the key's live record.
+fn commit_write<M: RecordMap>(
+    map: &mut M,
+    key: &[u8],
+    prev: &Option<Record>,
+    c: &Commit<'_>,
+) -> Result<Next, M::Error> {
+    let committed = |intent: &Record| Record {
+        state: State::Live,
+        size: c.size,
+        md5: c.md5,
+        changed_ms: c.now_ms,
+        missing: c.missing.to_vec(),
+        owner: 0,
+        meta: c.meta.to_vec(),
+        ..intent.clone()
+    };
+    let state = prev.as_ref().map(|r| r.state);
+    if let (Some(r), Some(State::Writing)) = (prev, state) {
+        if r.gen == c.gen {
+            if r.owner != c.owner {
+                return Ok(reject(Rejection::Changed));
+            }
+            return Ok(Next::Put(committed(r)));
+        }
+    }
+    // An overwrite's intent, kept beside the key's record.
+    let at = gen_key(key, c.gen);
+    Ok(match map.get(&at)? {
+        Some(i) if i.state == State::Writing && i.owner == c.owner => {
+            map.remove(&at)?;
+            if let Some(p) = prev {
+                retire(map, key, p)?;
+            }
+            map.put(key, &committed(&i))?;
+            Next::DonePrev
+        }
+        // Another write's intent, or ours retired by a write that took the key over.
+        Some(_) => reject(Rejection::Changed),
+        None => match state {
+            Some(State::Writing) => reject(Rejection::Changed),
+            Some(s) => reject(Rejection::WrongState(s)),
+            None => reject(Rejection::NotFound),
+        },
+    })
+}
+
+/// `Completed`: `location` now holds generation `gen`.
+fn completed(prev: Option<&Record>, location: &String, gen: u64) -> Next {
+    match (prev, prev.map(|r| r.state)) {
+        (Some(r), Some(State::Live | State::Unlinked)) if r.gen != gen => {
+            reject(Rejection::Changed)
+        }
+        (Some(r), Some(State::Live | State::Unlinked)) => Next::Put(Record {
+            missing: r
+                .missing
+                .iter()
+                .filter(|m| *m != location)
+                .cloned()
+                .collect(),
+            ..r.clone()
+        }),
+        (_, Some(s)) => reject(Rejection::WrongState(s)),
+        (_, None) => reject(Rejection::NotFound),
+    }
+}
+
+/// `Cleaned`: the stale files at `locations` are gone.
+fn cleaned(prev: Option<&Record>, locations: &[String]) -> Next {
+    match prev {
+        Some(r) => Next::Put(Record {
+            stale: r
+                .stale
+                .iter()
+                .filter(|l| !locations.contains(l))
+                .cloned()
+                .collect(),
+            ..r.clone()
+        }),
+        None => reject(Rejection::NotFound),
+    }
+}
+
+/// `Unlink`: a live record becomes unlinked.
+fn unlink(prev: Option<&Record>, now_ms: u64) -> Next {
+    match (prev, prev.map(|r| r.state)) {
+        (Some(r), Some(State::Live)) => Next::Put(Record {
+            state: State::Unlinked,
+            changed_ms: now_ms,
+            ..r.clone()
+        }),
+        _ => reject(Rejection::NotFound),
+    }
+}
+
+/// `BeginDelete`: the record becomes `deleting`, owned by `owner`.
+fn begin_delete(prev: Option<&Record>, protect: bool, now_ms: u64, owner: u64) -> Next {
+    match (prev, prev.map(|r| r.state)) {
+        (Some(_), Some(State::Live)) if protect => reject(Rejection::Protected),
+        (Some(_), Some(State::Deleting)) if held_elsewhere(prev, owner, now_ms) => {
+            reject(Rejection::Busy)
+        }
+        (Some(r), Some(State::Live | State::Unlinked | State::Deleting)) => Next::Put(Record {
+            state: State::Deleting,
+            changed_ms: now_ms,
+            owner,
+            ..r.clone()
+        }),
+        _ => reject(Rejection::NotFound),
+    }
+}
+
+/// `Relocate`: the replica set `from` becomes `to`.
+fn relocate(prev: Option<&Record>, from: &[String], to: &[String], gen: u64) -> Next {
+    match (prev, prev.map(|r| r.state)) {
+        (Some(r), Some(State::Live | State::Unlinked)) if r.volumes == from && r.gen == gen => {
+            Next::Put(Record {
+                volumes: to.to_vec(),
+                missing: r
+                    .missing
+                    .iter()
+                    .filter(|m| to.contains(m))
+                    .cloned()
+                    .collect(),
+                // A stale location that is a replica again now holds the checked copy.
+                stale: r
+                    .stale
+                    .iter()
+                    .filter(|l| !to.contains(l))
+                    .cloned()
+                    .collect(),
+                ..r.clone()
+            })
+        }
+        (Some(_), Some(State::Live | State::Unlinked)) => reject(Rejection::Changed),
+        (_, Some(s)) => reject(Rejection::WrongState(s)),
+        (_, None) => reject(Rejection::NotFound),
+    }
+}
+
+/// `SetMd5`: the md5 of an unchanged value.
+fn set_md5(prev: Option<&Record>, changed_ms: u64, size: u64, md5: &[u8; 16]) -> Next {
+    match (prev, prev.map(|r| r.state)) {
+        (Some(r), Some(State::Live | State::Unlinked))
+            if r.changed_ms == changed_ms && r.size == size && r.md5.is_none_or(|m| m == *md5) =>
+        {
+            Next::Put(Record {
+                md5: Some(*md5),
+                ..r.clone()
+            })
+        }
+        (Some(_), Some(State::Live | State::Unlinked)) => reject(Rejection::Changed),
+        (_, Some(s)) => reject(Rejection::WrongState(s)),
+        (_, None) => reject(Rejection::NotFound),
+    }
+}
+
+/// `SetMeta`: front-end metadata of an unchanged live value.
+fn set_meta(prev: Option<&Record>, changed_ms: u64, size: u64, meta: &[u8]) -> Next {
+    match (prev, prev.map(|r| r.state)) {
+        (Some(r), Some(State::Live)) if r.changed_ms == changed_ms && r.size == size => {
+            Next::Put(Record {
+                meta: meta.to_vec(),
+                ..r.clone()
+            })
+        }
+        (Some(_), Some(State::Live)) => reject(Rejection::Changed),
+        (_, Some(s)) => reject(Rejection::WrongState(s)),
+        (_, None) => reject(Rejection::NotFound),
+    }
+}
+
+/// `Abandon`: a write intent repair gave up becomes `deleting`, owned by no one, if it
+/// is still the one the caller read (same `owner` and `changed_ms`).
+fn abandon(prev: Option<&Record>, owner: u64, changed_ms: u64) -> Next {
+    match (prev, prev.map(|r| r.state)) {
+        (Some(r), Some(State::Writing)) if r.owner == owner && r.changed_ms == changed_ms => {
+            Next::Put(Record {
+                state: State::Deleting,
+                owner: 0,
+                ..r.clone()
+            })
+        }
+        (Some(_), Some(State::Writing)) => reject(Rejection::Changed),
+        (_, Some(s)) => reject(Rejection::WrongState(s)),
+        (_, None) => reject(Rejection::NotFound),
+    }
+}
+
+/// `Remove`: drop the record if it is in state `expect` (and owned by `owner`, unless 0).
+fn remove<M: RecordMap>(
+    map: &mut M,
+    key: &[u8],
+    prev: Option<Record>,
+    expect: State,
+    owner: u64,
+) -> Result<Applied, M::Error> {
+    let state = prev.as_ref().map(|r| r.state);
+    match (&prev, state) {
+        (Some(r), _) if owner != 0 && r.owner != owner => Ok(Err(Rejection::Changed)),
+        (_, Some(s)) if s == expect => {
+            map.remove(key)?;
+            Ok(Ok(prev))
+        }
+        (_, Some(s)) => Ok(Err(Rejection::WrongState(s))),
+        (_, None) => Ok(Err(Rejection::NotFound)),
+    }
 }
 
 #[cfg(test)]

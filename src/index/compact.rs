@@ -30,11 +30,8 @@
 //! layouts. A 50-byte key's live record with three replicas on subvolumes, a size and
 //! an md5 takes about 35 bytes here, against 96 in version 1.
 
+pub use super::record::VERSION_COMPACT;
 use super::record::{DecodeError, Record, State, MAX_META_LEN};
-
-/// Version byte of the compact encoding (versions 1–5 are the legacy layouts; 6–15 are
-/// left for those).
-pub const VERSION_COMPACT: u8 = 16;
 
 const MD5: u8 = 0x01;
 const MISSING: u8 = 0x02;

@@ -23,6 +23,7 @@ mod command;
 mod compact;
 mod counts;
 pub mod feed;
+mod feed_command;
 mod frontend;
 mod locks;
 mod migrate;
@@ -36,8 +37,8 @@ mod volume_table;
 
 pub use bulk::BulkLoad;
 pub use command::{
-    apply, gen_key, gen_prefix, is_gen_key, lease_clock, value_key, Applied, Command, RecordMap,
-    Rejection, FRONTEND_META_PREFIX, LEASE_CLOCK_META, SCRUB_META,
+    apply, gen_key, gen_prefix, is_gen_key, lease_clock, show, value_key, Applied, Command,
+    RecordMap, Rejection, FRONTEND_META_PREFIX, LEASE_CLOCK_META, SCRUB_META,
 };
 pub use counts::{Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
@@ -580,12 +581,9 @@ fn set_clean_marker(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Milliseconds since the Unix epoch, for command timestamps.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// The clock of command timestamps ([`crate::clock`]), re-exported for the index's own
+/// files.
+pub use crate::clock::now_ms;
 
 #[cfg(test)]
 mod tests;

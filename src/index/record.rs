@@ -136,6 +136,9 @@ const VERSION_STALE: u8 = 3;
 const VERSION_OWNER: u8 = 4;
 /// Version 4 (owner possibly 0) plus front-end metadata.
 const VERSION_META: u8 = 5;
+/// Version byte of the compact encoding (`super::compact`; versions 1–5 are the legacy
+/// layouts; 6–15 are left for those).
+pub const VERSION_COMPACT: u8 = 16;
 /// Longest metadata a record carries.
 pub const MAX_META_LEN: usize = 64 * 1024;
 /// Longest value a record carries inline (the cap of `--inline-max`).
@@ -144,8 +147,7 @@ pub const MAX_INLINE_LEN: usize = 64 * 1024;
 impl Record {
     /// The md5 as lower-case hex, if known.
     pub fn md5_hex(&self) -> Option<String> {
-        self.md5
-            .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+        self.md5.map(|d| crate::hex::hex(&d))
     }
 
     /// The locations that hold the value: `volumes` minus `missing`.
@@ -223,7 +225,7 @@ impl Record {
     /// without decoding or checking the rest; listings filter on it.
     pub fn peek_state(b: &[u8]) -> Result<State, DecodeError> {
         match b {
-            [VERSION..=VERSION_META | super::compact::VERSION_COMPACT, state, ..] => {
+            [VERSION..=VERSION_META | VERSION_COMPACT, state, ..] => {
                 State::from_byte(*state).ok_or(DecodeError("unknown state"))
             }
             [_, _, ..] => Err(DecodeError("unknown version")),

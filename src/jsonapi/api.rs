@@ -127,23 +127,11 @@ async fn dispatch(State(s): State<Arc<JsonState>>, req: Request) -> Response {
 }
 
 fn health(store: &Store) -> Response {
-    success(Some(serde_json::json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "keys": store.index.counts(),
-        "volumes_up": store.health.up_count(),
-        "replicas": store.placement.current().replicas(),
-        "cache": store.cache.stats(),
-    })))
+    success(Some(store.summary()))
 }
 
 /// `GET /:key`: the value, parsed as JSON (or as a string when it is other UTF-8 text).
 async fn get(s: &JsonState, key: &[u8]) -> Result<Response, Failure> {
-    s.store
-        .index
-        .read_barrier()
-        .await
-        .map_err(StoreError::from)?;
     let opened = s.store.open(key, None).await?;
     if opened.record.size > s.max_body as u64 {
         return Err(Failure(

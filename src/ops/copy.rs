@@ -6,7 +6,6 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -14,7 +13,8 @@ use md5::{Digest, Md5};
 
 use super::OpsError;
 use crate::replica::body::StreamBody;
-use crate::replica::{VolumeClient, VolumeError};
+use crate::replica::hash::copy_timeout;
+use crate::replica::{HashError, VolumeClient, VolumeError};
 
 /// What a copy (or a stored replica) must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,11 +23,6 @@ pub struct Expect {
     pub size: u64,
     /// md5 of the value, when known.
     pub md5: Option<[u8; 16]>,
-}
-
-/// A copy deadline: generous, but a stalled volume cannot hang a job forever.
-fn copy_timeout(size: u64) -> Duration {
-    Duration::from_secs(60) + Duration::from_secs(size / (1 << 20))
 }
 
 /// The source stream, checked against [`Expect`]: a chunk past the size, a short
@@ -139,36 +134,14 @@ pub async fn copy(
         .map_err(|_| err("timed out".into()))?
 }
 
-/// The size and md5 of the file at `url`, read in full; `None` if it does not exist.
-/// Read without the native volume's own check, so a corrupt file shows as a wrong md5
-/// (which verify repairs) rather than as a broken read.
+/// [`crate::replica::hash`], for operations.
 pub async fn hash(client: &VolumeClient, url: &str) -> Result<Option<(u64, [u8; 16])>, OpsError> {
-    let resp = match client.get_unverified(url).await {
-        Ok(resp) => resp,
-        Err(VolumeError::Status { status, .. }) if status.as_u16() == 404 => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let limit = copy_timeout(resp.content_length().unwrap_or(0));
-    let work = async {
-        let mut stream = resp.bytes_stream();
-        let mut md5 = Md5::new();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| OpsError::Read {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
-            size += chunk.len() as u64;
-            md5.update(&chunk);
-        }
-        Ok(Some((size, md5.finalize().into())))
-    };
-    tokio::time::timeout(limit, work)
+    crate::replica::hash(client, url)
         .await
-        .map_err(|_| OpsError::Read {
-            url: url.to_string(),
-            reason: "timed out".into(),
-        })?
+        .map_err(|e| match e {
+            HashError::Volume(e) => OpsError::Volume(e),
+            HashError::Read { url, reason } => OpsError::Read { url, reason },
+        })
 }
 
 #[cfg(test)]

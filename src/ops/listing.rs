@@ -210,7 +210,7 @@ pub struct WalkReport {
 pub struct Listing {
     /// The directory's entries.
     pub entries: Vec<Entry>,
-    /// The response carried [`crate::volume::walk::HEADER`].
+    /// The response carried [`crate::volume::listing::HEADER`].
     pub walkable: bool,
 }
 
@@ -226,7 +226,7 @@ pub async fn list_dir(client: &VolumeClient, url: &str) -> Result<Option<Listing
             Err(VolumeError::Status { status, .. }) if status.as_u16() == 404 => return Ok(None),
             Err(e) => return Err(OpsError::Volume(e)),
         };
-        let walkable = resp.headers().contains_key(crate::volume::walk::HEADER);
+        let walkable = resp.headers().contains_key(crate::volume::listing::HEADER);
         let body = resp.bytes().await.map_err(|e| listing_err(e.to_string()))?;
         Ok(Some((body, walkable)))
     };

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::OpsError;
-use crate::placement::{split_spec, Placement, SharedPlacement};
+use crate::placement::{split_spec, volume_from_url, Placement, SharedPlacement};
 use crate::replica::Health;
 
 /// Name of the membership file inside the index directory.
@@ -124,32 +124,6 @@ pub struct Change {
     /// kalavara's spelling of an addition: the volume's URL (`http://host:port`).
     #[serde(default)]
     pub url: Option<String>,
-}
-
-/// A volume URL as kalavara's volumes announce themselves (`http://host:port`, also
-/// `https://`, a trailing `/`, or just `host:port`) as the volume name `host:port`.
-pub fn volume_from_url(url: &str) -> Result<String, String> {
-    let url = url.trim();
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .unwrap_or(url);
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let valid = match rest.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty()
-                && !host.contains(['/', '@', '?', '#', ' '])
-                && port.parse::<u16>().is_ok_and(|p| p > 0)
-        }
-        None => false,
-    };
-    if valid {
-        Ok(rest.to_string())
-    } else {
-        Err(format!(
-            "{url:?} is not a volume URL (http://host:port or host:port)"
-        ))
-    }
 }
 
 impl Change {

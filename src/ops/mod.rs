@@ -30,13 +30,16 @@ pub mod rebuild_stage;
 pub mod scrub;
 pub mod upkeep;
 pub mod verify;
+pub mod verify_options;
 pub mod worker;
 
-use std::sync::Arc;
+pub use crate::index::show;
+pub use crate::store::Ctx;
 
-use crate::index::{Index, IndexError, KeyLocks};
-use crate::placement::{PlacementError, SharedPlacement};
-use crate::replica::{DeleteError, Health, VolumeClient, VolumeError};
+use crate::index::{Index, IndexError};
+use crate::placement::PlacementError;
+use crate::replica::{DeleteError, VolumeError};
+use crate::store::ReleaseError;
 
 /// Why an operation (or one step of it) failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,25 +104,12 @@ pub enum OpsError {
     Fenced(String),
 }
 
-/// Everything an operation needs: the index, volumes, placement and per-key locks.
-#[derive(Clone)]
-pub struct Ctx {
-    /// The index.
-    pub index: Index,
-    /// Client for volume servers.
-    pub client: VolumeClient,
-    /// The placement in force (may change while a job runs; each key uses the current).
-    pub placement: Arc<SharedPlacement>,
-    /// Per-key locks shared with the request paths (a fresh set offline).
-    pub locks: KeyLocks,
-    /// Which volume servers are up (online only; offline every server is tried).
-    pub health: Option<Arc<Health>>,
-}
-
-impl Ctx {
-    /// Whether `server` is believed up (always true offline).
-    pub fn is_up(&self, server: &str) -> bool {
-        self.health.as_ref().is_none_or(|h| h.is_up(server))
+impl From<ReleaseError> for OpsError {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::Index(e) => OpsError::Index(e),
+            ReleaseError::Delete(e) => OpsError::Delete(e),
+        }
     }
 }
 
@@ -165,16 +155,4 @@ pub fn named_locations(index: &Index, key: &[u8], gen: u64) -> Result<Vec<String
         named.extend(r.all_locations());
     }
     Ok(named)
-}
-
-/// A key for log messages (a [`crate::index::gen_key`] shows as `key~gen`).
-pub fn show(key: &[u8]) -> String {
-    if crate::index::is_gen_key(key) {
-        let value = crate::index::value_key(key);
-        let gen = key[key.len() - 8..]
-            .try_into()
-            .map_or(0, u64::from_be_bytes);
-        return format!("{}~{gen}", String::from_utf8_lossy(value));
-    }
-    String::from_utf8_lossy(key).into_owned()
 }

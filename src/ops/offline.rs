@@ -179,12 +179,10 @@ async fn with_progress<T>(job: &Arc<Job>, work: impl std::future::Future<Output 
 }
 
 async fn bar(job: Arc<Job>) {
-    let pb = indicatif::ProgressBar::new(0);
-    let style = indicatif::ProgressStyle::with_template(
+    let pb = crate::progress::bar(
+        0,
         "{spinner} {prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} keys ({per_sec}, eta {eta}) {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    pb.set_style(style);
+    );
     pb.set_prefix(job.kind().name());
     let _clear = Finish(pb.clone());
     loop {

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use futures_util::stream::{self, StreamExt};
 
 use super::listing::{walk, Found};
-use super::verify::{Options, LOCK_PATIENCE};
+use super::verify_options::{Options, LOCK_PATIENCE};
 use super::worker::{inc, Job};
 use super::{Ctx, OpsError};
 use crate::index::now_ms;

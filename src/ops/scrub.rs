@@ -35,7 +35,8 @@ use serde::{Deserialize, Serialize};
 use super::verify;
 use super::worker::{Job, JobKind, Rate};
 use super::{blocking, next_chunk, show, Ctx};
-use crate::index::{is_gen_key, now_ms, Command, Index, State, SCRUB_META};
+use crate::clock::now_ms;
+use crate::index::{is_gen_key, Command, Index, State, SCRUB_META};
 
 /// Records read from the index per step (and per state update).
 const CHUNK: usize = 64;

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 use super::copy::{copy, Expect};
 use super::{show, Ctx, OpsError};
-use crate::index::{gen_prefix, is_gen_key, value_key, Command, Record, State};
+use crate::index::{gen_prefix, is_gen_key, Command, Record, State};
 use crate::placement::server_of;
 use crate::replica::{delete_files, VolumeClient};
 
@@ -60,31 +60,7 @@ const LOCK_PATIENCE: Duration = Duration::from_millis(200);
 /// Tries at repairing one corrupt replica before giving up on it.
 pub const CORRUPT_ATTEMPTS: u32 = 5;
 
-/// Work for the upkeep worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Task {
-    /// A key whose record may need upkeep ([`needs_upkeep`]).
-    Key(Vec<u8>),
-    /// A replica whose bytes a read found different from the record's md5.
-    Corrupt {
-        /// The key.
-        key: Vec<u8>,
-        /// The generation read.
-        gen: u64,
-        /// The replica's location (`host:port[/svXX]`).
-        volume: String,
-        /// Tries so far.
-        attempts: u32,
-    },
-}
-
-/// Where the write and read paths queue work for the upkeep worker.
-pub type Queue = mpsc::UnboundedSender<Task>;
-
-/// A new queue and its receiving end (for [`spawn`]).
-pub fn queue() -> (Queue, mpsc::UnboundedReceiver<Task>) {
-    mpsc::unbounded_channel()
-}
+pub use crate::store::upkeep::{queue, Queue, Task};
 
 /// Runs the upkeep worker until aborted (abort and await it before closing the index).
 pub fn spawn(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Task>) -> tokio::task::JoinHandle<()> {
@@ -437,25 +413,7 @@ pub async fn clean(ctx: &Ctx, key: &[u8], gen: u64, locations: &[String]) -> boo
     }
 }
 
-/// Deletes every file the record at index key `key` names (its replicas and stale
-/// locations, of its generation, for the key it belongs to: see
-/// [`crate::index::value_key`]), then drops the record if it is still in
-/// `record.state` and still owned by `owner` (0: whoever owns it). The caller holds the
-/// key's lock. If a file cannot be deleted the record stays, still naming it, for a retry or
-/// repair; `Ok(false)` when the record had changed state meanwhile.
+/// [`crate::store::upkeep::release`], for operations.
 pub async fn release(ctx: &Ctx, key: &[u8], record: &Record, owner: u64) -> Result<bool, OpsError> {
-    delete_files(
-        &ctx.client,
-        ctx.health.as_deref(),
-        value_key(key),
-        record.gen,
-        &record.all_locations(),
-    )
-    .await?;
-    let remove = Command::Remove {
-        key: key.to_vec(),
-        expect: record.state,
-        owner,
-    };
-    Ok(ctx.index.apply(remove).await?.is_ok())
+    Ok(crate::store::upkeep::release(ctx, key, record, owner).await?)
 }

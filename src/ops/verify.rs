@@ -51,6 +51,7 @@ use md5::{Digest, Md5};
 
 use super::copy::{copy, hash, Expect};
 use super::upkeep;
+pub use super::verify_options::{Options, LOCK_PATIENCE};
 use super::worker::{inc, Job};
 use super::{blocking, count_keys, next_chunk, show, Ctx, OpsError};
 use crate::index::{now_ms, Command, Record, State};
@@ -59,22 +60,6 @@ use crate::replica::VolumeClient;
 
 /// Records read from the index per chunk.
 const CHUNK: usize = 1024;
-
-/// Options of a verify run.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Fix what can be fixed.
-    pub repair: bool,
-    /// Read every replica in full and compare md5s.
-    pub deep: bool,
-    /// Intents and orphan files younger than this are left alone (in-flight writes).
-    pub grace: Duration,
-    /// Keys checked concurrently; also listing requests in flight per volume.
-    pub concurrency: usize,
-    /// Checked before deleting files on the job's own judgement (intents rolled back,
-    /// orphans): in an index cluster, this member must still own the job.
-    pub fence: super::fence::Fence,
-}
 
 /// The state of one replica as checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +73,6 @@ enum Replica {
     /// The volume did not answer.
     Unreachable,
 }
-
-/// How long a repair waits for a key's lock while requests hold it.
-pub const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How long the old replicas of a key moved to restore zone spread stay (readers may
 /// hold redirects to them).

@@ -13,6 +13,7 @@
 //! Nothing here writes on its own: every write is the store core's.
 
 pub mod client;
+mod conn;
 pub mod frame;
 pub mod server;
 mod value;

@@ -23,8 +23,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
+use super::conn::{message, Conn, Ctx};
 use super::frame::{Compression, ValueHeader};
-use super::server::{message, Conn, Ctx};
 use super::ProtoError;
 use crate::store::{PutOptions, Store};
 

@@ -127,7 +127,7 @@ impl LeaseClock {
                 // A new term: continue from the replicated value (or, in a new
                 // cluster, this node's wall clock).
                 let base = (self.seed)()
-                    .unwrap_or_else(crate::index::now_ms)
+                    .unwrap_or_else(crate::clock::now_ms)
                     .max(self.last);
                 let at = std::time::Instant::now();
                 self.base = Some((term, at, base));
@@ -321,7 +321,7 @@ mod tests {
         assert!(behind.now(2) >= a);
         // Without a replicated value (a new cluster) it starts at the wall clock.
         let mut fresh = clock(None);
-        let now = crate::index::now_ms();
+        let now = crate::clock::now_ms();
         assert!(fresh.now(1).abs_diff(now) < 60_000);
     }
 

@@ -20,7 +20,7 @@ use super::TypeConfig;
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
-    token: Option<String>,
+    token: Option<reqwest::header::HeaderValue>,
     scheme: &'static str,
 }
 
@@ -60,19 +60,12 @@ impl PeerClient {
         https: bool,
         ca: Vec<reqwest::Certificate>,
     ) -> anyhow::Result<Self> {
-        crate::tls::install_provider();
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(connect)
-            .pool_idle_timeout(Duration::from_secs(20))
-            .tcp_nodelay(true)
-            .http1_only()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none());
-        if !ca.is_empty() {
-            builder = builder.tls_certs_only(ca);
-        }
+        let token = match token {
+            Some(t) => Some(crate::http::bearer(&t)?),
+            None => None,
+        };
         Ok(PeerClient {
-            http: builder.build()?,
+            http: crate::http::internal_client(connect, ca)?,
             token,
             scheme: if https { "https" } else { "http" },
         })
@@ -84,7 +77,7 @@ impl PeerClient {
             .http
             .post(format!("{}://{addr}{path_and_query}", self.scheme));
         match &self.token {
-            Some(t) => builder.bearer_auth(t),
+            Some(t) => builder.header(reqwest::header::AUTHORIZATION, t.clone()),
             None => builder,
         }
     }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::placement::file_path;
+use crate::volume::DiskSpace;
 
 /// Why a volume request failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,15 +60,6 @@ struct VolumeHealth {
     disk: DiskSpace,
 }
 
-/// Disk space as reported by `/-/health`.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct DiskSpace {
-    /// Bytes available to the volume.
-    pub free_bytes: u64,
-    /// Size of the filesystem.
-    pub total_bytes: u64,
-}
-
 /// A pooled HTTP/1.1 client for volume servers.
 #[derive(Clone, Debug)]
 pub struct VolumeClient {
@@ -109,29 +101,12 @@ impl VolumeClient {
 
     /// A client with TLS and authentication settings (see [`ClientOptions`]).
     pub fn with_options(timeout: Duration, opts: ClientOptions) -> anyhow::Result<Self> {
-        crate::tls::install_provider();
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            // Below the volumes' default idle (header) timeout of 30 s, so the pool
-            // never reuses a connection the volume is closing.
-            .pool_idle_timeout(Duration::from_secs(20))
-            .tcp_nodelay(true)
-            .http1_only()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none());
-        if !opts.ca.is_empty() {
-            builder = builder.tls_certs_only(opts.ca);
-        }
         let token = match opts.token {
-            Some(t) => {
-                let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))?;
-                v.set_sensitive(true);
-                Some(v)
-            }
+            Some(t) => Some(crate::http::bearer(&t)?),
             None => None,
         };
         Ok(VolumeClient {
-            http: builder.build()?,
+            http: crate::http::internal_client(timeout, opts.ca)?,
             timeout,
             https: opts.https,
             token,
@@ -273,7 +248,7 @@ impl VolumeClient {
             req = req.header(reqwest::header::RANGE, r);
         }
         if unverified {
-            req = req.header(super::verified::UNVERIFIED, "1");
+            req = req.header(crate::volume::verified::UNVERIFIED, "1");
         }
         let resp = req.send().await.map_err(|source| transport(url, source))?;
         expect(

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use super::client::{Probe, VolumeClient};
-use crate::index::now_ms;
+use crate::clock::now_ms;
 use crate::placement::server_of;
 
 /// How often each volume server is probed.

@@ -6,10 +6,11 @@ pub mod body;
 pub mod client;
 pub mod delete;
 pub mod fanout;
+pub mod hash;
 pub mod health;
-pub mod verified;
 
 pub use client::{ClientOptions, VolumeClient, VolumeError};
 pub use delete::{delete_files, DeleteError};
 pub use fanout::{put_quorum, FanoutError, QuorumUpload, Uploaded, WriteFailed};
+pub use hash::{hash, HashError};
 pub use health::Health;

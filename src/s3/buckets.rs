@@ -117,7 +117,7 @@ pub async fn create(
     let name = req.input.bucket.clone();
     check_bucket_name(&name)?;
     let record = Bucket {
-        created_ms: crate::index::now_ms(),
+        created_ms: crate::clock::now_ms(),
         owner: caller(&req),
     };
     let value = serde_json::to_vec(&record).map_err(|e| s3_error!(InternalError, "{e}"))?;
@@ -160,7 +160,7 @@ pub async fn delete(
     require(store, name)?;
     let range = ListRange::prefix(&bucket_prefix(name), None);
     let page = store
-        .list(range, State::Live, 1, crate::index::PAGE_BUDGET)
+        .list_local(range, State::Live, 1, crate::index::PAGE_BUDGET)
         .await
         .map_err(store_error)?;
     if !page.keys.is_empty() {

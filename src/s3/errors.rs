@@ -1,5 +1,7 @@
 //! Translating the store core's errors, keys and bucket names into S3 terms.
 
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use s3s::{s3_error, S3Error, S3ErrorCode};
 
 use crate::key::KeyError;
@@ -100,6 +102,30 @@ pub fn etag(record: &crate::index::Record, meta: &crate::store::ObjectMeta) -> S
     record
         .md5_hex()
         .unwrap_or_else(|| format!("{:x}-{:x}", record.size, record.changed_ms))
+}
+
+/// An S3 error as the XML answer clients parse.
+pub fn error_response(e: &S3Error) -> Response {
+    let status = e.status_code().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>{}</Message></Error>",
+        escape(e.code().as_str()),
+        escape(e.message().unwrap_or_default())
+    );
+    let mut res = (status, xml).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    res
+}
+
+/// XML text escaping.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

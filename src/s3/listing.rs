@@ -69,7 +69,7 @@ pub async fn list(store: &Arc<Store>, q: &Query<'_>) -> S3Result<Listed> {
         let range = ListRange::prefix(&full_prefix, start.as_deref());
         let want = q.max + 1 - entries;
         let page = store
-            .list(range, State::Live, want.min(MAX_KEYS + 1), PAGE_BUDGET)
+            .list_local(range, State::Live, want.min(MAX_KEYS + 1), PAGE_BUDGET)
             .await
             .map_err(store_error)?;
         for key in &page.keys {

@@ -116,7 +116,6 @@ impl Hoard {
     /// Reads in an index cluster wait for this node's copy to catch up first.
     async fn barrier(&self) -> S3Result<()> {
         self.store
-            .index
             .read_barrier()
             .await
             .map_err(|e| errors::store_error(e.into()))
@@ -185,7 +184,7 @@ async fn rate_limit(
     if let Some(limiter) = &limiter {
         if let Err(wait) = limiter.take(crate::ratelimit::peer_ip(&req)) {
             let e = s3s::s3_error!(SlowDown, "Please reduce your request rate.");
-            let mut res = post::error_response(&e);
+            let mut res = errors::error_response(&e);
             res.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(crate::ratelimit::retry_after(wait)),

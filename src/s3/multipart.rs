@@ -26,7 +26,8 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::buckets::{caller, require, timestamp};
 use super::errors::{object_key, store_error};
-use super::objects::{hex, write, MAX_OBJECT};
+use super::objects::{write, MAX_OBJECT};
+use crate::hex::hex;
 use crate::index::{State, PAGE_BUDGET};
 use crate::store::{ListRange, ObjectMeta, Store, StoreError};
 
@@ -74,7 +75,7 @@ fn completing(id: &str) -> String {
 pub(super) fn check_not_completing(store: &Store, id: &str) -> S3Result<()> {
     let held = store.frontend(&completing(id)).map_err(store_error)?;
     match held.and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok()) {
-        Some(since) if crate::index::now_ms() < since.saturating_add(COMPLETING_LEASE_MS) => Err(
+        Some(since) if crate::clock::now_ms() < since.saturating_add(COMPLETING_LEASE_MS) => Err(
             s3_error!(OperationAborted, "this upload is being completed"),
         ),
         _ => Ok(()),
@@ -84,7 +85,7 @@ pub(super) fn check_not_completing(store: &Store, id: &str) -> S3Result<()> {
 /// Takes upload `id` for a CompleteMultipartUpload (see [`check_not_completing`]).
 async fn take_for_completion(store: &Store, id: &str) -> S3Result<()> {
     check_not_completing(store, id)?;
-    let now = crate::index::now_ms().to_string().into_bytes();
+    let now = crate::clock::now_ms().to_string().into_bytes();
     // A stale hold (its server died) is dropped first; then only one taker wins.
     if store
         .frontend(&completing(id))
@@ -145,7 +146,7 @@ pub async fn create(
     }
     let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     let upload = Upload {
-        created_ms: crate::index::now_ms(),
+        created_ms: crate::clock::now_ms(),
         owner,
         meta,
     };
@@ -427,7 +428,7 @@ pub async fn complete(
             .then(move |n| {
                 let store = Arc::clone(&parts_store);
                 let key = part_key(&parts_id, n);
-                async move { store.open(&key, None).await.map(|o| o.body) }
+                async move { store.open_local(&key, None).await.map(|o| o.body) }
             })
             .try_flatten()
             .boxed();

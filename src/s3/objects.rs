@@ -20,6 +20,7 @@ use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
 use super::buckets::{require, timestamp};
 use super::errors::{etag, object_key, store_error, write_error};
+use crate::hex::hex;
 use crate::index::Record;
 use crate::store::{ObjectMeta, Opened, PutOptions, Store, StoreError};
 
@@ -70,7 +71,7 @@ pub async fn open_record(
             .map_err(store_error)?
             .ok_or_else(|| s3_error!(NoSuchKey))?;
         let r = range(&record)?;
-        let opened = match store.open(key, r).await {
+        let opened = match store.open_local(key, r).await {
             Ok(o) => o,
             Err(StoreError::NotFound) => return Err(s3_error!(NoSuchKey)),
             // The value changed size since the record was read: read again.
@@ -266,11 +267,6 @@ pub async fn put(
 /// The body of a request that came without one: no bytes.
 pub(super) fn empty_body() -> StreamingBlob {
     StreamingBlob::wrap(futures_util::stream::empty::<Result<Bytes, std::io::Error>>())
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Stores `body` under `key` (replacing, hashed, with `meta`; an empty body is a
@@ -551,7 +547,7 @@ pub async fn copy(
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: written.md5.map(|m| ETag::Strong(hex(&m))),
-            last_modified: Some(timestamp(crate::index::now_ms())),
+            last_modified: Some(timestamp(crate::clock::now_ms())),
             ..Default::default()
         }),
         ..Default::default()

@@ -18,9 +18,9 @@ use super::buckets::{require, timestamp};
 use super::errors::object_key;
 use super::multipart::{check_not_completing, find, part_key, MAX_PARTS};
 use super::objects::{
-    copy_source, hex, open_record, precondition_failed, source_stream, write, Conditions,
-    MAX_OBJECT,
+    copy_source, open_record, precondition_failed, source_stream, write, Conditions, MAX_OBJECT,
 };
+use crate::hex::hex;
 use crate::index::Record;
 use crate::store::{ObjectMeta, Store};
 
@@ -110,7 +110,7 @@ pub async fn upload_part_copy(
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
             e_tag: written.md5.map(|m| ETag::Strong(hex(&m))),
-            last_modified: Some(timestamp(crate::index::now_ms())),
+            last_modified: Some(timestamp(crate::clock::now_ms())),
             ..Default::default()
         }),
         ..Default::default()

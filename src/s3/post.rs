@@ -35,7 +35,7 @@ use s3s::dto::{Metadata, Timestamp, TimestampFormat};
 use s3s::post_policy::{PostPolicy, PostPolicyCondition};
 use s3s::{s3_error, S3Error, S3ErrorCode};
 
-use super::errors::object_key;
+use super::errors::{error_response, escape, object_key};
 use super::Front;
 
 /// Most bytes of a form before its file (all fields with their part headers): what is
@@ -80,30 +80,6 @@ fn is_form(headers: &axum::http::HeaderMap) -> bool {
                 .is_some_and(|t| t.eq_ignore_ascii_case("multipart/form-data"))
         })
     })
-}
-
-/// An S3 error as the XML answer clients parse.
-pub fn error_response(e: &S3Error) -> Response {
-    let status = e.status_code().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>{}</Message></Error>",
-        escape(e.code().as_str()),
-        escape(e.message().unwrap_or_default())
-    );
-    let mut res = (status, xml).into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml"),
-    );
-    res
-}
-
-/// XML text escaping.
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn malformed(why: impl std::fmt::Display) -> S3Error {
@@ -187,10 +163,7 @@ async fn handle(
     };
     let etag = format!(
         "\"{}\"",
-        written
-            .md5
-            .map(|m| super::objects::hex(&m))
-            .unwrap_or_default()
+        written.md5.map(|m| crate::hex::hex(&m)).unwrap_or_default()
     );
     Ok(answer(&fields, &bucket, &key, &etag, parts))
 }
@@ -335,7 +308,7 @@ fn check_v4<'a>(
         .secret(access)
         .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
     let key = super::sigv2::sigv4_signing_key(secret, day, region, service);
-    let want = super::objects::hex(&super::sigv2::hmac_sha256(&key, policy.as_bytes()));
+    let want = crate::hex::hex(&super::sigv2::hmac_sha256(&key, policy.as_bytes()));
     if !super::sigv2::ct_eq(want.as_bytes(), signature.as_bytes()) {
         return Err(s3_error!(SignatureDoesNotMatch));
     }

@@ -74,7 +74,7 @@ pub async fn guard(State(front): State<Arc<Front>>, req: Request, next: Next) ->
             *req.uri_mut() = uri;
             next.run(req).await
         }
-        Err(e) => super::post::error_response(&e),
+        Err(e) => super::errors::error_response(&e),
     }
 }
 
@@ -383,7 +383,7 @@ mod tests {
 
     #[test]
     fn hmac_sha1_matches_rfc_2202() {
-        let hex = |b: &[u8]| crate::s3::objects::hex(b);
+        let hex = |b: &[u8]| crate::hex::hex(b);
         assert_eq!(
             hex(&hmac_sha1(&[0x0b; 20], b"Hi There")),
             "b617318655057264e28bc0b6fb378c8ef146be00"

@@ -19,7 +19,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::jobs::{self, JobParams, JobsError};
+use super::jobs::{self, JobParams, JobsError, DELETE_DELAY};
 use super::{ApiError, App};
 use crate::ops::membership::Change;
 use crate::ops::rebalance::{self, Outcome};
@@ -31,10 +31,6 @@ use crate::ops::OpsError;
 
 /// Paths handled here.
 pub const PREFIX: &str = "/-/admin/";
-
-/// How long old replicas stay after an online move: a reader may have just been
-/// redirected to one.
-pub const DELETE_DELAY: Duration = Duration::from_secs(5);
 
 /// Default keys worked on at once by online jobs.
 const CONCURRENCY: usize = 8;
@@ -60,7 +56,7 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
         return forward_to_leader(app, req).await;
     }
     let result = match (req.method().clone(), path) {
-        (Method::GET, "status") => match app.store.index.read_barrier().await {
+        (Method::GET, "status") => match app.store.read_barrier().await {
             // In an index cluster: the job record as of now, not as of this member's lag.
             Ok(()) => Ok(status(app)),
             Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
@@ -321,7 +317,7 @@ async fn change_volumes(app: &Arc<App>, req: Request) -> Result<Response, Failur
 
 /// `REBALANCE /key` (minikeyvalue's): move one key to its placement now.
 pub async fn rebalance_key(app: &App, key: &[u8]) -> Result<Response, ApiError> {
-    match rebalance::one(&app.store.ops_ctx(), key, DELETE_DELAY).await {
+    match rebalance::one(&app.store.ctx(), key, DELETE_DELAY).await {
         Outcome::Balanced | Outcome::Moved { .. } => Ok(StatusCode::NO_CONTENT.into_response()),
         Outcome::Gone | Outcome::Skipped => Err(ApiError::NotFound),
         Outcome::Busy => Err(ApiError::Conflict),

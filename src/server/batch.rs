@@ -39,6 +39,7 @@ use futures_util::StreamExt;
 
 use super::error::store_status;
 use super::{ApiError, App};
+use crate::hex::hex;
 use crate::store::{Found, StoreError};
 
 /// The endpoint.
@@ -204,8 +205,7 @@ async fn one(app: &Arc<App>, op: Op, value: Option<bytes::Bytes>) -> Outcome {
             Op::Get { .. } => {
                 crate::key::check_writable(&bytes)?;
                 // Linearizable in an index cluster, like a single GET.
-                app.store.index.read_barrier().await?;
-                let at = match app.store.find(&bytes)?.ok_or(StoreError::NotFound)? {
+                let at = match app.store.find(&bytes).await?.ok_or(StoreError::NotFound)? {
                     Found::At(at) => at,
                     // Stored in the index (`--inline-max`): no URL; GET /key answers 200.
                     Found::Inline(record) => {
@@ -240,7 +240,7 @@ async fn one(app: &Arc<App>, op: Op, value: Option<bytes::Bytes>) -> Outcome {
                     .await
                     .map_err(|e| e.error)?;
                 outcome.size = Some(written.size);
-                outcome.md5 = written.md5.map(hex);
+                outcome.md5 = written.md5.map(|m| hex(&m));
                 Ok(StatusCode::CREATED)
             }
         }
@@ -254,8 +254,4 @@ async fn one(app: &Arc<App>, op: Op, value: Option<bytes::Bytes>) -> Outcome {
         }
     }
     outcome
-}
-
-fn hex(md5: [u8; 16]) -> String {
-    md5.iter().map(|b| format!("{b:02x}")).collect()
 }

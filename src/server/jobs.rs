@@ -25,12 +25,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::admin_ops::DELETE_DELAY;
 use super::App;
-use crate::index::{now_ms, Command, Rejection};
+use crate::clock::now_ms;
+use crate::index::{Command, Rejection};
 use crate::ops::fence::Fence;
 use crate::ops::worker::{Counts, Job, JobKind, JobState, JobStatus, Rate, Resume, WorkerStatus};
 use crate::ops::{rebalance, verify, OpsError};
+
+/// How long old replicas stay after an online move: a reader may have just been
+/// redirected to one.
+pub const DELETE_DELAY: Duration = Duration::from_secs(5);
 
 /// How often the leader records its job's progress in the replicated index.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(2);
@@ -141,7 +145,7 @@ fn launch(
     params: &JobParams,
     resume: &Resume,
 ) -> Result<Arc<Job>, OpsError> {
-    let ctx = app.store.ops_ctx();
+    let ctx = app.store.ctx();
     let shown = serde_json::to_value(params).unwrap_or_default();
     match kind {
         JobKind::Rebalance => {

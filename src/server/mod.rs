@@ -256,10 +256,10 @@ pub async fn start(cfg: ServerConfig, db: &std::path::Path) -> anyhow::Result<St
         owner: (cfg_node << 32) | u64::from(fastrand::u32(1..)),
         cache: Default::default(),
     });
-    let upkeep = crate::ops::upkeep::spawn(store.ops_ctx(), upkeep_rx);
+    let upkeep = crate::ops::upkeep::spawn(store.ctx(), upkeep_rx);
     // The scrubber runs on a single index server, or on the cluster's leader.
     let leader = raft.clone();
-    let scrub = crate::ops::scrub::spawn(store.ops_ctx(), cfg.scrub.clone(), move || {
+    let scrub = crate::ops::scrub::spawn(store.ctx(), cfg.scrub.clone(), move || {
         leader.as_ref().is_none_or(|r| r.is_leader())
     });
     if raft.is_some() {
@@ -408,16 +408,9 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(key) => key,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
-    if reading {
-        // Linearizable reads in an index cluster: this node's copy catches up first.
-        if let Err(e) = app.store.index.read_barrier().await {
-            return ApiError::from(e).into_response();
-        }
-    }
     let result = match (req.method().clone(), req.uri().query()) {
         (Method::GET, Some(query)) => read::list(&app, key, query).await,
-        (Method::GET, None) | (Method::HEAD, _) => read::redirect(&app, &key, &req),
+        (Method::GET, None) | (Method::HEAD, _) => read::redirect(&app, &key, req).await,
         (Method::PUT, _) => write::put(&app, key, req).await,
         (Method::DELETE, _) => write::delete(&app, key).await,
         (m, _) if m.as_str() == "UNLINK" => write::unlink(&app, key).await,

@@ -24,8 +24,13 @@ pub const AVOID: &str = "hoard-avoid-volumes";
 /// GET/HEAD of a key: 302 to a replica on a volume that is up (not one of those in
 /// [`AVOID`] while another is up), or 200 with a value stored in the index
 /// (`--inline-max`).
-pub fn redirect(app: &App, key: &[u8], req: &axum::extract::Request) -> Result<Response, ApiError> {
-    let avoid: Vec<&str> = req
+/// Linearizable in an index cluster (the store's read waits for this node's copy).
+pub async fn redirect(
+    app: &App,
+    key: &[u8],
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let avoid: Vec<String> = req
         .headers()
         .get(AVOID)
         .and_then(|v| v.to_str().ok())
@@ -33,13 +38,15 @@ pub fn redirect(app: &App, key: &[u8], req: &axum::extract::Request) -> Result<R
             v.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
+                .map(str::to_string)
                 .collect()
         })
         .unwrap_or_default();
+    let avoid: Vec<&str> = avoid.iter().map(String::as_str).collect();
     if !avoid.is_empty() {
         app.store.check_replicas(key, &avoid);
     }
-    let at = match app.store.find_avoiding(key, &avoid)? {
+    let at = match app.store.find_avoiding(key, &avoid).await? {
         Some(Found::At(at)) => at,
         Some(Found::Inline(record)) => {
             let head = req.method() == axum::http::Method::HEAD;

@@ -22,8 +22,9 @@ mod ship;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::clock::now_ms;
 use crate::index::feed::FeedCommand;
-use crate::index::{now_ms, Command, Index, IndexError};
+use crate::index::{Command, Index, IndexError};
 
 pub use ship::start;
 

@@ -82,9 +82,8 @@ fn error(e: &StoreError) -> Response {
 
 async fn held(store: &Store, key: &[u8]) -> Response {
     let result = async {
-        store.index.read_barrier().await?;
+        let origin = store.site_origin(key).await?;
         let site = super::site_id(&store.index).await?;
-        let origin = store.index.site_origin(key)?;
         let record = store.index.get(key)?;
         Ok::<_, StoreError>(origin.map(|o| {
             Held {
@@ -95,7 +94,7 @@ async fn held(store: &Store, key: &[u8]) -> Response {
                     .as_ref()
                     .filter(|_| !o.deleted)
                     .and_then(|r| r.md5)
-                    .map(super::ship::hex),
+                    .map(|m| crate::hex::hex(&m)),
                 size: record.map_or(0, |r| r.size),
             }
         }))
@@ -140,8 +139,7 @@ async fn apply(store: &Arc<Store>, key: Vec<u8>, req: Request) -> Result<&'stati
             "a change of this very site: --replicate-to points at itself".into(),
         ));
     }
-    index.read_barrier().await?;
-    if !newer(index.site_origin(&key)?.as_ref(), &local, ms, &site) {
+    if !newer(store.site_origin(&key).await?.as_ref(), &local, ms, &site) {
         crate::http::drain_rejected(&parts.headers, body).await;
         return Ok("superseded");
     }
@@ -165,7 +163,7 @@ async fn apply(store: &Arc<Store>, key: Vec<u8>, req: Request) -> Result<&'stati
         .filter(|r| matches!(r.state, State::Live | State::Unlinked));
     if parts.headers.contains_key(REUSE_HEADER) {
         let md5 = header(&parts.headers, MD5_HEADER);
-        let same = present.is_some_and(|r| r.md5.map(super::ship::hex).as_deref() == md5);
+        let same = present.is_some_and(|r| r.md5.map(|m| crate::hex::hex(&m)).as_deref() == md5);
         let Some(r) = present.filter(|_| same && md5.is_some()) else {
             return Err(StoreError::Conflict);
         };

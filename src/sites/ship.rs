@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{SitesConfig, Status, APPLY_PATH};
+use crate::hex::hex;
 use crate::index::feed::{Entry, FeedCommand};
 use crate::index::{Command, IndexError};
 use crate::raft::RaftNode;
@@ -287,7 +288,7 @@ impl Shipper {
             crate::index::State::Unlinked => "unlinked",
             _ => "live",
         };
-        let md5 = record.md5.map(hex);
+        let md5 = record.md5.map(|m| hex(&m));
         let mut req = self
             .request(reqwest::Method::PUT, &entry.key, ms)
             .header(super::STATE_HEADER, state);
@@ -325,9 +326,4 @@ async fn answer(resp: reqwest::Response) -> anyhow::Result<Shipped> {
         return Ok(Shipped::Refused(why));
     }
     anyhow::bail!("{why}")
-}
-
-/// Lower-case hex of an md5.
-pub(super) fn hex(md5: [u8; 16]) -> String {
-    md5.iter().map(|b| format!("{b:02x}")).collect()
 }

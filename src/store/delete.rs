@@ -6,11 +6,12 @@
 
 use std::sync::Arc;
 
-use super::write::detached;
+use super::detached;
+use super::upkeep::release;
 use super::{Store, StoreError};
-use crate::index::{now_ms, Command, Record, Rejection, State};
+use crate::clock::now_ms;
+use crate::index::{Command, Record, Rejection, State};
 use crate::key::check_writable;
-use crate::ops::upkeep::release;
 
 impl Store {
     /// Removes `key`'s value everywhere, then its record. [`StoreError::NotFound`] if
@@ -46,7 +47,7 @@ impl Store {
         let store = Arc::clone(self);
         detached(async move {
             let _guard = guard;
-            if release(&store.ops_ctx(), &key, &deleting, store.owner).await? {
+            if release(&store.ctx(), &key, &deleting, store.owner).await? {
                 if already_deleted {
                     return Err(StoreError::NotFound);
                 }

@@ -1,10 +1,10 @@
 //! The store core's error type: why an operation on a key failed, in terms any
 //! front-end can translate (the HTTP API maps each variant to one status).
 
-use crate::index::IndexError;
+use crate::index::{IndexError, Rejection};
 use crate::key::KeyError;
-use crate::ops::OpsError;
 use crate::replica::{DeleteError, FanoutError};
+use crate::store::ReleaseError;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +56,24 @@ impl From<FanoutError> for StoreError {
     }
 }
 
-impl From<OpsError> for StoreError {
-    fn from(e: OpsError) -> Self {
+impl From<ReleaseError> for StoreError {
+    fn from(e: ReleaseError) -> Self {
         match e {
-            OpsError::Index(e) => StoreError::Index(e),
-            OpsError::Delete(DeleteError::Down { .. }) => StoreError::Unavailable(e.to_string()),
+            ReleaseError::Index(e) => StoreError::Index(e),
+            ReleaseError::Delete(DeleteError::Down { .. }) => {
+                StoreError::Unavailable(e.to_string())
+            }
             other => StoreError::Volume(other.to_string()),
         }
+    }
+}
+
+/// The error of a refused `Begin` (or `PutInline`).
+pub(super) fn refusal(r: Rejection) -> StoreError {
+    match r {
+        Rejection::Exists => StoreError::Exists,
+        // Another index server's write holds the key.
+        Rejection::Busy => StoreError::Conflict,
+        other => StoreError::Invalid(other.to_string()),
     }
 }

@@ -27,7 +27,7 @@
 //!   client's retry reads another replica (or the repaired one).
 //!
 //! A replica found corrupt is counted (`hoard_corrupt_replicas_total`), logged, and
-//! queued for repair ([`crate::ops::upkeep::Task::Corrupt`]). Range reads and values
+//! queued for repair ([`Task::Corrupt`]). Range reads and values
 //! without a known md5 are not checked (the native volume checks a whole-file GET
 //! against the checksum stored with the file itself).
 
@@ -37,12 +37,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use md5::{Digest as _, Md5};
 
+use super::upkeep::{Queue, Task};
 use super::{Store, StoreError};
+use crate::hex::hex;
 use crate::index::{Record, State};
-use crate::ops::upkeep::{Queue, Task};
 use crate::placement::server_of;
-use crate::replica::verified::{OnMismatch, Verified};
 use crate::replica::VolumeClient;
+use crate::volume::verified::{OnMismatch, Verified};
 
 /// Whole values of at most this many bytes (with a known md5) are read in full from a
 /// replica and checked before their first byte is passed on; see the module docs. At
@@ -75,7 +76,19 @@ impl Store {
     ///
     /// [`StoreError::NotFound`] when the key is not live, [`StoreError::Invalid`] for a
     /// range outside the value, [`StoreError::Unavailable`] when no replica answers.
+    /// Linearizable (see [`Store::read_barrier`]).
     pub async fn open(&self, key: &[u8], range: Option<Range<u64>>) -> Result<Opened, StoreError> {
+        self.read_barrier().await?;
+        self.open_local(key, range).await
+    }
+
+    /// [`Store::open`] on this node's copy of the index as it is (after a
+    /// [`Store::read_barrier`] of the caller's).
+    pub async fn open_local(
+        &self,
+        key: &[u8],
+        range: Option<Range<u64>>,
+    ) -> Result<Opened, StoreError> {
         let record = self.record(key)?.ok_or(StoreError::NotFound)?;
         self.open_record(key, record, range).await
     }
@@ -257,7 +270,7 @@ impl Store {
             let _permit = permit;
             for volume in volumes {
                 let url = VolumeClient::url(&volume, &key, record.gen);
-                match crate::ops::copy::hash(&store.client, &url).await {
+                match crate::replica::hash(&store.client, &url).await {
                     Ok(Some((_, got))) if got != want => {
                         store.corrupt_reporter(&key, &record, &volume, want)(got);
                     }
@@ -301,7 +314,7 @@ pub fn report_corrupt(
     tracing::error!(
         "corrupt replica: {} (generation {gen}) on {volume} has md5 {}, the record says {}; \
          queued for repair",
-        crate::ops::show(&key),
+        crate::index::show(&key),
         hex(&got),
         hex(&want)
     );
@@ -314,8 +327,4 @@ pub fn report_corrupt(
     if queue.send(task).is_err() {
         tracing::warn!("the upkeep worker is not running: the corrupt replica is not repaired");
     }
-}
-
-fn hex(b: &[u8; 16]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

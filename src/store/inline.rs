@@ -32,10 +32,12 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use md5::{Digest, Md5};
 
-use super::write::{detached, refusal};
+use super::detached;
+use super::error::refusal;
+use super::upkeep::release;
 use super::{PutOptions, Store, StoreError, Written};
-use crate::index::{gen_key, now_ms, Command, KeyGuard, Record, MAX_INLINE_LEN};
-use crate::ops::upkeep::release;
+use crate::clock::now_ms;
+use crate::index::{gen_key, Command, KeyGuard, Record, MAX_INLINE_LEN};
 
 /// The largest `--inline-max`.
 pub const MAX_INLINE: u64 = MAX_INLINE_LEN as u64;
@@ -157,11 +159,11 @@ impl Store {
             if let Some(p) = prev.filter(|p| !p.all_locations().is_empty()) {
                 let at = gen_key(&key, p.gen);
                 let released = match store.index.get(&at) {
-                    Ok(Some(r)) => release(&store.ops_ctx(), &at, &r, 0).await.unwrap_or(false),
+                    Ok(Some(r)) => release(&store.ctx(), &at, &r, 0).await.unwrap_or(false),
                     _ => false,
                 };
                 if !released {
-                    let _ = store.upkeep.send(crate::ops::upkeep::Task::Key(key));
+                    let _ = store.upkeep.send(super::upkeep::Task::Key(key));
                 }
             }
             Ok(Written {

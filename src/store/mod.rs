@@ -18,8 +18,11 @@
 //! * [`cache`] — [`ValueCache`]: small values [`Store::open`] serves, kept in memory.
 //! * [`crash`] — `HOARD_CRASH_AT`: crash points at each step of a write or delete, for
 //!   tests.
-//! * [`read`] — [`Store::locate`] (what a GET needs), [`Store::list`] (bounded scans of
-//!   a key range).
+//! * [`read`] — [`Store::find`] (what a GET needs), [`Store::list`] (bounded scans of
+//!   a key range); every read call waits for the read barrier itself
+//!   ([`Store::read_barrier`]), so no front-end can forget it.
+//! * [`upkeep`] — the queue of work for the upkeep worker (which sits above, in
+//!   `crate::ops::upkeep`, on a [`Ctx`]), and [`release`] of a record with its files.
 //!
 //! The index is used only through `Index::apply(Command)`, `Index::get` and the
 //! read-only scans, so it can be replicated underneath without changing this layer.
@@ -31,7 +34,9 @@ mod error;
 mod get;
 mod inline;
 mod meta;
+mod put;
 mod read;
+pub mod upkeep;
 mod write;
 
 pub use cache::{CacheArgs, CacheStats, ValueCache};
@@ -39,14 +44,16 @@ pub use error::StoreError;
 pub use get::Opened;
 pub use inline::{InlineArgs, MAX_INLINE};
 pub use meta::ObjectMeta;
+pub use put::{PutOptions, Written};
 pub use read::{list, Found, ListRange, Location};
-pub use write::{PutError, PutOptions, Written};
+pub use upkeep::{release, ReleaseError};
+pub use write::PutError;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::index::{Index, KeyLocks};
-use crate::ops::upkeep::Queue;
 use crate::placement::SharedPlacement;
 use crate::replica::{Health, VolumeClient};
 
@@ -61,7 +68,7 @@ pub struct StoreConfig {
     pub write_quorum: Option<usize>,
     /// How long a replica may accept no data during a PUT before the write fails.
     pub stall_limit: Duration,
-    /// The index server's zone: [`Store::locate`] prefers replicas there.
+    /// The index server's zone: [`Store::find`] prefers replicas there.
     pub zone: Option<String>,
     /// Values of at most this many bytes are stored in the index record
     /// (`--inline-max`, see [`inline`]); 0 = off.
@@ -86,7 +93,7 @@ pub struct Store {
     /// The placement in force (volumes can join or leave at runtime).
     pub placement: Arc<SharedPlacement>,
     /// Keys with replicas to complete or stale files to delete, for the upkeep worker.
-    pub upkeep: Queue,
+    pub upkeep: upkeep::Queue,
     /// Owner of this process's write intents: `node id << 32 | incarnation` (a random
     /// number drawn at start), see `Command::Begin`.
     pub owner: u64,
@@ -96,9 +103,23 @@ pub struct Store {
 }
 
 impl Store {
+    /// The store's health in brief — status, version, key counts, volumes up, replicas,
+    /// cache — as the minivault front-ends answer it (binary `HEALTH`, JSON `/health`;
+    /// the index's `/-/health` adds the rest of the server).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "keys": self.index.counts(),
+            "volumes_up": self.health.up_count(),
+            "replicas": self.placement.current().replicas(),
+            "cache": self.cache.stats(),
+        })
+    }
+
     /// What a background operation needs, sharing this store's index, locks and health.
-    pub fn ops_ctx(&self) -> crate::ops::Ctx {
-        crate::ops::Ctx {
+    pub fn ctx(&self) -> Ctx {
+        Ctx {
             index: self.index.clone(),
             client: self.client.clone(),
             placement: Arc::clone(&self.placement),
@@ -106,4 +127,40 @@ impl Store {
             health: Some(Arc::clone(&self.health)),
         }
     }
+}
+
+/// What an operation on keys needs besides a request: the index, volumes, placement
+/// and per-key locks. A [`Store`] hands out one ([`Store::ctx`]); offline jobs build
+/// one without a server.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The index.
+    pub index: Index,
+    /// Client for volume servers.
+    pub client: VolumeClient,
+    /// The placement in force (may change while a job runs; each key uses the current).
+    pub placement: Arc<SharedPlacement>,
+    /// Per-key locks shared with the request paths (a fresh set offline).
+    pub locks: KeyLocks,
+    /// Which volume servers are up (online only; offline every server is tried).
+    pub health: Option<Arc<Health>>,
+}
+
+impl Ctx {
+    /// Whether `server` is believed up (always true offline).
+    pub fn is_up(&self, server: &str) -> bool {
+        self.health.as_ref().is_none_or(|h| h.is_up(server))
+    }
+}
+
+/// Runs the rest of a write (or delete) on its own task, so that a caller going away
+/// mid-request cannot cancel the cleanup half-way.
+pub(super) async fn detached<F, T>(work: F) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Volume(format!("write task failed: {e}"))))
 }

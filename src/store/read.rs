@@ -1,4 +1,4 @@
-//! Reads: where a key's value is ([`Store::locate`]) and listings of key ranges
+//! Reads: where a key's value is ([`Store::locate_local`]) and listings of key ranges
 //! ([`Store::list`]).
 //!
 //! Neither contacts a volume: a GET is answered from one index read and the prober's
@@ -7,7 +7,8 @@
 //! blocking pool, so a scan whose caller has gone ends soon on its own).
 
 use super::{Store, StoreError};
-use crate::index::{Page, Record, State};
+use crate::index::feed::Origin;
+use crate::index::{IndexError, Page, Record, State};
 use crate::placement::server_of;
 use crate::replica::VolumeClient;
 
@@ -43,11 +44,22 @@ impl Store {
         Ok(self.index.get(key)?.filter(|r| r.state == State::Live))
     }
 
+    /// Waits until this node's copy of the index has caught up: in an index cluster a
+    /// read barrier (every write acknowledged before the call is visible after it), at
+    /// once otherwise. The store's reads ([`Store::find`], [`Store::list`],
+    /// [`Store::open`], [`Store::site_origin`]) wait for it themselves; a front-end
+    /// whose one request makes several reads (S3) calls it once, then reads with the
+    /// `_local` calls.
+    pub async fn read_barrier(&self) -> Result<(), IndexError> {
+        self.index.read_barrier().await
+    }
+
     /// Where to read `key` on a volume: `Ok(None)` when it is not live,
     /// [`StoreError::Unavailable`] when no volume holding it is up (or it has none: a
-    /// value stored in its record, which [`Store::find`] tells apart).
-    pub fn locate(&self, key: &[u8]) -> Result<Option<Location>, StoreError> {
-        match self.find(key)? {
+    /// value stored in its record, which [`Store::find`] tells apart). On this node's
+    /// copy of the index as it is (the dashboard's view).
+    pub fn locate_local(&self, key: &[u8]) -> Result<Option<Location>, StoreError> {
+        match self.find_local(key, &[])? {
             None => Ok(None),
             Some(Found::At(at)) => Ok(Some(at)),
             Some(Found::Inline(_)) => Err(StoreError::Unavailable(
@@ -57,15 +69,25 @@ impl Store {
     }
 
     /// Where `key`'s value is: in its record, or on a volume that is up (see
-    /// [`Store::locate`]); `Ok(None)` when the key is not live.
-    pub fn find(&self, key: &[u8]) -> Result<Option<Found>, StoreError> {
-        self.find_avoiding(key, &[])
+    /// [`Store::locate_local`]); `Ok(None)` when the key is not live. Linearizable.
+    pub async fn find(&self, key: &[u8]) -> Result<Option<Found>, StoreError> {
+        self.find_avoiding(key, &[]).await
     }
 
     /// [`Store::find`], picking a replica on none of the volume servers `avoid`
     /// (`host:port`: replicas a client already read and found wrong) while another is
-    /// up; when every replica that is up is to be avoided, any of them.
-    pub fn find_avoiding(&self, key: &[u8], avoid: &[&str]) -> Result<Option<Found>, StoreError> {
+    /// up; when every replica that is up is to be avoided, any of them. Linearizable.
+    pub async fn find_avoiding(
+        &self,
+        key: &[u8],
+        avoid: &[&str],
+    ) -> Result<Option<Found>, StoreError> {
+        self.read_barrier().await?;
+        self.find_local(key, avoid)
+    }
+
+    /// [`Store::find_avoiding`] on this node's copy of the index as it is.
+    fn find_local(&self, key: &[u8], avoid: &[&str]) -> Result<Option<Found>, StoreError> {
         let Some(record) = self.record(key)? else {
             return Ok(None);
         };
@@ -111,6 +133,7 @@ impl Store {
     /// One bounded page of the keys of `range` in state `want` (`Live` for `?list`,
     /// `Unlinked` for `?unlinked`): at most `limit` keys, at most `budget` records
     /// examined; [`Page::next`] says where to go on. Runs on the blocking pool.
+    /// Linearizable.
     pub async fn list(
         &self,
         range: ListRange,
@@ -118,7 +141,27 @@ impl Store {
         limit: usize,
         budget: usize,
     ) -> Result<Page, StoreError> {
+        self.read_barrier().await?;
+        self.list_local(range, want, limit, budget).await
+    }
+
+    /// [`Store::list`] on this node's copy of the index as it is (after a
+    /// [`Store::read_barrier`] of the caller's).
+    pub async fn list_local(
+        &self,
+        range: ListRange,
+        want: State,
+        limit: usize,
+        budget: usize,
+    ) -> Result<Page, StoreError> {
         list(self.index.clone(), range, want, limit, budget).await
+    }
+
+    /// Where and when `key`'s current state was committed (replication to other
+    /// sites). Linearizable.
+    pub async fn site_origin(&self, key: &[u8]) -> Result<Option<Origin>, StoreError> {
+        self.read_barrier().await?;
+        Ok(self.index.site_origin(key)?)
     }
 }
 

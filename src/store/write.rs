@@ -45,32 +45,22 @@
 //! With `--inline-max`, a body that ends within that many bytes skips all of this: it
 //! is stored in the index record by one command (see [`super::inline`]).
 
-use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use super::error::refusal;
 use super::inline::Head;
-use super::{Store, StoreError};
-use crate::index::{gen_key, now_ms, Command, KeyGuard, Record, Rejection, State};
+use super::put::{PutOptions, Written};
+use super::upkeep::release;
+use super::{detached, Store, StoreError};
+use crate::clock::now_ms;
+use crate::index::show;
+use crate::index::{gen_key, Command, KeyGuard, Record, State};
 use crate::key::check_writable;
-use crate::ops::show;
-use crate::ops::upkeep::release;
 use crate::placement::server_of;
 use crate::replica::{put_quorum, FanoutError, Uploaded, VolumeClient, WriteFailed};
-
-/// A value stored by [`Store::put`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Written {
-    /// Bytes stored.
-    pub size: u64,
-    /// The value's md5, when `--md5sum` is on.
-    pub md5: Option<[u8; 16]>,
-    /// Replica locations that do not hold the value yet (a degraded write); the upkeep
-    /// worker completes them.
-    pub missing: Vec<String>,
-}
 
 /// A failed [`Store::put`].
 #[derive(Debug)]
@@ -97,27 +87,6 @@ impl<S> PutError<S> {
             unread: Some(body),
         }
     }
-}
-
-/// How [`Store::put_with`] treats an existing value, and what it records with the new
-/// one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PutOptions {
-    /// Overwrite a live value instead of refusing with [`StoreError::Exists`] (S3 and
-    /// minivault semantics). Readers see the old value until the new one is committed,
-    /// then the new one; if the new write fails or is abandoned at any step, the old
-    /// value stays, intact (the new one is written under new file names).
-    pub replace: bool,
-    /// Hash the value even when `--md5sum` is off (S3 ETags need it).
-    pub md5: bool,
-    /// A front-end's metadata stored in the record with the value (see
-    /// [`super::ObjectMeta`]); empty for none. At most [`crate::index::MAX_META_LEN`]
-    /// bytes.
-    pub meta: Vec<u8>,
-    /// Store an empty body as a zero-byte value (a zero-length file on every replica)
-    /// instead of refusing it with [`StoreError::Empty`] (S3 stores empty objects;
-    /// minikeyvalue's API refuses them).
-    pub allow_empty: bool,
 }
 
 impl Store {
@@ -401,9 +370,7 @@ impl Store {
                 super::crash::point("write-committed");
                 self.cache.invalidate(key);
                 if leftovers || !missing.is_empty() {
-                    let _ = self
-                        .upkeep
-                        .send(crate::ops::upkeep::Task::Key(key.to_vec()));
+                    let _ = self.upkeep.send(super::upkeep::Task::Key(key.to_vec()));
                 }
                 Ok(Written {
                     size: uploaded.size,
@@ -443,37 +410,13 @@ impl Store {
         };
         if gen != 0 {
             // `Begin` may have retired an older record of the key.
-            let _ = self
-                .upkeep
-                .send(crate::ops::upkeep::Task::Key(key.to_vec()));
+            let _ = self.upkeep.send(super::upkeep::Task::Key(key.to_vec()));
         }
-        if let Err(e) = release(&self.ops_ctx(), &at, &intent, self.owner).await {
+        if let Err(e) = release(&self.ctx(), &at, &intent, self.owner).await {
             tracing::warn!(
                 "could not clean up failed write of {} ({e}); left for repair",
                 show(key)
             );
         }
     }
-}
-
-/// The error of a refused `Begin` (or `PutInline`).
-pub(super) fn refusal(r: Rejection) -> StoreError {
-    match r {
-        Rejection::Exists => StoreError::Exists,
-        // Another index server's write holds the key.
-        Rejection::Busy => StoreError::Conflict,
-        other => StoreError::Invalid(other.to_string()),
-    }
-}
-
-/// Runs the rest of a write (or delete) on its own task, so that a caller going away
-/// mid-request cannot cancel the cleanup half-way.
-pub(super) async fn detached<F, T>(work: F) -> Result<T, StoreError>
-where
-    F: Future<Output = Result<T, StoreError>> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::spawn(work)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Volume(format!("write task failed: {e}"))))
 }

@@ -108,7 +108,7 @@ impl VolumeArgs {
                 self.bind
             ),
         };
-        let advertise = crate::ops::membership::volume_from_url(&advertise)
+        let advertise = crate::placement::volume_from_url(&advertise)
             .map_err(|e| anyhow::anyhow!("--advertise: {e}"))?;
         anyhow::ensure!(
             !self.register_every.is_zero(),

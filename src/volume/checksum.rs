@@ -36,7 +36,8 @@ use md5::{Digest, Md5};
 /// The extended attribute holding a file's md5.
 pub const XATTR: &str = "user.hoard.md5";
 
-pub use crate::replica::verified::UNVERIFIED;
+pub use super::verified::UNVERIFIED;
+use crate::hex::hex;
 
 const XATTR_C: &std::ffi::CStr = c"user.hoard.md5";
 
@@ -118,10 +119,6 @@ pub fn report_corrupt(what: &str, want: &[u8; 16], got: &[u8; 16]) {
         hex(got),
         hex(want)
     );
-}
-
-fn hex(b: &[u8; 16]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The md5 of `data`.

@@ -4,7 +4,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use super::error::{blocking, VolumeError};
+use super::error::{blocking, VolumeServerError};
 use super::path::VolumePath;
 use super::root::Root;
 use super::write::sync_dir;
@@ -15,15 +15,15 @@ use super::write::sync_dir;
 const UNLINK_IN_PLACE: u64 = 1 << 20;
 
 /// Removes the file at `path` (a symlink is removed itself, never its target). Missing
-/// → [`VolumeError::NotFound`]; a directory → [`VolumeError::Conflict`]. Uploads of the
+/// → [`VolumeServerError::NotFound`]; a directory → [`VolumeServerError::Conflict`]. Uploads of the
 /// path still in flight are cancelled ([`super::inflight`]) under the same lock as the
 /// removal. With `fsync` on, the work runs on the blocking pool and the removal is made
 /// durable before returning; with `--fsync=false` it runs on the request's task (a few
 /// page-cache operations), and a large file's blocks are freed on the blocking pool
 /// after the answer.
-pub async fn delete(root: &Root, fsync: bool, path: &VolumePath) -> Result<(), VolumeError> {
+pub async fn delete(root: &Root, fsync: bool, path: &VolumePath) -> Result<(), VolumeServerError> {
     let Some((parents, name)) = path.split_last().filter(|_| !path.names_dir()) else {
-        return Err(VolumeError::Conflict("cannot DELETE a directory"));
+        return Err(VolumeServerError::Conflict("cannot DELETE a directory"));
     };
     if !fsync {
         if let (_, Some(doomed)) = remove(root, parents, name)? {
@@ -52,23 +52,27 @@ fn remove(
     root: &Root,
     parents: &[String],
     name: &str,
-) -> Result<(PathBuf, Option<PathBuf>), VolumeError> {
+) -> Result<(PathBuf, Option<PathBuf>), VolumeServerError> {
     let target = root.entry(parents, name)?;
     let doomed = root.inflight().cancel_and(&target, || {
         let size = match fs::symlink_metadata(&target) {
-            Ok(m) if m.is_dir() => return Err(VolumeError::Conflict("cannot DELETE a directory")),
+            Ok(m) if m.is_dir() => {
+                return Err(VolumeServerError::Conflict("cannot DELETE a directory"))
+            }
             Ok(m) => m.len(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(VolumeError::NotFound),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(VolumeServerError::NotFound)
+            }
             Err(e) => {
-                return Err(VolumeError::io(
+                return Err(VolumeServerError::io(
                     format!("inspecting {}", target.display()),
                     e,
                 ))
             }
         };
         let removing = |e: io::Error| match e.kind() {
-            io::ErrorKind::NotFound => VolumeError::NotFound,
-            _ => VolumeError::io(format!("removing {}", target.display()), e),
+            io::ErrorKind::NotFound => VolumeServerError::NotFound,
+            _ => VolumeServerError::io(format!("removing {}", target.display()), e),
         };
         if size <= UNLINK_IN_PLACE {
             return fs::remove_file(&target).map(|()| None).map_err(removing);

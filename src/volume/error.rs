@@ -7,9 +7,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::path::PathError;
 
-/// Why a volume request failed.
+/// Why the volume server failed a request (each variant is one status; the client
+/// side of a volume request is `crate::replica::VolumeError`).
 #[derive(Debug, thiserror::Error)]
-pub enum VolumeError {
+pub enum VolumeServerError {
     /// The request path was refused (400).
     #[error("bad path: {0}")]
     BadPath(#[from] PathError),
@@ -42,7 +43,7 @@ pub enum VolumeError {
     },
 }
 
-impl VolumeError {
+impl VolumeServerError {
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Self::Io {
@@ -67,7 +68,7 @@ impl VolumeError {
     }
 }
 
-impl IntoResponse for VolumeError {
+impl IntoResponse for VolumeServerError {
     fn into_response(self) -> Response {
         let status = self.status();
         // Server errors name files on disk: log them, tell the client only the status.
@@ -92,12 +93,12 @@ impl IntoResponse for VolumeError {
 }
 
 /// Runs blocking file system work on the blocking pool.
-pub async fn blocking<T, F>(work: F) -> Result<T, VolumeError>
+pub async fn blocking<T, F>(work: F) -> Result<T, VolumeServerError>
 where
-    F: FnOnce() -> Result<T, VolumeError> + Send + 'static,
+    F: FnOnce() -> Result<T, VolumeServerError> + Send + 'static,
     T: Send + 'static,
 {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| VolumeError::io("blocking file system task", io::Error::other(e)))?
+        .map_err(|e| VolumeServerError::io("blocking file system task", io::Error::other(e)))?
 }

@@ -19,10 +19,12 @@ use axum::http::{header, HeaderName};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::error::{blocking, VolumeError};
+use super::error::{blocking, VolumeServerError};
 use super::path::VolumePath;
 use super::root::Root;
-use super::walk;
+
+/// Response header on a native volume's directory listings announcing `/-/walk/`.
+pub const HEADER: &str = "x-hoard-walk";
 
 /// One entry of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,14 +47,14 @@ pub struct Entry {
 const SMALL_DIR: u64 = 32 << 10;
 
 /// Answers the JSON listing of `dir`, a canonical directory inside `root`.
-pub async fn list(root: PathBuf, dir: PathBuf) -> Result<Response, VolumeError> {
+pub async fn list(root: PathBuf, dir: PathBuf) -> Result<Response, VolumeServerError> {
     let entries = blocking(move || read_entries(&root, &dir)).await?;
     Ok(respond(&entries))
 }
 
 /// The fast path for a listing request: a small directory reached without a symlink
 /// on the way is listed right here. `None`: take the general path.
-pub fn list_small(root: &Root, path: &VolumePath) -> Result<Option<Response>, VolumeError> {
+pub fn list_small(root: &Root, path: &VolumePath) -> Result<Option<Response>, VolumeServerError> {
     let Some(size) = root.plain_dir_size(path)? else {
         return Ok(None);
     };
@@ -68,7 +70,7 @@ fn respond(entries: &[Entry]) -> Response {
     (
         [
             (header::CONTENT_TYPE, "application/json"),
-            (HeaderName::from_static(walk::HEADER), "1"),
+            (HeaderName::from_static(HEADER), "1"),
         ],
         render(entries),
     )
@@ -76,11 +78,11 @@ fn respond(entries: &[Entry]) -> Response {
 }
 
 /// Reads and sorts the visible entries of `dir`. Blocking.
-pub fn read_entries(root: &Path, dir: &Path) -> Result<Vec<Entry>, VolumeError> {
+pub fn read_entries(root: &Path, dir: &Path) -> Result<Vec<Entry>, VolumeServerError> {
     let context = || format!("listing {}", dir.display());
     let mut entries = Vec::new();
-    for item in fs::read_dir(dir).map_err(|e| VolumeError::io(context(), e))? {
-        let item = item.map_err(|e| VolumeError::io(context(), e))?;
+    for item in fs::read_dir(dir).map_err(|e| VolumeServerError::io(context(), e))? {
+        let item = item.map_err(|e| VolumeServerError::io(context(), e))?;
         let Ok(name) = item.file_name().into_string() else {
             continue;
         };
@@ -110,7 +112,7 @@ pub fn read_entries(root: &Path, dir: &Path) -> Result<Vec<Entry>, VolumeError> 
             ("other", None)
         };
         let mtime = meta.modified().map(httpdate::fmt_http_date).map_err(|e| {
-            VolumeError::io(format!("reading mtime of {}", item.path().display()), e)
+            VolumeServerError::io(format!("reading mtime of {}", item.path().display()), e)
         })?;
         entries.push(Entry {
             name,

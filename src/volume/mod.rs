@@ -25,6 +25,7 @@ pub mod read;
 pub mod register;
 pub mod root;
 pub mod temp;
+pub mod verified;
 pub mod walk;
 pub mod write;
 
@@ -38,7 +39,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::http::BytesReceived;
-use error::VolumeError;
+use error::VolumeServerError;
 use path::VolumePath;
 use root::Root;
 
@@ -154,22 +155,22 @@ fn syncfs(dir: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
-/// Dispatches on the method; every failure becomes its status via [`VolumeError`].
+/// Dispatches on the method; every failure becomes its status via [`VolumeServerError`].
 async fn handle(State(volume): State<Arc<Volume>>, req: Request) -> Response {
     dispatch(&volume, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn dispatch(volume: &Volume, req: Request) -> Result<Response, VolumeError> {
+async fn dispatch(volume: &Volume, req: Request) -> Result<Response, VolumeServerError> {
     let method = req.method().clone();
     if ![Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(&method) {
-        return Err(VolumeError::MethodNotAllowed);
+        return Err(VolumeServerError::MethodNotAllowed);
     }
     if let Some(endpoint) = req.uri().path().strip_prefix("/-/") {
         if let Some(dir) = endpoint.strip_prefix("walk/") {
             if method != Method::GET {
-                return Err(VolumeError::MethodNotAllowed);
+                return Err(VolumeServerError::MethodNotAllowed);
             }
             return walk::walk(&volume.root, &VolumePath::parse(&format!("/{dir}"))?).await;
         }
@@ -195,6 +196,16 @@ async fn dispatch(volume: &Volume, req: Request) -> Result<Response, VolumeError
     }
 }
 
+/// Disk space as reported by `/-/health` (and read by the index's prober,
+/// `crate::replica`).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct DiskSpace {
+    /// Bytes available to the volume.
+    pub free_bytes: u64,
+    /// Size of the filesystem.
+    pub total_bytes: u64,
+}
+
 /// Body of a volume's `GET /-/health`.
 #[derive(serde::Serialize)]
 struct VolumeHealth {
@@ -202,22 +213,24 @@ struct VolumeHealth {
     version: &'static str,
     role: &'static str,
     uptime_seconds: u64,
-    disk: Option<crate::replica::client::DiskSpace>,
+    disk: Option<DiskSpace>,
 }
 
 /// The volume's own endpoints, `/-/health` and `/-/metrics` (and `/-/walk/`, see
 /// [`walk`]). hoard never stores files
 /// under `/-/` (a key's file path starts with a subvolume or a hex directory), so the
 /// prefix is free on the native volume.
-fn own_endpoint(volume: &Volume, method: &Method, endpoint: &str) -> Result<Response, VolumeError> {
+fn own_endpoint(
+    volume: &Volume,
+    method: &Method,
+    endpoint: &str,
+) -> Result<Response, VolumeServerError> {
     if ![Method::GET, Method::HEAD].contains(method) {
-        return Err(VolumeError::MethodNotAllowed);
+        return Err(VolumeServerError::MethodNotAllowed);
     }
-    let disk = crate::telemetry::observe_disk(volume.root.path()).map(|(free, total)| {
-        crate::replica::client::DiskSpace {
-            free_bytes: free,
-            total_bytes: total,
-        }
+    let disk = crate::telemetry::observe_disk(volume.root.path()).map(|(free, total)| DiskSpace {
+        free_bytes: free,
+        total_bytes: total,
     });
     match endpoint {
         "health" => Ok(axum::Json(VolumeHealth {

@@ -22,7 +22,7 @@ use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
 use super::checksum;
-use super::error::{blocking, VolumeError};
+use super::error::{blocking, VolumeServerError};
 use super::listing;
 use super::path::VolumePath;
 use super::root::Root;
@@ -34,7 +34,11 @@ const READ_CHUNK: usize = 1 << 20;
 const SMALL_FILE: u64 = 64 << 10;
 
 /// Answers a GET or HEAD of `path`.
-pub async fn get(root: &Root, path: &VolumePath, req: Request) -> Result<Response, VolumeError> {
+pub async fn get(
+    root: &Root,
+    path: &VolumePath,
+    req: Request,
+) -> Result<Response, VolumeServerError> {
     let headers = req.headers();
     // Only a whole-file GET can be checked against the whole file's checksum.
     let check = req.method() == axum::http::Method::GET
@@ -56,8 +60,8 @@ pub async fn get(root: &Root, path: &VolumePath, req: Request) -> Result<Respons
     let meta = tokio::fs::metadata(&target)
         .await
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => VolumeError::NotFound,
-            _ => VolumeError::io(format!("inspecting {}", target.display()), e),
+            std::io::ErrorKind::NotFound => VolumeServerError::NotFound,
+            _ => VolumeServerError::io(format!("inspecting {}", target.display()), e),
         })?;
 
     if meta.is_dir() {
@@ -68,7 +72,7 @@ pub async fn get(root: &Root, path: &VolumePath, req: Request) -> Result<Respons
         };
     }
     if path.names_dir() || !meta.is_file() {
-        return Err(VolumeError::NotFound);
+        return Err(VolumeServerError::NotFound);
     }
     // Read by path here, by the file `ServeFile` opens: a file replaced in between (a
     // repair's copy renamed over it) may be checked against the other's checksum and
@@ -105,9 +109,7 @@ where
         let what = what.clone();
         Box::new(move |got| checksum::report_corrupt(&what, &want, &got))
     };
-    Body::from_stream(crate::replica::verified::Verified::new(
-        data, want, what, report,
-    ))
+    Body::from_stream(super::verified::Verified::new(data, want, what, report))
 }
 
 /// A file's bytes from `file`, [`READ_CHUNK`] at a time.
@@ -148,7 +150,7 @@ fn plain_file(
     path: &VolumePath,
     req: &Request,
     check: bool,
-) -> Result<Option<Response>, VolumeError> {
+) -> Result<Option<Response>, VolumeServerError> {
     use std::io::Read as _;
     const CONDITIONS: [header::HeaderName; 6] = [
         header::RANGE,
@@ -169,7 +171,7 @@ fn plain_file(
     let Some(mut file) = root.open_plain(path)? else {
         return Ok(None);
     };
-    let io = |e| VolumeError::io("reading a small file", e);
+    let io = |e| VolumeServerError::io("reading a small file", e);
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         return Ok(None);
@@ -220,7 +222,7 @@ fn plain_file(
             if got != want {
                 let what = path.relative().display().to_string();
                 checksum::report_corrupt(&what, &want, &got);
-                return Err(VolumeError::Corrupt(what));
+                return Err(VolumeServerError::Corrupt(what));
             }
         }
         res = res.header(header::CONTENT_LENGTH, data.len());
@@ -228,5 +230,5 @@ fn plain_file(
     };
     res.body(body)
         .map(Some)
-        .map_err(|e| VolumeError::io("building a response", std::io::Error::other(e)))
+        .map_err(|e| VolumeServerError::io("building a response", std::io::Error::other(e)))
 }

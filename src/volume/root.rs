@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::beneath::{self, Resolved, RootFd};
-use super::error::VolumeError;
+use super::error::VolumeServerError;
 use super::inflight::InFlight;
 use super::path::VolumePath;
 use super::temp;
@@ -99,7 +99,7 @@ impl Root {
 
     /// Resolves an existing file or directory, following symlinks that stay inside the
     /// root. Returns the canonical path. Blocking.
-    pub fn existing(&self, path: &VolumePath) -> Result<PathBuf, VolumeError> {
+    pub fn existing(&self, path: &VolumePath) -> Result<PathBuf, VolumeServerError> {
         let relative = path.relative();
         match self
             .fd
@@ -107,19 +107,19 @@ impl Root {
         {
             Resolved::Open(_) if relative.as_os_str().is_empty() => Ok(self.path.clone()),
             Resolved::Open(_) => Ok(self.path.join(relative)),
-            Resolved::Missing => Err(VolumeError::NotFound),
+            Resolved::Missing => Err(VolumeServerError::NotFound),
             Resolved::Slow => self.confine(&self.path.join(relative)),
         }
     }
 
     /// Opens an existing file for reading when no symlink is on its way (the common
     /// case, one syscall); `Ok(None)` sends the caller to [`Root::existing`]. Blocking.
-    pub fn open_plain(&self, path: &VolumePath) -> Result<Option<fs::File>, VolumeError> {
+    pub fn open_plain(&self, path: &VolumePath) -> Result<Option<fs::File>, VolumeServerError> {
         let relative = path.relative();
         let flags = libc::O_RDONLY | libc::O_NONBLOCK;
         match self.fd.resolve(relative.as_os_str().as_bytes(), flags) {
             Resolved::Open(fd) => Ok(Some(fs::File::from(fd))),
-            Resolved::Missing => Err(VolumeError::NotFound),
+            Resolved::Missing => Err(VolumeServerError::NotFound),
             Resolved::Slow => Ok(None),
         }
     }
@@ -127,24 +127,24 @@ impl Root {
     /// The size (`st_size`) of the directory `path` when it is reached without a
     /// symlink on the way (one `openat2` and one `fstat`); `Ok(None)` sends the caller
     /// to the general path. Blocking, but page-cache work.
-    pub fn plain_dir_size(&self, path: &VolumePath) -> Result<Option<u64>, VolumeError> {
+    pub fn plain_dir_size(&self, path: &VolumePath) -> Result<Option<u64>, VolumeServerError> {
         let relative = path.relative();
         let flags = libc::O_PATH | libc::O_DIRECTORY;
         match self.fd.resolve(relative.as_os_str().as_bytes(), flags) {
             Resolved::Open(fd) => Ok(fs::File::from(fd).metadata().ok().map(|m| m.len())),
-            Resolved::Missing => Err(VolumeError::NotFound),
+            Resolved::Missing => Err(VolumeServerError::NotFound),
             Resolved::Slow => Ok(None),
         }
     }
 
     /// Resolves the directory holding `parents` (which must exist) and joins `name`
     /// without following it: for removing an entry. Blocking.
-    pub fn entry(&self, parents: &[String], name: &str) -> Result<PathBuf, VolumeError> {
+    pub fn entry(&self, parents: &[String], name: &str) -> Result<PathBuf, VolumeServerError> {
         let dir: PathBuf = parents.iter().collect();
         let flags = libc::O_PATH | libc::O_DIRECTORY;
         match self.fd.resolve(dir.as_os_str().as_bytes(), flags) {
             Resolved::Open(_) => Ok(self.path.join(dir).join(name)),
-            Resolved::Missing => Err(VolumeError::NotFound),
+            Resolved::Missing => Err(VolumeServerError::NotFound),
             Resolved::Slow => Ok(self.confine(&self.path.join(dir))?.join(name)),
         }
     }
@@ -152,7 +152,7 @@ impl Root {
     /// Makes sure the directories `parents` exist, creating missing ones one at a time
     /// and refusing to step through a symlink that leaves the root or through a file.
     /// Blocking.
-    pub fn make_dirs(&self, parents: &[String]) -> Result<MadeDirs, VolumeError> {
+    pub fn make_dirs(&self, parents: &[String]) -> Result<MadeDirs, VolumeServerError> {
         if let Some(done) = self.make_dirs_fast(parents) {
             return Ok(done);
         }
@@ -213,7 +213,7 @@ impl Root {
 
     /// One level of [`Root::make_dirs`]: `next`'s parent is canonical and inside the
     /// root, so creating `next` cannot escape it.
-    fn step(&self, next: &Path) -> Result<Step, VolumeError> {
+    fn step(&self, next: &Path) -> Result<Step, VolumeServerError> {
         // Two tries: another upload may create the same directory at the same time.
         for _ in 0..2 {
             match fs::symlink_metadata(next) {
@@ -223,41 +223,43 @@ impl Root {
                     return if target.is_dir() {
                         Ok(Step::Resolved(target))
                     } else {
-                        Err(VolumeError::Conflict(
+                        Err(VolumeServerError::Conflict(
                             "a parent of the path is not a directory",
                         ))
                     };
                 }
                 Ok(_) => {
-                    return Err(VolumeError::Conflict(
+                    return Err(VolumeServerError::Conflict(
                         "a parent of the path is not a directory",
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(next) {
                     Ok(()) => return Ok(Step::Created),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(VolumeError::io(mkdir_context(next), e)),
+                    Err(e) => return Err(VolumeServerError::io(mkdir_context(next), e)),
                 },
-                Err(e) => return Err(VolumeError::io(mkdir_context(next), e)),
+                Err(e) => return Err(VolumeServerError::io(mkdir_context(next), e)),
             }
         }
-        Err(VolumeError::io(
+        Err(VolumeServerError::io(
             mkdir_context(next),
             io::Error::other("it keeps changing"),
         ))
     }
 
     /// Canonicalizes `path` and checks it is still inside the root.
-    fn confine(&self, path: &Path) -> Result<PathBuf, VolumeError> {
+    fn confine(&self, path: &Path) -> Result<PathBuf, VolumeServerError> {
         let canonical = fs::canonicalize(path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => VolumeError::NotFound,
-            io::ErrorKind::PermissionDenied => VolumeError::Forbidden("permission denied".into()),
-            _ => VolumeError::io(format!("resolving {}", path.display()), e),
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => VolumeServerError::NotFound,
+            io::ErrorKind::PermissionDenied => {
+                VolumeServerError::Forbidden("permission denied".into())
+            }
+            _ => VolumeServerError::io(format!("resolving {}", path.display()), e),
         })?;
         if canonical.starts_with(&self.path) {
             Ok(canonical)
         } else {
-            Err(VolumeError::Forbidden(format!(
+            Err(VolumeServerError::Forbidden(format!(
                 "{} leads outside the volume",
                 self.display_relative(path)
             )))
@@ -327,7 +329,7 @@ mod tests {
         fs::write(root.path().join("f"), b"x").unwrap();
         assert!(matches!(
             root.make_dirs(&["f".into(), "g".into()]),
-            Err(VolumeError::Conflict(_))
+            Err(VolumeServerError::Conflict(_))
         ));
     }
 
@@ -351,16 +353,16 @@ mod tests {
         );
         assert!(matches!(
             root.existing(&vp("/out/secret")),
-            Err(VolumeError::Forbidden(_))
+            Err(VolumeServerError::Forbidden(_))
         ));
         assert!(matches!(
             root.make_dirs(&["out".into(), "new".into()]),
-            Err(VolumeError::Forbidden(_))
+            Err(VolumeServerError::Forbidden(_))
         ));
         assert!(!outside.join("new").exists());
         assert!(matches!(
             root.entry(&["out".into()], "secret"),
-            Err(VolumeError::Forbidden(_))
+            Err(VolumeServerError::Forbidden(_))
         ));
         let made = root.make_dirs(&["inside".into(), "n".into()]).unwrap();
         assert_eq!(made.path, root.path().join("real/n"));

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use md5::{Digest as _, Md5};
 
-use super::error::VolumeError;
+use super::error::VolumeServerError;
 
 /// Whether `linkat(fd, "", …, AT_EMPTY_PATH)` works for this process (decided by
 /// [`probe_unnamed`]); otherwise the file is named through `/proc/self/fd`.
@@ -65,7 +65,7 @@ pub struct TempFile {
 impl TempFile {
     /// Creates an unnamed file in `dir` (the target's directory) when `unnamed`, else a
     /// uniquely named file in `temp_dir`.
-    pub fn create(unnamed: bool, dir: Dir<'_>, temp_dir: &Path) -> Result<Self, VolumeError> {
+    pub fn create(unnamed: bool, dir: Dir<'_>, temp_dir: &Path) -> Result<Self, VolumeServerError> {
         if unnamed {
             let opened = match dir.fd {
                 Some(fd) => open_unnamed_at(fd),
@@ -75,7 +75,7 @@ impl TempFile {
                     .open(dir.path),
             };
             let file = opened.map_err(|e| {
-                VolumeError::io(format!("creating a file in {}", dir.path.display()), e)
+                VolumeServerError::io(format!("creating a file in {}", dir.path.display()), e)
             })?;
             return Ok(Self {
                 file,
@@ -103,10 +103,10 @@ impl TempFile {
     }
 
     /// Appends `data`.
-    pub fn write(&mut self, data: &[u8]) -> Result<(), VolumeError> {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), VolumeServerError> {
         self.md5.update(data);
         let written = self.file.write_all(data);
-        written.map_err(|e| VolumeError::io(format!("writing {}", self.describe()), e))
+        written.map_err(|e| VolumeServerError::io(format!("writing {}", self.describe()), e))
     }
 
     /// Stores the md5 of everything written as the file's checksum
@@ -118,9 +118,9 @@ impl TempFile {
     }
 
     /// Syncs the data to disk.
-    pub fn sync(&mut self) -> Result<(), VolumeError> {
+    pub fn sync(&mut self) -> Result<(), VolumeServerError> {
         let synced = self.file.sync_all();
-        synced.map_err(|e| VolumeError::io(format!("syncing {}", self.describe()), e))
+        synced.map_err(|e| VolumeServerError::io(format!("syncing {}", self.describe()), e))
     }
 
     /// Puts the file at `target` (named `name` in `dir`), replacing any file there (not
@@ -132,7 +132,7 @@ impl TempFile {
         dir: Dir<'_>,
         name: &str,
         temp_dir: &Path,
-    ) -> Result<bool, VolumeError> {
+    ) -> Result<bool, VolumeServerError> {
         let created = match &self.name {
             Some(from) => place_named(from, target)?,
             None => {
@@ -154,7 +154,7 @@ impl TempFile {
                     Err(e) => {
                         let context =
                             format!("linking {} as {}", self.describe(), target.display());
-                        return Err(VolumeError::io(context, e));
+                        return Err(VolumeServerError::io(context, e));
                     }
                 }
             }
@@ -166,7 +166,7 @@ impl TempFile {
 
 /// Moves the named file `from` to `target`, replacing a file there; true when nothing
 /// was there. One `renameat2(RENAME_NOREPLACE)` tells a new name from a replacement.
-fn place_named(from: &Path, target: &Path) -> Result<bool, VolumeError> {
+fn place_named(from: &Path, target: &Path) -> Result<bool, VolumeServerError> {
     match rename_noreplace(from, target) {
         Ok(()) => Ok(true),
         // Taken, or a file system without RENAME_NOREPLACE: replace.
@@ -176,7 +176,7 @@ fn place_named(from: &Path, target: &Path) -> Result<bool, VolumeError> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => false,
                 Err(e) => {
                     let context = format!("inspecting {}", target.display());
-                    return Err(VolumeError::io(context, e));
+                    return Err(VolumeServerError::io(context, e));
                 }
             };
             rename_over(from, target)?;
@@ -187,7 +187,7 @@ fn place_named(from: &Path, target: &Path) -> Result<bool, VolumeError> {
 }
 
 /// Renames `from` over `target` (a directory there is a conflict).
-fn rename_over(from: &Path, target: &Path) -> Result<(), VolumeError> {
+fn rename_over(from: &Path, target: &Path) -> Result<(), VolumeServerError> {
     std::fs::rename(from, target).map_err(|e| rename_error(from, target, e))
 }
 
@@ -242,25 +242,35 @@ fn open_unnamed_at(dir: &OwnedFd) -> io::Result<File> {
 }
 
 /// Creates a new, uniquely named file in `dir`.
-fn create_named(dir: &Path) -> Result<(File, PathBuf), VolumeError> {
+fn create_named(dir: &Path) -> Result<(File, PathBuf), VolumeServerError> {
     loop {
         let path = dir.join(format!("put-{:016x}", fastrand::u64(..)));
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(file) => return Ok((file, path)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(VolumeError::io(format!("creating {}", path.display()), e)),
+            Err(e) => {
+                return Err(VolumeServerError::io(
+                    format!("creating {}", path.display()),
+                    e,
+                ))
+            }
         }
     }
 }
 
 /// Links the unnamed `file` under a new random name in `dir`.
-fn link_named(file: &File, dir: &Path) -> Result<PathBuf, VolumeError> {
+fn link_named(file: &File, dir: &Path) -> Result<PathBuf, VolumeServerError> {
     loop {
         let path = dir.join(format!("put-{:016x}", fastrand::u64(..)));
         match cstring(&path).and_then(|p| link_fd(file, libc::AT_FDCWD, &p)) {
             Ok(()) => return Ok(path),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
-            Err(e) => return Err(VolumeError::io(format!("linking {}", path.display()), e)),
+            Err(e) => {
+                return Err(VolumeServerError::io(
+                    format!("linking {}", path.display()),
+                    e,
+                ))
+            }
         }
     }
 }
@@ -325,10 +335,10 @@ fn cstring(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-fn rename_error(from: &Path, to: &Path, e: io::Error) -> VolumeError {
+fn rename_error(from: &Path, to: &Path, e: io::Error) -> VolumeServerError {
     match e.kind() {
-        io::ErrorKind::IsADirectory => VolumeError::Conflict("the path is a directory"),
-        _ => VolumeError::io(
+        io::ErrorKind::IsADirectory => VolumeServerError::Conflict("the path is a directory"),
+        _ => VolumeServerError::io(
             format!("renaming {} to {}", from.display(), to.display()),
             e,
         ),
@@ -424,7 +434,7 @@ mod tests {
             let mut t = TempFile::create(kind, d, &temp).unwrap();
             t.write(b"x").unwrap();
             let err = t.place(&dir.join("sub"), d, "sub", &temp).unwrap_err();
-            assert!(matches!(err, VolumeError::Conflict(_)), "{err:?}");
+            assert!(matches!(err, VolumeServerError::Conflict(_)), "{err:?}");
             drop(t);
             assert!(names(&temp).is_empty());
         }

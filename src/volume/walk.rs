@@ -26,7 +26,7 @@
 //! of [`QUEUED`] pieces that the walker waits on when the client reads slowly. A client
 //! that goes away stops the walk.
 //!
-//! Native volumes advertise the endpoint with [`HEADER`] on their directory listings,
+//! Native volumes advertise the endpoint with [`super::listing::HEADER`] on their directory listings,
 //! so a client can use it where it exists and fall back to listings (nginx) elsewhere.
 
 use std::fs;
@@ -39,13 +39,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::error::{blocking, VolumeError};
+use super::error::{blocking, VolumeServerError};
 use super::listing::Entry;
 use super::path::VolumePath;
 use super::root::Root;
-
-/// Response header on a native volume's directory listings announcing `/-/walk/`.
-pub const HEADER: &str = "x-hoard-walk";
 
 /// Bytes of output gathered before they are handed to the connection.
 const CHUNK: usize = 32 << 10;
@@ -55,9 +52,9 @@ const QUEUED: usize = 4;
 
 /// Answers `GET /-/walk/<path>`: `path` must name an existing directory (with a trailing
 /// `/`; without one the answer is 404).
-pub async fn walk(root: &Root, path: &VolumePath) -> Result<Response, VolumeError> {
+pub async fn walk(root: &Root, path: &VolumePath) -> Result<Response, VolumeServerError> {
     if !path.names_dir() {
-        return Err(VolumeError::NotFound);
+        return Err(VolumeServerError::NotFound);
     }
     let start = {
         let (root, path) = (root.clone(), path.clone());
@@ -65,9 +62,12 @@ pub async fn walk(root: &Root, path: &VolumePath) -> Result<Response, VolumeErro
             let dir = root.existing(&path)?;
             match fs::metadata(&dir) {
                 Ok(m) if m.is_dir() => Ok(dir),
-                Ok(_) => Err(VolumeError::NotFound),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(VolumeError::NotFound),
-                Err(e) => Err(VolumeError::io(format!("inspecting {}", dir.display()), e)),
+                Ok(_) => Err(VolumeServerError::NotFound),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(VolumeServerError::NotFound),
+                Err(e) => Err(VolumeServerError::io(
+                    format!("inspecting {}", dir.display()),
+                    e,
+                )),
             }
         })
         .await?

@@ -38,7 +38,7 @@ use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 
-use super::error::{blocking, VolumeError};
+use super::error::{blocking, VolumeServerError};
 use super::inflight::Ticket;
 use super::path::VolumePath;
 use super::root::{MadeDirs, Root};
@@ -63,9 +63,11 @@ pub async fn put(
     fsync: bool,
     path: &VolumePath,
     mut body: Body,
-) -> Result<PutOutcome, VolumeError> {
+) -> Result<PutOutcome, VolumeServerError> {
     let Some((parents, name)) = path.split_last().filter(|_| !path.names_dir()) else {
-        return Err(VolumeError::Conflict("cannot PUT to a directory path"));
+        return Err(VolumeServerError::Conflict(
+            "cannot PUT to a directory path",
+        ));
     };
     let (first, more) = next_chunk(&mut body).await?;
     let mut bytes = first.len() as u64;
@@ -112,10 +114,10 @@ pub async fn put(
 
 /// Reads up to [`WRITE_CHUNK`] bytes of `body` (more if one frame is larger); the flag
 /// is false when the body ended.
-async fn next_chunk(body: &mut Body) -> Result<(Bytes, bool), VolumeError> {
+async fn next_chunk(body: &mut Body) -> Result<(Bytes, bool), VolumeServerError> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(VolumeError::Body)?.into_data() else {
+        let Ok(data) = frame.map_err(VolumeServerError::Body)?.into_data() else {
             continue; // trailers
         };
         if buf.is_empty() && data.len() >= WRITE_CHUNK {
@@ -142,7 +144,7 @@ struct Upload {
 
 impl Upload {
     /// Creates the parent directories and the temp file.
-    fn start(root: &Root, parents: &[String], name: &str) -> Result<Self, VolumeError> {
+    fn start(root: &Root, parents: &[String], name: &str) -> Result<Self, VolumeServerError> {
         let dir = root.make_dirs(parents)?;
         let target = dir.path.join(name);
         let temp_dir = root.temp_dir();
@@ -159,7 +161,7 @@ impl Upload {
 
     /// Syncs the data, renames it into place and syncs the directories; true when the
     /// file did not exist before.
-    fn finish(mut self, fsync: bool) -> Result<bool, VolumeError> {
+    fn finish(mut self, fsync: bool) -> Result<bool, VolumeServerError> {
         self.temp.seal();
         if fsync {
             self.temp.sync()?;
@@ -172,7 +174,7 @@ impl Upload {
         let created = self
             .ticket
             .finish(|| temp.place(target, dir, name, temp_dir))
-            .ok_or(VolumeError::Conflict(
+            .ok_or(VolumeServerError::Conflict(
                 "upload cancelled by a later DELETE or PUT of the path",
             ))??;
         if fsync {
@@ -193,8 +195,8 @@ fn dir_of(made: &MadeDirs) -> Dir<'_> {
 }
 
 /// fsyncs a directory, making the names it holds durable. Blocking.
-pub fn sync_dir(dir: &Path) -> Result<(), VolumeError> {
+pub fn sync_dir(dir: &Path) -> Result<(), VolumeServerError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| VolumeError::io(format!("syncing directory {}", dir.display()), e))
+        .map_err(|e| VolumeServerError::io(format!("syncing directory {}", dir.display()), e))
 }

@@ -290,7 +290,7 @@ fn overview(app: &App, req: &Request) -> Overview {
     Overview {
         version: env!("CARGO_PKG_VERSION"),
         uptime_s: app.started.elapsed().as_secs(),
-        now_ms: crate::index::now_ms(),
+        now_ms: crate::clock::now_ms(),
         auth_mode: match app.cfg.safety.auth.mode() {
             AuthMode::None => "none",
             AuthMode::Writes => "writes",
@@ -352,7 +352,7 @@ fn key(app: &App, query: &str) -> Result<KeyView, ApiError> {
         None
     } else if app.cfg.safety.auth.signs_urls() {
         app.store
-            .locate(&key)
+            .locate_local(&key)
             .ok()
             .flatten()
             .map(|at| super::read::public_url(app, &at))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::index::now_ms;
+use crate::clock::now_ms;
 use crate::server::App;
 use crate::telemetry::{latency_buckets, TallySnapshot, INDEX_TALLY};
 

@@ -6,7 +6,7 @@
 //! sees a broken transfer, never a clean end. Memory: one chunk held.
 //!
 //! Used by the native volume (whole-file GETs against the checksum stored with the file,
-//! `volume::checksum`) and by the index's proxied reads (`Store::open`, against the
+//! [`super::checksum`]) and by the index's proxied reads (`Store::open`, against the
 //! record's md5).
 
 use std::io;

@@ -1,0 +1,9 @@
+//! The one wall clock: command timestamps, job and site-replication times, health
+//! ages, S3 dates.
+
+/// Milliseconds since the Unix epoch (0 if the system clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
