@@ -91,6 +91,7 @@ def main():
         return "not supported"
 
     order = sorted(groups.items(), key=lambda kv: (["supported", "partial", "not supported"].index(verdict(kv[1])), kv[0]))
+    order = [(f, g) for f, g in order if g["passed"] or g["failed"]]
     for feature, g in order:
         print(f"| {feature} | {len(g['passed'])} | {len(g['failed'])} | {verdict(g)} |")
     print()
@@ -98,8 +99,10 @@ def main():
     print()
     for feature, g in order:
         if g["failed"] and g["passed"]:
-            names = ", ".join(f"`{n}`" for n in sorted(g["failed"]))
-            print(f"* **{feature}**: {names}")
+            failed = sorted(g["failed"])
+            names = ", ".join(f"`{n}`" for n in failed[:15])
+            more = f" and {len(failed) - 15} more" if len(failed) > 15 else ""
+            print(f"* **{feature}**: {names}{more}")
     print()
 
 
