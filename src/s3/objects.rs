@@ -360,18 +360,23 @@ pub async fn get(
     Ok(S3Response::new(output))
 }
 
+/// The record of object `object` in `bucket` (which must exist), or `NoSuchKey`.
+fn object_record(store: &Store, bucket: &str, object: &str) -> S3Result<Record> {
+    require(store, bucket)?;
+    let key = object_key(bucket, object)?;
+    store
+        .record(&key)
+        .map_err(store_error)?
+        .ok_or_else(|| s3_error!(NoSuchKey))
+}
+
 /// HeadObject.
 pub async fn head(
     store: &Arc<Store>,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
-    require(store, &input.bucket)?;
-    let key = object_key(&input.bucket, &input.key)?;
-    let record = store
-        .record(&key)
-        .map_err(store_error)?
-        .ok_or_else(|| s3_error!(NoSuchKey))?;
+    let record = object_record(store, &input.bucket, &input.key)?;
     let meta = ObjectMeta::decode(&record.meta);
     let tag = etag(&record, &meta);
     let modified = timestamp(record.changed_ms);
@@ -599,12 +604,7 @@ pub async fn attributes(
     req: S3Request<GetObjectAttributesInput>,
 ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
     let input = req.input;
-    require(store, &input.bucket)?;
-    let key = object_key(&input.bucket, &input.key)?;
-    let record = store
-        .record(&key)
-        .map_err(store_error)?
-        .ok_or_else(|| s3_error!(NoSuchKey))?;
+    let record = object_record(store, &input.bucket, &input.key)?;
     let meta = ObjectMeta::decode(&record.meta);
     // One header, `x-amz-object-attributes: ETag,ObjectSize`: split what s3s passes on.
     let wanted = |a: &str| {
