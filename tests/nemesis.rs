@@ -457,6 +457,9 @@ impl Run {
         if fault != Fault::Flap {
             tokio::time::sleep(held).await;
         }
+        if matches!(fault, Fault::LeaderCut | Fault::OneWay) {
+            self.probe_cut_off_leader(leader).await;
+        }
         // Measured while the old leader is still out of the way.
         let failover = if fault.deposes_leader() {
             Some(self.wait_failover(load, at, self.label(leader)).await)
@@ -510,6 +513,45 @@ impl Run {
         let t = Instant::now();
         load.wait_created_after(t, 5, |_| true).await;
         self.fault_windows.push((injected, Instant::now()));
+    }
+
+    /// A leader cut off for longer than [`FAULT_MS`]'s shortest fault knows it has lost
+    /// its quorum: it must fail a write and a read at once, saying so (503), rather than
+    /// hold them until its wait limit — clients cannot tell a held request from a slow
+    /// one. Probes with a key of its own (not in the load's history).
+    async fn probe_cut_off_leader(&mut self, leader: u64) {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let url = format!(
+            "{}/nemesis-probe/{}/{leader}",
+            self.cluster.url(leader),
+            self.prefix
+        );
+        for (what, req) in [
+            ("PUT", http.put(&url).body("probe")),
+            ("GET", http.get(&url)),
+        ] {
+            let answer = match req.send().await {
+                Ok(r) => (r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => {
+                    let msg = format!("{what} to cut-off leader {leader}: {e}");
+                    self.report.anomaly("cut-off leader held a request", msg);
+                    continue;
+                }
+            };
+            if answer.0 != reqwest::StatusCode::SERVICE_UNAVAILABLE
+                || !answer.1.contains("lost its quorum")
+            {
+                let msg = format!(
+                    "{what} to cut-off leader {leader}: {} {}",
+                    answer.0, answer.1
+                );
+                self.report.anomaly("cut-off leader held a request", msg);
+            }
+        }
     }
 
     /// Records the terms that began between `from` and `to` outside every fault's

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::auth::{Auth, AuthMode};
+use crate::index::IndexError;
 use crate::store::{PutOptions, Store, StoreError};
 
 /// What the handlers share.
@@ -55,6 +56,9 @@ impl From<StoreError> for Failure {
             StoreError::Exists | StoreError::Protected => StatusCode::FORBIDDEN,
             StoreError::Conflict => StatusCode::CONFLICT,
             StoreError::Empty => StatusCode::BAD_REQUEST,
+            // No leader, or a leader without its quorum: another member (or a
+            // moment later) can serve; the message says whether it was applied.
+            StoreError::Index(IndexError::Replication(_)) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
             StoreError::Volume(_) => StatusCode::BAD_GATEWAY,
             StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

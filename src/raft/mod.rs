@@ -84,6 +84,11 @@ const ELECTION_MAX_MS: u64 = 800;
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
 /// Pause between retries while there is no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long a leader may go without any quorum acknowledging it before it stops taking
+/// requests (etcd's CheckQuorum): twice the followers' leader lease, after which they
+/// may well have elected another leader. Requests then fail at once, so clients move
+/// on to a member that can serve them, instead of waiting out [`WAIT_LIMIT`].
+const QUORUM_LOST_MS: u64 = 2 * ELECTION_MAX_MS;
 
 /// `hoard server` options of an index cluster.
 #[derive(Debug, Clone, clap::Args)]
@@ -369,6 +374,39 @@ impl RaftNode {
         Some((leader, addr))
     }
 
+    /// On a leader no quorum has acknowledged for over [`QUORUM_LOST_MS`]: how long it
+    /// has been. `None` on a leader in touch with a quorum, and on other members.
+    fn quorum_lost_for(&self) -> Option<u64> {
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
+        let silent = m.millis_since_quorum_ack?;
+        (m.state == ServerState::Leader && silent > QUORUM_LOST_MS).then_some(silent)
+    }
+
+    /// Resolves once this member leads without a quorum ([`RaftNode::quorum_lost_for`]),
+    /// with how long it has; never while it is in touch with one or does not lead.
+    /// (openraft reports its metrics on every tick, so this notices within one.)
+    async fn quorum_lost(&self) -> u64 {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(ms) = self.quorum_lost_for() {
+                return ms;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// The error of a leader without a quorum; `outcome` says what became of the request.
+    fn no_quorum(ms: u64, outcome: &str) -> IndexError {
+        metrics::counter!("hoard_raft_quorum_lost_total").increment(1);
+        IndexError::Replication(format!(
+            "this member leads but no majority has answered it for {ms} ms (cut off?): \
+             it lost its quorum; {outcome}"
+        ))
+    }
+
     /// Waits until this node has applied the log up to `index`.
     async fn applied_at_least(&self, index: u64) -> Result<(), IndexError> {
         self.raft
@@ -393,10 +431,17 @@ impl RaftNode {
             metrics::counter!("hoard_raft_read_index_total", "by" => "lease").increment(1);
             return Ok(Some(index));
         }
+        if let Some(ms) = self.quorum_lost_for() {
+            return Err(Self::no_quorum(ms, "ask another member"));
+        }
         metrics::counter!("hoard_raft_read_index_total", "by" => "quorum").increment(1);
         // Taken before the quorum is asked: its acknowledgement comes after this.
         let round = lease::Lease::round(self.raft.metrics().borrow().current_term);
-        match self.raft.get_read_log_id().await {
+        let read = tokio::select! {
+            read = self.raft.get_read_log_id() => read,
+            ms = self.quorum_lost() => return Err(Self::no_quorum(ms, "ask another member")),
+        };
+        match read {
             Ok((read, _applied)) => {
                 self.lease.confirm(round);
                 Ok(Some(read.map_or(0, |l| l.index)))
@@ -488,7 +533,11 @@ impl RaftNode {
                 }
                 std::mem::take(&mut state.waiting)
             };
-            let result = self.fetch_read_index().await.map_err(|e| e.to_string());
+            // Each waiting read wraps the message again (`IndexError::Replication`).
+            let result = self.fetch_read_index().await.map_err(|e| match e {
+                IndexError::Replication(why) => why,
+                other => other.to_string(),
+            });
             for w in waiting {
                 let _ = w.send(result.clone());
             }
@@ -569,11 +618,21 @@ impl Replicator for RaftNode {
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
             loop {
-                // A leader cut off from the majority cannot commit: bounded, the
-                // outcome is unknown (the entry may still commit if it reached a
-                // majority).
+                // A leader cut off from the majority cannot commit: it fails the
+                // command at once when it has known so for a while, and in any case
+                // by the deadline — then the outcome is unknown (the entry may still
+                // commit if it reached a majority).
+                if let Some(ms) = self.quorum_lost_for() {
+                    return Err(Self::no_quorum(ms, "the command was not applied"));
+                }
                 let here = tokio::time::timeout_at(deadline, self.propose_here(cmd.clone()));
-                match here.await {
+                let here = tokio::select! {
+                    here = here => here,
+                    ms = self.quorum_lost() => {
+                        return Err(Self::no_quorum(ms, "the outcome is unknown"))
+                    }
+                };
+                match here {
                     Ok(answer) => {
                         if let Some((applied, _)) = answer? {
                             return Ok(applied);

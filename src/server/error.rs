@@ -53,6 +53,9 @@ pub fn store_status(e: &StoreError) -> StatusCode {
         StoreError::Exists | StoreError::Protected => StatusCode::FORBIDDEN,
         StoreError::Conflict => StatusCode::CONFLICT,
         StoreError::Empty => StatusCode::LENGTH_REQUIRED,
+        // No leader, or a leader without its quorum: another member (or a
+        // moment later) can serve; the message says whether it was applied.
+        StoreError::Index(IndexError::Replication(_)) => StatusCode::SERVICE_UNAVAILABLE,
         StoreError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
         StoreError::Volume(_) => StatusCode::BAD_GATEWAY,
         StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
