@@ -286,6 +286,10 @@ fn describe() {
         "Changes received from other sites: applied, superseded (older or already held), failed"
     );
     describe_counter!(
+        "hoard_raft_campaigns_ahead_total",
+        "Elections this member started past a candidate whose log was behind its own"
+    );
+    describe_counter!(
         "hoard_raft_quorum_lost_total",
         "Requests this member failed at once because it led without a quorum (cut off)"
     );

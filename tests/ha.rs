@@ -418,3 +418,103 @@ async fn harness_self_test_on_one_index() {
         other => panic!("a lost write was not caught: {other:?}"),
     }
 }
+
+/// Sends `sig` to member `id`.
+fn signal(c: &IndexCluster, id: u64, sig: libc::c_int) {
+    let pid = c.nodes[&id].proc.pid().expect("member running");
+    // SAFETY: kill(2) on a child we started and have not reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// The value of counter `name` in member `id`'s metrics (absent: 0 — the counter
+/// appears with its first increment).
+async fn counter(c: &IndexCluster, id: u64, name: &str) -> u64 {
+    let text = http()
+        .get(format!("{}/-/metrics", c.url(id)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// The leader dies while one follower lags: the follower behind campaigns first (it
+/// cannot win: its log is shorter), and the follower ahead must not lose a second
+/// election round to the term the first took (raft/campaign.rs). The follower ahead
+/// leads, having campaigned past that term, and every acknowledged write is there.
+/// Prints how long the failover took (a figure, not a bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_ahead_wins_past_a_candidate_behind() {
+    let _serial = SERIAL.lock().await;
+    let c = start(Links::Direct).await;
+    let (leader, term) = c.leader().await;
+    let followers: Vec<u64> = c.ids().into_iter().filter(|&i| i != leader).collect();
+    let (behind, ahead) = (followers[0], followers[1]);
+    signal(&c, behind, libc::SIGSTOP);
+    let paused = Instant::now();
+    let client = http();
+    let mut written = Vec::new();
+    // Writes the paused follower misses; and long enough paused that its election
+    // timer has run out (openraft's timers are durations: 0.8 s lease + ≤ 0.8 s), so
+    // it campaigns as soon as it runs again.
+    let mut i = 0;
+    while written.len() < 5 || paused.elapsed() < Duration::from_secs(2) {
+        let key = format!("/ahead/{i}");
+        let resp = client
+            .put(format!("{}{key}", c.url(leader)))
+            .body(format!("v{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::CREATED, "PUT {key}");
+        written.push(key);
+        i += 1;
+    }
+    let before = counter(&c, ahead, "hoard_raft_campaigns_ahead_total").await;
+    signal(&c, leader, libc::SIGSTOP);
+    signal(&c, behind, libc::SIGCONT);
+    let t = Instant::now();
+    let (new, new_term) = c.wait_leader_among(&followers).await;
+    println!(
+        "leader {leader} (term {term}) paused; node {new} leads in term {new_term} after {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(new, ahead, "only the follower with every entry can win");
+    let after = counter(&c, ahead, "hoard_raft_campaigns_ahead_total").await;
+    assert!(
+        after > before,
+        "node {ahead} did not campaign past the candidate behind it (term {new_term})"
+    );
+    signal(&c, leader, libc::SIGCONT);
+    let st = c.wait_converged(&c.ids()).await;
+    assert_eq!(st.leader_id, Some(ahead));
+    for id in c.ids() {
+        for (n, key) in written.iter().enumerate() {
+            let resp = client
+                .get(format!("{}{key}", c.url(id)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.status(),
+                reqwest::StatusCode::FOUND,
+                "{key} on node {id}"
+            );
+            let body = client
+                .get(resp.headers()["location"].to_str().unwrap())
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert_eq!(body, format!("v{n}"), "{key} on node {id}");
+        }
+    }
+}

@@ -81,14 +81,24 @@ pub async fn handle(
     }
     match name {
         "append" => match super::wire::decode_append(&bytes) {
-            Ok(req) => axum::Json(node.raft.append_entries(req).await).into_response(),
+            Ok(req) => {
+                node.ahead.heard_leader();
+                axum::Json(node.raft.append_entries(req).await).into_response()
+            }
             Err(e) => (
                 StatusCode::BAD_REQUEST,
                 format!("bad append request: {e}\n"),
             )
                 .into_response(),
         },
-        "vote" => axum::Json(node.raft.vote(parse!()).await).into_response(),
+        "vote" => {
+            let req: openraft::raft::VoteRequest<u64> = parse!();
+            let resp = node.raft.vote(req.clone()).await;
+            if let (Ok(resp), Some(me)) = (&resp, node.me.upgrade()) {
+                super::campaign::Ahead::answered(&me, &req, resp);
+            }
+            axum::Json(resp).into_response()
+        }
         "snapshot" => axum::Json(node.raft.install_snapshot(parse!()).await).into_response(),
         "propose" => {
             let cmd: Command = parse!();

@@ -27,6 +27,7 @@
 
 pub mod api;
 mod batch;
+mod campaign;
 mod lease;
 pub mod log_store;
 pub mod members;
@@ -207,6 +208,8 @@ pub struct RaftNode {
     me: std::sync::Weak<RaftNode>,
     /// Groups this leader's proposals into log entries.
     batcher: batch::Batcher,
+    /// Refused candidates and the last word from a leader ([`campaign`]).
+    ahead: campaign::Ahead,
 }
 
 /// Reads waiting for the next read-index round, and whether a round is running.
@@ -274,6 +277,7 @@ impl RaftNode {
             lease: lease::Lease::default(),
             me: me.clone(),
             batcher: batch::Batcher::start(raft.clone(), lease_seed(me.clone())),
+            ahead: campaign::Ahead::default(),
             raft,
         });
         if cfg.join {

@@ -45,6 +45,25 @@ impl VolumeError {
     }
 }
 
+/// Why a probe of a volume server got no good answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMiss {
+    /// No answer within `--voltimeout`: down, or only busy.
+    Slow,
+    /// Refused, reset, or answered with an error: not serving.
+    Failed,
+}
+
+impl ProbeMiss {
+    fn of(e: &VolumeError) -> ProbeMiss {
+        match e {
+            VolumeError::Timeout { .. } => ProbeMiss::Slow,
+            VolumeError::Transport { source, .. } if source.is_timeout() => ProbeMiss::Slow,
+            _ => ProbeMiss::Failed,
+        }
+    }
+}
+
 /// What a successful probe learned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Probe {
@@ -186,31 +205,41 @@ impl VolumeClient {
         }
     }
 
-    /// Probes the volume server `server` (`host:port`): `None` when it does not answer
-    /// in time. A native volume reports its disk space on `GET /-/health`; any other
-    /// server (nginx) counts as up when `HEAD /` succeeds.
-    pub async fn probe(&self, server: &str) -> Option<Probe> {
+    /// Probes the volume server `server` (`host:port`). A native volume reports its
+    /// disk space on `GET /-/health`; any other server (nginx) counts as up when
+    /// `HEAD /` succeeds. The miss says whether the server was only slow (no answer
+    /// within `--voltimeout`) or failed (refused, reset, an error status).
+    pub async fn probe(&self, server: &str) -> Result<Probe, ProbeMiss> {
         let url = format!("http://{server}/-/health");
-        let resp = self
+        match self
             .small(self.request(reqwest::Method::GET, &url), &url)
             .await
-            .ok()?;
-        if resp.status().is_success() {
-            let body = tokio::time::timeout(self.timeout, resp.json::<VolumeHealth>()).await;
-            if let Ok(Ok(h)) = body {
-                return Some(Probe {
-                    disk_free: Some(h.disk.free_bytes),
-                    disk_total: Some(h.disk.total_bytes),
-                });
+        {
+            Ok(resp) if resp.status().is_success() => {
+                let body = tokio::time::timeout(self.timeout, resp.json::<VolumeHealth>()).await;
+                match body {
+                    Ok(Ok(h)) => {
+                        return Ok(Probe {
+                            disk_free: Some(h.disk.free_bytes),
+                            disk_total: Some(h.disk.total_bytes),
+                        })
+                    }
+                    Err(_) => return Err(ProbeMiss::Slow),
+                    // Not a native volume's health: try as a plain server below.
+                    Ok(Err(_)) => {}
+                }
             }
+            Ok(_) => {}
+            Err(e) => return Err(ProbeMiss::of(&e)),
         }
         let url = format!("http://{server}/");
         match self
             .small(self.request(reqwest::Method::HEAD, &url), &url)
             .await
         {
-            Ok(r) if r.status().is_success() => Some(Probe::default()),
-            _ => None,
+            Ok(r) if r.status().is_success() => Ok(Probe::default()),
+            Ok(_) => Err(ProbeMiss::Failed),
+            Err(e) => Err(ProbeMiss::of(&e)),
         }
     }
 

@@ -2,16 +2,18 @@
 //! health check.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use super::client::{Probe, VolumeClient};
+use super::client::{Probe, ProbeMiss, VolumeClient};
 use crate::clock::now_ms;
 use crate::placement::server_of;
 
 /// How often each volume server is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Slow probes in a row (no answer within `--voltimeout`) after which a volume is down.
+pub const SLOW_PROBES_DOWN: u32 = 2;
 
 /// How often a wait on volumes looks at their health ([`Health::first_down`]).
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -19,6 +21,8 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 struct ServerState {
     up: AtomicBool,
+    /// Probes in a row that got no answer in time.
+    slow: AtomicU32,
     last_seen_ms: AtomicU64,
     /// Free / total disk bytes; `u64::MAX` = unknown (nginx volumes do not say).
     disk_free: AtomicU64,
@@ -35,6 +39,7 @@ pub struct Health {
 fn new_state() -> Arc<ServerState> {
     Arc::new(ServerState {
         up: AtomicBool::new(true),
+        slow: AtomicU32::new(0),
         last_seen_ms: AtomicU64::new(0),
         disk_free: AtomicU64::new(u64::MAX),
         disk_total: AtomicU64::new(u64::MAX),
@@ -88,12 +93,27 @@ impl Health {
             .is_none_or(|s| s.up.load(Ordering::Relaxed))
     }
 
-    /// Records the outcome of probing `server`: `Some` when it answered.
-    pub fn report(&self, server: &str, probe: Option<Probe>) {
+    /// Records the outcome of probing `server`. A server that fails a probe is down at
+    /// once; one that is only slow (no answer within `--voltimeout`) is down after
+    /// [`SLOW_PROBES_DOWN`] slow probes in a row — one late answer on a busy machine is
+    /// not an outage, and marking a volume down fails the writes in flight to it.
+    pub fn report(&self, server: &str, probe: Result<Probe, ProbeMiss>) {
         let Some(s) = self.read().get(server).cloned() else {
             return;
         };
-        let up = probe.is_some();
+        let slow = match probe {
+            Err(ProbeMiss::Slow) => s.slow.fetch_add(1, Ordering::Relaxed) + 1,
+            _ => {
+                s.slow.store(0, Ordering::Relaxed);
+                0
+            }
+        };
+        let up = match probe {
+            Ok(_) => true,
+            Err(ProbeMiss::Failed) => false,
+            Err(ProbeMiss::Slow) => slow < SLOW_PROBES_DOWN && s.up.load(Ordering::Relaxed),
+        };
+        let probe = probe.ok();
         let was = s.up.swap(up, Ordering::Relaxed);
         let label = server.to_string();
         metrics::gauge!("hoard_volume_up", "volume" => label.clone()).set(f64::from(u8::from(up)));

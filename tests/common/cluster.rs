@@ -27,18 +27,10 @@ pub fn hoard_bin() -> &'static str {
 
 pub use super::free_port;
 
-/// `n` consecutive ports that are all free right now, below the kernel's ephemeral
-/// range (32768 and up): a client connection (or `free_port`) of a test running beside
-/// this one never takes one of them before the caller binds it.
+/// `n` consecutive ports, free now and reserved for this process until it exits
+/// (see `ports`).
 pub fn free_port_run(n: u16) -> u16 {
-    for _ in 0..500 {
-        let base = 20000 + fastrand::u16(..12000 - n);
-        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no run of {n} free ports");
+    super::ports::reserve(n)
 }
 
 /// Blocks until `addr` accepts TCP connections (works for HTTP and HTTPS), or panics

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,13 +13,11 @@ use std::time::{Duration, Instant};
 /// How long a freshly started process gets to answer its first request.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A port that was free a moment ago (bind 127.0.0.1:0, read it, release it). Another
-/// process may take it before we do: callers retry with a new one.
+/// A port for a server this test starts: free now, and reserved for this process
+/// until it exits (see [`ports`]), so nothing else takes it before or after the server
+/// binds it — a server restarted later gets it back.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    ports::reserve(1)
 }
 
 /// Polls `url` (`http://host:port/path`) with `HEAD` until it answers, and returns the
@@ -285,6 +283,7 @@ pub mod frontends;
 pub mod ha;
 pub mod history;
 pub mod netns;
+pub mod ports;
 pub mod proxy;
 pub mod workload;
 
