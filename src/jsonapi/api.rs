@@ -53,7 +53,7 @@ impl From<StoreError> for Failure {
             }
             StoreError::NotFound => StatusCode::NOT_FOUND,
             StoreError::Exists | StoreError::Protected => StatusCode::FORBIDDEN,
-            StoreError::Conflict => StatusCode::CONFLICT,
+            StoreError::Conflict | StoreError::Superseded => StatusCode::CONFLICT,
             StoreError::Empty => StatusCode::BAD_REQUEST,
             StoreError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
             StoreError::Volume(_) => StatusCode::BAD_GATEWAY,

@@ -51,7 +51,7 @@ pub fn store_status(e: &StoreError) -> StatusCode {
         }
         StoreError::NotFound => StatusCode::NOT_FOUND,
         StoreError::Exists | StoreError::Protected => StatusCode::FORBIDDEN,
-        StoreError::Conflict => StatusCode::CONFLICT,
+        StoreError::Conflict | StoreError::Superseded => StatusCode::CONFLICT,
         StoreError::Empty => StatusCode::LENGTH_REQUIRED,
         StoreError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
         StoreError::Volume(_) => StatusCode::BAD_GATEWAY,

@@ -11,10 +11,10 @@
 //!   receiver is idempotent.
 //! * [`receive`]: the endpoint a site ships to. It applies a change through the store
 //!   core (`put_with(replace)`, `unlink`, `delete`) if it is newer than what the key
-//!   holds — **last writer wins by origin commit time, ties broken by the larger site
-//!   id** — and announces it first (`FeedCommand::Expect`) so the resulting change is
-//!   recorded as remote and never shipped on: two sites replicating to each other make
-//!   no loop.
+//!   holds — **the highest hybrid-logical-clock version wins, ties broken by the
+//!   larger site id** (`crate::index::hlc`), decided in the index's state machine
+//!   (`Command::Remote`) — and records it with its version, never shipped on: two
+//!   sites replicating to each other make no loop.
 
 pub mod receive;
 mod ship;
@@ -30,16 +30,18 @@ pub use ship::start;
 
 /// URL path prefix of the receiving endpoint; the key follows.
 pub const APPLY_PATH: &str = "/-/sites/apply";
-/// Request header: the origin site's id.
-pub const SITE_HEADER: &str = "hoard-site";
-/// Request header: the origin commit time of the change, unix ms.
-pub const TIME_HEADER: &str = "hoard-site-time";
+/// Request header: the change's version at its origin, `ms.n.site`
+/// (`crate::index::hlc::Hlc::header`).
+pub const VERSION_HEADER: &str = "hoard-site-version";
+/// Request header of a PUT: the value's front-end metadata (content type, user
+/// metadata, multipart ETag — `Record::meta`), base64; absent when none.
+pub const META_HEADER: &str = "hoard-site-meta";
 /// Request header of a PUT: `live` or `unlinked`.
 pub const STATE_HEADER: &str = "hoard-site-state";
 /// Request header of a PUT: the value's md5 (hex), when known.
 pub const MD5_HEADER: &str = "hoard-site-md5";
-/// Request header of a PUT without a body: the receiver already holds the bytes (same
-/// md5 and size); adopt the state and version only.
+/// Request header of a PUT without a body, state `unlinked`: the receiver holds the
+/// live value of this very version; unlink it.
 pub const REUSE_HEADER: &str = "hoard-site-reuse";
 
 /// Replication settings.
