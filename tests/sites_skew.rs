@@ -116,6 +116,8 @@ struct Event {
 }
 
 type History = std::sync::Arc<std::sync::Mutex<Vec<Event>>>;
+/// Answers no case allows, found while the load ran.
+type Problems = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 fn record(h: &History, e: Event) {
     h.lock().unwrap().push(e);
@@ -126,23 +128,42 @@ fn s3_put(key: &str, body: &str, site: &str) -> Value {
            "meta": {"site": site, "body": body}})
 }
 
-/// Native `DELETE` then `PUT` of `/skew/<key>`; whether the PUT was stored.
-async fn native_replace(base: &str, key: &str, body: &str) -> bool {
+/// Native `DELETE` then `PUT` of `/skew/<key>`: whether the PUT was stored, or the
+/// unexpected answer (recorded as a problem; the write may or may not have happened).
+async fn native_replace(base: &str, key: &str, body: &str) -> Result<bool, String> {
     let url = format!("{base}/skew/{key}");
     let del = client().delete(&url).send().await.unwrap().status();
-    assert!(matches!(del.as_u16(), 204 | 404 | 409), "DELETE {url}: {del}");
-    let put = client().put(&url).body(body.to_string()).send().await.unwrap();
+    if !matches!(del.as_u16(), 204 | 404 | 409) {
+        return Err(format!("DELETE {url}: {del}"));
+    }
+    let put = client()
+        .put(&url)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
     // 403: written again meanwhile (by replication); 409: a write in flight.
-    let status = put.status();
-    assert!(matches!(status.as_u16(), 201 | 403 | 409), "PUT {url}: {status}");
-    status == StatusCode::CREATED
+    match put.status().as_u16() {
+        201 => Ok(true),
+        403 | 409 => Ok(false),
+        s => Err(format!(
+            "PUT {url}: {s} {}",
+            put.text().await.unwrap_or_default()
+        )),
+    }
 }
 
-async fn native_delete(base: &str, key: &str) -> bool {
+async fn native_delete(base: &str, key: &str) -> Result<bool, String> {
     let url = format!("{base}/skew/{key}");
-    let status = client().delete(&url).send().await.unwrap().status();
-    assert!(matches!(status.as_u16(), 204 | 404 | 409), "DELETE {url}: {status}");
-    status == StatusCode::NO_CONTENT
+    let resp = client().delete(&url).send().await.unwrap();
+    match resp.status().as_u16() {
+        204 => Ok(true),
+        404 | 409 => Ok(false),
+        s => Err(format!(
+            "DELETE {url}: {s} {}",
+            resp.text().await.unwrap_or_default()
+        )),
+    }
 }
 
 /// The version a site holds for `key` (`None`: never seen), from the sites endpoint.
@@ -159,11 +180,18 @@ async fn version(site: &Site, key: &str) -> Option<Value> {
 /// What a site holds for each key: the S3 view (existence, md5, body, type, metadata)
 /// and the version.
 async fn snapshot(site: &Site, keys: &[String]) -> BTreeMap<String, (Value, Option<Value>)> {
-    let ops = keys.iter().map(|k| json!({"op": "state", "key": k})).collect();
+    let ops = keys
+        .iter()
+        .map(|k| json!({"op": "state", "key": k}))
+        .collect();
     let states = s3_ops(&site.s3, ops).await;
     let mut out = BTreeMap::new();
     for (key, mut state) in keys.iter().zip(states) {
-        assert_eq!(state["ok"], true, "state of {key} on {}: {state}", site.name);
+        assert_eq!(
+            state["ok"], true,
+            "state of {key} on {}: {state}",
+            site.name
+        );
         state.as_object_mut().unwrap().remove("ok");
         let v = version(site, key).await.map(|mut v| {
             // The version and whether it is a tombstone: what must agree.
@@ -177,7 +205,9 @@ async fn snapshot(site: &Site, keys: &[String]) -> BTreeMap<String, (Value, Opti
 
 async fn lag(site: &Site) -> u64 {
     let h = common::cluster::get_json(format!("{}/-/health", site.native)).await;
-    h["sites"][0]["lag"]["entries"].as_u64().expect("lag entries")
+    h["sites"][0]["lag"]["entries"]
+        .as_u64()
+        .expect("lag entries")
 }
 
 /// Waits until neither site has changes left to ship, twice in a row.
@@ -200,9 +230,23 @@ fn diverging(
     a: &BTreeMap<String, (Value, Option<Value>)>,
     b: &BTreeMap<String, (Value, Option<Value>)>,
 ) -> Vec<String> {
+    let show = |v: Option<&(Value, Option<Value>)>| match v {
+        Some((s, v)) if s["exists"] == true => format!(
+            "{} ({}, {}) at {}",
+            s["body"],
+            s["ct"],
+            s["meta"],
+            v.as_ref().map_or(Value::Null, |v| v["version"].clone())
+        ),
+        Some((_, v)) => format!(
+            "absent at {}",
+            v.as_ref().map_or(Value::Null, |v| v["version"].clone())
+        ),
+        None => "nothing".into(),
+    };
     a.iter()
         .filter(|(k, va)| b.get(*k) != Some(va))
-        .map(|(k, va)| format!("{k}: A {va:?} / B {:?}", b.get(k)))
+        .map(|(k, va)| format!("{k} differs: A {} / B {}", show(Some(va)), show(b.get(k))))
         .collect()
 }
 
@@ -249,8 +293,9 @@ async fn sites_with_skewed_clocks_converge_to_the_highest_version() {
         assert_eq!(made[0]["ok"], true, "{made:?}");
     }
     let history: History = Default::default();
+    let answers: Problems = Default::default();
     causal(&a, &b, &history).await;
-    crossing(&a, &b, &history).await;
+    crossing(&a, &b, &history, &answers).await;
     quiet(&a, &b).await;
 
     let mut keys: Vec<String> = (0..CAUSAL_KEYS).map(|k| format!("c{k}")).collect();
@@ -258,7 +303,8 @@ async fn sites_with_skewed_clocks_converge_to_the_highest_version() {
     let view_a = snapshot(&a, &keys).await;
     let view_b = snapshot(&b, &keys).await;
     let history = history.lock().unwrap().clone();
-    let mut problems = diverging(&view_a, &view_b);
+    let mut problems = answers.lock().unwrap().clone();
+    problems.extend(diverging(&view_a, &view_b));
     problems.extend(invented(&history, &view_a));
     problems.extend(causal_winners(&history, &view_a));
     assert!(
@@ -278,7 +324,8 @@ async fn causal(a: &Site, b: &Site, history: &History) {
         let body = format!("b-first-{key}");
         if k % 3 == 1 {
             let ok = native_replace(&b.native, &key, &body).await;
-            assert!(ok, "first native PUT of {key} on B");
+            assert_eq!(ok, Ok(true), "first native PUT of {key} on B");
+            let ok = true;
             record(history, event("b", "native", &key, "put", &body, ok));
         } else {
             ops_b.push(s3_put(&key, &body, "b"));
@@ -290,12 +337,18 @@ async fn causal(a: &Site, b: &Site, history: &History) {
     }
     // B's clock really runs ahead: its versions are stamped a minute or more ahead.
     let held = version(b, "c0").await.expect("B holds c0");
-    let ms = held["version"]["ms"].as_u64().or(held["ms"].as_u64()).unwrap();
+    let ms = held["version"]["ms"]
+        .as_u64()
+        .or(held["ms"].as_u64())
+        .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    assert!(ms > now + 60_000, "B's change of c0 at {ms}, now {now}: no skew");
+    assert!(
+        ms > now + 60_000,
+        "B's change of c0 at {ms}, now {now}: no skew"
+    );
     // Seen on A: its change comes after B's.
     let deadline = Instant::now() + DEADLINE;
     for k in 0..CAUSAL_KEYS {
@@ -332,7 +385,8 @@ async fn causal(a: &Site, b: &Site, history: &History) {
             }
             1 => {
                 let ok = native_replace(&a.native, &key, &body).await;
-                assert!(ok, "native delete + put of {key} on A");
+                assert_eq!(ok, Ok(true), "native delete + put of {key} on A");
+                let ok = true;
                 record(history, event("a", "native", &key, "put", &body, ok));
             }
             _ => {
@@ -366,7 +420,10 @@ fn event(
 }
 
 /// In the causal phase, A's change (the last recorded for the key) is what both hold.
-fn causal_winners(history: &[Event], view: &BTreeMap<String, (Value, Option<Value>)>) -> Vec<String> {
+fn causal_winners(
+    history: &[Event],
+    view: &BTreeMap<String, (Value, Option<Value>)>,
+) -> Vec<String> {
     let mut out = Vec::new();
     for k in 0..CAUSAL_KEYS {
         let key = format!("c{k}");
@@ -389,7 +446,7 @@ fn causal_winners(history: &[Event], view: &BTreeMap<String, (Value, Option<Valu
 
 /// Four clients — native and S3 on each site — writing and deleting the same keys at
 /// once.
-async fn crossing(a: &Site, b: &Site, history: &History) {
+async fn crossing(a: &Site, b: &Site, history: &History, answers: &Problems) {
     let mut tasks = Vec::new();
     for (site, name) in [(a, "a"), (b, "b")] {
         // S3: one batch of requests in one process.
@@ -404,9 +461,18 @@ async fn crossing(a: &Site, b: &Site, history: &History) {
         }
         let endpoint = site.s3.clone();
         let h = history.clone();
+        let p = answers.clone();
         tasks.push(tokio::spawn(async move {
             let results = s3_ops(&endpoint, ops.clone()).await;
             for (op, r) in ops.iter().zip(results) {
+                let error = r["error"].as_str().unwrap_or_default();
+                // A write in flight of the same key (OperationAborted) is an answer
+                // S3 allows; anything else is not.
+                if r["ok"] != true && !error.contains("OperationAborted") {
+                    p.lock()
+                        .unwrap()
+                        .push(format!("S3 {op} on {name}: {error}"));
+                }
                 let key = op["key"].as_str().unwrap();
                 let (kind, body) = match op["op"].as_str() {
                     Some("put") => ("put", op["body"].as_str().unwrap()),
@@ -416,28 +482,45 @@ async fn crossing(a: &Site, b: &Site, history: &History) {
             }
         }));
     }
-    let native = |site: &Site, name: &'static str, h: History| {
+    let native = |site: &Site, name: &'static str, h: History, p: Problems| {
         let base = site.native.clone();
         async move {
             for i in 0..CROSSING_OPS {
                 let key = format!("x{}", fastrand::usize(..CROSSING_KEYS));
                 if fastrand::u8(..4) == 0 {
                     let ok = native_delete(&base, &key).await;
-                    record(&h, event(name, "native", &key, "delete", "", ok));
+                    record(
+                        &h,
+                        event(name, "native", &key, "delete", "", ok == Ok(true)),
+                    );
+                    if let Err(e) = ok {
+                        p.lock().unwrap().push(e);
+                    }
                 } else {
                     let body = format!("{name}-native-{key}-{i}");
                     // Recorded before: a PUT whose answer is lost may still be stored.
                     record(&h, event(name, "native", &key, "put", &body, false));
-                    let ok = native_replace(&base, &key, &body).await;
-                    if ok {
-                        record(&h, event(name, "native", &key, "put", &body, true));
+                    match native_replace(&base, &key, &body).await {
+                        Ok(true) => record(&h, event(name, "native", &key, "put", &body, true)),
+                        Ok(false) => {}
+                        Err(e) => p.lock().unwrap().push(e),
                     }
                 }
             }
         }
     };
-    tasks.push(tokio::spawn(native(a, "a", history.clone())));
-    tasks.push(tokio::spawn(native(b, "b", history.clone())));
+    tasks.push(tokio::spawn(native(
+        a,
+        "a",
+        history.clone(),
+        answers.clone(),
+    )));
+    tasks.push(tokio::spawn(native(
+        b,
+        "b",
+        history.clone(),
+        answers.clone(),
+    )));
     for t in tasks {
         t.await.unwrap();
     }

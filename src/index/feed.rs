@@ -196,7 +196,10 @@ impl<'txn> Hook<'txn> {
         Ok(v.map_or((0, 0), |v| {
             let b = v.value();
             let n = b.get(8..12).and_then(|n| n.try_into().ok());
-            (u64_of(&b[..b.len().min(8)]), n.map_or(0, u32::from_le_bytes))
+            (
+                u64_of(&b[..b.len().min(8)]),
+                n.map_or(0, u32::from_le_bytes),
+            )
         }))
     }
 
@@ -224,7 +227,12 @@ impl<'txn> Hook<'txn> {
         map: &mut M,
         cmd: &Command,
     ) -> Result<Option<Rejection>, IndexError> {
-        let Command::Remote { key, origin: v, cmd } = cmd else {
+        let Command::Remote {
+            key,
+            origin: v,
+            cmd,
+        } = cmd
+        else {
             return Ok(None);
         };
         let here = self.here()?;
@@ -274,9 +282,12 @@ impl<'txn> Hook<'txn> {
             ) => (key, *now_ms, false, prev),
             (Command::BeginDelete { key, now_ms, .. }, Ok(prev)) => (key, *now_ms, true, prev),
             // New metadata of the same value: a change the other sites must see.
-            (Command::SetMeta { key, changed_ms, .. }, Ok(prev)) => {
-                (key, *changed_ms, false, prev)
-            }
+            (
+                Command::SetMeta {
+                    key, changed_ms, ..
+                },
+                Ok(prev),
+            ) => (key, *changed_ms, false, prev),
             // A failed write rolled back, or given up by repair (whose `Remove` then
             // finds it `deleting`): the key is gone here, so the other sites must drop
             // it too.

@@ -150,7 +150,9 @@ async fn feed_records_local_changes_only_while_a_target_exists() {
     assert_eq!((o.version, o.deleted), (hlc(6, 0, ""), true));
 
     // A remote change is recorded with its version, not fed.
-    remote_put(&index, b"/r", 9, hlc(3, 0, "other")).await.unwrap();
+    remote_put(&index, b"/r", 9, hlc(3, 0, "other"))
+        .await
+        .unwrap();
     assert_eq!(index.feed_after(2, 10).unwrap(), vec![]);
     let o = index.site_origin(b"/r").unwrap().unwrap();
     assert_eq!(o.version, hlc(3, 0, "other"));
@@ -245,7 +247,9 @@ async fn a_local_write_after_a_remote_one_from_a_fast_clock_wins() {
     let index = replicating(dir.path()).await;
     // Site b's clock runs 60 s ahead: its change carries a version a minute ahead.
     let theirs = hlc(160_000, 0, &"b".repeat(16));
-    remote_put(&index, b"/k", 100_000, theirs.clone()).await.unwrap();
+    remote_put(&index, b"/k", 100_000, theirs.clone())
+        .await
+        .unwrap();
     put(&index, b"/k", 100_500).await;
     let mine = index.site_origin(b"/k").unwrap().unwrap().version;
     assert_eq!(mine, hlc(160_000, 1, ""));
@@ -276,7 +280,9 @@ async fn a_remote_change_that_loses_changes_nothing() {
         assert_eq!(index.get(b"/k").unwrap().unwrap(), before);
     }
     // Same time and counter from a larger site id: it wins.
-    remote_put(&index, b"/k", 700, hlc(500, 0, "b")).await.unwrap();
+    remote_put(&index, b"/k", 700, hlc(500, 0, "b"))
+        .await
+        .unwrap();
     assert_eq!(index.get(b"/k").unwrap().unwrap().size, 2);
     index.close();
 }

@@ -88,15 +88,17 @@ async fn held(store: &Store, key: &[u8]) -> Response {
         let origin = store.site_origin(key).await?;
         let here = super::site_id(&store.index).await?;
         let record = store.index.get(key)?;
-        Ok::<_, StoreError>(origin.map(|o| Held {
-            version: o.version.resolved(&here),
-            deleted: o.deleted,
-            md5: record
-                .as_ref()
-                .filter(|_| !o.deleted)
-                .and_then(|r| r.md5)
-                .map(|m| crate::hex::hex(&m)),
-            size: record.map_or(0, |r| r.size),
+        Ok::<_, StoreError>(origin.map(|o| {
+            Held {
+                version: o.version.resolved(&here),
+                deleted: o.deleted,
+                md5: record
+                    .as_ref()
+                    .filter(|_| !o.deleted)
+                    .and_then(|r| r.md5)
+                    .map(|m| crate::hex::hex(&m)),
+                size: record.map_or(0, |r| r.size),
+            }
         }))
     };
     match result.await {
@@ -246,4 +248,3 @@ async fn remote_delete(
         Err(_) => Err(StoreError::Conflict),
     }
 }
-

@@ -297,7 +297,11 @@ impl Shipper {
                 });
             }
             Shipped::Failed(why) => {
-                tracing::warn!("sites: {} failed {}: {why}; retried aside", self.target, name());
+                tracing::warn!(
+                    "sites: {} failed {}: {why}; retried aside",
+                    self.target,
+                    name()
+                );
                 self.status.update(&self.target, |s| {
                     s.errors += 1;
                     s.last_error = Some(why);
@@ -381,9 +385,10 @@ impl Shipper {
             return Ok(Shipped::Done);
         }
         let md5 = r.md5.map(|m| hex(&m));
-        let mut req = self
-            .request(reqwest::Method::PUT, key, &v)
-            .header(super::STATE_HEADER, if unlinked { "unlinked" } else { "live" });
+        let mut req = self.request(reqwest::Method::PUT, key, &v).header(
+            super::STATE_HEADER,
+            if unlinked { "unlinked" } else { "live" },
+        );
         if let Some(m) = &md5 {
             req = req.header(super::MD5_HEADER, m);
         }

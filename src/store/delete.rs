@@ -93,7 +93,11 @@ impl Store {
             key,
             now_ms: now_ms(),
         };
-        match self.index.apply(super::put::as_remote(origin.as_ref(), cmd)).await? {
+        match self
+            .index
+            .apply(super::put::as_remote(origin.as_ref(), cmd))
+            .await?
+        {
             Ok(_) => Ok(()),
             Err(Rejection::Superseded) => Err(StoreError::Superseded),
             Err(_) => Err(StoreError::NotFound),
