@@ -96,6 +96,8 @@ pub struct TargetStatus {
     pub errors: u64,
     /// The last failure, cleared by the next success.
     pub last_error: Option<String>,
+    /// Keys the target failed, waiting aside for a retry while the feed goes on.
+    pub aside: usize,
 }
 
 impl Status {

@@ -186,6 +186,7 @@ impl Shipper {
                 registered = false;
                 self.aside.clear();
                 self.read = 0;
+                self.status.update(&self.target, |s| s.aside = 0);
                 tokio::time::sleep(LEADER_POLL).await;
                 continue;
             }
@@ -284,6 +285,12 @@ impl Shipper {
 
     /// Records what became of `key` (its oldest pending entry: `seq`).
     fn note(&mut self, key: &[u8], seq: u64, shipped: Shipped) {
+        self.remember(key, seq, shipped);
+        let aside = self.aside.len();
+        self.status.update(&self.target, |s| s.aside = aside);
+    }
+
+    fn remember(&mut self, key: &[u8], seq: u64, shipped: Shipped) {
         let name = || String::from_utf8_lossy(key).into_owned();
         match shipped {
             Shipped::Done | Shipped::Refused(_) => {
