@@ -497,3 +497,32 @@ fn stream_of(
         rx.recv().await.map(|item| (item, rx))
     })
 }
+
+/// Targets are replicated state: a server restarted without `--replicate-to` keeps the
+/// target its earlier flag registered, and goes on shipping to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_the_flag_keeps_shipping_to_registered_targets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, pb) = two_ports();
+    let (a, b) = (url(pa), url(pb));
+    let _site_b = dev(&tmp.path().join("b"), pb, &[]);
+    let to_b = vec!["--replicate-to".to_string(), b.clone()];
+    let mut site_a = dev(&tmp.path().join("a"), pa, &to_b);
+    put(&a, "/seeded", b"by the flag".to_vec()).await;
+    eventually("/seeded on B", || async {
+        value(&b, "/seeded").await.is_some()
+    })
+    .await;
+    // Restarted without the flag: the target stays, and is shipped to.
+    assert!(site_a.terminate(), "{}", site_a.log_text());
+    drop(site_a);
+    let _site_a = dev(&tmp.path().join("a"), pa, &[]);
+    put(&a, "/later", b"no flag".to_vec()).await;
+    eventually("/later on B", || async {
+        value(&b, "/later").await.as_deref() == Some(b"no flag")
+    })
+    .await;
+    let sites = health(&a).await["sites"].clone();
+    assert_eq!(sites[0]["target"], b.as_str(), "{sites}");
+    eventually("A's lag back to 0", || async { lag_entries(&a).await == 0 }).await;
+}

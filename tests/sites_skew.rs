@@ -299,6 +299,7 @@ async fn sites_with_skewed_clocks_converge_to_the_highest_version() {
     quiet(&a, &b).await;
 
     let mut keys: Vec<String> = (0..CAUSAL_KEYS).map(|k| format!("c{k}")).collect();
+    keys.push("m0".into());
     keys.extend((0..CROSSING_KEYS).map(|k| format!("x{k}")));
     let view_a = snapshot(&a, &keys).await;
     let view_b = snapshot(&b, &keys).await;
@@ -395,6 +396,14 @@ async fn causal(a: &Site, b: &Site, history: &History) {
             }
         }
     }
+    // And a multipart object, which travels as one value with its ETag and metadata.
+    let mut multipart = s3_put("m0", "a-multipart-m0", "a");
+    multipart["op"] = json!("multipart");
+    ops_a.push(multipart);
+    record(
+        history,
+        event("a", "s3", "m0", "put", "a-multipart-m0", true),
+    );
     for r in s3_ops(&a.s3, ops_a).await {
         assert_eq!(r["ok"], true, "S3 request on A: {r}");
     }

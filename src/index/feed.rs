@@ -246,7 +246,8 @@ impl<'txn> Hook<'txn> {
         let unlink_of_same = matches!(cmd.as_deref(), Some(Command::Unlink { .. }))
             && current.as_ref() == Some(&incoming)
             && record.as_ref().is_some_and(|r| r.state == State::Live);
-        if !incoming.wins(current.as_ref()) && !unlink_of_same {
+        let wins = incoming.wins(current.as_ref()) || unlink_of_same;
+        if !wins {
             return Ok(Some(Rejection::Superseded));
         }
         if cmd.is_none() && held.is_some_and(|o| !o.deleted) {

@@ -140,6 +140,18 @@ pub fn lag(index: &Index, target: &str) -> Result<Lag, IndexError> {
     })
 }
 
+/// The targets: those with a cursor (replicated state), then configured ones not
+/// registered yet.
+pub fn targets(index: &Index, configured: &[String]) -> Vec<String> {
+    let mut all = index.feed_targets().unwrap_or_default();
+    for t in configured {
+        if !all.contains(t) {
+            all.push(t.clone());
+        }
+    }
+    all
+}
+
 /// Sets `hoard_site_lag_entries{target}` and `hoard_site_lag_seconds{target}`.
 pub fn observe(index: &Index, targets: &[String]) {
     for target in targets {

@@ -168,7 +168,8 @@ async fn apply(store: &Arc<Store>, key: Vec<u8>, req: Request) -> Result<&'stati
     let held = store.site_origin(&key).await?;
     let current = held.as_ref().map(|o| o.version.clone().resolved(&local));
     let same_live = current.as_ref() == Some(&change.version) && held.is_some_and(|o| !o.deleted);
-    if !change.version.wins(current.as_ref()) && !(change.unlinked && same_live) {
+    let wins = change.version.wins(current.as_ref()) || (change.unlinked && same_live);
+    if !wins {
         crate::http::drain_rejected(&parts.headers, body).await;
         return Ok("superseded");
     }

@@ -50,11 +50,15 @@ const LEADER_POLL: Duration = Duration::from_millis(250);
 const ASIDE_FIRST: Duration = Duration::from_millis(250);
 const ASIDE_MAX: Duration = Duration::from_secs(10);
 
-/// Starts the shippers: while this server leads (always, without an index cluster),
-/// it drops the cursors of targets no longer configured, registers the configured ones
-/// (a cursor from the current end of the feed on), then ships to each target. Without
-/// an index cluster the targets are registered before this returns, so no change the
-/// server accepts afterwards is missed.
+/// How often the leader looks for targets added or removed (by another member).
+const TARGETS_POLL: Duration = Duration::from_secs(2);
+
+/// Starts the shippers. The targets are the replicated cursors (`FeedCommand::AddTarget`):
+/// `--replicate-to` seeds them — registered by whichever member leads (always, without
+/// an index cluster: before this returns, so no change the server accepts afterwards
+/// is missed) — and a member started without the flag ships to them all the same.
+/// While this server leads, one task ships to each target; a target whose cursor is
+/// dropped stops being shipped to.
 pub async fn start(
     store: Arc<Store>,
     raft: Option<Arc<RaftNode>>,
@@ -64,51 +68,63 @@ pub async fn start(
     if raft.is_none() {
         register(&store, &cfg.targets).await?;
     }
+    let http = http_client()?;
     Ok(tokio::spawn(async move {
         let leading = || raft.as_ref().is_none_or(|r| r.is_leader());
-        while !leading() {
-            tokio::time::sleep(LEADER_POLL).await;
-        }
-        if let Err(e) = register(&store, &cfg.targets).await {
-            tracing::warn!("sites: registering targets: {e}");
-        }
-        let http = match http_client() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!("sites: no HTTP client: {e}");
-                return;
+        // Dropped with this task (at shutdown): every shipper is aborted with it.
+        let mut set = tokio::task::JoinSet::new();
+        let mut tasks: BTreeMap<String, tokio::task::AbortHandle> = BTreeMap::new();
+        let mut registered = raft.is_none();
+        loop {
+            if !leading() {
+                registered = false;
+                tokio::time::sleep(LEADER_POLL).await;
+                continue;
             }
-        };
-        let mut tasks = tokio::task::JoinSet::new();
-        for target in cfg.targets.clone() {
-            let shipper = Shipper {
-                store: Arc::clone(&store),
-                http: http.clone(),
-                target,
-                token: cfg.token.clone(),
-                rate: cfg.rate,
-                status: Arc::clone(&status),
-                site: String::new(),
-                aside: BTreeMap::new(),
-                read: 0,
-            };
-            let raft = raft.clone();
-            tasks.spawn(async move {
-                let leading = || raft.as_ref().is_none_or(|r| r.is_leader());
-                shipper.run(leading).await
-            });
+            if !registered {
+                match register(&store, &cfg.targets).await {
+                    Ok(()) => registered = true,
+                    Err(e) => tracing::warn!("sites: registering targets: {e}"),
+                }
+            }
+            while set.try_join_next().is_some() {}
+            tasks.retain(|_, t| !t.is_finished());
+            let targets = store.index.feed_targets().unwrap_or_default();
+            for target in targets {
+                if tasks.contains_key(&target) {
+                    continue;
+                }
+                let shipper = Shipper {
+                    store: Arc::clone(&store),
+                    http: http.clone(),
+                    target: target.clone(),
+                    token: cfg.token.clone(),
+                    rate: cfg.rate,
+                    status: Arc::clone(&status),
+                    site: String::new(),
+                    aside: BTreeMap::new(),
+                    read: 0,
+                };
+                let raft = raft.clone();
+                let task = set.spawn(async move {
+                    let leading = || raft.as_ref().is_none_or(|r| r.is_leader());
+                    shipper.run(leading).await
+                });
+                tasks.insert(target, task);
+            }
+            tokio::time::sleep(TARGETS_POLL).await;
         }
-        while tasks.join_next().await.is_some() {}
     }))
 }
 
-/// Drops the cursors of targets no longer configured, then makes sure every configured
-/// target has one (and that this site has an id).
+/// With a `--replicate-to` list: drops the cursors of targets not in it, then makes
+/// sure every target in it has one (and that this site has an id). Without one (a
+/// member started without the flag): nothing — the replicated targets stay.
 async fn register(store: &Store, targets: &[String]) -> anyhow::Result<()> {
-    forget_old_targets(store, targets).await?;
     if targets.is_empty() {
         return Ok(());
     }
+    forget_old_targets(store, targets).await?;
     super::site_id(&store.index).await?;
     for target in targets {
         let add = FeedCommand::AddTarget {
@@ -190,13 +206,20 @@ impl Shipper {
                 tokio::time::sleep(LEADER_POLL).await;
                 continue;
             }
+            if self
+                .store
+                .index
+                .feed_position(&self.target)
+                .ok()
+                .and_then(|p| p.1)
+                .is_none()
+            {
+                tracing::info!("sites: {} is no longer a target", self.target);
+                return;
+            }
             let step = async {
                 if !registered {
                     self.site = super::site_id(&self.store.index).await?;
-                    let add = FeedCommand::AddTarget {
-                        target: self.target.clone(),
-                    };
-                    let _ = self.store.index.apply(Command::Feed(add)).await?;
                     registered = true;
                 }
                 self.round().await
@@ -205,8 +228,6 @@ impl Shipper {
                 Ok(true) => backoff = Duration::from_millis(250),
                 Ok(false) => tokio::time::sleep(IDLE).await,
                 Err(e) => {
-                    // Register again before the retry (a no-op while the cursor exists).
-                    registered = false;
                     tracing::warn!("sites: shipping to {}: {e}", self.target);
                     self.status.update(&self.target, |s| {
                         s.errors += 1;
@@ -224,7 +245,7 @@ impl Shipper {
     async fn round(&mut self) -> anyhow::Result<bool> {
         let (_, cursor) = self.store.index.feed_position(&self.target)?;
         let Some(cursor) = cursor else {
-            anyhow::bail!("no cursor (dropped by another member?)");
+            anyhow::bail!("no cursor (the target was removed)");
         };
         self.read = self.read.max(cursor);
         let retried = self.retry_due().await?;

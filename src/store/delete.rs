@@ -11,6 +11,7 @@ use super::upkeep::release;
 use super::{Store, StoreError};
 use crate::clock::now_ms;
 use crate::index::hlc::Hlc;
+use crate::index::show;
 use crate::index::{Command, Record, Rejection, State};
 use crate::key::check_writable;
 
@@ -62,16 +63,18 @@ impl Store {
         let store = Arc::clone(self);
         detached(async move {
             let _guard = guard;
-            if release(&store.ctx(), &key, &deleting, store.owner).await? {
-                if already_deleted {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
-            } else {
-                Err(StoreError::Volume(
-                    "the record changed during the delete".into(),
-                ))
+            // `false`: the record changed meanwhile — a replacing write (S3, another
+            // site's change) committed over the `deleting` record and retired it for the
+            // upkeep worker. The delete took effect (the key was absent from
+            // `BeginDelete` on) and a later write replaced it: a success, not a 502.
+            let released = release(&store.ctx(), &key, &deleting, store.owner).await?;
+            if !released {
+                tracing::debug!("delete of {}: overwritten meanwhile", show(&key));
             }
+            if already_deleted {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
         })
         .await
     }

@@ -3,7 +3,8 @@
 
     sites_ops.py S3_ENDPOINT < ops.json > results.json
 
-ops: a JSON list of {"op": "put", "key", "body", "ct", "meta": {...}},
+ops: a JSON list of {"op": "put" or "multipart" (one part), "key", "body", "ct",
+"meta": {...}},
 {"op": "delete", "key"}, {"op": "mkbucket"} or {"op": "state", "key"}, all in bucket
 "skew". Each result is {"ok": bool, "error": str} — and for "state": {"exists",
 "body" (hex md5), "size", "ct", "meta", "etag"}. Credentials come from
@@ -42,6 +43,24 @@ def run(op):
             Body=op["body"].encode(),
             ContentType=op["ct"],
             Metadata=op["meta"],
+        )
+        return {}
+    if kind == "multipart":
+        up = s3.create_multipart_upload(
+            Bucket=BUCKET, Key=op["key"], ContentType=op["ct"], Metadata=op["meta"]
+        )
+        part = s3.upload_part(
+            Bucket=BUCKET,
+            Key=op["key"],
+            UploadId=up["UploadId"],
+            PartNumber=1,
+            Body=op["body"].encode(),
+        )
+        s3.complete_multipart_upload(
+            Bucket=BUCKET,
+            Key=op["key"],
+            UploadId=up["UploadId"],
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
         )
         return {}
     if kind == "delete":
