@@ -431,3 +431,98 @@ async fn a_zero_byte_s3_object_replicates() {
     assert_eq!(value(&b, "/rep/empty").await.unwrap(), b"");
     eventually("A's lag back to 0", || async { lag_entries(&a).await == 0 }).await;
 }
+
+/// A key the target cannot take (busy: another write of it holds its lock there) is
+/// retried aside: the changes after it keep arriving meanwhile, and it arrives once
+/// the target lets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_key_does_not_stall_the_feed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, pb) = two_ports();
+    let (a, b) = (url(pa), url(pb));
+    let _site_b = dev(&tmp.path().join("b"), pb, &[]);
+    let to_b = vec!["--replicate-to".to_string(), b.clone()];
+    let _site_a = dev(&tmp.path().join("a"), pa, &to_b);
+
+    // On B, a native PUT of /busy whose body trickles: it holds B's lock of the key
+    // until its body ends.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    tx.send(Ok(b"slow ".to_vec())).await.unwrap();
+    let body = reqwest::Body::wrap_stream(stream_of(rx));
+    let slow = tokio::spawn(client().put(format!("{b}/busy")).body(body).send());
+    // A writes /busy (an overwrite on B takes no lock: it arrives), then unlinks it:
+    // B answers 409 to the unlink while the slow write holds the key's lock.
+    put(&a, "/busy", b"from A".to_vec()).await;
+    eventually("/busy from A on B", || async {
+        value(&b, "/busy").await.as_deref() == Some(b"from A")
+    })
+    .await;
+    call(&a, "UNLINK", "/busy").await;
+    for i in 0..5 {
+        put(&a, &format!("/after/{i}"), format!("v{i}").into_bytes()).await;
+    }
+    eventually("the changes after the busy key on B", || async {
+        let mut all = true;
+        for i in 0..5 {
+            all &= value(&b, &format!("/after/{i}")).await.is_some();
+        }
+        all
+    })
+    .await;
+    let status = health(&a).await["sites"][0].clone();
+    assert!(
+        status["errors"].as_u64() > Some(0) && status["aside"] == 1,
+        "the busy key was tried, refused, and waits aside: {status}"
+    );
+    assert!(!slow.is_finished(), "the slow write ended too early");
+    assert!(lag_entries(&a).await > 0, "the busy key is still due");
+    assert!(value(&b, "/busy").await.is_some(), "not unlinked on B yet");
+    // The slow write ends (B's replicated overwrite took its intent over: it fails),
+    // the key's lock is free: the unlink arrives and the lag drains.
+    tx.send(Ok(b"write".to_vec())).await.unwrap();
+    drop(tx);
+    let _ = slow.await.unwrap();
+    eventually("/busy unlinked on B", || async {
+        value(&b, "/busy").await.is_none() && unlinked(&b).await.contains("/busy")
+    })
+    .await;
+    eventually("A's lag back to 0", || async { lag_entries(&a).await == 0 }).await;
+}
+
+/// The receiving half of a channel as a stream of body chunks.
+fn stream_of(
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// Targets are replicated state: a server restarted without `--replicate-to` keeps the
+/// target its earlier flag registered, and goes on shipping to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_the_flag_keeps_shipping_to_registered_targets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, pb) = two_ports();
+    let (a, b) = (url(pa), url(pb));
+    let _site_b = dev(&tmp.path().join("b"), pb, &[]);
+    let to_b = vec!["--replicate-to".to_string(), b.clone()];
+    let mut site_a = dev(&tmp.path().join("a"), pa, &to_b);
+    put(&a, "/seeded", b"by the flag".to_vec()).await;
+    eventually("/seeded on B", || async {
+        value(&b, "/seeded").await.is_some()
+    })
+    .await;
+    // Restarted without the flag: the target stays, and is shipped to.
+    assert!(site_a.terminate(), "{}", site_a.log_text());
+    drop(site_a);
+    let _site_a = dev(&tmp.path().join("a"), pa, &[]);
+    put(&a, "/later", b"no flag".to_vec()).await;
+    eventually("/later on B", || async {
+        value(&b, "/later").await.as_deref() == Some(b"no flag")
+    })
+    .await;
+    let sites = health(&a).await["sites"].clone();
+    assert_eq!(sites[0]["target"], b.as_str(), "{sites}");
+    eventually("A's lag back to 0", || async { lag_entries(&a).await == 0 }).await;
+}

@@ -212,6 +212,23 @@ pub enum Command {
     /// Replication to other sites: the change feed's own state (cursors, origins of
     /// remote changes), applied by `super::feed`; changes no record.
     Feed(super::feed_command::FeedCommand),
+    /// A change another site made (the sites receiver), applied only if its version
+    /// `origin` wins by the conflict rule (`super::hlc`: highest version, then larger
+    /// site id) against the key's current version — decided by `super::feed::Hook::before`
+    /// in the transaction that applies it, so no local change can slip in between —
+    /// else [`Rejection::Superseded`]. `cmd` is a `Commit`, `PutInline`, `Unlink` or
+    /// `BeginDelete` of `key`, applied as usual; `None` records the delete of a key
+    /// this site does not hold (a tombstone; [`Rejection::Changed`] if it holds it).
+    /// The version is recorded for the key instead of a feed entry: a remote change is
+    /// never shipped on.
+    Remote {
+        /// The key.
+        key: Vec<u8>,
+        /// The change's version at its origin (its site never empty).
+        origin: super::hlc::Hlc,
+        /// The change itself; `None`: a delete of an absent key.
+        cmd: Option<Box<Command>>,
+    },
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     /// `key` may be a [`gen_key`]: an overwrite's intent or a retired record.
     Remove {
@@ -259,6 +276,7 @@ impl Command {
     pub fn lease_ms_mut(&mut self) -> Option<&mut u64> {
         match self {
             Command::Begin { now_ms, .. } | Command::BeginDelete { now_ms, .. } => Some(now_ms),
+            Command::Remote { cmd: Some(c), .. } => c.lease_ms_mut(),
             _ => None,
         }
     }
@@ -277,7 +295,8 @@ impl Command {
             | Command::SetMd5 { key, .. }
             | Command::SetMeta { key, .. }
             | Command::Abandon { key, .. }
-            | Command::Remove { key, .. } => key,
+            | Command::Remove { key, .. }
+            | Command::Remote { key, .. } => key,
             Command::SetVolumes { .. }
             | Command::RetireMember { .. }
             | Command::SetJob { .. }
@@ -309,6 +328,10 @@ pub enum Rejection {
     /// Another index server's write holds the key's intent.
     #[error("another write of this key is in progress")]
     Busy,
+    /// A change from another site ([`Command::Remote`]) whose version does not win
+    /// against the key's current one.
+    #[error("superseded by a newer version of the key")]
+    Superseded,
 }
 
 /// How long a `writing` intent belongs to the write that took it, against writes and
@@ -532,6 +555,13 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
     if let Some(applied) = apply_meta(map, cmd)? {
         return Ok(applied);
     }
+    if let Command::Remote { cmd, .. } = cmd {
+        // The conflict rule was checked by the feed hook; the tombstone is its business.
+        return match cmd {
+            Some(inner) => apply(map, inner),
+            None => Ok(Ok(None)),
+        };
+    }
     if let Command::Begin { now_ms, .. } | Command::BeginDelete { now_ms, .. } = cmd {
         note_lease_time(map, *now_ms)?;
     }
@@ -613,7 +643,8 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         | Command::SetJob { .. }
         | Command::SetFrontend { .. }
         | Command::SetScrub { .. }
-        | Command::Feed(_) => return Ok(Ok(None)),
+        | Command::Feed(_)
+        | Command::Remote { .. } => return Ok(Ok(None)),
         Command::Abandon {
             owner, changed_ms, ..
         } => abandon(prev.as_ref(), *owner, *changed_ms),

@@ -26,7 +26,8 @@
 use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 pub use super::feed_command::{FeedCommand, Version};
-use super::{store_err, Applied, Command, IndexError, Record, State};
+use super::hlc::{self, Hlc};
+use super::{store_err, Applied, Command, IndexError, Record, RecordMap, Rejection, State};
 
 const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed");
 const SITES: TableDefinition<&str, &[u8]> = TableDefinition::new("sites");
@@ -34,42 +35,59 @@ const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("site_versi
 
 const ID: &str = "id";
 const LAST: &str = "last";
+/// The site's hybrid logical clock (`hlc::Clock`: u64 ms, u32 counter).
+const CLOCK: &str = "hlc";
 const CURSOR: &str = "cursor:";
 /// Most feed entries one `Advance` trims.
 const TRIM_BATCH: usize = 1024;
 
-/// The origin of a key's current state, as the conflict rule compares it.
+/// The version of a key's current state, as the conflict rule compares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    /// Origin commit time, unix ms.
-    pub ms: u64,
-    /// Origin site id (`""`: this site).
-    pub site: String,
-    /// The key is absent (deleted, or deleting).
+    /// The version (site `""`: this site — resolve it with the site id to compare).
+    pub version: Hlc,
+    /// The key is absent (deleted, or deleting): the version is its tombstone's.
     pub deleted: bool,
 }
 
-/// The origin of a key's state given its record and stored version (`None`: never seen).
+impl Origin {
+    /// The version made on this site.
+    pub fn is_local(&self, here: &str) -> bool {
+        self.version.site.is_empty() || self.version.site == here
+    }
+}
+
+/// The version of a key's state given its record and stored version row (`None`:
+/// never seen). A live or unlinked record's version is the row's when the row
+/// describes it (`applied_ms` equals its `changed_ms`), else — a record from before
+/// versions, or changed while nothing replicated — its `changed_ms` on this site, with
+/// counter 0. Without such a record, the row is the key's tombstone.
 pub fn origin(record: Option<&Record>, version: Option<&Version>) -> Option<Origin> {
     let version = version.filter(|v| !v.pending);
     let present = record.filter(|r| matches!(r.state, State::Live | State::Unlinked));
-    match (present, version) {
-        (Some(r), Some(v)) if v.applied_ms == r.changed_ms => Some(Origin {
-            ms: v.ms,
-            site: v.site.clone(),
+    let local = |ms| Hlc {
+        ms,
+        n: 0,
+        site: String::new(),
+    };
+    match (present, version, record) {
+        (Some(r), Some(v), _) if v.applied_ms == r.changed_ms => Some(Origin {
+            version: v.hlc(),
             deleted: false,
         }),
-        (Some(r), _) => Some(Origin {
-            ms: r.changed_ms,
-            site: String::new(),
+        (Some(r), _, _) => Some(Origin {
+            version: local(r.changed_ms),
             deleted: false,
         }),
-        (None, Some(v)) => Some(Origin {
-            ms: v.ms,
-            site: v.site.clone(),
+        (None, Some(v), _) => Some(Origin {
+            version: v.hlc(),
             deleted: true,
         }),
-        (None, None) => None,
+        (None, None, Some(r)) if r.state == State::Deleting => Some(Origin {
+            version: local(r.changed_ms),
+            deleted: true,
+        }),
+        (None, None, _) => None,
     }
 }
 
@@ -165,65 +183,134 @@ impl<'txn> Hook<'txn> {
         Ok(())
     }
 
-    /// Records what `cmd`, applied with `outcome`, means for the feed.
+    fn get_version(&self, key: &[u8]) -> Result<Option<Version>, IndexError> {
+        Ok(self
+            .versions
+            .get(key)
+            .map_err(store_err)?
+            .and_then(|v| version_of(v.value())))
+    }
+
+    fn clock(&self) -> Result<hlc::Clock, IndexError> {
+        let v = self.sites.get(CLOCK).map_err(store_err)?;
+        Ok(v.map_or((0, 0), |v| {
+            let b = v.value();
+            let n = b.get(8..12).and_then(|n| n.try_into().ok());
+            (
+                u64_of(&b[..b.len().min(8)]),
+                n.map_or(0, u32::from_le_bytes),
+            )
+        }))
+    }
+
+    fn set_clock(&mut self, c: hlc::Clock) -> Result<(), IndexError> {
+        let b = [&c.0.to_le_bytes()[..], &c.1.to_le_bytes()[..]].concat();
+        self.sites.insert(CLOCK, b.as_slice()).map_err(store_err)?;
+        Ok(())
+    }
+
+    fn here(&self) -> Result<String, IndexError> {
+        Ok(self
+            .sites
+            .get(ID)
+            .map_err(store_err)?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned())
+            .unwrap_or_default())
+    }
+
+    /// The conflict rule, in the transaction that applies `cmd`: a [`Command::Remote`]
+    /// whose version does not win against the key's current one is rejected
+    /// ([`Rejection::Superseded`]) before it changes anything; one that wins moves this
+    /// site's clock up to its version. Every other command passes.
+    pub(super) fn before<M: RecordMap<Error = IndexError>>(
+        &mut self,
+        map: &mut M,
+        cmd: &Command,
+    ) -> Result<Option<Rejection>, IndexError> {
+        let Command::Remote {
+            key,
+            origin: v,
+            cmd,
+        } = cmd
+        else {
+            return Ok(None);
+        };
+        let here = self.here()?;
+        let record = map.get(key)?;
+        let row = self.get_version(key)?;
+        let held = origin(record.as_ref(), row.as_ref());
+        let current = held.as_ref().map(|o| o.version.clone().resolved(&here));
+        let incoming = v.clone().resolved(&here);
+        // An unlinked state of the very version a live value has: the second half of a
+        // shipped unlinked value (written, then unlinked).
+        let unlink_of_same = matches!(cmd.as_deref(), Some(Command::Unlink { .. }))
+            && current.as_ref() == Some(&incoming)
+            && record.as_ref().is_some_and(|r| r.state == State::Live);
+        let wins = incoming.wins(current.as_ref()) || unlink_of_same;
+        if !wins {
+            return Ok(Some(Rejection::Superseded));
+        }
+        if cmd.is_none() && held.is_some_and(|o| !o.deleted) {
+            // A delete of a value held here is a delete, not a tombstone.
+            return Ok(Some(Rejection::Changed));
+        }
+        let clock = hlc::observe(self.clock()?, &incoming);
+        self.set_clock(clock)?;
+        Ok(None)
+    }
+
+    /// Records what `cmd`, applied with `outcome`, means for replication: the version
+    /// of the key's new state (a remote change's own; a local change's stamped from
+    /// this site's clock, above the key's current version) and, for a local change
+    /// while some target has a cursor, a feed entry.
     pub(super) fn after(&mut self, cmd: &Command, outcome: &Applied) -> Result<(), IndexError> {
         if super::command::is_gen_key(cmd.key()) {
             // An overwrite's intent or a retired value: the key's own record tells
             // the other sites what changed (its `Commit`).
             return Ok(());
         }
-        let (key, ms, deleting) = match (cmd, outcome) {
+        let (key, ms, deleting, prev) = match (cmd, outcome) {
             (Command::Feed(f), _) => return self.feed_command(f),
             (_, Err(_)) => return Ok(()),
+            (Command::Remote { key, origin, cmd }, _) => {
+                return self.remote(key, origin, cmd.as_deref())
+            }
             (
                 Command::Commit { key, now_ms, .. }
                 | Command::PutInline { key, now_ms, .. }
                 | Command::Unlink { key, now_ms },
-                _,
-            ) => (key, *now_ms, false),
-            (Command::BeginDelete { key, now_ms, .. }, _) => (key, *now_ms, true),
+                Ok(prev),
+            ) => (key, *now_ms, false, prev),
+            (Command::BeginDelete { key, now_ms, .. }, Ok(prev)) => (key, *now_ms, true, prev),
+            // New metadata of the same value: a change the other sites must see.
+            (
+                Command::SetMeta {
+                    key, changed_ms, ..
+                },
+                Ok(prev),
+            ) => (key, *changed_ms, false, prev),
             // A failed write rolled back, or given up by repair (whose `Remove` then
             // finds it `deleting`): the key is gone here, so the other sites must drop
             // it too.
             (Command::Remove { key, .. } | Command::Abandon { key, .. }, Ok(Some(prev)))
                 if prev.state == State::Writing =>
             {
-                (key, prev.changed_ms, true)
+                (key, prev.changed_ms, true, &None)
             }
             _ => return Ok(()),
         };
-        let rollback = matches!(cmd, Command::Remove { .. } | Command::Abandon { .. });
-        let stored = self
-            .versions
-            .get(key.as_slice())
-            .map_err(store_err)?
-            .and_then(|v| version_of(v.value()));
-        if rollback && stored.as_ref().is_some_and(|v| v.pending) {
-            // A remote write that failed: its receiver withdraws the announcement.
+        let stored = self.get_version(key)?;
+        if !self.enabled()? && stored.is_none() {
+            // Nothing replicates and no other site ever wrote the key: no version.
             return Ok(());
         }
-        if let Some(v) = stored.filter(|v| v.pending) {
-            let applied_ms = if deleting { 0 } else { ms };
-            return self.put_version(
-                key,
-                &Version {
-                    applied_ms,
-                    pending: false,
-                    ..v
-                },
-            );
-        }
+        let floor = origin(prev.as_ref(), stored.as_ref()).map(|o| o.version);
+        let (v, clock) = hlc::tick(self.clock()?, floor.as_ref(), ms, "");
+        self.set_clock(clock)?;
+        let applied_ms = if deleting { 0 } else { ms };
+        self.put_version(key, &Version::of(&v, applied_ms))?;
         if !self.enabled()? {
             return Ok(());
-        }
-        if deleting {
-            let tombstone = Version {
-                ms,
-                site: String::new(),
-                applied_ms: 0,
-                pending: false,
-            };
-            self.put_version(key, &tombstone)?;
         }
         let seq = self.get_u64(LAST)?.unwrap_or(0) + 1;
         self.set_u64(LAST, seq)?;
@@ -231,6 +318,20 @@ impl<'txn> Hook<'txn> {
             .insert(seq, encode_entry(ms, key).as_slice())
             .map_err(store_err)?;
         Ok(())
+    }
+
+    /// A remote change applied: its version is the key's (no feed entry: never
+    /// shipped on).
+    fn remote(&mut self, key: &[u8], v: &Hlc, cmd: Option<&Command>) -> Result<(), IndexError> {
+        let applied_ms = match cmd {
+            Some(
+                Command::Commit { now_ms, .. }
+                | Command::PutInline { now_ms, .. }
+                | Command::Unlink { now_ms, .. },
+            ) => *now_ms,
+            _ => 0,
+        };
+        self.put_version(key, &Version::of(v, applied_ms))
     }
 
     fn feed_command(&mut self, f: &FeedCommand) -> Result<(), IndexError> {
@@ -451,6 +552,11 @@ impl super::Index {
 
     /// The origin of `key`'s current state (see [`origin`]).
     pub fn site_origin(&self, key: &[u8]) -> Result<Option<Origin>, IndexError> {
+        Ok(self.site_state(key)?.1)
+    }
+
+    /// `key`'s record and the version of its state (see [`origin`]), read together.
+    pub fn site_state(&self, key: &[u8]) -> Result<(Option<Record>, Option<Origin>), IndexError> {
         let (txn, table) = self.read_records()?;
         let record = match table.get(key).map_err(store_err)? {
             Some(v) => Some(self.vt.decode_read(&txn, key, v.value())?),
@@ -463,7 +569,8 @@ impl super::Index {
                 .and_then(|v| version_of(v.value())),
             None => None,
         };
-        Ok(origin(record.as_ref(), version.as_ref()))
+        let origin = origin(record.as_ref(), version.as_ref());
+        Ok((record, origin))
     }
 }
 

@@ -28,38 +28,66 @@ pub enum FeedCommand {
         /// The id.
         id: String,
     },
-    /// The next change of `key` is made on behalf of another site: record `version`
-    /// (its `applied_ms` filled in then) instead of a feed entry.
+    /// Before issue 27: the next change of `key` is made on behalf of another site.
+    /// No longer proposed (`Command::Remote` carries the version); still applied when
+    /// an older log replays it.
     Expect {
         /// The key.
         key: Vec<u8>,
         /// Origin of the change.
         version: Version,
     },
-    /// Record `version` for `key` as it is (a remote change that needed no write).
+    /// Record `version` for `key` as it is. No longer proposed (see `Expect`).
     SetVersion {
         /// The key.
         key: Vec<u8>,
         /// The version.
         version: Version,
     },
-    /// The remote change announced by `Expect` failed: forget it.
+    /// The remote change announced by `Expect` failed: forget it. No longer proposed.
     Unexpect {
         /// The key.
         key: Vec<u8>,
     },
 }
 
-/// Where a key's current state came from.
+/// A key's version as stored beside its record (table `site_versions`): the hybrid
+/// logical clock version of its current state (`super::hlc::Hlc`), or of its delete (a
+/// tombstone). Rows written before issue 27 have no counter (`n` = 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
-    /// Origin commit time, unix ms.
+    /// Physical part of the version, unix ms.
     pub ms: u64,
     /// Origin site id (`""`: this site).
     pub site: String,
+    /// Logical counter of the version.
+    #[serde(default)]
+    pub n: u32,
     /// `changed_ms` of the record this version describes (0: the key is deleted).
     pub applied_ms: u64,
     /// Announced by `Expect`, not applied yet.
     #[serde(default)]
     pub pending: bool,
+}
+
+impl Version {
+    /// The version as the conflict rule compares it (site `""`: this site).
+    pub fn hlc(&self) -> super::hlc::Hlc {
+        super::hlc::Hlc {
+            ms: self.ms,
+            n: self.n,
+            site: self.site.clone(),
+        }
+    }
+
+    /// The row for `v`, describing the record changed at `applied_ms` (0: deleted).
+    pub fn of(v: &super::hlc::Hlc, applied_ms: u64) -> Version {
+        Version {
+            ms: v.ms,
+            site: v.site.clone(),
+            n: v.n,
+            applied_ms,
+            pending: false,
+        }
+    }
 }

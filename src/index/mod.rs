@@ -25,6 +25,7 @@ mod counts;
 pub mod feed;
 mod feed_command;
 mod frontend;
+pub mod hlc;
 mod locks;
 mod migrate;
 mod record;
@@ -492,7 +493,10 @@ fn apply_batch(
         let mut feed = feed::Hook::open(&txn)?;
         let mut results = Vec::with_capacity(batch.len());
         for job in batch {
-            let applied = apply(&mut map, &job.cmd)?;
+            let applied = match feed.before(&mut map, &job.cmd)? {
+                Some(rejection) => Err(rejection),
+                None => apply(&mut map, &job.cmd)?,
+            };
             feed.after(&job.cmd, &applied)?;
             results.push(applied);
         }

@@ -116,7 +116,10 @@ impl Index {
             for cmd in batch {
                 results.push(match cmd {
                     Some(cmd) => {
-                        let applied = apply(&mut map, cmd)?;
+                        let applied = match feed.before(&mut map, cmd)? {
+                            Some(rejection) => Err(rejection),
+                            None => apply(&mut map, cmd)?,
+                        };
                         feed.after(cmd, &applied)?;
                         Some(applied)
                     }

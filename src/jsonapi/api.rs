@@ -54,7 +54,7 @@ impl From<StoreError> for Failure {
             }
             StoreError::NotFound => StatusCode::NOT_FOUND,
             StoreError::Exists | StoreError::Protected => StatusCode::FORBIDDEN,
-            StoreError::Conflict => StatusCode::CONFLICT,
+            StoreError::Conflict | StoreError::Superseded => StatusCode::CONFLICT,
             StoreError::Empty => StatusCode::BAD_REQUEST,
             // No leader, or a leader without its quorum: another member (or a
             // moment later) can serve; the message says whether it was applied.

@@ -23,6 +23,8 @@ pub fn store_error(e: StoreError) -> S3Error {
             OperationAborted,
             "another write of this key is in progress; retry"
         ),
+        // Only replication's writes carry a version that can lose.
+        StoreError::Superseded => s3_error!(OperationAborted, "superseded by a newer version"),
         // S3 writes allow empty values: only a refusal elsewhere can end here.
         StoreError::Empty => s3_error!(InvalidArgument, "empty value refused"),
         StoreError::ClientBody(f) => s3_error!(IncompleteBody, "{f}"),

@@ -287,6 +287,7 @@ where
         md5: true,
         meta: meta.encode(),
         allow_empty: true,
+        origin: None,
     };
     store
         .put_with(key, body, len, opts)

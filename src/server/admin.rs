@@ -177,10 +177,7 @@ fn health(app: &App) -> Response {
                 state,
             }
         }),
-        sites: app
-            .cfg
-            .sites
-            .targets
+        sites: crate::sites::targets(&app.store.index, &app.cfg.sites.targets)
             .iter()
             .map(|t| SiteHealth {
                 target: t.clone(),
@@ -226,7 +223,8 @@ fn metrics(app: &App) -> Response {
     app.store.cache.observe();
     zone_metrics(app);
     job_metrics(app);
-    crate::sites::observe(&app.store.index, &app.cfg.sites.targets);
+    let targets = crate::sites::targets(&app.store.index, &app.cfg.sites.targets);
+    crate::sites::observe(&app.store.index, &targets);
     crate::telemetry::response()
 }
 

@@ -51,7 +51,7 @@ pub fn store_status(e: &StoreError) -> StatusCode {
         }
         StoreError::NotFound => StatusCode::NOT_FOUND,
         StoreError::Exists | StoreError::Protected => StatusCode::FORBIDDEN,
-        StoreError::Conflict => StatusCode::CONFLICT,
+        StoreError::Conflict | StoreError::Superseded => StatusCode::CONFLICT,
         StoreError::Empty => StatusCode::LENGTH_REQUIRED,
         // No leader, or a leader without its quorum: another member (or a
         // moment later) can serve; the message says whether it was applied.

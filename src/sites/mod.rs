@@ -11,10 +11,10 @@
 //!   receiver is idempotent.
 //! * [`receive`]: the endpoint a site ships to. It applies a change through the store
 //!   core (`put_with(replace)`, `unlink`, `delete`) if it is newer than what the key
-//!   holds — **last writer wins by origin commit time, ties broken by the larger site
-//!   id** — and announces it first (`FeedCommand::Expect`) so the resulting change is
-//!   recorded as remote and never shipped on: two sites replicating to each other make
-//!   no loop.
+//!   holds — **the highest hybrid-logical-clock version wins, ties broken by the
+//!   larger site id** (`crate::index::hlc`), decided in the index's state machine
+//!   (`Command::Remote`) — and records it with its version, never shipped on: two
+//!   sites replicating to each other make no loop.
 
 pub mod receive;
 mod ship;
@@ -30,16 +30,18 @@ pub use ship::start;
 
 /// URL path prefix of the receiving endpoint; the key follows.
 pub const APPLY_PATH: &str = "/-/sites/apply";
-/// Request header: the origin site's id.
-pub const SITE_HEADER: &str = "hoard-site";
-/// Request header: the origin commit time of the change, unix ms.
-pub const TIME_HEADER: &str = "hoard-site-time";
+/// Request header: the change's version at its origin, `ms.n.site`
+/// (`crate::index::hlc::Hlc::header`).
+pub const VERSION_HEADER: &str = "hoard-site-version";
+/// Request header of a PUT: the value's front-end metadata (content type, user
+/// metadata, multipart ETag — `Record::meta`), base64; absent when none.
+pub const META_HEADER: &str = "hoard-site-meta";
 /// Request header of a PUT: `live` or `unlinked`.
 pub const STATE_HEADER: &str = "hoard-site-state";
 /// Request header of a PUT: the value's md5 (hex), when known.
 pub const MD5_HEADER: &str = "hoard-site-md5";
-/// Request header of a PUT without a body: the receiver already holds the bytes (same
-/// md5 and size); adopt the state and version only.
+/// Request header of a PUT without a body, state `unlinked`: the receiver holds the
+/// live value of this very version; unlink it.
 pub const REUSE_HEADER: &str = "hoard-site-reuse";
 
 /// Replication settings.
@@ -94,6 +96,8 @@ pub struct TargetStatus {
     pub errors: u64,
     /// The last failure, cleared by the next success.
     pub last_error: Option<String>,
+    /// Keys the target failed, waiting aside for a retry while the feed goes on.
+    pub aside: usize,
 }
 
 impl Status {
@@ -134,6 +138,18 @@ pub fn lag(index: &Index, target: &str) -> Result<Lag, IndexError> {
         entries: last.saturating_sub(cursor),
         seconds,
     })
+}
+
+/// The targets: those with a cursor (replicated state), then configured ones not
+/// registered yet.
+pub fn targets(index: &Index, configured: &[String]) -> Vec<String> {
+    let mut all = index.feed_targets().unwrap_or_default();
+    for t in configured {
+        if !all.contains(t) {
+            all.push(t.clone());
+        }
+    }
+    all
 }
 
 /// Sets `hoard_site_lag_entries{target}` and `hoard_site_lag_seconds{target}`.

@@ -10,6 +10,8 @@ use super::detached;
 use super::upkeep::release;
 use super::{Store, StoreError};
 use crate::clock::now_ms;
+use crate::index::hlc::Hlc;
+use crate::index::show;
 use crate::index::{Command, Record, Rejection, State};
 use crate::key::check_writable;
 
@@ -18,18 +20,32 @@ impl Store {
     /// absent, [`StoreError::Protected`] with `--protect` unless unlinked first. Once
     /// the record is marked `deleting`, the rest runs on its own task.
     pub async fn delete(self: &Arc<Self>, key: Vec<u8>) -> Result<(), StoreError> {
+        self.delete_as(key, None).await
+    }
+
+    /// [`Store::delete`], as another site's delete of version `origin` when given (the
+    /// sites receiver): it happens only if the version wins by the conflict rule
+    /// (else [`StoreError::Superseded`]), and `--protect` does not apply — the delete
+    /// was already allowed where it was made.
+    pub async fn delete_as(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        origin: Option<Hlc>,
+    ) -> Result<(), StoreError> {
         check_writable(&key)?;
         let guard = self.locks.try_lock(&key).ok_or(StoreError::Conflict)?;
         let begin = Command::BeginDelete {
             key: key.clone(),
-            protect: self.cfg.protect,
+            protect: self.cfg.protect && origin.is_none(),
             now_ms: now_ms(),
             owner: self.owner,
         };
+        let begin = super::put::as_remote(origin.as_ref(), begin);
         let record = match self.index.apply(begin).await? {
             Ok(Some(record)) => record,
             Ok(None) | Err(Rejection::NotFound) => return Err(StoreError::NotFound),
             Err(Rejection::Protected) => return Err(StoreError::Protected),
+            Err(Rejection::Superseded) => return Err(StoreError::Superseded),
             // Another index server's delete or write holds the key.
             Err(Rejection::Busy) => return Err(StoreError::Conflict),
             Err(other) => return Err(StoreError::Invalid(other.to_string())),
@@ -47,16 +63,18 @@ impl Store {
         let store = Arc::clone(self);
         detached(async move {
             let _guard = guard;
-            if release(&store.ctx(), &key, &deleting, store.owner).await? {
-                if already_deleted {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
-            } else {
-                Err(StoreError::Volume(
-                    "the record changed during the delete".into(),
-                ))
+            // `false`: the record changed meanwhile — a replacing write (S3, another
+            // site's change) committed over the `deleting` record and retired it for the
+            // upkeep worker. The delete took effect (the key was absent from
+            // `BeginDelete` on) and a later write replaced it: a success, not a 502.
+            let released = release(&store.ctx(), &key, &deleting, store.owner).await?;
+            if !released {
+                tracing::debug!("delete of {}: overwritten meanwhile", show(&key));
             }
+            if already_deleted {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
         })
         .await
     }
@@ -65,14 +83,26 @@ impl Store {
     /// `?unlinked`), its files stay. [`StoreError::NotFound`] if absent or already
     /// unlinked.
     pub async fn unlink(&self, key: Vec<u8>) -> Result<(), StoreError> {
+        self.unlink_as(key, None).await
+    }
+
+    /// [`Store::unlink`], as another site's unlink of version `origin` when given: it
+    /// happens only if the version wins by the conflict rule (or is the version of the
+    /// live value, which it unlinks), else [`StoreError::Superseded`].
+    pub async fn unlink_as(&self, key: Vec<u8>, origin: Option<Hlc>) -> Result<(), StoreError> {
         check_writable(&key)?;
         let _guard = self.locks.try_lock(&key).ok_or(StoreError::Conflict)?;
         let cmd = Command::Unlink {
             key,
             now_ms: now_ms(),
         };
-        match self.index.apply(cmd).await? {
+        match self
+            .index
+            .apply(super::put::as_remote(origin.as_ref(), cmd))
+            .await?
+        {
             Ok(_) => Ok(()),
+            Err(Rejection::Superseded) => Err(StoreError::Superseded),
             Err(_) => Err(StoreError::NotFound),
         }
     }

@@ -27,6 +27,10 @@ pub enum StoreError {
     /// Another write of the same key is in flight.
     #[error("another write of this key is in progress")]
     Conflict,
+    /// A change from another site lost to the key's newer version (conflict rule,
+    /// `index::hlc`); nothing changed.
+    #[error("superseded by a newer version of the key")]
+    Superseded,
     /// PUT of an empty value.
     #[error("a PUT needs a non-empty body")]
     Empty,
@@ -74,6 +78,7 @@ pub(super) fn refusal(r: Rejection) -> StoreError {
         Rejection::Exists => StoreError::Exists,
         // Another index server's write holds the key.
         Rejection::Busy => StoreError::Conflict,
+        Rejection::Superseded => StoreError::Superseded,
         other => StoreError::Invalid(other.to_string()),
     }
 }

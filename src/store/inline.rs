@@ -150,6 +150,7 @@ impl Store {
                 replace: opts.replace,
                 meta: opts.meta,
             };
+            let cmd = super::put::as_remote(opts.origin.as_ref(), cmd);
             let prev = store.index.apply(cmd).await?.map_err(refusal)?;
             store.cache.invalidate(&key);
             // Files of the value this one replaced (retired by `PutInline`) are

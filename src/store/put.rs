@@ -20,6 +20,27 @@ pub struct PutOptions {
     /// instead of refusing it with [`super::StoreError::Empty`] (S3 stores empty objects;
     /// minikeyvalue's API refuses them).
     pub allow_empty: bool,
+    /// The write is another site's change of this version (the sites receiver): it
+    /// commits only if the version wins by the conflict rule against the key's current
+    /// one (`index::hlc`), else the write is rolled back and fails with
+    /// [`super::StoreError::Superseded`]. `None`: a local write, stamped by this site.
+    pub origin: Option<crate::index::hlc::Hlc>,
+}
+
+/// `cmd` as the change of version `origin` made on another site, or as it is (a local
+/// change) when `origin` is `None`.
+pub(super) fn as_remote(
+    origin: Option<&crate::index::hlc::Hlc>,
+    cmd: crate::index::Command,
+) -> crate::index::Command {
+    match origin {
+        Some(v) => crate::index::Command::Remote {
+            key: cmd.key().to_vec(),
+            origin: v.clone(),
+            cmd: Some(Box::new(cmd)),
+        },
+        None => cmd,
+    }
 }
 
 /// A value stored by [`super::Store::put`].

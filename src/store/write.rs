@@ -203,8 +203,9 @@ impl Store {
             {
                 Ok((uploaded, missing)) => {
                     super::crash::point("write-uploaded");
+                    let origin = opts.origin;
                     store
-                        .commit(&key, gen, uploaded, missing, opts.meta)
+                        .commit(&key, gen, uploaded, missing, opts.meta, origin)
                         .await
                 }
                 Err(WriteFailed { error, settled }) => {
@@ -328,6 +329,7 @@ impl Store {
         uploaded: Uploaded,
         missing: Vec<String>,
         meta: Vec<u8>,
+        origin: Option<crate::index::hlc::Hlc>,
     ) -> Result<Written, StoreError> {
         let now = now_ms();
         let commit = Command::Commit {
@@ -340,6 +342,7 @@ impl Store {
             meta,
             gen,
         };
+        let commit = super::put::as_remote(origin.as_ref(), commit);
         // The previous record says whether files are left to delete: stale ones, or
         // those of a record `Commit` (an overwrite's) or `Begin` (a new generation of
         // the key's record: there was a record before) retired.
@@ -352,6 +355,8 @@ impl Store {
                 })),
                 None,
             ),
+            // Another site's change that lost to the key's version: rolled back.
+            Ok(Err(crate::index::Rejection::Superseded)) => (None, Some(StoreError::Superseded)),
             Ok(Err(r)) => (
                 None,
                 Some(StoreError::Volume(format!("commit rejected: {r}"))),
