@@ -212,6 +212,9 @@ pub enum Command {
     /// Replication to other sites: the change feed's own state (cursors, origins of
     /// remote changes), applied by `super::feed`; changes no record.
     Feed(super::feed_command::FeedCommand),
+    /// Tenancy: access keys, bucket grants and quotas (`super::tenancy`); changes no
+    /// record.
+    Tenancy(super::tenancy::TenancyCommand),
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     /// `key` may be a [`gen_key`]: an overwrite's intent or a retired record.
     Remove {
@@ -283,6 +286,7 @@ impl Command {
             | Command::SetJob { .. }
             | Command::SetFrontend { .. }
             | Command::SetScrub { .. }
+            | Command::Tenancy(_)
             | Command::Feed(_) => b"",
         }
     }
@@ -613,6 +617,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         | Command::SetJob { .. }
         | Command::SetFrontend { .. }
         | Command::SetScrub { .. }
+        | Command::Tenancy(_)
         | Command::Feed(_) => return Ok(Ok(None)),
         Command::Abandon {
             owner, changed_ms, ..
@@ -647,7 +652,7 @@ fn reject(r: Rejection) -> Next {
 }
 
 /// The index-wide commands (no key's record): `SetVolumes`, `SetFrontend`, `SetJob`,
-/// `SetScrub`, `RetireMember`; `None` for every other command.
+/// `SetScrub`, `RetireMember`, `Tenancy`; `None` for every other command.
 fn apply_meta<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Option<Applied>, M::Error> {
     let applied = match cmd {
         Command::SetVolumes { volumes, if_unset } => {
@@ -691,6 +696,7 @@ fn apply_meta<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Option<Applied
             map.put_meta(SCRUB_META, Some(record.clone().into_bytes()))?;
             Ok(None)
         }
+        Command::Tenancy(t) => return super::tenancy::apply(map, t).map(Some),
         Command::RetireMember { id } => {
             let mut retired = retired_members(map.get_meta(RETIRED_META)?.as_deref());
             if !retired.contains(id) {

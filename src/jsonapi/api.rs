@@ -52,7 +52,10 @@ impl From<StoreError> for Failure {
                 StatusCode::BAD_REQUEST
             }
             StoreError::NotFound => StatusCode::NOT_FOUND,
-            StoreError::Exists | StoreError::Protected => StatusCode::FORBIDDEN,
+            StoreError::Exists
+            | StoreError::Protected
+            | StoreError::Forbidden(_)
+            | StoreError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
             StoreError::Conflict => StatusCode::CONFLICT,
             StoreError::Empty => StatusCode::BAD_REQUEST,
             StoreError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
