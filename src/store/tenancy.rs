@@ -13,10 +13,10 @@
 //! The state (access keys, buckets, grants, quotas) lives in the index
 //! (`index::tenancy`), changed through its log like every record.
 
-use crate::index::tenancy::{AccessKey, Bucket, TenancyCommand, BUCKET_ENTRY, KEY_ENTRY};
+use crate::index::tenancy::{BUCKET_ENTRY, KEY_ENTRY};
 use crate::index::{Command, Rejection};
 
-pub use crate::index::tenancy::{Access, Grant, Quota};
+pub use crate::index::tenancy::{Access, AccessKey, Bucket, Grant, Quota, TenancyCommand};
 
 use super::{Store, StoreError};
 
