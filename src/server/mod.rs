@@ -9,12 +9,14 @@
 mod admin;
 mod admin_cluster;
 mod admin_ops;
+mod admin_tenancy;
 mod args;
 mod batch;
 mod error;
 mod jobs;
 mod read;
 mod safety;
+mod tenancy;
 pub mod ui;
 mod write;
 
@@ -446,6 +448,16 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(key) => key,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    // Tenancy: S3 buckets' contents and the S3 API's own keys (issue 26).
+    let allowed = match (req.method(), req.uri().query()) {
+        (&Method::GET, Some(_)) => tenancy::check_prefix(&app, req.headers(), &key).await,
+        (method, _) => tenancy::check(&app, req.headers(), &key, tenancy::access_of(method)),
+    };
+    if let Err(e) = allowed {
+        let (parts, body) = req.into_parts();
+        crate::http::drain_rejected(&parts.headers, body.into_data_stream()).await;
+        return e.into_response();
+    }
     let result = match (req.method().clone(), req.uri().query()) {
         (Method::GET, Some(query)) => read::list(&app, key, query).await,
         (Method::GET, None) | (Method::HEAD, _) => read::redirect(&app, &key, req).await,
