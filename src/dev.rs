@@ -199,15 +199,7 @@ pub async fn run(mut args: DevArgs, verbose: bool) -> anyhow::Result<()> {
     }
     let store = std::sync::Arc::clone(&started.app.store);
     let listen = ListenArgs::default();
-    let json = crate::jsonapi::start(
-        &args.json,
-        &args.bind,
-        store,
-        open(),
-        None,
-        &listen,
-    )
-    .await?;
+    let json = crate::jsonapi::start(&args.json, &args.bind, store, open(), None, &listen).await?;
     if let Some(j) = &json {
         eprintln!("hoard dev: JSON interface on http://{}", j.local_addr());
     }

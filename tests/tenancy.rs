@@ -131,9 +131,18 @@ fn server_cmd(db: &std::path::Path, port: u16, extra: &[&str]) -> Vec<String> {
 fn an_open_native_api_beside_s3_users_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("db");
-    let s3 = ["--s3-port", "0", "--s3-access-key", "a", "--s3-secret-key", "s"];
+    let s3 = [
+        "--s3-port",
+        "0",
+        "--s3-access-key",
+        "a",
+        "--s3-secret-key",
+        "s",
+    ];
     let mut p = Proc::spawn(server_cmd(&db, free_port(), &s3), tmp.path().join("1.log"));
-    let status = p.wait_exit(Duration::from_secs(30)).expect("the server kept running");
+    let status = p
+        .wait_exit(Duration::from_secs(30))
+        .expect("the server kept running");
     assert!(!status.success());
     assert!(p.log_text().contains("--native-open"), "{}", p.log_text());
     // With a token it starts (and seeds the key into its index).
@@ -147,15 +156,23 @@ fn an_open_native_api_beside_s3_users_is_refused() {
         .args(["--token", ADMIN])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&keys.stdout).contains("a  seeded"), "{keys:?}");
+    assert!(
+        String::from_utf8_lossy(&keys.stdout).contains("a  seeded"),
+        "{keys:?}"
+    );
     p.terminate();
     // Without S3 flags nor token: the index has users, so still refused.
     let mut p = Proc::spawn(server_cmd(&db, free_port(), &[]), tmp.path().join("3.log"));
-    let status = p.wait_exit(Duration::from_secs(30)).expect("the server kept running");
+    let status = p
+        .wait_exit(Duration::from_secs(30))
+        .expect("the server kept running");
     assert!(!status.success(), "{}", p.log_text());
     // Declared open: it starts.
     let port = free_port();
-    let mut p = Proc::spawn(server_cmd(&db, port, &["--native-open"]), tmp.path().join("4.log"));
+    let mut p = Proc::spawn(
+        server_cmd(&db, port, &["--native-open"]),
+        tmp.path().join("4.log"),
+    );
     common::cluster::wait_http(&format!("http://127.0.0.1:{port}/-/health"));
     p.terminate();
 }
@@ -170,8 +187,18 @@ async fn the_native_api_does_not_bypass_s3_tenancy() {
         Kind::Native,
         3,
         &[
-            "--auth-token", ADMIN, "--s3-port", &s3, "--s3-access-key", "alice",
-            "--s3-secret-key", "alice-secret", "--tcp-port", &tcp, "--json-port", &json,
+            "--auth-token",
+            ADMIN,
+            "--s3-port",
+            &s3,
+            "--s3-access-key",
+            "alice",
+            "--s3-secret-key",
+            "alice-secret",
+            "--tcp-port",
+            &tcp,
+            "--json-port",
+            &json,
         ],
     );
     wait_listening(&format!("127.0.0.1:{s3}"));
@@ -188,9 +215,17 @@ async fn the_native_api_does_not_bypass_s3_tenancy() {
     let status = |r: reqwest::Response| r.status().as_u16();
     // A bucket's object: not without the token (reads are otherwise open in this
     // auth mode), yes with it.
-    assert_eq!(status(http.get(url("/alice-b/obj")).send().await.unwrap()), 403);
-    assert_eq!(status(http.get(url("/alice-b/?list")).send().await.unwrap()), 403);
-    let with = http.get(url("/alice-b/obj")).header("authorization", &bearer);
+    assert_eq!(
+        status(http.get(url("/alice-b/obj")).send().await.unwrap()),
+        403
+    );
+    assert_eq!(
+        status(http.get(url("/alice-b/?list")).send().await.unwrap()),
+        403
+    );
+    let with = http
+        .get(url("/alice-b/obj"))
+        .header("authorization", &bearer);
     assert_eq!(status(with.send().await.unwrap()), 302);
     // A part: never, not even with the token.
     for req in [
@@ -205,15 +240,29 @@ async fn the_native_api_does_not_bypass_s3_tenancy() {
     }
     let all = http.get(url("/?list")).header("authorization", &bearer);
     let listed = all.send().await.unwrap().text().await.unwrap();
-    assert!(listed.contains("/alice-b/obj") && !listed.contains(".s3-multipart"), "{listed}");
+    assert!(
+        listed.contains("/alice-b/obj") && !listed.contains(".s3-multipart"),
+        "{listed}"
+    );
     let batch = serde_json::json!([{"op": "get", "key": part}]);
-    let r = http.post(url("/-/batch")).header("authorization", &bearer).json(&batch);
+    let r = http
+        .post(url("/-/batch"))
+        .header("authorization", &bearer)
+        .json(&batch);
     let outcome: serde_json::Value = r.send().await.unwrap().json().await.unwrap();
     assert_eq!(outcome[0]["status"], 403, "{outcome}");
     // JSON interface: reads are open in this mode, but not a bucket's nor a part.
     let j = |k: &str| format!("http://127.0.0.1:{json}{k}");
-    assert_eq!(status(http.get(j("/alice-b/obj")).send().await.unwrap()), 403);
-    let r = http.get(j(&part)).header("authorization", &bearer).send().await.unwrap();
+    assert_eq!(
+        status(http.get(j("/alice-b/obj")).send().await.unwrap()),
+        403
+    );
+    let r = http
+        .get(j(&part))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status(r), 403);
     // Binary protocol (its keys are hoard's without the leading `/`), authenticated:
     // the object yes, the part no.
@@ -225,6 +274,9 @@ async fn the_native_api_does_not_bypass_s3_tenancy() {
     assert_eq!(&c.get(b"alice-b/obj").await.unwrap()[..], b"alice's object");
     let refused = c.get(&part.as_bytes()[1..]).await.unwrap_err().to_string();
     assert!(refused.contains("access denied"), "{refused}");
-    let refused = c.set(b".s3-multipart/y/00001", b"planted").await.unwrap_err();
+    let refused = c
+        .set(b".s3-multipart/y/00001", b"planted")
+        .await
+        .unwrap_err();
     assert!(refused.to_string().contains("access denied"), "{refused}");
 }

@@ -162,7 +162,11 @@ pub async fn key(args: KeyCmd) -> anyhow::Result<()> {
             })
             .await?;
             writeln!(out, "access key id: {}", made["id"].as_str().unwrap_or("?"))?;
-            writeln!(out, "secret key:    {}", made["secret"].as_str().unwrap_or("?"))?;
+            writeln!(
+                out,
+                "secret key:    {}",
+                made["secret"].as_str().unwrap_or("?")
+            )?;
         }
         KeyAction::List { conn } => {
             let keys = call(&conn.client()?, "list keys", |c, base| {
@@ -170,8 +174,15 @@ pub async fn key(args: KeyCmd) -> anyhow::Result<()> {
             })
             .await?;
             for k in keys.as_array().into_iter().flatten() {
-                let origin = if k["seeded"].as_bool() == Some(true) { "seeded" } else { "created" };
-                let (id, name) = (k["id"].as_str().unwrap_or("?"), k["name"].as_str().unwrap_or(""));
+                let origin = if k["seeded"].as_bool() == Some(true) {
+                    "seeded"
+                } else {
+                    "created"
+                };
+                let (id, name) = (
+                    k["id"].as_str().unwrap_or("?"),
+                    k["name"].as_str().unwrap_or(""),
+                );
                 writeln!(out, "{id}  {origin:<7}  {name}")?;
             }
         }
@@ -212,18 +223,34 @@ pub async fn bucket(args: BucketCmd) -> anyhow::Result<()> {
                 )?;
             }
         }
-        BucketAction::Allow { which, bucket, key, conn } => {
+        BucketAction::Allow {
+            which,
+            bucket,
+            key,
+            conn,
+        } => {
             grant(&conn, &bucket, &key, which.name(), true).await?;
             writeln!(out, "{key} may now {} on {bucket}", which.name())?;
         }
-        BucketAction::Deny { which, bucket, key, conn } => {
+        BucketAction::Deny {
+            which,
+            bucket,
+            key,
+            conn,
+        } => {
             grant(&conn, &bucket, &key, which.name(), false).await?;
             writeln!(out, "{key} no longer holds {} on {bucket}", which.name())?;
         }
-        BucketAction::Quota { bucket, max_bytes, max_objects, conn } => {
+        BucketAction::Quota {
+            bucket,
+            max_bytes,
+            max_objects,
+            conn,
+        } => {
             let body = serde_json::json!({ "max_bytes": max_bytes, "max_objects": max_objects });
             call(&conn.client()?, &format!("quota of {bucket}"), |c, base| {
-                c.put(format!("{base}/-/admin/buckets/{bucket}/quota")).json(&body)
+                c.put(format!("{base}/-/admin/buckets/{bucket}/quota"))
+                    .json(&body)
             })
             .await?;
             writeln!(out, "quota of {bucket} set")?;
@@ -233,10 +260,17 @@ pub async fn bucket(args: BucketCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn grant(conn: &Conn, bucket: &str, key: &str, grant: &str, allow: bool) -> anyhow::Result<()> {
+async fn grant(
+    conn: &Conn,
+    bucket: &str,
+    key: &str,
+    grant: &str,
+    allow: bool,
+) -> anyhow::Result<()> {
     let body = serde_json::json!({ "key": key, "grant": grant, "allow": allow });
     call(&conn.client()?, &format!("grant on {bucket}"), |c, base| {
-        c.post(format!("{base}/-/admin/buckets/{bucket}/grants")).json(&body)
+        c.post(format!("{base}/-/admin/buckets/{bucket}/grants"))
+            .json(&body)
     })
     .await?;
     Ok(())

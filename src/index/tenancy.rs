@@ -48,16 +48,7 @@ impl std::fmt::Debug for AccessKey {
 
 /// A permission on a bucket.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Grant {
@@ -304,7 +295,10 @@ mod tests {
             allow,
         };
         // No bucket yet.
-        assert_eq!(run(&index, grant("b", "a", true)).await, Err(Rejection::NotFound));
+        assert_eq!(
+            run(&index, grant("b", "a", true)).await,
+            Err(Rejection::NotFound)
+        );
         let bucket = Bucket::new("owner", 5);
         let set = Command::SetFrontend {
             name: format!("{BUCKET_ENTRY}b"),
@@ -313,9 +307,18 @@ mod tests {
         };
         index.apply(set).await.unwrap().unwrap();
         assert_eq!(run(&index, grant("b", "a", true)).await, Ok(None));
-        assert_eq!(run(&index, grant("b", "nobody", true)).await, Err(Rejection::NotFound));
+        assert_eq!(
+            run(&index, grant("b", "nobody", true)).await,
+            Err(Rejection::NotFound)
+        );
         let read = |index: &Index| {
-            Bucket::decode(&index.frontend(&format!("{BUCKET_ENTRY}b")).unwrap().unwrap()).unwrap()
+            Bucket::decode(
+                &index
+                    .frontend(&format!("{BUCKET_ENTRY}b"))
+                    .unwrap()
+                    .unwrap(),
+            )
+            .unwrap()
         };
         let b = read(&index);
         assert!(b.allows("a", Access::Read));

@@ -144,9 +144,7 @@ fn allowed(s: &JsonState, headers: &HeaderMap, method: &Method, key: &[u8]) -> R
     } else {
         Access::Write
     };
-    s.store
-        .authorize(&who, key, access)
-        .map_err(Failure::from)
+    s.store.authorize(&who, key, access).map_err(Failure::from)
 }
 
 fn health(store: &Store) -> Response {

@@ -25,7 +25,9 @@ pub struct Tenancy {
 
 /// The principal of a request signed with `credentials` (none: anonymous).
 pub fn principal(credentials: Option<&s3s::auth::Credentials>) -> Principal {
-    credentials.map_or(Principal::Anonymous, |c| Principal::Key(c.access_key.clone()))
+    credentials.map_or(Principal::Anonymous, |c| {
+        Principal::Key(c.access_key.clone())
+    })
 }
 
 /// What an operation on a bucket's path needs (`None`: decided by the operation
@@ -54,10 +56,9 @@ impl Tenancy {
     async fn check_source(&self, who: &Principal, source: &CopySource) -> S3Result<()> {
         match source {
             CopySource::Bucket { bucket, .. } => self.check_bucket(who, bucket, Access::Read).await,
-            CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => Err(s3_error!(
-                NotImplemented,
-                "access points are not supported"
-            )),
+            CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => {
+                Err(s3_error!(NotImplemented, "access points are not supported"))
+            }
         }
     }
 }
@@ -102,9 +103,21 @@ mod tests {
     #[test]
     fn operations_map_to_accesses() {
         assert_eq!(bucket_access("CreateBucket", &Method::PUT), None);
-        assert_eq!(bucket_access("DeleteBucket", &Method::DELETE), Some(Access::Own));
-        assert_eq!(bucket_access("ListObjectsV2", &Method::GET), Some(Access::Read));
-        assert_eq!(bucket_access("HeadBucket", &Method::HEAD), Some(Access::Read));
-        assert_eq!(bucket_access("DeleteObjects", &Method::POST), Some(Access::Write));
+        assert_eq!(
+            bucket_access("DeleteBucket", &Method::DELETE),
+            Some(Access::Own)
+        );
+        assert_eq!(
+            bucket_access("ListObjectsV2", &Method::GET),
+            Some(Access::Read)
+        );
+        assert_eq!(
+            bucket_access("HeadBucket", &Method::HEAD),
+            Some(Access::Read)
+        );
+        assert_eq!(
+            bucket_access("DeleteObjects", &Method::POST),
+            Some(Access::Write)
+        );
     }
 }

@@ -75,8 +75,13 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
         (Method::POST, KEYS) => create_key(app, &body).await,
         (Method::DELETE, p) if p.starts_with(KEYS) => delete_key(app, &p[KEYS.len() + 1..]).await,
         (Method::GET, BUCKETS) => list_buckets(app).await,
-        (method, p) if p.starts_with(BUCKETS) => bucket_change(app, &method, &p[BUCKETS.len() + 1..], &body).await,
-        _ => Err(failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
+        (method, p) if p.starts_with(BUCKETS) => {
+            bucket_change(app, &method, &p[BUCKETS.len() + 1..], &body).await
+        }
+        _ => Err(failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        )),
     };
     result.unwrap_or_else(|e| e)
 }
@@ -91,7 +96,10 @@ fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8], shape: &str) -> Result<T
 async fn create_key(app: &App, body: &[u8]) -> Answer {
     let NewKey { name } = parse(body, r#"{"name": "…"}"#)?;
     if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-        return Err(failure(StatusCode::BAD_REQUEST, "a key's name is 1-256 printable characters"));
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            "a key's name is 1-256 printable characters",
+        ));
     }
     let (id, secret) = new_credentials()
         .map_err(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, &format!("random: {e}")))?;
@@ -102,7 +110,10 @@ async fn create_key(app: &App, body: &[u8]) -> Answer {
         seeded: false,
         deleted: false,
     };
-    let cmd = TenancyCommand::CreateKey { id: id.clone(), key };
+    let cmd = TenancyCommand::CreateKey {
+        id: id.clone(),
+        key,
+    };
     app.store.tenancy(cmd).await.map_err(store_failure)?;
     tracing::info!("S3 access key {id} ({name}) created");
     let body = json!({ "id": id, "secret": secret, "name": name });
@@ -154,7 +165,10 @@ async fn list_buckets(app: &App) -> Answer {
 async fn bucket_change(app: &App, method: &Method, rest: &str, body: &[u8]) -> Answer {
     let cmd = match (method, rest.rsplit_once('/')) {
         (&Method::POST, Some((bucket, "grants"))) => {
-            let g: GrantChange = parse(body, r#"{"key": ID, "grant": "read|write|owner", "allow": true}"#)?;
+            let g: GrantChange = parse(
+                body,
+                r#"{"key": ID, "grant": "read|write|owner", "allow": true}"#,
+            )?;
             TenancyCommand::Grant {
                 bucket: bucket.to_string(),
                 key: g.key,
@@ -169,7 +183,10 @@ async fn bucket_change(app: &App, method: &Method, rest: &str, body: &[u8]) -> A
         _ => return Err(failure(StatusCode::NOT_FOUND, "not found")),
     };
     app.store.tenancy(cmd.clone()).await.map_err(|e| match e {
-        StoreError::NotFound => failure(StatusCode::NOT_FOUND, "no such bucket, or no such access key"),
+        StoreError::NotFound => failure(
+            StatusCode::NOT_FOUND,
+            "no such bucket, or no such access key",
+        ),
         other => store_failure(other),
     })?;
     tracing::info!("tenancy change: {cmd:?}");

@@ -130,11 +130,7 @@ impl Store {
     /// span buckets) only for the operator or where no bucket exists at all. A
     /// listing that may reach [`INTERNAL_PREFIX`] must leave those keys out itself
     /// ([`is_internal`]).
-    pub async fn authorize_prefix(
-        &self,
-        who: &Principal,
-        prefix: &[u8],
-    ) -> Result<(), StoreError> {
+    pub async fn authorize_prefix(&self, who: &Principal, prefix: &[u8]) -> Result<(), StoreError> {
         if prefix.starts_with(INTERNAL_PREFIX) {
             return self.authorize(who, prefix, Access::Read);
         }
@@ -181,7 +177,9 @@ impl Store {
         if allowed {
             Ok(Some(bucket))
         } else {
-            Err(StoreError::Forbidden(format!("access to bucket {name} denied")))
+            Err(StoreError::Forbidden(format!(
+                "access to bucket {name} denied"
+            )))
         }
     }
 

@@ -65,8 +65,9 @@ pub fn handle(app: &App, req: &Request) -> Response {
             "capacity": series::CAPACITY,
             "samples": app.series.samples(),
         })),
-        "/-/ui/api/key" => key(app, req)
-            .map_or_else(IntoResponse::into_response, |view| json(&view)),
+        "/-/ui/api/key" => {
+            key(app, req).map_or_else(IntoResponse::into_response, |view| json(&view))
+        }
         _ => ApiError::NotFound.into_response(),
     }
 }
