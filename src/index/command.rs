@@ -696,7 +696,14 @@ fn apply_meta<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Option<Applied
             map.put_meta(SCRUB_META, Some(record.clone().into_bytes()))?;
             Ok(None)
         }
-        Command::Tenancy(t) => return super::tenancy::apply(map, t).map(Some),
+        Command::Tenancy(t) => {
+            let refused = match super::tenancy::apply(&mut Frontend(map), t)? {
+                Ok(()) => return Ok(Some(Ok(None))),
+                Err(super::tenancy::Refused::Exists) => Rejection::Exists,
+                Err(super::tenancy::Refused::NotFound) => Rejection::NotFound,
+            };
+            Err(refused)
+        }
         Command::RetireMember { id } => {
             let mut retired = retired_members(map.get_meta(RETIRED_META)?.as_deref());
             if !retired.contains(id) {
@@ -710,6 +717,21 @@ fn apply_meta<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Option<Applied
         _ => return Ok(None),
     };
     Ok(Some(applied))
+}
+
+/// The front-end entries of a [`RecordMap`] (its `meta` names under
+/// [`FRONTEND_META_PREFIX`]), for `super::tenancy`.
+struct Frontend<'a, M>(&'a mut M);
+
+impl<M: RecordMap> super::tenancy::Entries for Frontend<'_, M> {
+    type Error = M::Error;
+    fn get(&mut self, name: &str) -> Result<Option<Vec<u8>>, M::Error> {
+        self.0.get_meta(&format!("{FRONTEND_META_PREFIX}{name}"))
+    }
+    fn put(&mut self, name: &str, value: Vec<u8>) -> Result<(), M::Error> {
+        self.0
+            .put_meta(&format!("{FRONTEND_META_PREFIX}{name}"), Some(value))
+    }
 }
 
 /// `Begin`: a write intent, at the key (a new key) or beside it (`replace`).

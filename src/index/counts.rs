@@ -217,13 +217,13 @@ mod tests {
         live.volumes = vec!["a:1/sv01".into(), "b:2".into(), "c:3".into()];
         live.missing = vec!["c:3".into()];
         let mut d = VolumeDeltas::new();
-        volume_deltas(&mut d, None, Some(&live));
+        volume_deltas(&mut d, b"/k", None, Some(&live));
         assert_eq!(d["a:1"], (1, 10));
         assert_eq!(d["b:2"], (1, 10));
         assert!(!d.contains_key("c:3"), "a missing replica holds nothing");
         let mut deleting = live.clone();
         deleting.state = State::Deleting;
-        volume_deltas(&mut d, Some(&live), Some(&deleting));
+        volume_deltas(&mut d, b"/k", Some(&live), Some(&deleting));
         assert_eq!(d["a:1"], (0, 0));
         let counts = VolumeCounts { keys: 1, bytes: 5 };
         assert_eq!(VolumeCounts::decode(&counts.encode()), counts);

@@ -9,8 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::command::{Applied, RecordMap, Rejection, FRONTEND_META_PREFIX};
-
 /// Front-end entry name prefix of access keys: `tenancy/key/<ID>`.
 pub const KEY_ENTRY: &str = "tenancy/key/";
 /// Front-end entry name prefix of buckets: `s3/bucket/<NAME>`.
@@ -187,35 +185,60 @@ pub enum TenancyCommand {
     },
 }
 
-fn entry(prefix: &str, name: &str) -> String {
-    format!("{FRONTEND_META_PREFIX}{prefix}{name}")
+/// Why a [`TenancyCommand`] was refused (nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// The key exists or existed.
+    Exists,
+    /// No such bucket or key.
+    NotFound,
 }
 
-fn live_key<M: RecordMap>(map: &mut M, id: &str) -> Result<Option<AccessKey>, M::Error> {
+/// The front-end entries a [`TenancyCommand`] reads and writes, by their front-end
+/// name (`command.rs` maps them onto the `meta` table of the state machine).
+pub(super) trait Entries {
+    /// The error of the underlying store.
+    type Error;
+    /// Reads entry `name`.
+    fn get(&mut self, name: &str) -> Result<Option<Vec<u8>>, Self::Error>;
+    /// Writes entry `name`.
+    fn put(&mut self, name: &str, value: Vec<u8>) -> Result<(), Self::Error>;
+}
+
+fn entry(prefix: &str, name: &str) -> String {
+    format!("{prefix}{name}")
+}
+
+fn live_key<M: Entries>(map: &mut M, id: &str) -> Result<Option<AccessKey>, M::Error> {
     Ok(map
-        .get_meta(&entry(KEY_ENTRY, id))?
+        .get(&entry(KEY_ENTRY, id))?
         .and_then(|raw| serde_json::from_slice::<AccessKey>(&raw).ok())
         .filter(|k| !k.deleted))
 }
 
-/// Applies `cmd` (deterministic: reads and writes only `meta` entries). Answers
-/// `Ok(None)` or a rejection.
-pub(super) fn apply<M: RecordMap>(map: &mut M, cmd: &TenancyCommand) -> Result<Applied, M::Error> {
+/// Applies `cmd` (deterministic: reads and writes only front-end entries).
+pub(super) fn apply<M: Entries>(
+    map: &mut M,
+    cmd: &TenancyCommand,
+) -> Result<Result<(), Refused>, M::Error> {
     match cmd {
         TenancyCommand::CreateKey { id, key } => {
             let name = entry(KEY_ENTRY, id);
-            if map.get_meta(&name)?.is_some() {
-                return Ok(Err(Rejection::Exists));
+            if map.get(&name)?.is_some() {
+                return Ok(Err(Refused::Exists));
             }
-            map.put_meta(&name, serde_json::to_vec(key).ok())?;
+            map.put(&name, serde_json::to_vec(key).unwrap_or_default())?;
         }
         TenancyCommand::DeleteKey { id } => {
             let Some(mut key) = live_key(map, id)? else {
-                return Ok(Err(Rejection::NotFound));
+                return Ok(Err(Refused::NotFound));
             };
             key.deleted = true;
             key.secret.clear();
-            map.put_meta(&entry(KEY_ENTRY, id), serde_json::to_vec(&key).ok())?;
+            map.put(
+                &entry(KEY_ENTRY, id),
+                serde_json::to_vec(&key).unwrap_or_default(),
+            )?;
         }
         TenancyCommand::Grant {
             bucket,
@@ -224,7 +247,7 @@ pub(super) fn apply<M: RecordMap>(map: &mut M, cmd: &TenancyCommand) -> Result<A
             allow,
         } => {
             if *allow && live_key(map, key)?.is_none() {
-                return Ok(Err(Rejection::NotFound));
+                return Ok(Err(Refused::NotFound));
             }
             return change_bucket(map, bucket, |b| {
                 let mut grants = b.grants();
@@ -242,27 +265,27 @@ pub(super) fn apply<M: RecordMap>(map: &mut M, cmd: &TenancyCommand) -> Result<A
             return change_bucket(map, bucket, |b| b.quota = *quota);
         }
     }
-    Ok(Ok(None))
+    Ok(Ok(()))
 }
 
-fn change_bucket<M: RecordMap>(
+fn change_bucket<M: Entries>(
     map: &mut M,
     bucket: &str,
     change: impl FnOnce(&mut Bucket),
-) -> Result<Applied, M::Error> {
+) -> Result<Result<(), Refused>, M::Error> {
     let name = entry(BUCKET_ENTRY, bucket);
-    let Some(mut record) = map.get_meta(&name)?.and_then(|raw| Bucket::decode(&raw)) else {
-        return Ok(Err(Rejection::NotFound));
+    let Some(mut record) = map.get(&name)?.and_then(|raw| Bucket::decode(&raw)) else {
+        return Ok(Err(Refused::NotFound));
     };
     change(&mut record);
-    map.put_meta(&name, Some(record.encode()))?;
-    Ok(Ok(None))
+    map.put(&name, record.encode())?;
+    Ok(Ok(()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{Command, Index};
+    use crate::index::{Applied, Command, Index, Rejection};
 
     fn key(name: &str) -> AccessKey {
         AccessKey {

@@ -62,13 +62,16 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
         return failure(
             StatusCode::UNAUTHORIZED,
             "tenancy administration needs the admin token (--auth-token)",
-        );
+        )
+        .into_response();
     }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => return failure(StatusCode::BAD_REQUEST, &format!("reading body: {e}")),
+        Err(e) => {
+            return failure(StatusCode::BAD_REQUEST, &format!("reading body: {e}")).into_response()
+        }
     };
     let result = match (method, path.as_str()) {
         (Method::GET, KEYS) => list_keys(app).await,
@@ -83,12 +86,12 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
             "method not allowed",
         )),
     };
-    result.unwrap_or_else(|e| e)
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-type Answer = Result<Response, Response>;
+type Answer = Result<Response, Failure>;
 
-fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8], shape: &str) -> Result<T, Response> {
+fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8], shape: &str) -> Result<T, Failure> {
     serde_json::from_slice(body)
         .map_err(|e| failure(StatusCode::BAD_REQUEST, &format!("expected {shape}: {e}")))
 }
@@ -193,7 +196,7 @@ async fn bucket_change(app: &App, method: &Method, rest: &str, body: &[u8]) -> A
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn store_failure(e: StoreError) -> Response {
+fn store_failure(e: StoreError) -> Failure {
     let status = match e {
         StoreError::NotFound => StatusCode::NOT_FOUND,
         StoreError::Exists => StatusCode::CONFLICT,
@@ -202,6 +205,15 @@ fn store_failure(e: StoreError) -> Response {
     failure(status, &e.to_string())
 }
 
-fn failure(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
+/// A refused request: its status and message, answered as `{"error": …}`.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn failure(status: StatusCode, message: &str) -> Failure {
+    Failure(status, message.to_string())
 }
