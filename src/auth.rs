@@ -57,6 +57,9 @@ pub struct AuthArgs {
 pub struct Auth {
     mode: AuthMode,
     secret: Option<Arc<[u8]>>,
+    /// `--native-open`: requests without the token count as the operator's for
+    /// tenancy (S3 buckets' contents).
+    open: bool,
 }
 
 impl std::fmt::Debug for Auth {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for Auth {
         f.debug_struct("Auth")
             .field("mode", &self.mode)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("open", &self.open)
             .finish()
     }
 }
@@ -117,7 +121,24 @@ impl Auth {
         Auth {
             mode,
             secret: token.map(|t| Arc::from(t.as_bytes())),
+            open: false,
         }
+    }
+
+    /// This policy with `--native-open` set to `open`.
+    pub fn native_open(self, open: bool) -> Self {
+        Auth { open, ..self }
+    }
+
+    /// Whether `--native-open` is set.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Whether a native request with `headers` acts as the operator for tenancy: it
+    /// carries the token, or the native API is declared open.
+    pub fn operator(&self, headers: &HeaderMap) -> bool {
+        self.open || self.bearer_ok(headers)
     }
 
     /// The mode.

@@ -155,7 +155,12 @@ pub async fn run(mut args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         md5sum: true,
         voltimeout: std::time::Duration::from_secs(1),
         verbose,
-        safety: crate::server::SafetyConfig::default(),
+        // A development store: its native API is open (`--native-open` implied), so
+        // S3 objects stay readable and writable through it without a token.
+        safety: crate::server::SafetyConfig {
+            auth: open(),
+            ..Default::default()
+        },
         cluster: None,
         zone: None,
         sites: crate::sites::SitesConfig::parse(&args.replicate_to, args.replicate_rate, None)?,
@@ -169,38 +174,32 @@ pub async fn run(mut args: DevArgs, verbose: bool) -> anyhow::Result<()> {
         names.join(", "),
         args.data.display()
     );
+    if s3_port.is_some() {
+        s3_users.seed(&started.app.store).await?;
+    }
     let s3_router = crate::s3::router(
         std::sync::Arc::clone(&started.app.store),
-        &s3_users,
         &args.s3,
         None,
         verbose,
     )?;
     if let (Some(port), Some((access, secret))) = (s3_port, s3_users.first()) {
         eprintln!(
-            "hoard dev: S3 API on http://{host}:{port} (access key {access}, secret key {secret})"
+            "hoard dev: S3 API on http://{host}:{port} (access key {access}, secret key {secret}); \
+             the native API is open (no token) and reaches every bucket"
         );
     }
     let options = crate::net::ServeOptions::from_args(&ListenArgs::default())?;
     let grace = options.grace;
     started.app.store.cache.enable(&args.cache);
     let store = std::sync::Arc::clone(&started.app.store);
-    let proto =
-        crate::proto::start(&args.proto, &args.bind, store, Default::default(), None).await?;
+    let proto = crate::proto::start(&args.proto, &args.bind, store, open(), None).await?;
     if let Some(p) = &proto {
         eprintln!("hoard dev: binary protocol on {}", p.local_addr());
     }
     let store = std::sync::Arc::clone(&started.app.store);
     let listen = ListenArgs::default();
-    let json = crate::jsonapi::start(
-        &args.json,
-        &args.bind,
-        store,
-        Default::default(),
-        None,
-        &listen,
-    )
-    .await?;
+    let json = crate::jsonapi::start(&args.json, &args.bind, store, open(), None, &listen).await?;
     if let Some(j) = &json {
         eprintln!("hoard dev: JSON interface on http://{}", j.local_addr());
     }
@@ -266,4 +265,9 @@ fn check_port(data: &Path, port: u16) -> anyhow::Result<()> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
     }
+}
+
+/// `hoard dev`'s native authentication: none, declared open (`--native-open`).
+fn open() -> crate::auth::Auth {
+    crate::auth::Auth::default().native_open(true)
 }

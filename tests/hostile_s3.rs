@@ -16,6 +16,7 @@ fn catalogue_of_hostile_s3_requests() {
         Kind::Native,
         3,
         &[
+            "--native-open",
             "--s3-port",
             &s3_port,
             "--s3-access-key",

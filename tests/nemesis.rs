@@ -257,7 +257,8 @@ fn signal(c: &IndexCluster, id: u64, sig: libc::c_int) {
 }
 
 /// The server flags of every member (its S3 API).
-const SERVER_FLAGS: [&str; 10] = [
+const SERVER_FLAGS: [&str; 11] = [
+    "--native-open",
     "--s3-port",
     S3_PORT,
     "--s3-access-key",

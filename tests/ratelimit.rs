@@ -39,6 +39,7 @@ fn server() -> (Cluster, Ports) {
             "1",
             "--rate-limit",
             "1",
+            "--native-open",
             "--s3-port",
             &s3,
             "--s3-access-key",

@@ -31,6 +31,8 @@ fn server_on(kind: Kind, n: usize) -> (Cluster, Endpoint) {
         kind,
         n,
         &[
+            // The tests read S3 objects natively without a token.
+            "--native-open",
             "--s3-port",
             &s3_port,
             "--s3-access-key",

@@ -288,6 +288,13 @@ pub enum ClientCommand {
     /// `--node-id ID --join` once it has caught up; `hoard cluster remove ID` removes a
     /// member (alive or dead) and retires its id. Any member takes the request.
     Cluster(super::cluster::ClusterArgs),
+    /// S3 access keys (users): `hoard key create NAME` prints a new key's id and
+    /// secret; `list`; `delete ID`. Needs the admin token (--token).
+    Key(super::tenancy::KeyCmd),
+    /// S3 buckets' owners, grants and quotas: `hoard bucket list`, `allow
+    /// --read|--write|--owner BUCKET --key ID`, `deny …`, `quota BUCKET --max-bytes N
+    /// --max-objects N`. Needs the admin token (--token).
+    Bucket(super::tenancy::BucketCmd),
 }
 
 /// Runs a client command.
@@ -302,5 +309,7 @@ pub async fn run(cmd: ClientCommand, verbose: bool) -> anyhow::Result<()> {
         Command::Ls(a) => ls(a).await,
         Command::Cp(a) => cp(a, verbose).await,
         Command::Cluster(a) => super::cluster::run(a).await,
+        Command::Key(a) => super::tenancy::key(a).await,
+        Command::Bucket(a) => super::tenancy::bucket(a).await,
     }
 }

@@ -136,7 +136,10 @@ where
 }
 
 /// The JSON of a 200, or the server's `{"error": …}` as the error.
-async fn answer(what: &str, resp: reqwest::Response) -> Result<serde_json::Value, ClientError> {
+pub(super) async fn answer(
+    what: &str,
+    resp: reqwest::Response,
+) -> Result<serde_json::Value, ClientError> {
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     if status.is_success() {

@@ -16,6 +16,7 @@
 pub mod args;
 pub mod cluster;
 pub mod copy;
+pub mod tenancy;
 pub mod transfer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -120,9 +120,9 @@ impl BulkLoad {
         };
         txn.commit().map_err(store_err)?;
         self.vt.publish(names);
-        for (_, record) in batch {
+        for (key, record) in batch {
             self.counts.replace(None, Some(record));
-            counts::volume_deltas(&mut self.volumes, None, Some(record));
+            counts::volume_deltas(&mut self.volumes, key, None, Some(record));
         }
         if let Some((key, _)) = batch.last() {
             self.last = Some(key.clone());

@@ -229,6 +229,9 @@ pub enum Command {
         /// The change itself; `None`: a delete of an absent key.
         cmd: Option<Box<Command>>,
     },
+    /// Tenancy: access keys, bucket grants and quotas (`super::tenancy`); changes no
+    /// record.
+    Tenancy(super::tenancy::TenancyCommand),
     /// Drop the record if it is in state `expect` (finish a delete, roll back a write).
     /// `key` may be a [`gen_key`]: an overwrite's intent or a retired record.
     Remove {
@@ -302,6 +305,7 @@ impl Command {
             | Command::SetJob { .. }
             | Command::SetFrontend { .. }
             | Command::SetScrub { .. }
+            | Command::Tenancy(_)
             | Command::Feed(_) => b"",
         }
     }
@@ -643,6 +647,7 @@ pub fn apply<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Applied, M::Err
         | Command::SetJob { .. }
         | Command::SetFrontend { .. }
         | Command::SetScrub { .. }
+        | Command::Tenancy(_)
         | Command::Feed(_)
         | Command::Remote { .. } => return Ok(Ok(None)),
         Command::Abandon {
@@ -678,7 +683,7 @@ fn reject(r: Rejection) -> Next {
 }
 
 /// The index-wide commands (no key's record): `SetVolumes`, `SetFrontend`, `SetJob`,
-/// `SetScrub`, `RetireMember`; `None` for every other command.
+/// `SetScrub`, `RetireMember`, `Tenancy`; `None` for every other command.
 fn apply_meta<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Option<Applied>, M::Error> {
     let applied = match cmd {
         Command::SetVolumes { volumes, if_unset } => {
@@ -722,6 +727,14 @@ fn apply_meta<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Option<Applied
             map.put_meta(SCRUB_META, Some(record.clone().into_bytes()))?;
             Ok(None)
         }
+        Command::Tenancy(t) => {
+            let refused = match super::tenancy::apply(&mut Frontend(map), t)? {
+                Ok(()) => return Ok(Some(Ok(None))),
+                Err(super::tenancy::Refused::Exists) => Rejection::Exists,
+                Err(super::tenancy::Refused::NotFound) => Rejection::NotFound,
+            };
+            Err(refused)
+        }
         Command::RetireMember { id } => {
             let mut retired = retired_members(map.get_meta(RETIRED_META)?.as_deref());
             if !retired.contains(id) {
@@ -735,6 +748,21 @@ fn apply_meta<M: RecordMap>(map: &mut M, cmd: &Command) -> Result<Option<Applied
         _ => return Ok(None),
     };
     Ok(Some(applied))
+}
+
+/// The front-end entries of a [`RecordMap`] (its `meta` names under
+/// [`FRONTEND_META_PREFIX`]), for `super::tenancy`.
+struct Frontend<'a, M>(&'a mut M);
+
+impl<M: RecordMap> super::tenancy::Entries for Frontend<'_, M> {
+    type Error = M::Error;
+    fn get(&mut self, name: &str) -> Result<Option<Vec<u8>>, M::Error> {
+        self.0.get_meta(&format!("{FRONTEND_META_PREFIX}{name}"))
+    }
+    fn put(&mut self, name: &str, value: Vec<u8>) -> Result<(), M::Error> {
+        self.0
+            .put_meta(&format!("{FRONTEND_META_PREFIX}{name}"), Some(value))
+    }
 }
 
 /// `Begin`: a write intent, at the key (a new key) or beside it (`replace`).

@@ -117,7 +117,26 @@ impl VolumeCounts {
 pub type VolumeDeltas = std::collections::BTreeMap<String, (i64, i64)>;
 
 /// Accounts in `deltas` for `old` being replaced by `new` (either may be absent).
-pub fn volume_deltas(deltas: &mut VolumeDeltas, old: Option<&Record>, new: Option<&Record>) {
+///
+/// Also the usage of the key's bucket (the first segment of a key `/<bucket>/<rest>`):
+/// its live keys and their bytes, kept under the map entry `/<bucket>` (no volume
+/// server's name starts with `/`) and stored by the index as `bkt:<bucket>` — what
+/// bucket quotas are checked against, exact and read without a scan.
+pub fn volume_deltas(
+    deltas: &mut VolumeDeltas,
+    key: &[u8],
+    old: Option<&Record>,
+    new: Option<&Record>,
+) {
+    if let Some(bucket) = bucket_of(key) {
+        for (record, sign) in [(old, -1i64), (new, 1i64)] {
+            if let Some(r) = record.filter(|r| r.state == State::Live) {
+                let d = deltas.entry(format!("/{bucket}")).or_default();
+                d.0 += sign;
+                d.1 += sign * r.size as i64;
+            }
+        }
+    }
     for (record, sign) in [(old, -1i64), (new, 1i64)] {
         let Some(r) = record.filter(|r| holds_data(r.state)) else {
             continue;
@@ -130,6 +149,17 @@ pub fn volume_deltas(deltas: &mut VolumeDeltas, old: Option<&Record>, new: Optio
             d.1 += sign * r.size as i64;
         }
     }
+}
+
+/// The bucket a key belongs to: its first segment, for keys `/<bucket>/<rest>` with
+/// both non-empty; `None` for any other key (and for gen keys, which start with NUL).
+pub fn bucket_of(key: &[u8]) -> Option<&str> {
+    let rest = key.strip_prefix(b"/")?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    if slash == 0 || slash + 1 == rest.len() {
+        return None;
+    }
+    std::str::from_utf8(&rest[..slash]).ok()
 }
 
 /// `current` changed by `delta`, never below zero.
@@ -187,13 +217,13 @@ mod tests {
         live.volumes = vec!["a:1/sv01".into(), "b:2".into(), "c:3".into()];
         live.missing = vec!["c:3".into()];
         let mut d = VolumeDeltas::new();
-        volume_deltas(&mut d, None, Some(&live));
+        volume_deltas(&mut d, b"/k", None, Some(&live));
         assert_eq!(d["a:1"], (1, 10));
         assert_eq!(d["b:2"], (1, 10));
         assert!(!d.contains_key("c:3"), "a missing replica holds nothing");
         let mut deleting = live.clone();
         deleting.state = State::Deleting;
-        volume_deltas(&mut d, Some(&live), Some(&deleting));
+        volume_deltas(&mut d, b"/k", Some(&live), Some(&deleting));
         assert_eq!(d["a:1"], (0, 0));
         let counts = VolumeCounts { keys: 1, bytes: 5 };
         assert_eq!(VolumeCounts::decode(&counts.encode()), counts);

@@ -34,6 +34,7 @@ mod scan;
 mod shrink;
 pub mod snapfile;
 mod table_map;
+pub mod tenancy;
 mod volume_table;
 
 pub use bulk::BulkLoad;
@@ -41,7 +42,7 @@ pub use command::{
     apply, gen_key, gen_prefix, is_gen_key, lease_clock, show, value_key, Applied, Command,
     RecordMap, Rejection, FRONTEND_META_PREFIX, LEASE_CLOCK_META, SCRUB_META,
 };
-pub use counts::{Counts, VolumeCounts};
+pub use counts::{bucket_of, Counts, VolumeCounts};
 pub use locks::{KeyGuard, KeyLocks};
 pub use migrate::{MigrationStatus, BATCH as MIGRATION_BATCH};
 pub use record::{DecodeError, Record, State, MAX_INLINE_LEN, MAX_META_LEN};
@@ -240,6 +241,19 @@ impl Index {
         Ok(out)
     }
 
+    /// Live keys of bucket `bucket` (keys `/<bucket>/…`) and their bytes, as of the last
+    /// commit; zero when none.
+    pub fn bucket_usage(&self, bucket: &str) -> Result<VolumeCounts, IndexError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let meta = txn.open_table(META).map_err(store_err)?;
+        let name = format!("{BUCKET_PREFIX}{bucket}");
+        Ok(meta
+            .get(name.as_str())
+            .map_err(store_err)?
+            .map(|v| VolumeCounts::decode(v.value()))
+            .unwrap_or_default())
+    }
+
     /// Keys per state and bytes stored, as of the last commit.
     pub fn counts(&self) -> Counts {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner())
@@ -361,7 +375,7 @@ fn init_tables(db: &Database, vt: &VolumeTable) -> Result<Counts, IndexError> {
                     let (k, v) = item.map_err(store_err)?;
                     let record = ids.decode(k.value(), v.value())?;
                     c.replace(None, Some(&record));
-                    counts::volume_deltas(&mut deltas, None, Some(&record));
+                    counts::volume_deltas(&mut deltas, k.value(), None, Some(&record));
                 }
                 meta.insert(COUNTS, c.encode().as_slice())
                     .map_err(store_err)?;
@@ -378,10 +392,13 @@ fn init_tables(db: &Database, vt: &VolumeTable) -> Result<Counts, IndexError> {
     Ok(counts)
 }
 
-/// `meta` entry present once per-volume counters are kept.
-const VOLUME_COUNTS_KEPT: &str = "volume-counts";
+/// `meta` entry present once per-volume and per-bucket counters are kept (a database
+/// with only per-volume ones, `volume-counts`, is counted again once).
+const VOLUME_COUNTS_KEPT: &str = "volume-bucket-counts";
 /// Prefix of the per-volume counters in `meta`.
 const VOLUME_PREFIX: &str = "vol:";
+/// Prefix of the per-bucket usage counters in `meta` (live keys `/<bucket>/…`, bytes).
+const BUCKET_PREFIX: &str = "bkt:";
 
 type MetaTable<'txn> = redb::Table<'txn, &'static str, &'static [u8]>;
 
@@ -394,7 +411,11 @@ fn write_volume_deltas(
         if *delta == (0, 0) {
             continue;
         }
-        let name = format!("{VOLUME_PREFIX}{server}");
+        // Bucket usage is kept in the same map under `/<bucket>`.
+        let name = match server.strip_prefix('/') {
+            Some(bucket) => format!("{BUCKET_PREFIX}{bucket}"),
+            None => format!("{VOLUME_PREFIX}{server}"),
+        };
         let current = meta
             .get(name.as_str())
             .map_err(store_err)?
@@ -410,6 +431,8 @@ fn write_volume_deltas(
 /// Removes every per-volume counter from `meta`.
 fn clear_volume_counts(meta: &mut MetaTable<'_>) -> Result<(), IndexError> {
     meta.retain_in::<&str, _>(VOLUME_PREFIX.."vol;", |_, _| false)
+        .map_err(store_err)?;
+    meta.retain_in::<&str, _>(BUCKET_PREFIX.."bkt;", |_, _| false)
         .map_err(store_err)
 }
 

@@ -269,7 +269,7 @@ impl Index {
                 }
                 let record = foreign.decode(&key, &value)?;
                 fresh.replace(None, Some(&record));
-                super::counts::volume_deltas(&mut volumes, None, Some(&record));
+                super::counts::volume_deltas(&mut volumes, &key, None, Some(&record));
                 table
                     .insert(key.as_slice(), ids.encode(&record)?.as_slice())
                     .map_err(store_err)?;

@@ -47,7 +47,7 @@ impl RecordMap for TableMap<'_, '_> {
             .map(|v| self.ids.decode(key, v.value()))
             .transpose()?;
         self.counts.replace(old.as_ref(), Some(record));
-        counts::volume_deltas(&mut self.volumes, old.as_ref(), Some(record));
+        counts::volume_deltas(&mut self.volumes, key, old.as_ref(), Some(record));
         Ok(())
     }
     fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, IndexError> {
@@ -79,7 +79,7 @@ impl RecordMap for TableMap<'_, '_> {
             .map(|v| self.ids.decode(key, v.value()))
             .transpose()?;
         self.counts.replace(old.as_ref(), None);
-        counts::volume_deltas(&mut self.volumes, old.as_ref(), None);
+        counts::volume_deltas(&mut self.volumes, key, old.as_ref(), None);
         Ok(())
     }
 }

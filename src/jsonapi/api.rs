@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -53,7 +53,10 @@ impl From<StoreError> for Failure {
                 StatusCode::BAD_REQUEST
             }
             StoreError::NotFound => StatusCode::NOT_FOUND,
-            StoreError::Exists | StoreError::Protected => StatusCode::FORBIDDEN,
+            StoreError::Exists
+            | StoreError::Protected
+            | StoreError::Forbidden(_)
+            | StoreError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
             StoreError::Conflict | StoreError::Superseded => StatusCode::CONFLICT,
             StoreError::Empty => StatusCode::BAD_REQUEST,
             // No leader, or a leader without its quorum: another member (or a
@@ -111,10 +114,11 @@ async fn dispatch(State(s): State<Arc<JsonState>>, req: Request) -> Response {
         )),
         (method, _) => match crate::key::parse(&path) {
             Err(e) => Err(Failure::from(StoreError::Key(e))),
-            Ok(key) => match method {
-                Method::GET => get(&s, &key).await,
-                Method::PUT => put(&s, key, req.into_body()).await,
-                Method::DELETE => s
+            Ok(key) => match allowed(&s, req.headers(), &method, &key).map(|()| method) {
+                Err(refused) => Err(refused),
+                Ok(Method::GET) => get(&s, &key).await,
+                Ok(Method::PUT) => put(&s, key, req.into_body()).await,
+                Ok(Method::DELETE) => s
                     .store
                     .delete(key)
                     .await
@@ -128,6 +132,23 @@ async fn dispatch(State(s): State<Arc<JsonState>>, req: Request) -> Response {
         },
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The store's access rule for `key` (tenancy: S3 buckets' contents, the S3 API's own
+/// keys): the operator is who sent the token, or anyone with `--native-open`.
+fn allowed(s: &JsonState, headers: &HeaderMap, method: &Method, key: &[u8]) -> Result<(), Failure> {
+    use crate::store::tenancy::{Access, Principal};
+    let who = if s.auth.operator(headers) {
+        Principal::Operator
+    } else {
+        Principal::Anonymous
+    };
+    let access = if *method == Method::GET {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    s.store.authorize(&who, key, access).map_err(Failure::from)
 }
 
 fn health(store: &Store) -> Response {

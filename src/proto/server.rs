@@ -157,7 +157,10 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProtoError> {
     let mut conn = Conn::new(stream, ctx.idle);
-    let mut authed = ctx.auth.mode() == AuthMode::None;
+    let mut authed = Session {
+        authed: ctx.auth.mode() == AuthMode::None,
+        operator: ctx.auth.is_open(),
+    };
     loop {
         match frame::parse(&conn.buf, &ctx.limits) {
             Ok((req, used)) => {
@@ -167,7 +170,7 @@ async fn serve(
                     op != Op::Health && ctx.limiter.as_ref().is_some_and(|l| l.take(peer).is_err());
                 let outcome = if limited {
                     refuse(&mut conn, &req, "rate limit exceeded: retry later").await
-                } else if !authed && op != Op::Auth {
+                } else if !authed.authed && op != Op::Auth {
                     refuse(&mut conn, &req, "authentication required: send AUTH first").await
                 } else {
                     handle(&mut conn, ctx, req, &mut authed).await
@@ -234,28 +237,60 @@ async fn refuse(conn: &mut Conn, req: &Request, why: &str) -> Result<bool, Proto
     Ok(false)
 }
 
+/// What a connection has proved.
+struct Session {
+    /// It may send requests (AUTH done, or no auth mode).
+    authed: bool,
+    /// It acts as the operator for tenancy: it sent the token, or the native API is
+    /// declared open (`--native-open`).
+    operator: bool,
+}
+
+/// The store's access rule for a request's key (tenancy: S3 buckets' contents, the
+/// S3 API's own keys).
+fn allowed(ctx: &Ctx, session: &Session, req: &Request) -> Result<(), String> {
+    use crate::store::tenancy::{Access, Principal};
+    let who = if session.operator {
+        Principal::Operator
+    } else {
+        Principal::Anonymous
+    };
+    let access = if req.op == Op::Get {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    crate::key::check(&hoard_key(&req.key)).map_err(|e| e.to_string())?;
+    ctx.store
+        .authorize(&who, &hoard_key(&req.key), access)
+        .map_err(|e| message(&e))
+}
+
 /// Answers one request; `Ok(true)` when it succeeded, `Ok(false)` when it was answered
 /// with an error, `Err` when the connection must close.
 async fn handle(
     conn: &mut Conn,
     ctx: &Ctx,
     req: Request,
-    authed: &mut bool,
+    authed: &mut Session,
 ) -> Result<bool, ProtoError> {
-    // The rules an HTTP path's key follows (UTF-8, no control characters, length…).
+    // The rules an HTTP path's key follows (UTF-8, no control characters, length…),
+    // then who may touch it.
     if matches!(req.op, Op::Get | Op::Set | Op::Delete) {
-        if let Err(e) = crate::key::check(&hoard_key(&req.key)) {
+        if let Err(e) = allowed(ctx, authed, &req) {
             if let Some(v) = req.value {
                 conn.skip(u64::from(v.len)).await?;
             }
-            conn.error(&e.to_string()).await?;
+            conn.error(&e).await?;
             return Ok(false);
         }
     }
     let result: Result<(), String> = match req.op {
         Op::Auth => {
-            if ctx.auth.mode() == AuthMode::None || ctx.auth.token_ok(&req.key) {
-                *authed = true;
+            let token = ctx.auth.token_ok(&req.key);
+            if ctx.auth.mode() == AuthMode::None || token {
+                authed.authed = true;
+                authed.operator |= token;
                 Ok(())
             } else {
                 conn.last_error("authentication failed").await;

@@ -1,13 +1,20 @@
-//! S3 users: access key → secret key, from `--s3-access-key` / `--s3-secret-key` and
-//! `--s3-keys-file`. Every request must be signed (SigV4 headers, presigned URLs or
+//! S3 users: access keys kept in the index (`hoard key create`, replicated with it),
+//! seeded at start from `--s3-access-key` / `--s3-secret-key` and `--s3-keys-file`
+//! ([`Users::seed`]: a key already in the index keeps its stored secret). Every
+//! request must be signed (SigV4 headers, presigned URLs or
 //! aws-chunked streaming signatures, all checked by s3s; POST forms by
 //! [`super::post`]); anonymous requests are refused with `AccessDenied`. Signature
 //! Version 2 only with `--s3-allow-sigv2` ([`super::sigv2`]).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use s3s::auth::{SecretKey, SimpleAuth};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::{s3_error, S3Result};
+
+use crate::index::tenancy::{AccessKey, TenancyCommand};
+use crate::store::{Store, StoreError};
 
 /// `hoard dev`'s access key when none is given.
 pub const DEV_ACCESS_KEY: &str = "hoard";
@@ -48,10 +55,9 @@ impl Users {
                 parse_keys(&text).with_context(|| format!("S3 keys file {}", path.display()))?,
             );
         }
-        if users.is_empty() {
-            if !dev {
-                bail!("--s3-port needs credentials: --s3-access-key and --s3-secret-key, or --s3-keys-file");
-            }
+        // A server may have none: its users are then the index's access keys
+        // (`hoard key create`).
+        if users.is_empty() && dev {
             users.push((DEV_ACCESS_KEY.into(), DEV_SECRET_KEY.into()));
         }
         Ok(Users(users))
@@ -75,13 +81,61 @@ impl Users {
         self.0.first().map(|(a, s)| (a.as_str(), s.as_str()))
     }
 
-    /// The s3s authenticator of these users.
-    pub fn auth(&self) -> SimpleAuth {
-        let mut auth = SimpleAuth::new();
-        for (a, s) in &self.0 {
-            auth.register(a.clone(), SecretKey::from(s.as_str()));
+    /// Creates these users in the index unless their access key is there already
+    /// (created before, or deleted: a deleted seeded key stays deleted). A stored key
+    /// keeps its secret; a different one in the flags is reported, never printed.
+    pub async fn seed(&self, store: &Store) -> anyhow::Result<()> {
+        for (access, secret) in &self.0 {
+            let cmd = TenancyCommand::CreateKey {
+                id: access.clone(),
+                key: AccessKey {
+                    name: access.clone(),
+                    secret: secret.clone(),
+                    created_ms: crate::clock::now_ms(),
+                    seeded: true,
+                    deleted: false,
+                },
+            };
+            match store.tenancy(cmd).await {
+                Ok(()) => tracing::info!("S3 access key {access} created from the flags"),
+                Err(StoreError::Exists) => match store.access_key(access)? {
+                    Some(stored) if stored.secret != *secret => tracing::warn!(
+                        "S3 access key {access}: the index holds another secret than the flags; \
+                         the index's is in force (rotate keys with `hoard key`)"
+                    ),
+                    Some(_) => {}
+                    None => tracing::warn!(
+                        "S3 access key {access} was deleted (`hoard key delete`); not created again"
+                    ),
+                },
+                Err(e) => return Err(anyhow::anyhow!("creating S3 access key {access}: {e}")),
+            }
         }
-        auth
+        Ok(())
+    }
+}
+
+/// The secret of access key `access`, from the index (after catching up with the
+/// cluster when this member does not have it); `InvalidAccessKeyId` when it is no
+/// user.
+pub async fn secret(store: &Store, access: &str) -> S3Result<String> {
+    match store.access_key_fresh(access).await {
+        Ok(Some(key)) => Ok(key.secret),
+        Ok(None) => Err(s3_error!(InvalidAccessKeyId)),
+        Err(e) => Err(super::errors::store_error(e)),
+    }
+}
+
+/// The s3s authenticator: secrets from the index.
+pub struct IndexAuth {
+    /// The store whose index holds the keys.
+    pub store: Arc<Store>,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for IndexAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        secret(&self.store, access_key).await.map(SecretKey::from)
     }
 }
 
@@ -138,7 +192,13 @@ mod tests {
     fn flags() {
         let dev = Users::from_args(None, None, None, true).unwrap();
         assert_eq!(dev.first(), Some((DEV_ACCESS_KEY, DEV_SECRET_KEY)));
-        assert!(Users::from_args(None, None, None, false).is_err());
+        assert_eq!(
+            Users::from_args(None, None, None, false)
+                .unwrap()
+                .access_keys()
+                .count(),
+            0
+        );
         assert!(Users::from_args(Some("a"), None, None, false).is_err());
         let one = Users::from_args(Some("a"), Some("b"), None, false).unwrap();
         assert_eq!(one.access_keys().collect::<Vec<_>>(), ["a"]);

@@ -9,21 +9,14 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::errors::{bucket_prefix, check_bucket_name, store_error};
 use crate::index::State;
+use crate::store::tenancy::Access;
+pub use crate::store::tenancy::Bucket;
 use crate::store::{ListRange, Store, StoreError};
 
 /// Most buckets ListBuckets returns.
 pub const MAX_BUCKETS: usize = 10_000;
 
 const PREFIX: &str = "s3/bucket/";
-
-/// A bucket's record.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Bucket {
-    /// Creation time, unix ms.
-    pub created_ms: u64,
-    /// Access key of the creator.
-    pub owner: String,
-}
 
 fn entry(name: &str) -> String {
     format!("{PREFIX}{name}")
@@ -35,7 +28,7 @@ pub fn require(store: &Store, bucket: &str) -> S3Result<Bucket> {
         .frontend(&entry(bucket))
         .map_err(store_error)?
         .ok_or_else(|| s3_error!(NoSuchBucket, "no such bucket: {bucket}"))?;
-    serde_json::from_slice(&raw).map_err(|e| s3_error!(InternalError, "bucket record: {e}"))
+    Bucket::decode(&raw).ok_or_else(|| s3_error!(InternalError, "unreadable bucket record"))
 }
 
 /// The access key a request was signed with (`anonymous` without one).
@@ -52,9 +45,9 @@ pub fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(ms / 1000))
 }
 
-/// ListBuckets: the buckets in name order, those starting with `prefix` when given;
-/// pages of `max-buckets` (1 to [`MAX_BUCKETS`], the default) with a continuation
-/// token (the last name listed) when more follow.
+/// ListBuckets: the buckets the caller may read, in name order, those starting with
+/// `prefix` when given; pages of `max-buckets` (1 to [`MAX_BUCKETS`], the default)
+/// with a continuation token (the last name listed) when more follow.
 pub async fn list(
     store: &Arc<Store>,
     req: S3Request<ListBucketsInput>,
@@ -77,23 +70,9 @@ pub async fn list(
         .as_ref()
         .map(|t| format!("{PREFIX}{t}"));
     // One more than a page: whether another page follows.
-    let mut entries = store
-        .frontend_range(format!("{PREFIX}{prefix}"), after, max + 1)
-        .await
-        .map_err(store_error)?;
-    let more = entries.len() > max;
-    entries.truncate(max);
-    let buckets: Vec<s3s::dto::Bucket> = entries
-        .into_iter()
-        .filter_map(|(name, raw)| {
-            let b: Bucket = serde_json::from_slice(&raw).ok()?;
-            Some(s3s::dto::Bucket {
-                name: Some(name.strip_prefix(PREFIX)?.to_string()),
-                creation_date: Some(timestamp(b.created_ms)),
-                ..Default::default()
-            })
-        })
-        .collect();
+    let mut buckets = readable(store, &owner, format!("{PREFIX}{prefix}"), after, max + 1).await?;
+    let more = buckets.len() > max;
+    buckets.truncate(max);
     let next = more
         .then(|| buckets.last().and_then(|b| b.name.clone()))
         .flatten();
@@ -108,6 +87,43 @@ pub async fn list(
     }))
 }
 
+/// Up to `want` buckets named `prefix…` after `after` that access key `id` may read,
+/// read from the index a bounded chunk at a time.
+async fn readable(
+    store: &Store,
+    id: &str,
+    prefix: String,
+    mut after: Option<String>,
+    want: usize,
+) -> S3Result<Vec<s3s::dto::Bucket>> {
+    const CHUNK: usize = 1000;
+    let mut out = Vec::new();
+    loop {
+        let entries = store
+            .frontend_range(prefix.clone(), after.clone(), CHUNK)
+            .await
+            .map_err(store_error)?;
+        let done = entries.len() < CHUNK;
+        after = entries.last().map(|(name, _)| name.clone());
+        for (name, raw) in entries {
+            let Some(b) = Bucket::decode(&raw).filter(|b| b.allows(id, Access::Read)) else {
+                continue;
+            };
+            out.push(s3s::dto::Bucket {
+                name: name.strip_prefix(PREFIX).map(str::to_string),
+                creation_date: Some(timestamp(b.created_ms)),
+                ..Default::default()
+            });
+            if out.len() == want {
+                return Ok(out);
+            }
+        }
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
 /// CreateBucket: when it exists, `BucketAlreadyOwnedByYou` to its creator and
 /// `BucketAlreadyExists` to any other user (409 both).
 pub async fn create(
@@ -116,11 +132,8 @@ pub async fn create(
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let name = req.input.bucket.clone();
     check_bucket_name(&name)?;
-    let record = Bucket {
-        created_ms: crate::clock::now_ms(),
-        owner: caller(&req),
-    };
-    let value = serde_json::to_vec(&record).map_err(|e| s3_error!(InternalError, "{e}"))?;
+    let record = Bucket::new(&caller(&req), crate::clock::now_ms());
+    let value = record.encode();
     match store.set_frontend(entry(&name), Some(value), true).await {
         Ok(()) => Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{name}")),
@@ -129,7 +142,7 @@ pub async fn create(
             let existing = store
                 .frontend(&entry(&name))
                 .map_err(store_error)?
-                .and_then(|raw| serde_json::from_slice::<Bucket>(&raw).ok());
+                .and_then(|raw| Bucket::decode(&raw));
             match existing {
                 Some(b) if b.owner != record.owner => Err(s3_error!(
                     BucketAlreadyExists,

@@ -31,7 +31,21 @@ pub fn store_error(e: StoreError) -> S3Error {
         StoreError::Index(i) => s3_error!(ServiceUnavailable, "{i}"),
         StoreError::Volume(m) => S3Error::with_message(S3ErrorCode::InternalError, m),
         StoreError::Unavailable(m) => s3_error!(ServiceUnavailable, "{m}"),
+        StoreError::Forbidden(m) => s3_error!(AccessDenied, "{m}"),
+        StoreError::QuotaExceeded(m) => quota_exceeded(&m),
     }
+}
+
+/// `QuotaExceeded` (403), as Ceph RGW answers a write beyond a bucket quota (S3 itself
+/// has no bucket quotas; MinIO answers 400 `XMinioAdminBucketQuotaExceeded`, Garage
+/// 403 `AccessDenied`): a 4xx no client retries.
+pub fn quota_exceeded(message: &str) -> S3Error {
+    let mut e = S3Error::with_message(
+        S3ErrorCode::Custom("QuotaExceeded".into()),
+        format!("quota exceeded: {message}"),
+    );
+    e.set_status_code(StatusCode::FORBIDDEN);
+    e
 }
 
 /// The S3 error for a failed write: [`store_error`], except that an aws-chunked body

@@ -7,7 +7,8 @@
 //! s3s crate's; this module implements its `S3` trait by translating each operation
 //! into calls on the store core ([`crate::store::Store`]), like every front-end:
 //!
-//! * [`auth`] — users (access key → secret key).
+//! * [`access`] — tenancy: each operation checked against its bucket's grants.
+//! * [`auth`] — users (access keys in the index, seeded from the flags).
 //! * [`buckets`] — List/Create/Head/DeleteBucket, GetBucketLocation; bucket records
 //!   are index entries.
 //! * [`objects`] — Put/Get/Head/Delete/Copy, DeleteObjects, conditional requests.
@@ -30,6 +31,7 @@
 //! Operations not listed in docs/ARCHITECTURE.md's compatibility table answer
 //! `NotImplemented`.
 
+pub mod access;
 pub mod auth;
 pub mod buckets;
 pub mod errors;
@@ -83,6 +85,12 @@ pub struct S3Args {
     /// signs no payload); their date must then be within 15 minutes of the server's.
     #[arg(long = "s3-allow-sigv2", env = "HOARD_S3_ALLOW_SIGV2")]
     pub allow_sigv2: bool,
+    /// Declare the native API (HTTP, binary protocol, JSON) open: with `--auth-mode
+    /// none`, anyone who reaches its ports reads and writes every S3 bucket's contents
+    /// (never multipart parts). Without it, a server with S3 users and `--auth-mode
+    /// none` refuses to start.
+    #[arg(long = "native-open", env = "HOARD_NATIVE_OPEN")]
+    pub native_open: bool,
 }
 
 impl S3Args {
@@ -100,7 +108,6 @@ impl S3Args {
 /// What the layers in front of s3s (POST Object, SigV2) need.
 pub struct Front {
     store: Arc<Store>,
-    users: Users,
     domain: Option<String>,
     max_post: u64,
     allow_sigv2: bool,
@@ -122,23 +129,27 @@ impl Hoard {
     }
 }
 
-/// The S3 API as an axum router (for `crate::net::serve`).
+/// The S3 API as an axum router (for `crate::net::serve`); its users are the access
+/// keys of the store's index (seed them first: [`Users::seed`]).
 pub fn router(
     store: Arc<Store>,
-    users: &Users,
     args: &S3Args,
     limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
     verbose: bool,
 ) -> anyhow::Result<axum::Router> {
     let front = Arc::new(Front {
         store: Arc::clone(&store),
-        users: users.clone(),
         domain: args.domain.clone(),
         max_post: args.max_post_size,
         allow_sigv2: args.allow_sigv2,
     });
-    let mut builder = S3ServiceBuilder::new(Hoard { store });
-    builder.set_auth(users.auth());
+    let mut builder = S3ServiceBuilder::new(Hoard {
+        store: Arc::clone(&store),
+    });
+    builder.set_auth(auth::IndexAuth {
+        store: Arc::clone(&store),
+    });
+    builder.set_access(access::Tenancy { store });
     if let Some(domain) = args.domain.as_deref() {
         let host = s3s::host::SingleDomain::new(domain)
             .map_err(|e| anyhow::anyhow!("--s3-domain {domain}: {e}"))?;

@@ -417,6 +417,12 @@ pub async fn complete(
         ..upload.meta
     };
     let (bucket, object) = (input.bucket.clone(), input.key.clone());
+    // The bucket's quota is the store's to enforce (`Store::put_with`); asked here
+    // too, so a refusal is a plain 403 rather than an error inside the 200 that the
+    // completion below streams.
+    store
+        .check_quota(&bucket, &key, total)
+        .map_err(store_error)?;
     take_for_completion(store, &id).await?;
     let store = Arc::clone(store);
     // The copy runs on its own task: a client going away cannot cut it short.

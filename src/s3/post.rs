@@ -106,10 +106,10 @@ async fn handle(
     };
 
     // Who signed it; nothing of the file is read before this holds.
-    let policy_b64 = if field("x-amz-signature").is_some() {
-        check_v4(front, &field)?
+    let (policy_b64, access) = if field("x-amz-signature").is_some() {
+        check_v4(front, &field).await?
     } else if field("signature").is_some() {
-        check_v2(front, &field)?
+        check_v2(front, &field).await?
     } else {
         return Err(s3_error!(
             AccessDenied,
@@ -125,6 +125,17 @@ async fn handle(
         ));
     }
     check_conditions(&policy, &fields, &bucket)?;
+    // Tenancy: the same rule as every S3 operation (`super::access`).
+    let who = crate::store::tenancy::Principal::Key(access.to_string());
+    front
+        .store
+        .read_barrier()
+        .await
+        .map_err(|e| super::errors::store_error(e.into()))?;
+    front
+        .store
+        .authorize_bucket(&who, &bucket, crate::store::tenancy::Access::Write)
+        .map_err(super::errors::store_error)?;
 
     let key_field = field("key").ok_or_else(|| {
         s3_error!(
@@ -273,11 +284,11 @@ fn target_bucket(front: &Front, parts: &axum::http::request::Parts) -> Result<St
     Ok(name.to_string())
 }
 
-/// Checks a SigV4 POST signature; the policy it signs.
-fn check_v4<'a>(
+/// Checks a SigV4 POST signature; the policy it signs and the access key.
+async fn check_v4<'a>(
     front: &Front,
     field: &impl Fn(&str) -> Option<&'a str>,
-) -> Result<&'a str, S3Error> {
+) -> Result<(&'a str, &'a str), S3Error> {
     let missing = |name: &str| s3_error!(InvalidArgument, "the form has no field {name}");
     let policy = field("policy").ok_or_else(|| missing("policy"))?;
     let signature = field("x-amz-signature").ok_or_else(|| missing("x-amz-signature"))?;
@@ -303,23 +314,21 @@ fn check_v4<'a>(
             "the credential's date is not x-amz-date's"
         ));
     }
-    let secret = front
-        .users
-        .secret(access)
-        .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
-    let key = super::sigv2::sigv4_signing_key(secret, day, region, service);
+    let secret = super::auth::secret(&front.store, access).await?;
+    let key = super::sigv2::sigv4_signing_key(&secret, day, region, service);
     let want = crate::hex::hex(&super::sigv2::hmac_sha256(&key, policy.as_bytes()));
     if !super::sigv2::ct_eq(want.as_bytes(), signature.as_bytes()) {
         return Err(s3_error!(SignatureDoesNotMatch));
     }
-    Ok(policy)
+    Ok((policy, access))
 }
 
-/// Checks a SigV2 POST signature (only with `--s3-allow-sigv2`); the policy it signs.
-fn check_v2<'a>(
+/// Checks a SigV2 POST signature (only with `--s3-allow-sigv2`); the policy it signs
+/// and the access key.
+async fn check_v2<'a>(
     front: &Front,
     field: &impl Fn(&str) -> Option<&'a str>,
-) -> Result<&'a str, S3Error> {
+) -> Result<(&'a str, &'a str), S3Error> {
     if !front.allow_sigv2 {
         return Err(super::sigv2::disabled());
     }
@@ -328,15 +337,12 @@ fn check_v2<'a>(
     let signature = field("signature").unwrap_or_default();
     let access = field("awsaccesskeyid")
         .ok_or_else(|| s3_error!(InvalidArgument, "the form has no field AWSAccessKeyId"))?;
-    let secret = front
-        .users
-        .secret(access)
-        .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
-    let want = super::sigv2::sign_v2(secret, policy);
+    let secret = super::auth::secret(&front.store, access).await?;
+    let want = super::sigv2::sign_v2(&secret, policy);
     if !super::sigv2::ct_eq(want.as_bytes(), signature.as_bytes()) {
         return Err(s3_error!(SignatureDoesNotMatch));
     }
-    Ok(policy)
+    Ok((policy, access))
 }
 
 /// Whether a policy's expiration is past.

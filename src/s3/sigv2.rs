@@ -50,27 +50,29 @@ enum V2<'a> {
 
 /// Middleware: refuses SigV2 requests, or checks them with `--s3-allow-sigv2`.
 pub async fn guard(State(front): State<Arc<Front>>, req: Request, next: Next) -> Response {
-    let query = query_pairs(req.uri().query().unwrap_or_default());
+    // The head alone is held across the key lookup (a body is not `Sync`).
+    let (parts, body) = req.into_parts();
+    let query = query_pairs(parts.uri.query().unwrap_or_default());
     let kind = if query.iter().any(|(k, _)| k == "Signature") {
         Some(V2::Presigned)
     } else {
-        unique(req.headers(), header::AUTHORIZATION.as_str())
+        unique(&parts.headers, header::AUTHORIZATION.as_str())
             .and_then(|v| v.strip_prefix("AWS "))
             .and_then(|v| v.split_once(':'))
             .map(|(access, signature)| V2::Header { access, signature })
     };
     let Some(kind) = kind else {
-        return next.run(req).await;
+        return next.run(Request::from_parts(parts, body)).await;
     };
     let checked = if front.allow_sigv2 {
-        check(&front, &req, &query, &kind)
+        check(&front, &parts, &query, &kind).await
     } else {
         Err(disabled())
     };
+    let mut req = Request::from_parts(parts, body);
     match checked {
         Ok(None) => next.run(req).await,
         Ok(Some(uri)) => {
-            let mut req = req;
             *req.uri_mut() = uri;
             next.run(req).await
         }
@@ -93,13 +95,13 @@ fn with_slash(uri: &Uri) -> Option<Uri> {
 /// sign a path-style bucket request `/bucket` as `/bucket/`: when only that matches,
 /// the URI to pass on instead (with the `/`, the same bucket request, which s3s then
 /// checks alike).
-fn check(
+async fn check(
     front: &Front,
-    req: &Request,
+    req: &axum::http::request::Parts,
     query: &[(String, String)],
     kind: &V2<'_>,
 ) -> Result<Option<Uri>, S3Error> {
-    let headers = req.headers();
+    let headers = &req.headers;
     let (access, signature) = match kind {
         V2::Header { access, signature } => {
             let date = unique(headers, "x-amz-date")
@@ -130,30 +132,27 @@ fn check(
             (access, get("Signature").unwrap_or_default())
         }
     };
-    let secret = front
-        .users
-        .secret(access)
-        .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+    let secret = super::auth::secret(&front.store, access).await?;
     let mode_presigned = matches!(kind, V2::Presigned);
     let vh = virtual_bucket(front.domain.as_deref(), headers);
     let matches = |path: &str| {
         let to_sign = string_to_sign(
             mode_presigned,
-            req.method().as_str(),
+            req.method.as_str(),
             path,
             query,
             headers,
             vh.as_deref(),
         );
-        ct_eq(sign_v2(secret, &to_sign).as_bytes(), signature.as_bytes())
+        ct_eq(sign_v2(&secret, &to_sign).as_bytes(), signature.as_bytes())
     };
-    let path = req.uri().path();
+    let path = req.uri.path();
     if matches(path) {
         return Ok(None);
     }
     let bucket_only = vh.is_none() && path.len() > 1 && !path[1..].contains('/');
     if bucket_only && matches(&format!("{path}/")) {
-        return with_slash(req.uri())
+        return with_slash(&req.uri)
             .map(Some)
             .ok_or_else(|| s3_error!(InvalidURI));
     }

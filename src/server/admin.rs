@@ -114,6 +114,9 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
             }
             None => ApiError::NotFound.into_response(),
         },
+        (_, path) if super::admin_tenancy::owns(path) => {
+            super::admin_tenancy::handle(app, req).await
+        }
         (_, path) if super::admin_cluster::owns(path) => {
             super::admin_cluster::handle(app, req).await
         }

@@ -51,7 +51,8 @@ pub struct ServerArgs {
     /// Index cluster: node id, peers, read consistency.
     #[command(flatten)]
     pub cluster: crate::raft::ClusterArgs,
-    /// Serve the S3 API on this port too (off by default; needs S3 credentials).
+    /// Serve the S3 API on this port too (off by default). Its users are the access
+    /// keys of the index (`hoard key create`), seeded from --s3-access-key/--s3-keys-file.
     #[arg(long = "s3-port", env = "HOARD_S3_PORT")]
     pub s3_port: Option<u16>,
     /// S3 credentials and domain.

@@ -28,6 +28,7 @@
 //!   field, invalid base64) is refused with 400 before any operation runs.
 //! * Authentication treats the batch as a write (`POST`), whatever it contains.
 
+use crate::store::tenancy::{Access, Principal};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -103,8 +104,9 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
+    let who = super::tenancy::principal(app, req.headers());
     match read_ops(req).await {
-        Ok(ops) => axum::Json(run(app, ops).await).into_response(),
+        Ok(ops) => axum::Json(run(app, &who, ops).await).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -162,7 +164,11 @@ async fn read_ops(req: Request) -> Result<Vec<(Op, Option<bytes::Bytes>)>, ApiEr
 }
 
 /// Runs the operations: those of one key in order, keys concurrently.
-async fn run(app: &Arc<App>, ops: Vec<(Op, Option<bytes::Bytes>)>) -> Vec<Outcome> {
+async fn run(
+    app: &Arc<App>,
+    who: &Principal,
+    ops: Vec<(Op, Option<bytes::Bytes>)>,
+) -> Vec<Outcome> {
     let mut groups: Vec<Vec<(usize, Op, Option<bytes::Bytes>)>> = Vec::new();
     let mut group_of: HashMap<String, usize> = HashMap::new();
     for (i, (op, value)) in ops.into_iter().enumerate() {
@@ -178,7 +184,7 @@ async fn run(app: &Arc<App>, ops: Vec<(Op, Option<bytes::Bytes>)>) -> Vec<Outcom
         .map(|group| async move {
             let mut out = Vec::with_capacity(group.len());
             for (i, op, value) in group {
-                out.push((i, one(app, op, value).await));
+                out.push((i, one(app, who, op, value).await));
             }
             out
         })
@@ -192,7 +198,7 @@ async fn run(app: &Arc<App>, ops: Vec<(Op, Option<bytes::Bytes>)>) -> Vec<Outcom
 }
 
 /// Runs one operation through the store core.
-async fn one(app: &Arc<App>, op: Op, value: Option<bytes::Bytes>) -> Outcome {
+async fn one(app: &Arc<App>, who: &Principal, op: Op, value: Option<bytes::Bytes>) -> Outcome {
     let key = op.key().to_string();
     let bytes = key.clone().into_bytes();
     let mut outcome = Outcome {
@@ -201,6 +207,11 @@ async fn one(app: &Arc<App>, op: Op, value: Option<bytes::Bytes>) -> Outcome {
     };
     let result: Result<StatusCode, StoreError> = async {
         crate::key::check(&bytes)?;
+        let access = match op {
+            Op::Get { .. } => Access::Read,
+            _ => Access::Write,
+        };
+        app.store.authorize(who, &bytes, access)?;
         match op {
             Op::Get { .. } => {
                 crate::key::check_writable(&bytes)?;

@@ -50,7 +50,10 @@ pub fn store_status(e: &StoreError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         StoreError::NotFound => StatusCode::NOT_FOUND,
-        StoreError::Exists | StoreError::Protected => StatusCode::FORBIDDEN,
+        StoreError::Exists
+        | StoreError::Protected
+        | StoreError::Forbidden(_)
+        | StoreError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
         StoreError::Conflict | StoreError::Superseded => StatusCode::CONFLICT,
         StoreError::Empty => StatusCode::LENGTH_REQUIRED,
         // No leader, or a leader without its quorum: another member (or a

@@ -9,12 +9,14 @@
 mod admin;
 mod admin_cluster;
 mod admin_ops;
+mod admin_tenancy;
 mod args;
 mod batch;
 mod error;
 mod jobs;
 mod read;
 mod safety;
+mod tenancy;
 pub mod ui;
 mod write;
 
@@ -70,7 +72,8 @@ impl ServerConfig {
     /// The configuration described by `hoard server`'s flags.
     pub fn from_args(args: &ServerArgs, verbose: bool) -> anyhow::Result<Self> {
         let placement = args.placement.build()?;
-        let safety = SafetyConfig::from_args(&args.safety, args.placement.replicas)?;
+        let mut safety = SafetyConfig::from_args(&args.safety, args.placement.replicas)?;
+        safety.auth = safety.auth.native_open(args.s3.native_open);
         let token = safety.auth.token();
         Ok(ServerConfig {
             placement,
@@ -328,6 +331,7 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         None => None,
     };
     let started = start(cfg, &args.db).await?;
+    refuse_open_tenants(&started.app, args.s3_port.is_some())?;
     tracing::info!(
         "index server on {} with volumes {}",
         listener.local_addr()?,
@@ -358,9 +362,11 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
         let Some((listener, users)) = s3 else {
             return Ok(());
         };
+        // Through the log: in an index cluster, once a leader is elected (the native
+        // port, which carries Raft, is served meanwhile).
+        seed_users(&started.app.store, &users).await?;
         let router = crate::s3::router(
             Arc::clone(&started.app.store),
-            &users,
             &args.s3,
             started.app.cfg.safety.limiter.clone(),
             verbose,
@@ -394,6 +400,40 @@ pub async fn run(args: ServerArgs, verbose: bool) -> anyhow::Result<()> {
     served
 }
 
+/// No bypass (issue 26): a server whose data has tenants (S3 users: `--s3-port`, or
+/// access keys in its index) refuses to serve a native API without authentication
+/// unless the operator declared it open (`--native-open`).
+fn refuse_open_tenants(app: &App, s3: bool) -> anyhow::Result<()> {
+    let auth = &app.cfg.safety.auth;
+    if auth.mode() != crate::auth::AuthMode::None || auth.is_open() {
+        return Ok(());
+    }
+    if s3 || app.store.has_tenants()? {
+        anyhow::bail!(
+            "this server has S3 users, and its native API (--auth-mode none) would let anyone \
+             read and write their buckets: set --auth-token (the native API then needs it for \
+             bucket contents), or pass --native-open to declare the native API open"
+        );
+    }
+    Ok(())
+}
+
+/// Creates the flags' S3 users in the index, retrying while the index cluster has no
+/// leader yet.
+async fn seed_users(store: &crate::store::Store, users: &crate::s3::Users) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match users.seed(store).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!("seeding S3 users: {e:#}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Routes one request: server endpoints under `/-/`, otherwise a key operation chosen
 /// by method.
 async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
@@ -408,6 +448,16 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(key) => key,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    // Tenancy: S3 buckets' contents and the S3 API's own keys (issue 26).
+    let allowed = match (req.method(), req.uri().query()) {
+        (&Method::GET, Some(_)) => tenancy::check_prefix(&app, req.headers(), &key).await,
+        (method, _) => tenancy::check(&app, req.headers(), &key, tenancy::access_of(method)),
+    };
+    if let Err(e) = allowed {
+        let (parts, body) = req.into_parts();
+        crate::http::drain_rejected(&parts.headers, body.into_data_stream()).await;
+        return e.into_response();
+    }
     let result = match (req.method().clone(), req.uri().query()) {
         (Method::GET, Some(query)) => read::list(&app, key, query).await,
         (Method::GET, None) | (Method::HEAD, _) => read::redirect(&app, &key, req).await,

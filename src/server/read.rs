@@ -214,7 +214,13 @@ pub async fn list(app: &Arc<App>, prefix: Vec<u8>, query: &str) -> Result<Respon
     let text = |k: Vec<u8>| String::from_utf8_lossy(&k).into_owned();
     let body = ListResponse {
         next: page.next.map(text).unwrap_or_default(),
-        keys: page.keys.into_iter().map(text).collect(),
+        // The S3 API's own keys (multipart parts) are never shown.
+        keys: page
+            .keys
+            .into_iter()
+            .filter(|k| !crate::store::tenancy::is_internal(k))
+            .map(text)
+            .collect(),
     };
     Ok(axum::Json(body).into_response())
 }

@@ -46,6 +46,12 @@ pub enum StoreError {
     /// No replica volume of the key is reachable, or a target volume is down.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller may not do this (tenancy: a bucket's grants, internal keys).
+    #[error("access denied: {0}")]
+    Forbidden(String),
+    /// The write would exceed its bucket's quota.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
 }
 
 impl From<FanoutError> for StoreError {

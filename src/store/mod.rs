@@ -21,6 +21,8 @@
 //! * [`read`] — [`Store::find`] (what a GET needs), [`Store::list`] (bounded scans of
 //!   a key range); every read call waits for the read barrier itself
 //!   ([`Store::read_barrier`]), so no front-end can forget it.
+//! * [`tenancy`] — who may read or write which keys ([`Store::authorize`]: the one
+//!   rule of every front-end), access keys, bucket grants and quotas.
 //! * [`upkeep`] — the queue of work for the upkeep worker (which sits above, in
 //!   `crate::ops::upkeep`, on a [`Ctx`]), and [`release`] of a record with its files.
 //!
@@ -36,6 +38,7 @@ mod inline;
 mod meta;
 mod put;
 mod read;
+pub mod tenancy;
 pub mod upkeep;
 mod write;
 

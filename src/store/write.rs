@@ -243,6 +243,11 @@ impl Store {
         if len == Some(0) && !opts.allow_empty {
             return Err(StoreError::Empty);
         }
+        // The bucket's quota, whatever the front-end (a value of unknown length counts
+        // as empty here: see docs/OPERATIONS.md, Tenancy).
+        if let Some(bucket) = crate::index::bucket_of(key) {
+            self.check_quota(bucket, key, len.unwrap_or(0))?;
+        }
         if opts.replace {
             return Ok(None);
         }

@@ -17,6 +17,7 @@
 //! serialised by serde_json as before. A descending listing (`reverse`) is streamed the
 //! same way, each chunk moving the range's `end` down instead of its `start` up.
 
+use crate::store::tenancy::is_internal;
 use std::io;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -135,9 +136,10 @@ impl Listing {
         Ok(Some((Bytes::from(buf), self)))
     }
 
-    /// Appends the keys of `page` to `buf` and remembers where to resume.
+    /// Appends the keys of `page` to `buf` (never the S3 API's own) and remembers
+    /// where to resume.
     fn take(&mut self, buf: &mut Vec<u8>, page: Page) -> io::Result<()> {
-        for key in &page.keys {
+        for key in page.keys.iter().filter(|k| !is_internal(k)) {
             if self.any {
                 buf.push(b',');
             }

@@ -65,8 +65,9 @@ pub fn handle(app: &App, req: &Request) -> Response {
             "capacity": series::CAPACITY,
             "samples": app.series.samples(),
         })),
-        "/-/ui/api/key" => key(app, req.uri().query().unwrap_or_default())
-            .map_or_else(IntoResponse::into_response, |view| json(&view)),
+        "/-/ui/api/key" => {
+            key(app, req).map_or_else(IntoResponse::into_response, |view| json(&view))
+        }
         _ => ApiError::NotFound.into_response(),
     }
 }
@@ -339,12 +340,21 @@ struct KeyView {
     download: Option<String>,
 }
 
-fn key(app: &App, query: &str) -> Result<KeyView, ApiError> {
+fn key(app: &App, req: &Request) -> Result<KeyView, ApiError> {
+    let query = req.uri().query().unwrap_or_default();
     let raw = query
         .split('&')
         .find_map(|p| p.strip_prefix("path="))
         .ok_or_else(|| ApiError::BadRequest("missing ?path=/key".into()))?;
     let key = crate::key::parse(raw)?;
+    // A bucket's object and its S3 metadata: the same rule as reading it.
+    let who = if app.cfg.safety.auth.operator(req.headers()) {
+        crate::store::tenancy::Principal::Operator
+    } else {
+        crate::store::tenancy::Principal::Anonymous
+    };
+    app.store
+        .authorize(&who, &key, crate::store::tenancy::Access::Read)?;
     let record = app.store.index.get(&key)?.ok_or(ApiError::NotFound)?;
     let placement = app.store.placement.current().locate(&key);
     let live = record.state == State::Live;
