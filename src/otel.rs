@@ -99,13 +99,16 @@ pub fn start(default_service: &'static str) -> anyhow::Result<Option<Exporter>> 
         .build()
         .context("cannot set up the OTLP trace exporter")?;
     let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
-        || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
-            .is_ok_and(|v| v.split(',').any(|kv| kv.trim().starts_with("service.name=")));
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| {
+            v.split(',')
+                .any(|kv| kv.trim().starts_with("service.name="))
+        });
     let mut resource = opentelemetry_sdk::Resource::builder();
     if !named {
         resource = resource.with_service_name(default_service);
     }
-    let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    let processor =
+        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_resource(resource.build())
         .with_span_processor(processor)
@@ -224,13 +227,18 @@ mod tests {
         assert!(requested(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")]))
             .unwrap()
             .is_none());
-        assert!(requested(env(&[("OTEL_SERVICE_NAME", "x")])).unwrap().is_none());
+        assert!(requested(env(&[("OTEL_SERVICE_NAME", "x")]))
+            .unwrap()
+            .is_none());
         let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
         assert!(matches!(
             requested(env(&[base])).unwrap(),
             Some(Protocol::HttpBinary)
         ));
-        let traces = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces");
+        let traces = (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://c:4318/v1/traces",
+        );
         assert!(requested(env(&[traces])).unwrap().is_some());
         assert!(requested(env(&[base, ("OTEL_SDK_DISABLED", "TRUE")]))
             .unwrap()

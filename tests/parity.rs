@@ -499,7 +499,12 @@ struct Seen {
 
 /// PUTs `w/i` (inline values) and reads back an earlier one, counting acknowledged
 /// PUTs in `count`, until three more PUTs after `stop` is set.
-async fn write_and_read(url: String, w: usize, stop: Arc<AtomicBool>, count: Arc<AtomicUsize>) -> Seen {
+async fn write_and_read(
+    url: String,
+    w: usize,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+) -> Seen {
     let mut seen = Seen::default();
     let (mut i, mut after_stop) = (0usize, 0);
     while after_stop < 3 {
@@ -508,7 +513,13 @@ async fn write_and_read(url: String, w: usize, stop: Arc<AtomicBool>, count: Arc
         }
         let key = format!("{url}/live/{w}/{i}");
         let fill = b'a' + (i % 26) as u8;
-        match client().put(&key).bearer_auth(ONLINE_TOKEN).body(vec![fill; 300]).send().await {
+        match client()
+            .put(&key)
+            .bearer_auth(ONLINE_TOKEN)
+            .body(vec![fill; 300])
+            .send()
+            .await
+        {
             Ok(r) if r.status() == 201 => {
                 seen.acked.push((key, fill, Instant::now()));
                 count.fetch_add(1, Ordering::Relaxed);
@@ -546,7 +557,7 @@ async fn compact_online_while_writes_and_reads_go_on() {
         &["--inline-max", "60000", "--auth-token", ONLINE_TOKEN],
     );
     c.wait_all_up().await;
-    let n = 120;
+    let n = 60;
     for i in 0..n {
         let r = client()
             .put(format!("{}/big/{i}", c.url))
@@ -557,7 +568,8 @@ async fn compact_online_while_writes_and_reads_go_on() {
             .unwrap();
         assert_eq!(r.status(), 201);
     }
-    for i in 1..n {
+    // Every other one deleted: holes in the file that only a compaction closes.
+    for i in (1..n).step_by(2) {
         let r = client()
             .delete(format!("{}/big/{i}", c.url))
             .bearer_auth(ONLINE_TOKEN)
@@ -600,10 +612,14 @@ async fn compact_online_while_writes_and_reads_go_on() {
         sizes["before_bytes"].as_u64().unwrap(),
         sizes["after_bytes"].as_u64().unwrap(),
     );
-    // ~6 MB were written and all but 50 kB deleted.
-    assert!(before > 4_000_000, "{sizes}");
-    assert!(after < before / 4, "{sizes}");
+    // ~3 MB were written and half of it deleted.
+    assert!(before > 2_000_000, "{sizes}");
+    assert!(after < before * 3 / 4, "{sizes}");
     assert!(sizes["paused_ms"].as_f64().is_some(), "{sizes}");
+    eprintln!(
+        "online compaction: {sizes} in {:?}",
+        finished.duration_since(started)
+    );
     // Each writer goes on for three more writes, then stops.
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
@@ -622,22 +638,38 @@ async fn compact_online_while_writes_and_reads_go_on() {
         acked.extend(seen.acked);
     }
 
+    eprintln!("{} writes acknowledged", acked.len());
     // Every acknowledged value reads back, also after a restart on the compacted file.
     for round in ["after the compaction", "after a restart"] {
         for (key, fill, _) in &acked {
-            let r = client().get(key).bearer_auth(ONLINE_TOKEN).send().await.unwrap();
+            let r = client()
+                .get(key)
+                .bearer_auth(ONLINE_TOKEN)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200, "{key} {round}");
             let body = r.bytes().await.unwrap();
-            assert!(body.len() == 300 && body.iter().all(|b| b == fill), "{key} {round}");
+            assert!(
+                body.len() == 300 && body.iter().all(|b| b == fill),
+                "{key} {round}"
+            );
         }
-        let r = client()
-            .get(format!("{}/big/0", c.url))
-            .bearer_auth(ONLINE_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{round}");
-        assert_eq!(r.bytes().await.unwrap().len(), 50_000);
+        for i in (0..n).step_by(2) {
+            let r = client()
+                .get(format!("{}/big/{i}", c.url))
+                .bearer_auth(ONLINE_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "big/{i} {round}");
+            let body = r.bytes().await.unwrap();
+            let fill = b'a' + (i % 26) as u8;
+            assert!(
+                body.len() == 50_000 && body.iter().all(|b| *b == fill),
+                "big/{i} {round}"
+            );
+        }
         if round == "after the compaction" {
             assert!(c.index.terminate(), "index did not stop cleanly");
             c.index.restart();

@@ -66,7 +66,11 @@ fn serve(conn: std::net::TcpStream, keep: &Mutex<Vec<Export>>) {
         if r.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
-        let path = line.split_whitespace().nth(1).unwrap_or_default().to_string();
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         let (mut len, mut content_type) = (0usize, String::new());
         loop {
             let mut h = String::new();
@@ -92,7 +96,8 @@ fn serve(conn: std::net::TcpStream, keep: &Mutex<Vec<Export>>) {
             content_type,
             body,
         });
-        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+        let answer =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
         if out.write_all(answer.as_bytes()).is_err() {
             return;
         }
@@ -123,7 +128,10 @@ fn spans(exports: &[Export]) -> Vec<Span> {
                 .iter()
                 .map(|kv| {
                     let value = &kv["value"]["stringValue"];
-                    (kv["key"].as_str().unwrap().to_string(), value.as_str().unwrap_or("").to_string())
+                    (
+                        kv["key"].as_str().unwrap().to_string(),
+                        value.as_str().unwrap_or("").to_string(),
+                    )
                 })
                 .collect();
             for ss in rs["scopeSpans"].as_array().unwrap() {
@@ -219,7 +227,10 @@ async fn one_client_trace_spans_the_index_and_its_volumes() {
         otel_vars(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             &base,
-            &[json, &format!("OTEL_RESOURCE_ATTRIBUTES=hoard.test.volume={id}")],
+            &[
+                json,
+                &format!("OTEL_RESOURCE_ATTRIBUTES=hoard.test.volume={id}"),
+            ],
         )
     };
     let (mut v1, a1) = volume(tmp.path(), "v1", &vol_vars("v1"));
@@ -266,18 +277,27 @@ async fn one_client_trace_spans_the_index_and_its_volumes() {
             .lines()
             .any(|l| l.contains("PUT /") && l.contains(&format!("\"trace_id\":\"{TRACE}\"")))
     };
-    assert!(logged(&index), "no trace id in the index log:\n{}", index.log_text());
+    assert!(
+        logged(&index),
+        "no trace id in the index log:\n{}",
+        index.log_text()
+    );
     assert!(logged(&v1) && logged(&v2), "no trace id in a volume log");
 
     // A graceful stop flushes the pending spans.
     assert!(index.terminate(), "index did not stop cleanly");
-    assert!(v1.terminate() && v2.terminate(), "a volume did not stop cleanly");
+    assert!(
+        v1.terminate() && v2.terminate(),
+        "a volume did not stop cleanly"
+    );
     let got = wait_exports(&rx, "the spans of the three processes", |e| {
         let s = spans(e);
         ["v1", "v2"].iter().all(|id| {
             s.iter()
                 .any(|s| s.resource.get("hoard.test.volume").map(String::as_str) == Some(id))
-        }) && s.iter().any(|s| s.resource["service.name"] == "hoard-server")
+        }) && s
+            .iter()
+            .any(|s| s.resource["service.name"] == "hoard-server")
     });
     let all = spans(&got);
     let index_spans: Vec<&Span> = all
@@ -286,7 +306,10 @@ async fn one_client_trace_spans_the_index_and_its_volumes() {
         .collect();
     assert_eq!(index_spans.len(), 1, "{all:#?}");
     let put = index_spans[0];
-    assert_eq!(put.parent, CLIENT_SPAN, "the index span's parent is the client's span");
+    assert_eq!(
+        put.parent, CLIENT_SPAN,
+        "the index span's parent is the client's span"
+    );
     assert_eq!(put.name, "index put");
     for id in ["v1", "v2"] {
         let children: Vec<&Span> = all
@@ -376,7 +399,13 @@ async fn the_traces_endpoint_is_used_as_given_with_protobuf_by_default() {
         format!("OTEL_EXPORTER_OTLP_ENDPOINT={}", rx.base()),
         "OTEL_EXPORTER_OTLP_PROTOCOL=grpc".to_string(),
     ];
-    let args = ["volume", "--dir", tmp.path().to_str().unwrap(), "--port", "0"];
+    let args = [
+        "volume",
+        "--dir",
+        tmp.path().to_str().unwrap(),
+        "--port",
+        "0",
+    ];
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let mut p = Proc::spawn(with_env(&vars, &args), tmp.path().join("grpc.log"));
     let status = p.wait_exit(Duration::from_secs(20));

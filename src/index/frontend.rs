@@ -4,7 +4,6 @@
 
 use std::ops::Bound;
 
-
 use super::command::FRONTEND_META_PREFIX;
 use super::{store_err, Index, IndexError, META};
 

@@ -42,12 +42,12 @@ pub use command::{
     RecordMap, Rejection, FRONTEND_META_PREFIX, LEASE_CLOCK_META, SCRUB_META,
 };
 pub use counts::{Counts, VolumeCounts};
+pub use db::CompactError;
 pub use locks::{KeyGuard, KeyLocks};
 pub use migrate::{MigrationStatus, BATCH as MIGRATION_BATCH};
 pub use record::{DecodeError, Record, State, MAX_INLINE_LEN, MAX_META_LEN};
 pub use replicated::Replicator;
 pub use scan::{prefix_end, KeyRange, Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
-pub use db::CompactError;
 pub use shrink::{compact_offline, Compacted};
 
 use std::path::{Path, PathBuf};

@@ -248,7 +248,10 @@ async fn online_compaction_waits_for_open_transactions() {
     };
     // Writes go on while the compaction waits: its gate opens between slices.
     put_live(&index, &key(1000), false).await;
-    assert!(matches!(busy.await.unwrap(), Err(crate::index::CompactError::Busy(_))));
+    assert!(matches!(
+        busy.await.unwrap(),
+        Err(crate::index::CompactError::Busy(_))
+    ));
     release.send(()).unwrap();
     reader.join().unwrap();
     let compacting = {

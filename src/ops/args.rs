@@ -132,6 +132,11 @@ pub struct CompactArgs {
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
     /// Bearer token for a server started with --auth-token (with --url).
-    #[arg(long, env = "HOARD_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "HOARD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
 }

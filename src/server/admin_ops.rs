@@ -106,7 +106,9 @@ async fn compact(app: &Arc<App>) -> Result<Response, Failure> {
             );
             Ok(axum::Json(c).into_response())
         }
-        Err(e @ CompactError::Busy(_)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+        Err(e @ CompactError::Busy(_)) => {
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
+        }
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
     }
 }
