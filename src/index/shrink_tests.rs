@@ -261,7 +261,6 @@ async fn online_compaction_waits_for_open_transactions() {
     put_live(&index, &key(1001), false).await;
     let done = compacting.await.unwrap().unwrap();
     assert!(done.after_bytes <= done.before_bytes, "{done:?}");
-    assert!(done.after_bytes == file_size(dir.path()));
     let after = contents(&index);
     assert_eq!(after.len(), before.len() + 2);
     for (k, r) in &before {
