@@ -111,7 +111,9 @@ pub enum Command {
     /// Compact the index database: return the file's free pages (left by deletes and
     /// overwrites) to the file system.
     ///
-    /// Offline: the index server must be stopped (the file is locked while it runs).
+    /// Offline with --db: the index server must be stopped (the file is locked while it
+    /// runs). Online with --url: the running server compacts its own file, holding
+    /// reads and writes back for the compaction itself (POST /-/admin/compact).
     /// Records are not changed. Prints the file size before and after as JSON.
     Compact(CompactArgs),
     /// Benchmark a running store (started separately) given by --url: thrasher,
@@ -147,7 +149,6 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    crate::telemetry::init_logging(cli.log_format);
     // reqwest is built without a default rustls provider: every client needs this.
     crate::tls::install_provider();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -161,6 +162,20 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let traces = match service_name(&cli.command) {
+        Some(name) => {
+            let _in_runtime = runtime.enter();
+            match crate::otel::start(name) {
+                Ok(exporter) => exporter,
+                Err(e) => {
+                    eprintln!("hoard: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
+    crate::telemetry::init_logging(cli.log_format, traces.as_ref().map(|t| t.tracer()));
     let verbose = cli.verbose;
     let result = runtime.block_on(async move {
         match cli.command {
@@ -170,17 +185,35 @@ pub fn main() -> ExitCode {
             Command::Rebuild(args) => crate::ops::offline::rebuild(args).await,
             Command::Rebalance(args) => crate::ops::offline::rebalance(args).await,
             Command::Verify(args) => crate::ops::offline::verify(args).await,
-            Command::Compact(args) => crate::ops::offline::compact(args).await,
+            Command::Compact(args) => match args.url {
+                Some(url) => crate::client::compact::run(&url, args.token).await,
+                None => crate::ops::offline::compact(args).await,
+            },
             Command::Bench(args) => crate::bench::run(args).await,
             Command::Client(cmd) => crate::client::run(cmd, verbose).await,
         }
     });
+    // Serving has ended (a graceful stop, or an error): the last spans go out now.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hoard: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The default OpenTelemetry service name of the serving commands (`None`: the command
+/// exports no traces).
+fn service_name(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Server(_) => Some("hoard-server"),
+        Command::Volume(_) => Some("hoard-volume"),
+        Command::Dev(_) => Some("hoard-dev"),
+        _ => None,
     }
 }
 

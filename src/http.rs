@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 /// pooled connections dropped after 20 s (below the servers' default idle timeout of
 /// 30 s, so the pool never reuses a connection the server is closing); over TLS it
 /// trusts only `ca` when that is not empty. Per-request timeouts are the caller's.
+/// Requests built for it pass through [`crate::otel::inject`] (the volume and peer
+/// clients do), so they continue the caller's trace.
 pub fn internal_client(
     connect: Duration,
     ca: Vec<reqwest::Certificate>,
@@ -99,7 +101,8 @@ async fn observe_request(
     let path = verbose.then(|| req.uri().path().to_owned());
     // The dashboard charts the index's client traffic, not its own polling.
     let tallied = role == "index" && !req.uri().path().starts_with(crate::key::RESERVED_PREFIX);
-    let res = next.run(req).await;
+    let span = crate::otel::server_span(role, &req);
+    let res = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let received = res.extensions().get::<BytesReceived>().map_or(0, |b| b.0);
     let sent = res
         .headers()
@@ -108,12 +111,14 @@ async fn observe_request(
         .or_else(|| res.body().size_hint().exact())
         .unwrap_or(0);
     let status = res.status().as_u16();
+    crate::otel::record_status(&span, status);
     crate::telemetry::record_request(role, method.as_str(), status, start, received, sent);
     if tallied {
         crate::telemetry::INDEX_TALLY.record(status, start.elapsed());
     }
     if let Some(path) = path {
         let bytes = if received > 0 { received } else { sent };
+        let _in_span = span.enter();
         tracing::info!(
             target: "hoard::access",
             "{method} {path} {status} {bytes} {:.1}ms",

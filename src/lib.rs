@@ -38,6 +38,7 @@ pub mod jsonapi;
 pub mod key;
 pub mod net;
 pub mod ops;
+pub mod otel;
 pub mod placement;
 pub mod progress;
 pub mod proto;

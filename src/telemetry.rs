@@ -489,22 +489,35 @@ pub enum LogFormat {
 /// every refused client request (bad signature, malformed XML) as an error: those
 /// already went back to the client as S3 errors (`HOARD_LOG=…,s3s=debug` shows them).
 /// Text logs are coloured only when stderr is a terminal (and `NO_COLOR` is unset):
-/// files, pipes and journald get plain text.
-pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// files, pipes and journald get plain text. With `tracer` (trace export on, see
+/// [`crate::otel`]) hoard's request spans also go to OpenTelemetry, whatever `HOARD_LOG`
+/// says, and JSON log lines logged inside a request carry its `trace_id`.
+pub fn init_logging(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::Tracer>) {
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = EnvFilter::try_from_env("HOARD_LOG")
         .unwrap_or_else(|_| EnvFilter::new("warn,hoard=info,s3s=off"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(use_colour(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
             std::env::var_os("NO_COLOR").as_deref(),
         ))
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let traces = tracer.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_filter(Targets::new().with_target("hoard", tracing::Level::INFO))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(traces)
+        .try_init();
 }
 
 /// Whether text logs carry ANSI colour codes: only on a terminal, and not when

@@ -2,12 +2,15 @@
 //! its front-end ports from `--port`; the metrics pass promtool with every front-end and
 //! the cache on, and the cache gauge agrees with the health report; no colour codes in
 //! logs that do not go to a terminal; offline ops pass a token to protected volumes;
+//! `hoard compact` offline and online (writes and reads going on around it);
 //! minikv's CLI spellings; `hoard --version` names the commit.
 
 mod common;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{client, free_port_run, hoard_bin, wait_http, Cluster, Kind, Proc};
@@ -466,6 +469,213 @@ async fn compact_returns_free_pages_offline() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().len(), 50_000);
+}
+
+/// `hoard compact --url URL` with `extra` flags: success, stdout, stderr.
+fn compact_online_cli(url: &str, extra: &[&str]) -> (bool, String, String) {
+    let out = Command::new(hoard_bin())
+        .args(["compact", "--url", url])
+        .args(extra)
+        .env_remove("HOARD_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What one writer of the online-compaction test saw.
+#[derive(Default)]
+struct Seen {
+    /// Keys whose PUT was acknowledged (201), with the value's fill byte and when.
+    acked: Vec<(String, u8, Instant)>,
+    /// Reads of acknowledged keys that returned them intact.
+    reads: usize,
+    /// Requests answered with anything else, or not at all.
+    failures: Vec<String>,
+}
+
+/// PUTs `w/i` (inline values) and reads back an earlier one, counting acknowledged
+/// PUTs in `count`, until three more PUTs after `stop` is set.
+async fn write_and_read(
+    url: String,
+    w: usize,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+) -> Seen {
+    let mut seen = Seen::default();
+    let (mut i, mut after_stop) = (0usize, 0);
+    while after_stop < 3 {
+        if stop.load(Ordering::Relaxed) {
+            after_stop += 1;
+        }
+        let key = format!("{url}/live/{w}/{i}");
+        let fill = b'a' + (i % 26) as u8;
+        match client()
+            .put(&key)
+            .bearer_auth(ONLINE_TOKEN)
+            .body(vec![fill; 300])
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 201 => {
+                seen.acked.push((key, fill, Instant::now()));
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => seen.failures.push(format!("PUT {key}: {}", r.status())),
+            Err(e) => seen.failures.push(format!("PUT {key}: {e}")),
+        }
+        if let Some((key, fill, _)) = seen.acked.get(i / 2).cloned() {
+            match client().get(&key).bearer_auth(ONLINE_TOKEN).send().await {
+                Ok(r) if r.status() == 200 => {
+                    let body = r.bytes().await.unwrap_or_default();
+                    if body.len() == 300 && body.iter().all(|b| *b == fill) {
+                        seen.reads += 1;
+                    } else {
+                        seen.failures.push(format!("GET {key}: wrong value"));
+                    }
+                }
+                Ok(r) => seen.failures.push(format!("GET {key}: {}", r.status())),
+                Err(e) => seen.failures.push(format!("GET {key}: {e}")),
+            }
+        }
+        i += 1;
+    }
+    seen
+}
+
+const ONLINE_TOKEN: &str = "compact-secret";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_online_while_writes_and_reads_go_on() {
+    // Values kept in the index records (inline), so deleting them frees index pages.
+    let mut c = Cluster::start(
+        Kind::Native,
+        3,
+        &["--inline-max", "60000", "--auth-token", ONLINE_TOKEN],
+    );
+    c.wait_all_up().await;
+    let n = 60;
+    for i in 0..n {
+        let r = client()
+            .put(format!("{}/big/{i}", c.url))
+            .bearer_auth(ONLINE_TOKEN)
+            .body(vec![b'a' + (i % 26) as u8; 50_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // Every other one deleted: holes in the file that only a compaction closes.
+    for i in (1..n).step_by(2) {
+        let r = client()
+            .delete(format!("{}/big/{i}", c.url))
+            .bearer_auth(ONLINE_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    // Without the token: refused, nothing done.
+    let (ok, _, stderr) = compact_online_cli(&c.url, &[]);
+    assert!(!ok, "compacted without the token");
+    assert!(stderr.contains("401"), "{stderr}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
+    let writers: Vec<_> = counts
+        .iter()
+        .enumerate()
+        .map(|(w, n)| {
+            let run = write_and_read(c.url.clone(), w, Arc::clone(&stop), Arc::clone(n));
+            tokio::spawn(run)
+        })
+        .collect();
+    // Once every writer has had writes acknowledged, compact under them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counts.iter().any(|n| n.load(Ordering::Relaxed) < 5) {
+        assert!(Instant::now() < deadline, "writers did not get going");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let url = c.url.clone();
+    let (ok, stdout, stderr) =
+        tokio::task::spawn_blocking(move || compact_online_cli(&url, &["--token", ONLINE_TOKEN]))
+            .await
+            .unwrap();
+    let finished = Instant::now();
+    assert!(ok, "online compaction failed:\n{stdout}{stderr}");
+    let sizes: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let (before, after) = (
+        sizes["before_bytes"].as_u64().unwrap(),
+        sizes["after_bytes"].as_u64().unwrap(),
+    );
+    // ~3 MB were written and half of it deleted.
+    assert!(before > 2_000_000, "{sizes}");
+    assert!(after < before * 3 / 4, "{sizes}");
+    assert!(sizes["paused_ms"].as_f64().is_some(), "{sizes}");
+    eprintln!(
+        "online compaction: {sizes} in {:?}",
+        finished.duration_since(started)
+    );
+    // Each writer goes on for three more writes, then stops.
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        let seen = w.await.unwrap();
+        assert!(seen.failures.is_empty(), "{:?}", seen.failures);
+        assert!(seen.reads > 0);
+        assert!(
+            seen.acked.iter().any(|(_, _, t)| *t < started),
+            "no write acknowledged before the compaction"
+        );
+        assert!(
+            seen.acked.iter().any(|(_, _, t)| *t > finished),
+            "no write acknowledged after the compaction"
+        );
+        acked.extend(seen.acked);
+    }
+
+    eprintln!("{} writes acknowledged", acked.len());
+    // Every acknowledged value reads back, also after a restart on the compacted file.
+    for round in ["after the compaction", "after a restart"] {
+        for (key, fill, _) in &acked {
+            let r = client()
+                .get(key)
+                .bearer_auth(ONLINE_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{key} {round}");
+            let body = r.bytes().await.unwrap();
+            assert!(
+                body.len() == 300 && body.iter().all(|b| b == fill),
+                "{key} {round}"
+            );
+        }
+        for i in (0..n).step_by(2) {
+            let r = client()
+                .get(format!("{}/big/{i}", c.url))
+                .bearer_auth(ONLINE_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "big/{i} {round}");
+            let body = r.bytes().await.unwrap();
+            let fill = b'a' + (i % 26) as u8;
+            assert!(
+                body.len() == 50_000 && body.iter().all(|b| *b == fill),
+                "big/{i} {round}"
+            );
+        }
+        if round == "after the compaction" {
+            assert!(c.index.terminate(), "index did not stop cleanly");
+            c.index.restart();
+            common::cluster::wait_listening(c.addr());
+        }
+    }
 }
 
 /// The volumes `GET /-/admin/volumes` of the index at `url` lists.

@@ -15,6 +15,7 @@
 
 pub mod args;
 pub mod cluster;
+pub mod compact;
 pub mod copy;
 pub mod tenancy;
 pub mod transfer;

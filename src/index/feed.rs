@@ -23,7 +23,7 @@
 //! records the remote version instead of a feed entry, so it is never shipped on (no
 //! loops between sites replicating to each other).
 
-use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 pub use super::feed_command::{FeedCommand, Version};
 use super::hlc::{self, Hlc};

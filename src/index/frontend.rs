@@ -4,8 +4,6 @@
 
 use std::ops::Bound;
 
-use redb::ReadableDatabase;
-
 use super::command::FRONTEND_META_PREFIX;
 use super::{store_err, Index, IndexError, META};
 

@@ -35,7 +35,7 @@ use std::sync::atomic::{
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::volume_table::{Ids, VolumeTable};
 use super::{compact, shrink, store_err, Index, IndexError, KEYS, META};
@@ -87,7 +87,7 @@ pub(super) struct Migration {
 
 impl Migration {
     /// Reads whether the migration of the index in `db` is done.
-    pub(super) fn load(db: &Database) -> Result<Arc<Migration>, IndexError> {
+    pub(super) fn load(db: &super::db::Db) -> Result<Arc<Migration>, IndexError> {
         let txn = db.begin_read().map_err(store_err)?;
         let meta = txn.open_table(META).map_err(store_err)?;
         let done = meta.get(DONE).map_err(store_err)?.is_some();
@@ -194,7 +194,7 @@ impl Index {
 
 /// The migration thread: batches until done or told to stop.
 fn run(
-    db: &Weak<Database>,
+    db: &Weak<super::db::Db>,
     vt: &VolumeTable,
     state: &Migration,
     stop: &std::sync::mpsc::Receiver<()>,
@@ -230,7 +230,7 @@ fn run(
 
 /// One batch (see the module docs); true once the index is migrated.
 fn batch(
-    db: &Database,
+    db: &super::db::Db,
     vt: &VolumeTable,
     state: &Migration,
     budget: usize,

@@ -22,6 +22,7 @@ mod bulk;
 mod command;
 mod compact;
 mod counts;
+mod db;
 pub mod feed;
 mod feed_command;
 mod frontend;
@@ -43,17 +44,18 @@ pub use command::{
     RecordMap, Rejection, FRONTEND_META_PREFIX, LEASE_CLOCK_META, SCRUB_META,
 };
 pub use counts::{bucket_of, Counts, VolumeCounts};
+pub use db::CompactError;
 pub use locks::{KeyGuard, KeyLocks};
 pub use migrate::{MigrationStatus, BATCH as MIGRATION_BATCH};
 pub use record::{DecodeError, Record, State, MAX_INLINE_LEN, MAX_META_LEN};
 pub use replicated::Replicator;
 pub use scan::{prefix_end, KeyRange, Page, CHUNK_BUDGET, MAX_PAGE_KEYS, PAGE_BUDGET};
-pub use shrink::compact_offline;
+pub use shrink::{compact_offline, Compacted};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use table_map::TableMap;
@@ -113,7 +115,7 @@ struct Job {
 /// Handle to the index; cheap to clone.
 #[derive(Clone)]
 pub struct Index {
-    db: Arc<Database>,
+    db: Arc<db::Db>,
     dir: PathBuf,
     counts: Arc<std::sync::Mutex<Counts>>,
     recovered: bool,
@@ -167,7 +169,7 @@ impl Index {
             IndexError::Store(source) => open_err(source),
             other => other,
         })?;
-        let db = Arc::new(db);
+        let db = Arc::new(db::Db::new(db));
         let counts = Arc::new(std::sync::Mutex::new(counts));
         let (tx, rx) = mpsc::channel(MAX_BATCH);
         let (wdb, wcounts) = (Arc::clone(&db), Arc::clone(&counts));
@@ -438,7 +440,7 @@ fn clear_volume_counts(meta: &mut MetaTable<'_>) -> Result<(), IndexError> {
 
 /// The writer thread: drain, apply in order, commit once, answer.
 fn writer_loop(
-    db: &Database,
+    db: &db::Db,
     vt: &VolumeTable,
     counts: &std::sync::Mutex<Counts>,
     mut rx: mpsc::Receiver<Job>,
@@ -460,7 +462,7 @@ fn writer_loop(
 /// If that fails, each job is tried in a transaction of its own, so one failing
 /// command does not fail the others.
 fn commit_batch(
-    db: &Database,
+    db: &db::Db,
     vt: &VolumeTable,
     counts: &std::sync::Mutex<Counts>,
     batch: &mut Vec<Job>,
@@ -493,7 +495,7 @@ fn commit_batch(
 }
 
 fn apply_batch(
-    db: &Database,
+    db: &db::Db,
     vt: &VolumeTable,
     counts: Counts,
     batch: &[Job],

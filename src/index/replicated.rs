@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use redb::{Durability, ReadableDatabase, ReadableTable};
+use redb::{Durability, ReadableTable};
 
 use super::snapfile::{snapshot_err, SnapReader, SnapWriter};
 use super::volume_table::{self, Foreign, Ids};

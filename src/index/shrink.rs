@@ -32,7 +32,7 @@ use redb::{
     WriteTransaction,
 };
 
-use super::{store_err, Index, IndexError, KEYS, META};
+use super::{store_err, CompactError, Index, IndexError, KEYS, META};
 
 /// The records table once the migration's copy is done.
 pub(super) const PACKED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys.packed");
@@ -213,6 +213,41 @@ pub fn compact_offline(dir: &std::path::Path) -> Result<(u64, u64), IndexError> 
     })?;
     drop(db);
     Ok((before, size(&path)?))
+}
+
+/// What an online compaction ([`Index::compact_online`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Compacted {
+    /// The file's size before.
+    pub before_bytes: u64,
+    /// The file's size after.
+    pub after_bytes: u64,
+    /// How long reads and writes waited at the gate while redb compacted (the wait
+    /// for open transactions to finish not included: they went on meanwhile).
+    pub paused_ms: f64,
+}
+
+impl Index {
+    /// Returns the index file's free pages to the file system while the server runs:
+    /// waits at most `wait` for a moment with no transaction open, pausing new ones
+    /// only in short slices meanwhile, then compacts with reads and writes held back
+    /// (see `db.rs`). Nothing is changed if that moment does not come
+    /// ([`CompactError::Busy`]). Records are not changed either way. Blocking.
+    pub fn compact_online(&self, wait: std::time::Duration) -> Result<Compacted, CompactError> {
+        let path = self.dir.join("index.redb");
+        let size = || {
+            std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(|e| CompactError::Store(redb::Error::Io(e)))
+        };
+        let before_bytes = size()?;
+        let (_, paused) = self.db.compact(wait)?;
+        Ok(Compacted {
+            before_bytes,
+            after_bytes: size()?,
+            paused_ms: paused.as_secs_f64() * 1000.0,
+        })
+    }
 }
 
 /// Compacts until redb finds nothing more to move.

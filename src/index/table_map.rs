@@ -2,7 +2,7 @@
 //! encoded and decoded through the volume table ([`Ids`]), and [`Counts`] and the
 //! per-volume counters follow every change.
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::shrink::Shadow;
 use super::volume_table::Ids;
@@ -18,7 +18,7 @@ pub(super) struct TableMap<'a, 'txn> {
     /// transaction.
     pub(super) meta: Vec<(String, Option<Vec<u8>>)>,
     /// Reads index-wide values not written in this batch.
-    pub(super) reader: &'a Database,
+    pub(super) reader: &'a super::db::Db,
     /// Changes of the per-volume counters.
     pub(super) volumes: counts::VolumeDeltas,
     /// The volume table, to encode and decode records.

@@ -119,10 +119,24 @@ pub struct VerifyArgs {
     pub max_rate: Option<crate::ops::worker::Rate>,
 }
 
-/// Options of `hoard compact`.
+/// Options of `hoard compact`: offline with `--db`, online with `--url`.
 #[derive(Debug, Args, Clone)]
 pub struct CompactArgs {
-    /// Directory of the index database (the server using it must be stopped).
+    /// Directory of the index database, compacted offline (the server using it must be
+    /// stopped).
     #[arg(long, env = "HOARD_DB")]
-    pub db: PathBuf,
+    pub db: Option<PathBuf>,
+    /// A running index server whose database to compact online (`POST
+    /// /-/admin/compact`); in an index cluster, the member to compact (each has its own
+    /// file). Wins over --db.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Bearer token for a server started with --auth-token (with --url).
+    #[arg(
+        long,
+        env = "HOARD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 }

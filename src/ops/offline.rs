@@ -232,14 +232,20 @@ async fn log_lines(job: Arc<Job>) {
 /// `hoard compact`: the index file's free pages back to the file system; prints the
 /// sizes before and after as JSON.
 pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
-    let db = args.db.clone();
+    let Some(dir) = args.db else {
+        anyhow::bail!(
+            "give --db DIR (offline, server stopped) or --url URL (online, on a running server)"
+        );
+    };
+    let db = dir.clone();
     let (before, after) = tokio::task::spawn_blocking(move || crate::index::compact_offline(&db))
         .await
         .context("compaction task failed")?
         .with_context(|| {
             format!(
-                "cannot compact the index in {} (is a server running on it?)",
-                args.db.display()
+                "cannot compact the index in {} (is a server running on it? \
+                 `hoard compact --url` compacts a running server's)",
+                dir.display()
             )
         })?;
     println!(

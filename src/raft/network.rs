@@ -71,11 +71,13 @@ impl PeerClient {
         })
     }
 
-    /// A POST of `path_and_query` on the member at `addr`, with the cluster token.
+    /// A POST of `path_and_query` on the member at `addr`, with the cluster token and
+    /// the current trace context.
     pub fn post(&self, addr: &str, path_and_query: &str) -> reqwest::RequestBuilder {
-        let builder = self
-            .http
-            .post(format!("{}://{addr}{path_and_query}", self.scheme));
+        let builder = crate::otel::inject(
+            self.http
+                .post(format!("{}://{addr}{path_and_query}", self.scheme)),
+        );
         match &self.token {
             Some(t) => builder.header(reqwest::header::AUTHORIZATION, t.clone()),
             None => builder,

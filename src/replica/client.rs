@@ -140,9 +140,10 @@ impl VolumeClient {
         }
     }
 
-    /// A request to `url` (scheme adjusted), carrying the bearer token if configured.
+    /// A request to `url` (scheme adjusted), carrying the bearer token if configured and
+    /// the current trace context (`traceparent`) when traces are exported.
     fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, self.scheme_url(url));
+        let req = crate::otel::inject(self.http.request(method, self.scheme_url(url)));
         match &self.token {
             Some(t) => req.header(reqwest::header::AUTHORIZATION, t.clone()),
             None => req,

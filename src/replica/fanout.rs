@@ -398,10 +398,11 @@ impl Replicas {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             let body = StreamBody::request_body(Channel(rx), len);
             let (client, url, answer_tx) = (client.clone(), url.clone(), answer_tx.clone());
-            let task = tokio::spawn(async move {
+            // In the request's span, so the volume's PUT continues the client's trace.
+            let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
                 let result = client.put(&url, body).await;
                 let _ = answer_tx.send((i, result));
-            });
+            }));
             aborts.push(task.abort_handle());
             senders.push(Some(tx));
         }

@@ -8,6 +8,7 @@
 //! | `POST /-/admin/cancel` | ask the running job to stop |
 //! | `GET /-/admin/volumes` | volumes in force and their health |
 //! | `POST /-/admin/volumes` | change membership, body [`Change`]: `{"add": "h:p"}`, `{"remove": […]}`, `{"volumes": […]}`, optional `"rebalance": true`; kalavara's `{"url": "http://h:p"}` or a plain-text URL adds one |
+//! | `POST /-/admin/compact` | compact this member's index file now (200 with sizes and pause; 503 if transactions stayed open) |
 //! | `REBALANCE /key` | move one key now: 204, 404 (no such key), 409 (key busy), 400 (failed) |
 
 use std::collections::HashMap;
@@ -69,12 +70,47 @@ pub async fn handle(app: &Arc<App>, req: Request) -> Response {
         },
         (Method::GET, "volumes") => Ok(volumes(app)),
         (Method::POST, "volumes") => change_volumes(app, req).await,
-        (_, "status" | "rebalance" | "verify" | "cancel" | "volumes") => {
+        (Method::POST, "compact") => compact(app).await,
+        (_, "status" | "rebalance" | "verify" | "cancel" | "volumes" | "compact") => {
             Err(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"))
         }
         _ => return ApiError::NotFound.into_response(),
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Longest wait of an online compaction for a moment with no index transaction open.
+const COMPACT_WAIT: Duration = Duration::from_secs(5);
+
+/// `POST /-/admin/compact`: returns the free pages of this server's index file to the
+/// file system while it serves (`Index::compact_online`). Not forwarded: each member
+/// of an index cluster has its own file, compacted by a request to that member.
+async fn compact(app: &Arc<App>) -> Result<Response, Failure> {
+    use crate::index::CompactError;
+    let index = app.store.index.clone();
+    let done = tokio::task::spawn_blocking(move || index.compact_online(COMPACT_WAIT))
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("compaction task failed: {e}"),
+            )
+        })?;
+    match done {
+        Ok(c) => {
+            tracing::info!(
+                "index compacted online: {} → {} bytes, reads and writes paused {:.1} ms",
+                c.before_bytes,
+                c.after_bytes,
+                c.paused_ms
+            );
+            Ok(axum::Json(c).into_response())
+        }
+        Err(e @ CompactError::Busy(_)) => {
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
+        }
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+    }
 }
 
 /// A failed operations request: its status and message, answered as

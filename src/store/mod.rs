@@ -163,7 +163,7 @@ where
     F: Future<Output = Result<T, StoreError>> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::spawn(work)
+    tokio::spawn(tracing::Instrument::in_current_span(work))
         .await
         .unwrap_or_else(|e| Err(StoreError::Volume(format!("write task failed: {e}"))))
 }
