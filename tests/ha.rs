@@ -419,15 +419,6 @@ async fn harness_self_test_on_one_index() {
     }
 }
 
-/// Sends `sig` to member `id`.
-fn signal(c: &IndexCluster, id: u64, sig: libc::c_int) {
-    let pid = c.nodes[&id].proc.pid().expect("member running");
-    // SAFETY: kill(2) on a child we started and have not reaped.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
-}
-
 /// The value of counter `name` in member `id`'s metrics (absent: 0 — the counter
 /// appears with its first increment).
 async fn counter(c: &IndexCluster, id: u64, name: &str) -> u64 {
@@ -456,7 +447,7 @@ async fn a_follower_ahead_wins_past_a_candidate_behind() {
     let (leader, term) = c.leader().await;
     let followers: Vec<u64> = c.ids().into_iter().filter(|&i| i != leader).collect();
     let (behind, ahead) = (followers[0], followers[1]);
-    signal(&c, behind, libc::SIGSTOP);
+    c.signal(behind, libc::SIGSTOP);
     let paused = Instant::now();
     let client = http();
     let mut written = Vec::new();
@@ -477,8 +468,8 @@ async fn a_follower_ahead_wins_past_a_candidate_behind() {
         i += 1;
     }
     let before = counter(&c, ahead, "hoard_raft_campaigns_ahead_total").await;
-    signal(&c, leader, libc::SIGSTOP);
-    signal(&c, behind, libc::SIGCONT);
+    c.signal(leader, libc::SIGSTOP);
+    c.signal(behind, libc::SIGCONT);
     let t = Instant::now();
     let (new, new_term) = c.wait_leader_among(&followers).await;
     println!(
@@ -491,7 +482,7 @@ async fn a_follower_ahead_wins_past_a_candidate_behind() {
         after > before,
         "node {ahead} did not campaign past the candidate behind it (term {new_term})"
     );
-    signal(&c, leader, libc::SIGCONT);
+    c.signal(leader, libc::SIGCONT);
     let st = c.wait_converged(&c.ids()).await;
     assert_eq!(st.leader_id, Some(ahead));
     for id in c.ids() {

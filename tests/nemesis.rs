@@ -246,16 +246,6 @@ fn clock_env(id: u64) -> Vec<(String, String)> {
     ]
 }
 
-/// Sends `sig` to member `id`.
-fn signal(c: &IndexCluster, id: u64, sig: libc::c_int) {
-    if let Some(pid) = c.nodes[&id].proc.pid() {
-        // SAFETY: kill(2) on a child we started and have not reaped.
-        unsafe {
-            libc::kill(pid as libc::pid_t, sig);
-        }
-    }
-}
-
 /// The server flags of every member (its S3 API).
 const SERVER_FLAGS: [&str; 11] = [
     "--native-open",
@@ -424,7 +414,7 @@ impl Run {
                 leader
             }
             Fault::PauseLeader => {
-                signal(&self.cluster, leader, libc::SIGSTOP);
+                self.cluster.signal(leader, libc::SIGSTOP);
                 leader
             }
             Fault::KillLeader => {
@@ -481,7 +471,7 @@ impl Run {
             .flatten();
         // Heal.
         match fault {
-            Fault::PauseLeader => signal(&self.cluster, leader, libc::SIGCONT),
+            Fault::PauseLeader => self.cluster.signal(leader, libc::SIGCONT),
             Fault::KillLeader => self.cluster.restart(leader),
             Fault::KillFollower => self.cluster.restart(follower),
             Fault::KillAll => self.cluster.restart_all(),

@@ -509,6 +509,16 @@ impl IndexCluster {
         }
     }
 
+    /// Sends `sig` to member `id` (SIGSTOP / SIGCONT to pause and resume it).
+    pub fn signal(&self, id: u64, sig: libc::c_int) {
+        if let Some(pid) = self.nodes[&id].proc.pid() {
+            // SAFETY: kill(2) on a child we started and have not reaped.
+            unsafe {
+                libc::kill(pid as libc::pid_t, sig);
+            }
+        }
+    }
+
     /// kill -9 node `id`.
     pub fn kill(&mut self, id: u64) {
         self.nodes.get_mut(&id).unwrap().proc.kill();
